@@ -1,0 +1,82 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+/// Settings every Swift target shares: Swift 6 language mode plus the upcoming
+/// features that keep imports and existentials explicit.
+let strictSettings: [SwiftSetting] = [
+    .enableUpcomingFeature("ExistentialAny"),
+    .enableUpcomingFeature("MemberImportVisibility"),
+]
+
+/// The library sees `struct stat` through both Glibc and CFuse (libfuse's
+/// headers include <sys/stat.h>), which MemberImportVisibility reports as a
+/// missing import of CFuse everywhere; the library keeps the other settings.
+let librarySettings: [SwiftSetting] = [
+    .enableUpcomingFeature("ExistentialAny"),
+]
+
+let package = Package(
+    name: "replfs",
+    platforms: [.macOS(.v15)],
+    products: [
+        .executable(name: "replfsd", targets: ["replfsd"]),
+        .executable(name: "replfs-testkit", targets: ["replfs-testkit"]),
+        .library(name: "ReplFS", targets: ["ReplFS"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
+        .package(url: "https://github.com/jpsim/Yams", from: "5.0.0"),
+    ],
+    targets: [
+        // libfuse3 low-level API plus the few shims Swift cannot call directly.
+        .target(
+            name: "CFuse",
+            linkerSettings: [.linkedLibrary("fuse3")]
+        ),
+        // Linux system calls glibc hides behind _GNU_SOURCE.
+        .target(name: "CSystem"),
+        // liblz4 block API (LTX page compression).
+        .systemLibrary(name: "CLZ4", pkgConfig: "liblz4", providers: [.apt(["liblz4-dev"])]),
+        // The system SQLite, used for recovery and by the test workloads.
+        .systemLibrary(name: "CSQLite", providers: [.apt(["libsqlite3-dev"])]),
+        .target(
+            name: "ReplFS",
+            dependencies: [
+                "CFuse", "CLZ4", "CSQLite", "CSystem",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Yams", package: "Yams"),
+            ],
+            swiftSettings: librarySettings
+        ),
+        .executableTarget(
+            name: "replfsd",
+            dependencies: [
+                "ReplFS",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strictSettings
+        ),
+        // Real SQLite workloads in their own processes, for tests, benchmarks and the demo.
+        .executableTarget(
+            name: "replfs-testkit",
+            dependencies: [
+                "CSQLite",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            swiftSettings: strictSettings
+        ),
+        .testTarget(
+            name: "ReplFSTests",
+            dependencies: ["ReplFS"],
+            swiftSettings: strictSettings
+        ),
+        .testTarget(
+            name: "IntegrationTests",
+            dependencies: ["ReplFS"],
+            swiftSettings: strictSettings
+        ),
+    ],
+    swiftLanguageModes: [.v6]
+)

@@ -1,0 +1,18 @@
+#ifndef CSYSTEM_H
+#define CSYSTEM_H
+
+#include <sys/types.h>
+
+// Linux calls that glibc declares only under _GNU_SOURCE (which Swift's Glibc
+// module does not define) or that Swift cannot name unambiguously.
+
+/// fallocate(2).
+int csystem_fallocate(int fd, int mode, off_t offset, off_t length);
+/// syncfs(2).
+int csystem_syncfs(int fd);
+/// renameat2(2).
+int csystem_renameat2(int olddirfd, const char *oldpath, int newdirfd, const char *newpath, unsigned int flags);
+/// flock(2) (Swift resolves `flock` to the struct of the same name).
+int csystem_flock(int fd, int operation);
+
+#endif

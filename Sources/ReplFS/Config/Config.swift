@@ -1,0 +1,76 @@
+/// The daemon's configuration, as read from YAML (see `etc/replfsd.yml`).
+///
+/// Every key has a default except `mount` and `data`. With no `lease`
+/// section the node is a lone primary (static lease, no peers).
+public struct Config: Sendable, Equatable {
+    /// Name of the cluster; a data directory remembers it and refuses another.
+    public var cluster = "replfs"
+    /// This node's name (default: the host name).
+    public var node: String
+    /// What applications open.
+    public var mount: String
+    /// Real files, LTX logs, node state.
+    public var data: String
+    public var replication = Replication()
+    public var lease = Lease()
+    public var admin = Admin()
+    public var exec: Exec?
+    public var metrics = Metrics()
+    /// How long LTX files are kept for catch-up.
+    public var retention: Duration = .seconds(600)
+
+    public struct Replication: Sendable, Equatable {
+        public var listen = "0.0.0.0:20202"
+        public var advertise: String?
+        public var tokenFile: String?
+        public var tls: TLS?
+        public var syncReplicas = 0
+    }
+
+    public struct TLS: Sendable, Equatable {
+        public var cert: String
+        public var key: String
+        public var ca: String
+    }
+
+    public struct Lease: Sendable, Equatable {
+        public enum Kind: String, Sendable, Equatable { case `static`, etcd }
+        public var type = Kind.static
+        public var candidate = true
+        public var staticPrimary: String?
+        public var staticPeers: [String: String] = [:]
+        public var etcdEndpoints = ["http://127.0.0.1:2379"]
+        public var etcdKey = "/replfs/primary"
+        public var etcdTTL: Duration = .seconds(2)
+    }
+
+    public struct Admin: Sendable, Equatable {
+        public var socket = "/run/replfs/replfsd.sock"
+    }
+
+    public struct Exec: Sendable, Equatable {
+        public var command: [String]
+        public var stopTimeout: Duration = .seconds(10)
+    }
+
+    public struct Metrics: Sendable, Equatable {
+        public var listen: String?
+    }
+
+    public init(node: String, mount: String, data: String) {
+        self.node = node
+        self.mount = mount
+        self.data = data
+    }
+
+    /// A stable 64-bit ID for this node, written into LTX headers.
+    public var nodeID: UInt64 {
+        // FNV-1a: stable across runs and builds (Hasher is seeded per process).
+        var hash: UInt64 = 0xcbf2_9ce4_8422_2325
+        for byte in node.utf8 {
+            hash ^= UInt64(byte)
+            hash &*= 0x100_0000_01b3
+        }
+        return hash == 0 ? 1 : hash
+    }
+}

@@ -1,0 +1,264 @@
+import Foundation
+import Yams
+
+/// Reads and validates a YAML configuration.
+///
+/// Unknown keys are errors (a misspelt `sync-replica` must not silently mean
+/// asynchronous replication), and every error names its key.
+public enum ConfigLoader {
+    /// Loads `path`. Throws ``ConfigError`` naming the file and the key.
+    public static func load(path: String) throws(ConfigError) -> Config {
+        let text: String
+        do {
+            text = try String(contentsOfFile: path, encoding: .utf8)
+        } catch {
+            throw ConfigError(file: path, key: nil, "cannot read config file")
+        }
+        do {
+            return try parse(text)
+        } catch var error {
+            error.file = path
+            throw error
+        }
+    }
+
+    /// Parses YAML text.
+    public static func parse(_ text: String, hostname: String = ProcessInfo.processInfo.hostName) throws(ConfigError) -> Config {
+        let root: Node?
+        do {
+            root = try Yams.compose(yaml: text)
+        } catch {
+            throw ConfigError(key: nil, "invalid YAML: \(error)")
+        }
+        let top = try Section(root ?? Node.mapping(Node.Mapping([])), path: "")
+        let mount = try top.requiredPath("mount")
+        let data = try top.requiredPath("data")
+        var config = Config(node: try top.string("node") ?? hostname, mount: mount, data: data)
+        if let cluster = try top.string("cluster") { config.cluster = cluster }
+        guard !config.node.isEmpty else { throw ConfigError(key: "node", "must not be empty") }
+        if config.mount == config.data || config.data.hasPrefix(config.mount + "/") || config.mount.hasPrefix(config.data + "/") {
+            throw ConfigError(key: "data", "must not be inside the mount point or contain it")
+        }
+        if let retention = try top.duration("retention") { config.retention = retention }
+
+        if let replication = try top.section("replication") {
+            if let listen = try replication.address("listen") { config.replication.listen = listen }
+            config.replication.advertise = try replication.address("advertise")
+            config.replication.tokenFile = try replication.path("token-file")
+            if let tls = try replication.section("tls") {
+                config.replication.tls = Config.TLS(cert: try tls.requiredPath("cert"), key: try tls.requiredPath("key"), ca: try tls.requiredPath("ca"))
+                try tls.rejectUnknown()
+            }
+            if let sync = try replication.integer("sync-replicas") {
+                guard sync >= 0 else { throw ConfigError(key: "replication.sync-replicas", "must be 0 or more") }
+                config.replication.syncReplicas = sync
+            }
+            try replication.rejectUnknown()
+        }
+
+        if let lease = try top.section("lease") {
+            if let type = try lease.string("type") {
+                guard let kind = Config.Lease.Kind(rawValue: type) else {
+                    throw ConfigError(key: "lease.type", "\"\(type)\" is not a lease type (static or etcd)")
+                }
+                config.lease.type = kind
+            }
+            if let candidate = try lease.bool("candidate") { config.lease.candidate = candidate }
+            if let staticSection = try lease.section("static") {
+                config.lease.staticPrimary = try staticSection.string("primary")
+                if let peers = try staticSection.section("peers") {
+                    for key in peers.keys {
+                        guard let address = try peers.address(key) else { continue }
+                        config.lease.staticPeers[key] = address
+                    }
+                }
+                try staticSection.rejectUnknown()
+            }
+            if let etcd = try lease.section("etcd") {
+                if let endpoints = try etcd.stringList("endpoints") {
+                    guard !endpoints.isEmpty else { throw ConfigError(key: "lease.etcd.endpoints", "must list at least one endpoint") }
+                    for endpoint in endpoints where !(endpoint.hasPrefix("http://") || endpoint.hasPrefix("https://")) {
+                        throw ConfigError(key: "lease.etcd.endpoints", "\"\(endpoint)\" is not an http(s) URL")
+                    }
+                    config.lease.etcdEndpoints = endpoints
+                }
+                if let key = try etcd.string("key") {
+                    guard key.hasPrefix("/") else { throw ConfigError(key: "lease.etcd.key", "must start with /") }
+                    config.lease.etcdKey = key
+                }
+                if let ttl = try etcd.duration("ttl") {
+                    guard ttl >= Duration.seconds(2) else { throw ConfigError(key: "lease.etcd.ttl", "must be at least 2s (etcd's minimum lease)") }
+                    config.lease.etcdTTL = ttl
+                }
+                try etcd.rejectUnknown()
+            }
+            try lease.rejectUnknown()
+        }
+        if config.lease.type == Config.Lease.Kind.static, let primary = config.lease.staticPrimary, !config.lease.staticPeers.isEmpty,
+            config.lease.staticPeers[primary] == nil
+        {
+            throw ConfigError(key: "lease.static.primary", "\"\(primary)\" is not one of lease.static.peers")
+        }
+
+        if let admin = try top.section("admin") {
+            if let socket = try admin.path("socket") { config.admin.socket = socket }
+            try admin.rejectUnknown()
+        }
+        if let exec = try top.section("exec") {
+            guard let command = try exec.stringList("command"), !command.isEmpty else {
+                throw ConfigError(key: "exec.command", "required: the command to run while primary, as a list")
+            }
+            var value = Config.Exec(command: command)
+            if let timeout = try exec.duration("stop-timeout") { value.stopTimeout = timeout }
+            config.exec = value
+            try exec.rejectUnknown()
+        }
+        if let metrics = try top.section("metrics") {
+            config.metrics.listen = try metrics.address("listen")
+            try metrics.rejectUnknown()
+        }
+        try top.rejectUnknown()
+        return config
+    }
+
+    /// Parses "500ms", "2s", "10m", "1h" (and combinations like "1m30s").
+    public static func parseDuration(_ text: String) -> Duration? {
+        var total = Duration.zero
+        var number = ""
+        var unit = ""
+        var any = false
+        func flush() -> Bool {
+            guard let value = Double(number), !unit.isEmpty else { return false }
+            let scale: Double
+            switch unit {
+            case "ms": scale = 0.001
+            case "s": scale = 1
+            case "m": scale = 60
+            case "h": scale = 3600
+            default: return false
+            }
+            total += .milliseconds(Int64((value * scale * 1000).rounded()))
+            number = ""
+            unit = ""
+            any = true
+            return true
+        }
+        for character in text.trimmingCharacters(in: .whitespaces) {
+            if character.isNumber || character == "." {
+                if !unit.isEmpty { guard flush() else { return nil } }
+                number.append(character)
+            } else if character.isLetter {
+                guard !number.isEmpty else { return nil }
+                unit.append(character)
+            } else {
+                return nil
+            }
+        }
+        guard flush(), any else { return nil }
+        return total
+    }
+}
+
+/// One YAML mapping being read, remembering which keys were used so that
+/// the rest can be reported as unknown.
+private final class Section {
+    let path: String
+    private var values: [String: Node] = [:]
+    private(set) var keys: [String] = []
+    private var used = Set<String>()
+
+    init(_ node: Node, path: String) throws(ConfigError) {
+        self.path = path
+        guard case .mapping(let mapping) = node else {
+            throw ConfigError(key: path.isEmpty ? nil : path, "must be a mapping of keys to values")
+        }
+        for (key, value) in mapping {
+            guard let name = key.string else { throw ConfigError(key: path.isEmpty ? nil : path, "keys must be strings") }
+            values[name] = value
+            keys.append(name)
+        }
+    }
+
+    private func name(_ key: String) -> String { path.isEmpty ? key : path + "." + key }
+
+    private func scalar(_ key: String) throws(ConfigError) -> String? {
+        used.insert(key)
+        guard let node = values[key] else { return nil }
+        if case .scalar(let scalar) = node {
+            if scalar.string == "~" || (scalar.string.isEmpty && scalar.style == .plain) { return nil }
+            return scalar.string
+        }
+        throw ConfigError(key: name(key), "must be a single value")
+    }
+
+    func string(_ key: String) throws(ConfigError) -> String? { try scalar(key) }
+
+    func path(_ key: String) throws(ConfigError) -> String? {
+        guard let value = try scalar(key) else { return nil }
+        guard value.hasPrefix("/") else { throw ConfigError(key: name(key), "\"\(value)\" must be an absolute path") }
+        return value.count > 1 && value.hasSuffix("/") ? String(value.dropLast()) : value
+    }
+
+    func requiredPath(_ key: String) throws(ConfigError) -> String {
+        guard let value = try path(key) else { throw ConfigError(key: name(key), "required") }
+        return value
+    }
+
+    func address(_ key: String) throws(ConfigError) -> String? {
+        guard let value = try scalar(key) else { return nil }
+        guard let colon = value.lastIndex(of: ":"), let port = Int(value[value.index(after: colon)...]), (1...65535).contains(port),
+            colon != value.startIndex
+        else {
+            throw ConfigError(key: name(key), "\"\(value)\" is not host:port")
+        }
+        return value
+    }
+
+    func integer(_ key: String) throws(ConfigError) -> Int? {
+        guard let value = try scalar(key) else { return nil }
+        guard let number = Int(value) else { throw ConfigError(key: name(key), "\"\(value)\" is not an integer") }
+        return number
+    }
+
+    func bool(_ key: String) throws(ConfigError) -> Bool? {
+        guard let value = try scalar(key) else { return nil }
+        switch value.lowercased() {
+        case "true", "yes", "on": return true
+        case "false", "no", "off": return false
+        default: throw ConfigError(key: name(key), "\"\(value)\" is not true or false")
+        }
+    }
+
+    func duration(_ key: String) throws(ConfigError) -> Duration? {
+        guard let value = try scalar(key) else { return nil }
+        guard let duration = ConfigLoader.parseDuration(value), duration > .zero else {
+            throw ConfigError(key: name(key), "\"\(value)\" is not a duration (use 500ms, 2s, 10m, 1h)")
+        }
+        return duration
+    }
+
+    func stringList(_ key: String) throws(ConfigError) -> [String]? {
+        used.insert(key)
+        guard let node = values[key] else { return nil }
+        guard case .sequence(let sequence) = node else { throw ConfigError(key: name(key), "must be a list") }
+        var result: [String] = []
+        for item in sequence {
+            guard case .scalar(let scalar) = item else { throw ConfigError(key: name(key), "must be a list of strings") }
+            result.append(scalar.string)
+        }
+        return result
+    }
+
+    func section(_ key: String) throws(ConfigError) -> Section? {
+        used.insert(key)
+        guard let node = values[key] else { return nil }
+        if case .scalar(let scalar) = node, scalar.string.isEmpty || scalar.string == "~" { return nil }
+        return try Section(node, path: name(key))
+    }
+
+    func rejectUnknown() throws(ConfigError) {
+        for key in keys where !used.contains(key) {
+            throw ConfigError(key: name(key), "unknown key")
+        }
+    }
+}

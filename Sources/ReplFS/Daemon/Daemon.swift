@@ -1,0 +1,71 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import Dispatch
+import Logging
+
+/// Wires a configuration into a running node: data directory, store
+/// (with recovery), file system and FUSE session.
+///
+/// Startup checks come first and change nothing when they fail (exit code
+/// 2); `run()` then serves until `stop()`, and unmounts cleanly.
+public final class Daemon: Sendable {
+    public let config: Config
+    public let store: Store
+    public let session: FUSESession
+    private let lockFD: Int32
+    private let logger: Logger
+
+    /// A startup failure: bad configuration or environment (exit code 2).
+    public struct StartupError: Error, CustomStringConvertible {
+        public var description: String
+    }
+
+    public init(config: Config, logger: Logger) throws(StartupError) {
+        self.config = config
+        self.logger = logger
+        let directory = DataDirectory(root: config.data)
+        do {
+            try MountPoint.prepare(config.mount, logger: logger)
+            try directory.prepare(cluster: config.cluster, node: config.node)
+        } catch let error as MountError {
+            throw StartupError(description: "\(error)")
+        } catch {
+            throw StartupError(description: "\(error)")
+        }
+        do {
+            lockFD = try directory.lock()
+        } catch {
+            throw StartupError(description: "\(error)")
+        }
+        do {
+            store = try Store(directory: directory, nodeID: config.nodeID, logger: logger)
+            let fileSystem = try FileSystem(store: store)
+            session = try FUSESession(fileSystem: fileSystem, mountPoint: config.mount)
+        } catch let error as StoreError {
+            Syscall.close(lockFD)
+            throw StartupError(description: "\(error)")
+        } catch {
+            Syscall.close(lockFD)
+            throw StartupError(description: "\(error)")
+        }
+    }
+
+    deinit {
+        Syscall.close(lockFD)
+    }
+
+    /// Serves until ``stop()``, then unmounts and flushes the logs.
+    public func run() {
+        logger.info("mounted", metadata: ["mount": "\(config.mount)", "data": "\(config.data)", "node": "\(config.node)"])
+        let result = session.run()
+        session.unmount()
+        store.flushLogs()
+        logger.info("unmounted", metadata: ["mount": "\(config.mount)", "loop": "\(result)"])
+    }
+
+    /// Ends ``run()`` (from any thread or a signal handler's queue).
+    public func stop() {
+        session.stop()
+    }
+}

@@ -1,0 +1,128 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import Foundation
+
+/// The on-disk layout of a node's data directory, and its identity checks.
+///
+/// ```
+/// DATA/replfs.json   cluster name, node name, format version
+/// DATA/lock          flock()ed by the running replfsd
+/// DATA/files/        the real files the mount shows
+/// DATA/ltx/<key>/    LTX log of each database (see DatabaseKey)
+/// ```
+///
+/// A directory that holds anything else, or the identity file of another
+/// cluster, is refused before anything in it is touched.
+public struct DataDirectory: Sendable {
+    public let root: String
+    public var files: String { root + "/files" }
+    public var ltx: String { root + "/ltx" }
+    public var identityFile: String { root + "/replfs.json" }
+    public var lockFile: String { root + "/lock" }
+
+    /// The identity recorded at first use.
+    public struct Identity: Codable, Sendable, Equatable {
+        public var format: Int
+        public var cluster: String
+        public var node: String
+    }
+
+    public static let formatVersion = 1
+
+    public init(root: String) {
+        self.root = root.count > 1 && root.hasSuffix("/") ? String(root.dropLast()) : root
+    }
+
+    /// Checks the directory belongs to `cluster`, creating the layout if the
+    /// directory is new or empty. Throws without changing anything otherwise.
+    public func prepare(cluster: String, node: String) throws(StoreError) {
+        let manager = FileManager.default
+        var isDirectory: ObjCBool = false
+        if manager.fileExists(atPath: root, isDirectory: &isDirectory) {
+            guard isDirectory.boolValue else {
+                throw StoreError(.foreignDataDirectory, "data directory is not a directory", path: root)
+            }
+            let entries = (try? manager.contentsOfDirectory(atPath: root)) ?? []
+            if !entries.isEmpty {
+                guard entries.contains("replfs.json") else {
+                    throw StoreError(
+                        .foreignDataDirectory, "data directory is not empty and has no replfs.json: not a ReplFS data directory",
+                        path: root)
+                }
+                let identity = try readIdentity()
+                guard identity.cluster == cluster else {
+                    throw StoreError(
+                        .foreignDataDirectory,
+                        "data directory belongs to cluster \"\(identity.cluster)\", not \"\(cluster)\" (config key cluster)",
+                        path: root)
+                }
+                guard identity.format == DataDirectory.formatVersion else {
+                    throw StoreError(.foreignDataDirectory, "unsupported data directory format \(identity.format)", path: root)
+                }
+                try createLayout()
+                return
+            }
+        }
+        do {
+            try manager.createDirectory(atPath: root, withIntermediateDirectories: true)
+        } catch {
+            throw StoreError(.io, "cannot create data directory: \(error.localizedDescription)", path: root)
+        }
+        try createLayout()
+        let identity = Identity(format: DataDirectory.formatVersion, cluster: cluster, node: node)
+        do {
+            let encoder = JSONEncoder()
+            encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+            try encoder.encode(identity).write(to: URL(fileURLWithPath: identityFile), options: .atomic)
+        } catch {
+            throw StoreError(.io, "cannot write identity: \(error.localizedDescription)", path: identityFile)
+        }
+    }
+
+    /// Reads `replfs.json`.
+    public func readIdentity() throws(StoreError) -> Identity {
+        do {
+            let data = try Data(contentsOf: URL(fileURLWithPath: identityFile))
+            return try JSONDecoder().decode(Identity.self, from: data)
+        } catch {
+            throw StoreError(.foreignDataDirectory, "unreadable identity file: \(error)", path: identityFile)
+        }
+    }
+
+    private func createLayout() throws(StoreError) {
+        for directory in [files, ltx] {
+            do {
+                try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+            } catch {
+                throw StoreError(.io, "cannot create directory: \(error.localizedDescription)", path: directory)
+            }
+        }
+    }
+
+    /// Takes the directory's exclusive lock for the life of the process.
+    /// Returns the descriptor holding it.
+    public func lock() throws(StoreError) -> Int32 {
+        let fd: Int32
+        switch Syscall.open(at: AT_FDCWD, lockFile, flags: O_RDWR | O_CREAT, mode: 0o644) {
+        case .success(let value): fd = value
+        case .failure(let error): throw StoreError(.io, "cannot open lock file", path: lockFile, errno: error)
+        }
+        switch Syscall.tryLockExclusive(fd) {
+        case .success(true):
+            let pid = "\(getpid())\n"
+            _ = Syscall.ftruncate(fd, 0)
+            _ = pid.utf8CString.withUnsafeBytes { Syscall.pwrite(fd, UnsafeRawBufferPointer(rebasing: $0.dropLast()), at: 0) }
+            return fd
+        case .success(false):
+            var buffer = [UInt8](repeating: 0, count: 32)
+            let n = (try? buffer.withUnsafeMutableBytes { Syscall.pread(fd, into: $0, at: 0) }.get()) ?? 0
+            let holder = String(decoding: buffer.prefix(n), as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+            Syscall.close(fd)
+            throw StoreError(.busy, "data directory is in use by another replfsd" + (holder.isEmpty ? "" : " (pid \(holder))"), path: root)
+        case .failure(let error):
+            Syscall.close(fd)
+            throw StoreError(.io, "cannot lock data directory", path: lockFile, errno: error)
+        }
+    }
+}

@@ -1,0 +1,204 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import Logging
+import Synchronization
+
+extension Database {
+    /// What recovery found and did, for the log and for tests.
+    enum RecoveryOutcome: Equatable, Sendable {
+        /// Content and log agreed.
+        case consistent
+        /// No log yet: the content was recorded as a snapshot.
+        case snapshotted
+        /// The last logged transaction had not reached the file; it was applied.
+        case redone(TXID)
+        /// The content matched neither; it was recorded as a new transaction.
+        case resynced(TXID)
+        /// Torn LTX files at the end of the log were removed.
+        case removedTornFiles(Int)
+    }
+
+    /// Brings the database file and its LTX log into agreement at startup,
+    /// before the mount serves anything (invariant 3).
+    ///
+    /// 1. SQLite's own recovery (hot journal rollback, WAL checkpoint), so the
+    ///    database file alone is the content.
+    /// 2. The newest LTX files are decoded in full; torn ones (a crash during
+    ///    their write, before their transaction was acknowledged) are removed.
+    /// 3. The content is checksummed and compared with the log: equal is the
+    ///    normal case; equal to the last file's pre-apply checksum means the
+    ///    crash fell between logging and the commit point, so the file is
+    ///    applied (it may already be on replicas); anything else is recorded as
+    ///    a new transaction holding every page, and logged loudly.
+    func recover(absoluteFilesPath: String) -> [RecoveryOutcome] {
+        var outcomes: [RecoveryOutcome] = []
+        let databasePath = absoluteFilesPath + "/" + path
+        let hasJournal = Self.fileSize(databasePath + "-journal").map { $0 > 0 } ?? false
+        let hasWAL = Self.fileSize(databasePath + "-wal") != nil
+        if (hasJournal || hasWAL), let size = Self.fileSize(databasePath), size > 0 {
+            if case .failure(let error) = SQLiteRecovery.run(path: databasePath) {
+                logger.error("\(error)")
+            }
+        }
+
+        return state.withLock { state in
+            // The log: the newest complete file is the position.
+            var last: (header: LTXHeader, trailer: LTXTrailer, name: LTXFileName)?
+            let logDirectory = environment.logDirectory(for: path)
+            if Self.fileSize(logDirectory) != nil, case .success(let log) = ensureLog(&state) {
+                var names = log.fileNames()
+                var torn = 0
+                while let name = names.last {
+                    switch Self.decodeFully(log.directory + "/" + name.description) {
+                    case .success(let decoded):
+                        last = (decoded.header, decoded.trailer, name)
+                    case .failure(let error):
+                        logger.warning("removing torn LTX file", metadata: ["database": "\(path)", "file": "\(name)", "reason": "\(error)"])
+                        log.remove(name)
+                        names.removeLast()
+                        torn += 1
+                    }
+                    if last != nil { break }
+                }
+                if torn > 0 { outcomes.append(.removedTornFiles(torn)) }
+            }
+            if let last {
+                state.position = Position(txid: last.header.maxTXID, checksum: last.trailer.postApplyChecksum)
+            }
+
+            // The content.
+            closeReadFD(&state)
+            var content = loadContent(&state)
+            if let last {
+                let before = last.header.isSnapshot ? Checksum.emptyDatabase : last.header.preApplyChecksum
+                if content.checksum == state.position.checksum {
+                    outcomes.append(.consistent)
+                } else if content.checksum == before, case .success = redo(last.name, in: &state) {
+                    logger.notice("applied a logged transaction the crash kept from the database file", metadata: ["database": "\(path)", "txid": "\(last.header.maxTXID)"])
+                    closeReadFD(&state)
+                    content = loadContent(&state)
+                    outcomes.append(.redone(last.header.maxTXID))
+                } else {
+                    logger.warning(
+                        "database content does not match its log; recording it as a new transaction",
+                        metadata: ["database": "\(path)", "position": "\(state.position)", "content": "\(content.checksum)"])
+                    // The log's last state is what the new transaction starts from.
+                    state.pageCount = last.header.commit
+                    state.pageSize = Int(last.header.pageSize)
+                    let prepared = prepareFullCapture(&state, sync: true)
+                    _ = complete(&state, prepared) { .success(()) }
+                    outcomes.append(.resynced(state.position.txid))
+                    return outcomes
+                }
+                adopt(content, position: state.position, into: &state)
+            } else if content.pageCount > 0 {
+                let prepared = prepareFullCapture(&state, sync: true)
+                _ = complete(&state, prepared) { .success(()) }
+                outcomes.append(.snapshotted)
+            }
+            return outcomes
+        }
+    }
+
+    /// Content of the database file: page checksums and their XOR.
+    struct Content {
+        var pageSize = 0
+        var pageCount: UInt32 = 0
+        var pageChecksums: [Checksum] = []
+        var checksum = Checksum.emptyDatabase
+        var isWAL = false
+    }
+
+    private func loadContent(_ state: inout State) -> Content {
+        var content = Content()
+        guard case .success(let fd) = openReadFD(&state) else { return content }
+        var headerBytes = [UInt8](repeating: 0, count: DatabaseHeader.size)
+        _ = headerBytes.withUnsafeMutableBytes { Syscall.pread(fd, into: $0, at: 0) }
+        guard let header = headerBytes.withUnsafeBytes({ DatabaseHeader($0) }),
+            case .success(let st) = Syscall.fstat(fd)
+        else { return content }
+        content.pageSize = header.pageSize
+        content.isWAL = header.isWAL
+        content.pageCount = header.hasValidPageCount ? header.pageCountInHeader : UInt32(Int64(st.st_size) / Int64(header.pageSize))
+        content.pageChecksums = [Checksum](repeating: .zero, count: Int(content.pageCount))
+        let lockPage = PageNumber.lockPage(pageSize: header.pageSize).rawValue
+        let page = UnsafeMutableRawBufferPointer.allocate(byteCount: header.pageSize, alignment: 16)
+        defer { page.deallocate() }
+        var pgno: UInt32 = 1
+        while pgno <= content.pageCount {
+            if pgno != lockPage, case .success = Self.readPage(fd, pgno, into: page) {
+                let value = Checksum.page(PageNumber(pgno), UnsafeRawBufferPointer(page))
+                content.pageChecksums[Int(pgno - 1)] = value
+                content.checksum = content.checksum.replacingPage(old: .zero, new: value)
+            }
+            pgno += 1
+        }
+        return content
+    }
+
+    private func adopt(_ content: Content, position: Position, into state: inout State) {
+        state.pageSize = content.pageSize
+        state.pageCount = content.pageCount
+        state.pageChecksums = content.pageChecksums
+        state.isWAL = content.isWAL
+        state.position = position
+    }
+
+    /// Applies the pages of one logged file to the database file.
+    private func redo(_ name: LTXFileName, in state: inout State) -> Result<Void, Errno> {
+        guard let log = state.log else { return .failure(.io) }
+        let filePath = log.directory + "/" + name.description
+        let fd: Int32
+        switch Syscall.open(at: environment.filesFD, path, flags: O_RDWR | O_CREAT, mode: 0o644) {
+        case .success(let value): fd = value
+        case .failure(let error): return .failure(error)
+        }
+        defer { Syscall.close(fd) }
+        do {
+            let source = try LTXFileSource(path: filePath)
+            defer { source.close() }
+            var decoder = LTXDecoder(source: source)
+            let header = try decoder.decodeHeader()
+            let pageSize = Int(header.pageSize)
+            let page = UnsafeMutableRawBufferPointer.allocate(byteCount: pageSize, alignment: 16)
+            defer { page.deallocate() }
+            while let pgno = try decoder.nextPage(into: page) {
+                if case .failure(let error) = Syscall.pwrite(fd, UnsafeRawBufferPointer(page), at: Int64(pgno.rawValue - 1) * Int64(pageSize)) {
+                    return .failure(error)
+                }
+            }
+            _ = try decoder.finish()
+            if header.commit == 0 {
+                return Syscall.unlink(at: environment.filesFD, path)
+            }
+            if case .failure(let error) = Syscall.ftruncate(fd, Int64(header.commit) * Int64(pageSize)) { return .failure(error) }
+        } catch {
+            logger.error("cannot redo transaction", metadata: ["database": "\(path)", "file": "\(name)", "error": "\(error)"])
+            return .failure(.io)
+        }
+        return Syscall.fsync(fd)
+    }
+
+    /// Decodes a whole LTX file, checking every checksum.
+    static func decodeFully(_ filePath: String) -> Result<(header: LTXHeader, trailer: LTXTrailer), LTXError> {
+        do {
+            let source = try LTXFileSource(path: filePath)
+            defer { source.close() }
+            var decoder = LTXDecoder(source: source)
+            let header = try decoder.decodeHeader()
+            let page = UnsafeMutableRawBufferPointer.allocate(byteCount: Int(header.pageSize), alignment: 16)
+            defer { page.deallocate() }
+            while try decoder.nextPage(into: page) != nil {}
+            let trailer = try decoder.finish()
+            return .success((header, trailer))
+        } catch {
+            return .failure(error)
+        }
+    }
+
+    static func fileSize(_ path: String) -> Int64? {
+        guard case .success(let st) = Syscall.stat(path) else { return nil }
+        return Int64(st.st_size)
+    }
+}

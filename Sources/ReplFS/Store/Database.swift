@@ -1,0 +1,649 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import Logging
+import Synchronization
+
+/// What every ``Database`` of a store shares.
+struct DatabaseEnvironment: Sendable {
+    /// Descriptor of `DATA/files`, the real tree behind the mount.
+    let filesFD: Int32
+    /// `DATA/ltx`, one directory per database below it.
+    let ltxRoot: String
+    /// Written into every LTX header.
+    let nodeID: UInt64
+    let logger: Logger
+
+    /// The LTX directory of the database at `path` (relative to the mount):
+    /// the path with `%` and `/` escaped, so every database gets one flat,
+    /// readable directory name.
+    func logDirectory(for path: String) -> String {
+        ltxRoot + "/" + DatabaseKey.escape(path)
+    }
+}
+
+/// One SQLite database in the mount, and the capture of its transactions.
+///
+/// The store routes every write, truncate, sync and unlink of the database,
+/// its `-journal` and its `-wal` here. From them this type recognises SQLite's
+/// commit points (see ``JournalHeader`` and ``WALTracker``) and, at each one,
+/// writes the transaction as an LTX file *before* letting the operation that
+/// completes the commit reach the real file (invariant 2: log before commit).
+///
+/// It keeps the checksum of every page in memory (8 bytes per page), so the
+/// position's checksum is maintained in O(pages changed) per transaction and
+/// always equals the checksum of the content (invariant 1).
+final class Database: Sendable {
+    /// Path relative to the mount root.
+    let path: String
+    let environment: DatabaseEnvironment
+    let state: Mutex<State>
+
+    struct State: ~Copyable {
+        var log: LTXLog?
+        var position = Position.empty
+        var pageSize = 0
+        var pageCount: UInt32 = 0
+        /// Checksum of page n at index n-1; the lock page's entry is `.zero`.
+        var pageChecksums: [Checksum] = []
+        /// The committed header says WAL mode: writes to the database file
+        /// outside a rollback-journal transaction are checkpoints.
+        var isWAL = false
+        /// The last committed content is a database (not dropped, not empty).
+        var exists: Bool { pageCount > 0 }
+
+        // Rollback-journal transaction in progress.
+        var journalActive = false
+        var dirty = DirtyRanges()
+        var syncedDuringTransaction = false
+        /// Database-file writes outside any journal (journal_mode=OFF or
+        /// MEMORY, or a copied-in file): captured at the next sync or close.
+        var unjournaledWrites = false
+
+        var wal = WALTracker()
+        /// Read-only descriptor on the database file, for reading committed pages.
+        var readFD: Int32 = -1
+
+        deinit {
+            if readFD >= 0 { Syscall.close(readFD) }
+        }
+    }
+
+    init(path: String, environment: DatabaseEnvironment) {
+        self.path = path
+        self.environment = environment
+        self.state = Mutex(State())
+    }
+
+    var logger: Logger { environment.logger }
+
+    /// The database's current position.
+    var position: Position { state.withLock { $0.position } }
+
+    var summary: DatabaseSummary {
+        state.withLock { DatabaseSummary(path: path, position: $0.position, pageSize: $0.pageSize, pageCount: $0.pageCount, isWAL: $0.isWAL) }
+    }
+
+    // MARK: - Database file
+
+    /// A write reached the database file at `offset`.
+    func mainFileWritten(offset: Int64, count: Int) {
+        state.withLock { state in
+            if state.journalActive {
+                state.dirty.insert(offset: offset, count: count)
+            } else if !state.isWAL {
+                // No journal and not WAL: nothing marks a commit point, so
+                // capture at the next sync or close.
+                state.dirty.insert(offset: offset, count: count)
+                state.unjournaledWrites = true
+            }
+            // Otherwise a WAL checkpoint: the logical content is unchanged.
+        }
+    }
+
+    /// The database file was truncated or extended to `size` bytes.
+    func mainFileResized(size: Int64) {
+        state.withLock { state in
+            if !state.journalActive && !state.isWAL {
+                state.unjournaledWrites = true
+            }
+        }
+    }
+
+    /// SQLite synced the database file (or closed it): the moment to capture
+    /// writes that no journal covers.
+    func mainFileSynced(closing: Bool) -> Result<Void, Errno> {
+        state.withLock { state in
+            if state.journalActive {
+                state.syncedDuringTransaction = true
+                return .success(())
+            }
+            guard state.unjournaledWrites else { return .success(()) }
+            return captureUnjournaled(&state, sync: !closing)
+        }
+    }
+
+    // MARK: - Rollback journal
+
+    /// Handles a write to `NAME-journal`. The journal becomes live when its
+    /// header magic is written; overwriting a live header with anything else
+    /// (PERSIST mode zeroes it) is the commit point.
+    func journalWrite(_ buffer: UnsafeRawBufferPointer, at offset: Int64, perform: () -> Result<Int, Errno>) -> Result<Int, Errno> {
+        guard offset == 0 else { return perform() }
+        return state.withLock { state in
+            if JournalHeader.hasMagic(buffer) {
+                if !state.journalActive {
+                    if state.unjournaledWrites, case .failure(let error) = captureUnjournaled(&state, sync: false) {
+                        return .failure(error)
+                    }
+                    beginJournalTransaction(&state)
+                }
+                return perform()
+            }
+            guard state.journalActive else { return perform() }
+            return commitJournalTransaction(&state, perform: perform)
+        }
+    }
+
+    /// Handles truncation of `NAME-journal`; to zero length it is the commit
+    /// point of TRUNCATE mode.
+    func journalTruncate(to size: Int64, perform: () -> Result<Void, Errno>) -> Result<Void, Errno> {
+        state.withLock { state in
+            guard size == 0, state.journalActive else { return perform() }
+            return commitJournalTransaction(&state, perform: perform)
+        }
+    }
+
+    /// Handles deletion of `NAME-journal`: the commit point of DELETE mode.
+    func journalUnlink(perform: () -> Result<Void, Errno>) -> Result<Void, Errno> {
+        state.withLock { state in
+            guard state.journalActive else { return perform() }
+            return commitJournalTransaction(&state, perform: perform)
+        }
+    }
+
+    /// SQLite synced the journal: the transaction it belongs to runs with
+    /// `synchronous` above OFF, so its LTX file is synced too.
+    func journalSynced() {
+        state.withLock { state in
+            if state.journalActive { state.syncedDuringTransaction = true }
+        }
+    }
+
+    private func beginJournalTransaction(_ state: inout State) {
+        state.journalActive = true
+        state.dirty.removeAll()
+        state.syncedDuringTransaction = false
+        state.unjournaledWrites = false
+    }
+
+    /// Logs the transaction the live journal covers, then lets `perform`
+    /// invalidate the journal (SQLite's commit point).
+    private func commitJournalTransaction<T>(_ state: inout State, perform: () -> Result<T, Errno>) -> Result<T, Errno> {
+        let prepared = prepareFromDatabaseFile(&state, sync: state.syncedDuringTransaction)
+        let result = complete(&state, prepared, perform: perform)
+        if case .success = result {
+            state.journalActive = false
+            state.dirty.removeAll()
+            state.syncedDuringTransaction = false
+        }
+        return result
+    }
+
+    /// Captures database-file writes no journal covered.
+    private func captureUnjournaled(_ state: inout State, sync: Bool) -> Result<Void, Errno> {
+        let prepared = prepareFromDatabaseFile(&state, sync: sync)
+        let result = complete(&state, prepared) { .success(()) }
+        if case .success = result {
+            state.dirty.removeAll()
+            state.unjournaledWrites = false
+        }
+        return result
+    }
+
+    /// Prepares the database file's current content as a transaction: the
+    /// pages written since the last capture, plus growth and truncation.
+    private func prepareFromDatabaseFile(_ state: inout State, sync: Bool) -> Result<Prepared?, Errno> {
+        let fd: Int32
+        switch openReadFD(&state) {
+        case .success(let value): fd = value
+        case .failure(let error):
+            return error == .noEntry ? .success(nil) : .failure(error)
+        }
+        var headerBytes = [UInt8](repeating: 0, count: DatabaseHeader.size)
+        let read = headerBytes.withUnsafeMutableBytes { Syscall.pread(fd, into: $0, at: 0) }
+        guard case .success(let count) = read else { return .failure(.io) }
+        let fileSize: Int64
+        switch Syscall.fstat(fd) {
+        case .success(let st): fileSize = Int64(st.st_size)
+        case .failure(let error): return .failure(error)
+        }
+        guard count == DatabaseHeader.size, let header = headerBytes.withUnsafeBytes({ DatabaseHeader($0) }) else {
+            // Not (or no longer) a database: a rolled-back creation leaves an empty file.
+            guard state.exists && fileSize == 0 else { return .success(nil) }
+            return prepare(&state, pageSize: state.pageSize, commitSize: 0, candidates: [], allPages: false, sync: sync) { _, _ in .success(()) }
+        }
+        let pageSize = header.pageSize
+        let commitSize = header.hasValidPageCount ? header.pageCountInHeader : UInt32(fileSize / Int64(pageSize))
+        let candidates = state.dirty.pageNumbers(pageSize: pageSize)
+        return prepare(&state, pageSize: pageSize, commitSize: commitSize, candidates: candidates, allPages: false, sync: sync) { pgno, buffer in
+            Self.readPage(fd, pgno, into: buffer)
+        }
+    }
+
+    /// Reads page `pgno` of a database file; zeros past its end.
+    static func readPage(_ fd: Int32, _ pgno: UInt32, into buffer: UnsafeMutableRawBufferPointer) -> Result<Void, Errno> {
+        Syscall.pread(fd, into: buffer, at: Int64(pgno - 1) * Int64(buffer.count)).map { n in
+            if n < buffer.count { (buffer.baseAddress! + n).initializeMemory(as: UInt8.self, repeating: 0, count: buffer.count - n) }
+        }
+    }
+
+    func openReadFD(_ state: inout State) -> Result<Int32, Errno> {
+        if state.readFD >= 0 { return .success(state.readFD) }
+        return Syscall.open(at: environment.filesFD, path, flags: O_RDONLY).map { fd in
+            state.readFD = fd
+            return fd
+        }
+    }
+
+    func closeReadFD(_ state: inout State) {
+        if state.readFD >= 0 {
+            Syscall.close(state.readFD)
+            state.readFD = -1
+        }
+    }
+
+    // MARK: - WAL
+
+    /// Handles a write to `NAME-wal`. When it completes a commit frame, the
+    /// transaction is logged first and the write reaches the WAL after, so a
+    /// crash in between leaves a log that recovery can redo (never a
+    /// committed WAL transaction without its LTX file).
+    func walWrite(_ buffer: UnsafeRawBufferPointer, at offset: Int64, walFD: Int32, perform: () -> Result<Int, Errno>) -> Result<Int, Errno> {
+        state.withLock { state in
+            guard let commit = state.wal.observe(buffer, at: offset) else { return perform() }
+            let prepared = prepareWALCommit(&state, commit, buffer: buffer, at: offset, walFD: walFD)
+            let result = complete(&state, prepared, perform: perform)
+            if case .success = result { state.wal.didCommit(commit) }
+            return result
+        }
+    }
+
+    /// The WAL was truncated (checkpoint with TRUNCATE, journal_size_limit).
+    func walResized(size: Int64) {
+        state.withLock { state in
+            if size < Int64(WALHeader.size) { state.wal.reset() }
+        }
+    }
+
+    /// The WAL was deleted (last connection closed after a checkpoint).
+    func walUnlinked() {
+        state.withLock { $0.wal.reset() }
+    }
+
+    /// SQLite syncs the WAL: at commit under `synchronous=FULL`, before a
+    /// checkpoint under NORMAL. LTX files of the transactions it makes durable
+    /// are flushed first.
+    func walSync(perform: () -> Result<Void, Errno>) -> Result<Void, Errno> {
+        let log = state.withLock { $0.log }
+        if let log, log.hasPending, case .failure(let error) = log.syncPending() {
+            return .failure(error)
+        }
+        return perform()
+    }
+
+    private func prepareWALCommit(
+        _ state: inout State, _ commit: WALTracker.Commit, buffer: UnsafeRawBufferPointer, at offset: Int64, walFD: Int32
+    ) -> Result<Prepared?, Errno> {
+        // The last frame for each page wins.
+        var frameOfPage: [UInt32: Int] = [:]
+        frameOfPage.reserveCapacity(commit.pageNumbers.count)
+        for (i, pgno) in commit.pageNumbers.enumerated() {
+            frameOfPage[pgno] = commit.frames.lowerBound + i
+        }
+        let pageSize = commit.pageSize
+        let frameSize = Int64(WALFrameHeader.size + pageSize)
+        let firstFrameOffset = Int64(WALHeader.size)
+        // A first capture needs the whole logical content: the database file
+        // overlaid with every committed frame before this transaction.
+        var earlier: [UInt32: Int] = [:]
+        let allPages = state.position.txid.rawValue == 0 || state.pageSize != pageSize || !commit.isComplete
+        if allPages {
+            earlier = scanCommittedFrames(walFD: walFD, through: commit.frames.lowerBound - 1, pageSize: pageSize, salt1: commit.salt1, salt2: commit.salt2)
+        }
+        let dbFD = openReadFD(&state)
+        return prepare(
+            &state, pageSize: pageSize, commitSize: commit.commitSize, candidates: frameOfPage.keys.sorted(), allPages: allPages, sync: false
+        ) { pgno, page in
+            if let frame = frameOfPage[pgno] ?? earlier[pgno] {
+                // The page as the WAL file holds it, overlaid with the part the
+                // current write brings (it has not reached the file yet).
+                let dataOffset = firstFrameOffset + Int64(frame - 1) * frameSize + Int64(WALFrameHeader.size)
+                let writeEnd = offset + Int64(buffer.count)
+                let covered = dataOffset >= offset && dataOffset + Int64(pageSize) <= writeEnd
+                if !covered {
+                    guard case .success(let n) = Syscall.pread(walFD, into: page, at: dataOffset) else { return .failure(.io) }
+                    if n < page.count { (page.baseAddress! + n).initializeMemory(as: UInt8.self, repeating: 0, count: page.count - n) }
+                }
+                let overlapStart = max(dataOffset, offset)
+                let overlapEnd = min(dataOffset + Int64(pageSize), writeEnd)
+                if overlapStart < overlapEnd {
+                    let source = UnsafeRawBufferPointer(rebasing: buffer[Int(overlapStart - offset)..<Int(overlapEnd - offset)])
+                    UnsafeMutableRawBufferPointer(rebasing: page[Int(overlapStart - dataOffset)...]).copyMemory(from: source)
+                }
+                return .success(())
+            }
+            // Not in the WAL: the page as the database file holds it (zeros past its end).
+            guard case .success(let fd) = dbFD else {
+                page.initializeMemory(as: UInt8.self, repeating: 0)
+                return .success(())
+            }
+            return Self.readPage(fd, pgno, into: page)
+        }
+    }
+
+    /// Page → last frame index among the valid frames 1...`last` of the WAL.
+    private func scanCommittedFrames(walFD: Int32, through last: Int, pageSize: Int, salt1: UInt32, salt2: UInt32) -> [UInt32: Int] {
+        var result: [UInt32: Int] = [:]
+        guard last >= 1 else { return result }
+        var header = [UInt8](repeating: 0, count: WALFrameHeader.size)
+        let frameSize = Int64(WALFrameHeader.size + pageSize)
+        for index in 1...last {
+            let offset = Int64(WALHeader.size) + Int64(index - 1) * frameSize
+            let read = header.withUnsafeMutableBytes { Syscall.pread(walFD, into: $0, at: offset) }
+            guard case .success(WALFrameHeader.size) = read else { break }
+            let frame = header.withUnsafeBytes { WALFrameHeader($0) }
+            guard frame.salt1 == salt1, frame.salt2 == salt2 else { break }
+            result[frame.pageNumber] = index
+        }
+        return result
+    }
+
+    // MARK: - Whole-file events
+
+    /// The database file is being deleted: logged as an LTX file with
+    /// `commit = 0` (upstream's deletion marker) before it goes.
+    func drop(perform: () -> Result<Void, Errno>) -> Result<Void, Errno> {
+        state.withLock { state in
+            let prepared: Result<Prepared?, Errno> =
+                state.exists
+                ? prepare(&state, pageSize: state.pageSize, commitSize: 0, candidates: [], allPages: false, sync: true) { _, _ in .success(()) }
+                : .success(nil)
+            let result = complete(&state, prepared, perform: perform)
+            if case .success = result {
+                closeReadFD(&state)
+                state.journalActive = false
+                state.dirty.removeAll()
+                state.unjournaledWrites = false
+                state.wal.reset()
+            }
+            return result
+        }
+    }
+
+    /// The file at this path was replaced (renamed over, or renamed away):
+    /// capture whatever it holds now as one transaction with every page.
+    func contentReplaced() -> Result<Void, Errno> {
+        state.withLock { state in
+            closeReadFD(&state)
+            state.journalActive = false
+            state.wal.reset()
+            state.dirty.removeAll()
+            state.unjournaledWrites = false
+            let prepared = prepareFullCapture(&state, sync: true)
+            return complete(&state, prepared) { .success(()) }
+        }
+    }
+
+    /// Prepares the database file's whole content (deletion if it is gone
+    /// or not a database) as one transaction.
+    func prepareFullCapture(_ state: inout State, sync: Bool) -> Result<Prepared?, Errno> {
+        func deletion() -> Result<Prepared?, Errno> {
+            guard state.exists else { return .success(nil) }
+            return prepare(&state, pageSize: state.pageSize, commitSize: 0, candidates: [], allPages: false, sync: sync) { _, _ in .success(()) }
+        }
+        guard case .success(let fd) = openReadFD(&state) else { return deletion() }
+        var headerBytes = [UInt8](repeating: 0, count: DatabaseHeader.size)
+        _ = headerBytes.withUnsafeMutableBytes { Syscall.pread(fd, into: $0, at: 0) }
+        guard let header = headerBytes.withUnsafeBytes({ DatabaseHeader($0) }) else { return deletion() }
+        let size: Int64
+        switch Syscall.fstat(fd) {
+        case .success(let st): size = Int64(st.st_size)
+        case .failure(let error): return .failure(error)
+        }
+        let pageSize = header.pageSize
+        let commitSize = header.hasValidPageCount ? header.pageCountInHeader : UInt32(size / Int64(pageSize))
+        return prepare(&state, pageSize: pageSize, commitSize: commitSize, candidates: [], allPages: true, sync: sync) { pgno, page in
+            Self.readPage(fd, pgno, into: page)
+        }
+    }
+
+    // MARK: - Commit
+
+    /// A transaction whose LTX file is written but whose effect on the
+    /// position waits until the operation completing the commit succeeds.
+    struct Prepared: Sendable {
+        var txid: TXID
+        var checksum: Checksum
+        var pageSize: Int
+        var commitSize: UInt32
+        var allPages: Bool
+        var updates: [(UInt32, Checksum)]
+        /// WAL mode according to page 1, when page 1 changed.
+        var isWAL: Bool?
+    }
+
+    /// Runs `perform` (the operation that completes a commit) after the LTX
+    /// file is written; moves the position if it succeeds, removes the file if
+    /// it fails, so the log never claims what SQLite did not commit.
+    func complete<T>(_ state: inout State, _ prepared: Result<Prepared?, Errno>, perform: () -> Result<T, Errno>) -> Result<T, Errno> {
+        let transaction: Prepared?
+        switch prepared {
+        case .success(let value): transaction = value
+        case .failure(let error):
+            logger.error("cannot log transaction; the commit fails", metadata: ["database": "\(path)", "errno": "\(error)"])
+            return .failure(error)
+        }
+        let result = perform()
+        guard let transaction else { return result }
+        switch result {
+        case .success: apply(transaction, to: &state)
+        case .failure: state.log?.remove(LTXFileName(minTXID: transaction.txid, maxTXID: transaction.txid))
+        }
+        return result
+    }
+
+    func apply(_ transaction: Prepared, to state: inout State) {
+        let commitSize = Int(transaction.commitSize)
+        if transaction.allPages {
+            state.pageChecksums = [Checksum](repeating: .zero, count: commitSize)
+        } else if commitSize < state.pageChecksums.count {
+            state.pageChecksums.removeLast(state.pageChecksums.count - commitSize)
+        } else if commitSize > state.pageChecksums.count {
+            state.pageChecksums.append(contentsOf: repeatElement(.zero, count: commitSize - state.pageChecksums.count))
+        }
+        for (pgno, value) in transaction.updates { state.pageChecksums[Int(pgno - 1)] = value }
+        if let isWAL = transaction.isWAL { state.isWAL = isWAL }
+        state.position = Position(txid: transaction.txid, checksum: transaction.checksum)
+        state.pageCount = transaction.commitSize
+        if commitSize > 0 {
+            state.pageSize = transaction.pageSize
+        } else {
+            state.isWAL = false
+        }
+    }
+
+    /// Writes one transaction as the next LTX file.
+    ///
+    /// - Parameters:
+    ///   - candidates: pages that may have changed (ascending). Pages past the
+    ///     old size up to `commitSize` are added; pages past `commitSize` are
+    ///     truncated away.
+    ///   - allPages: read every page (first capture, page-size change, resync).
+    ///     The first file of a database is a snapshot (TXID 1) and always
+    ///     holds every page.
+    ///   - read: fills the buffer with the committed content of a page.
+    /// - Returns: `nil` without writing anything when the content did not
+    ///   change (a rollback, or a write of identical bytes).
+    private func prepare(
+        _ state: inout State, pageSize: Int, commitSize: UInt32, candidates: [UInt32], allPages requestedAllPages: Bool, sync: Bool,
+        read: (UInt32, UnsafeMutableRawBufferPointer) -> Result<Void, Errno>
+    ) -> Result<Prepared?, Errno> {
+        let txid = TXID(state.position.txid.rawValue + 1)
+        let isSnapshot = txid.rawValue == 1
+        if isSnapshot && commitSize == 0 { return .success(nil) }
+        let allPages = requestedAllPages || isSnapshot || (pageSize != state.pageSize && commitSize > 0)
+        let pageSize = commitSize == 0 ? max(state.pageSize, 512) : pageSize
+        let lockPage = PageNumber.lockPage(pageSize: pageSize).rawValue
+
+        let log: LTXLog
+        switch ensureLog(&state) {
+        case .success(let value): log = value
+        case .failure(let error): return .failure(error)
+        }
+
+        let header = LTXHeader(
+            pageSize: UInt32(pageSize), commit: commitSize, minTXID: txid, maxTXID: txid,
+            timestamp: Self.nowMilliseconds(), preApplyChecksum: isSnapshot ? .zero : state.position.checksum,
+            nodeID: environment.nodeID)
+        var encoder: LTXEncoder
+        do { encoder = try LTXEncoder(header: header) } catch {
+            logger.error("cannot encode transaction", metadata: ["database": "\(path)", "error": "\(error)"])
+            return .failure(.io)
+        }
+
+        var transaction = Prepared(
+            txid: txid, checksum: allPages ? .emptyDatabase : state.position.checksum, pageSize: pageSize,
+            commitSize: commitSize, allPages: allPages, updates: [], isWAL: nil)
+        var changed = false
+        var pending: LTXLog.PendingFile? = nil
+        let page = UnsafeMutableRawBufferPointer.allocate(byteCount: pageSize, alignment: 16)
+        defer { page.deallocate() }
+
+        // Pages truncated away stop contributing.
+        if !allPages && commitSize < state.pageCount {
+            for pgno in (commitSize + 1)...state.pageCount where pgno != lockPage {
+                transaction.checksum = transaction.checksum.replacingPage(old: state.pageChecksums[Int(pgno - 1)], new: .zero)
+            }
+            changed = true
+        }
+
+        func visit(_ pgno: UInt32) -> Result<Void, Errno> {
+            if pgno == lockPage { return .success(()) }
+            if case .failure(let error) = read(pgno, page) { return .failure(error) }
+            let bytes = UnsafeRawBufferPointer(page)
+            let new = Checksum.page(PageNumber(pgno), bytes)
+            let old: Checksum = (!allPages && pgno <= state.pageCount) ? state.pageChecksums[Int(pgno - 1)] : .zero
+            if !allPages && new == old { return .success(()) }
+            transaction.checksum = transaction.checksum.replacingPage(old: old, new: new)
+            transaction.updates.append((pgno, new))
+            if pgno == 1, let header = DatabaseHeader(bytes) { transaction.isWAL = header.isWAL }
+            changed = true
+            do {
+                try encoder.append(PageNumber(pgno), page: bytes)
+            } catch {
+                logger.error("cannot encode page", metadata: ["database": "\(path)", "page": "\(pgno)", "error": "\(error)"])
+                return .failure(.io)
+            }
+            // Stream big transactions (snapshots) to disk in bounded memory.
+            if encoder.bufferedByteCount >= 1 << 20 {
+                if pending == nil {
+                    switch log.begin(minTXID: txid, maxTXID: txid) {
+                    case .success(let file): pending = file
+                    case .failure(let error): return .failure(error)
+                    }
+                }
+                if case .failure(let error) = pending!.append(encoder.takeBytes()) { return .failure(error) }
+            }
+            return .success(())
+        }
+
+        var failure: Errno?
+        if allPages {
+            var pgno: UInt32 = 1
+            while pgno <= commitSize, failure == nil {
+                if case .failure(let error) = visit(pgno) { failure = error }
+                pgno += 1
+            }
+        } else {
+            var pages = candidates.filter { $0 <= commitSize }
+            let grownFrom = state.pageCount + 1
+            if commitSize >= grownFrom {
+                let known = Set(pages)
+                pages.append(contentsOf: (grownFrom...commitSize).filter { !known.contains($0) })
+                pages.sort()
+            }
+            for pgno in pages where failure == nil {
+                if case .failure(let error) = visit(pgno) { failure = error }
+            }
+        }
+        if let failure {
+            pending?.abandon()
+            return .failure(failure)
+        }
+        if !isSnapshot && commitSize == state.pageCount && pageSize == state.pageSize
+            && (allPages ? transaction.checksum == state.position.checksum : !changed)
+        {
+            pending?.abandon()
+            return .success(nil)
+        }
+
+        do {
+            try encoder.finish(postApplyChecksum: transaction.checksum)
+        } catch {
+            pending?.abandon()
+            logger.error("cannot finish transaction", metadata: ["database": "\(path)", "error": "\(error)"])
+            return .failure(.io)
+        }
+        var file: LTXLog.PendingFile
+        if let existing = pending {
+            file = existing
+        } else {
+            switch log.begin(minTXID: txid, maxTXID: txid) {
+            case .success(let value): file = value
+            case .failure(let error): return .failure(error)
+            }
+        }
+        if case .failure(let error) = file.append(encoder.takeBytes()) {
+            file.abandon()
+            return .failure(error)
+        }
+        if case .failure(let error) = file.commit(sync: sync) { return .failure(error) }
+        return .success(transaction)
+    }
+
+    func ensureLog(_ state: inout State) -> Result<LTXLog, Errno> {
+        if let log = state.log { return .success(log) }
+        do {
+            let log = try LTXLog(directory: environment.logDirectory(for: path))
+            state.log = log
+            return .success(log)
+        } catch {
+            logger.error("\(error)")
+            return .failure(error.errno)
+        }
+    }
+
+    static func nowMilliseconds() -> Int64 {
+        var now = timespec()
+        clock_gettime(CLOCK_REALTIME, &now)
+        return Int64(now.tv_sec) * 1000 + Int64(now.tv_nsec) / 1_000_000
+    }
+}
+
+extension Database {
+    /// Flushes LTX files written without a sync.
+    func flushLog() {
+        let log = state.withLock { $0.log }
+        if let log, log.hasPending { _ = log.syncPending() }
+    }
+}
+
+/// What a node knows about one database, for status output and tests.
+public struct DatabaseSummary: Sendable, Equatable {
+    public var path: String
+    public var position: Position
+    public var pageSize: Int
+    public var pageCount: UInt32
+    public var isWAL: Bool
+}

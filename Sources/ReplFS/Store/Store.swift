@@ -1,0 +1,394 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import Logging
+import Synchronization
+
+/// The replicated directory: the real files under `DATA/files`, the
+/// databases among them, and their LTX logs.
+///
+/// Every file operation of the mount arrives here as a path relative to the
+/// mount root (or an open ``StoreFile``), is performed on the real file, and
+/// is shown to the ``Database`` it concerns, which turns SQLite's commit
+/// points into LTX files. The store knows nothing of FUSE: the file system
+/// layer calls it, never the reverse.
+public final class Store: Sendable {
+    public let directory: DataDirectory
+    /// Descriptor of `DATA/files`; every path is resolved relative to it.
+    let filesFD: Int32
+    let environment: DatabaseEnvironment
+    let databases: Mutex<[String: Database]>
+    private let writable: Atomic<Bool>
+    public let logger: Logger
+
+    /// Opens the store and runs recovery on every database found in the
+    /// files or the logs. The directory must be prepared and locked.
+    public init(directory: DataDirectory, nodeID: UInt64, logger: Logger) throws(StoreError) {
+        self.directory = directory
+        self.logger = logger
+        switch Syscall.open(at: AT_FDCWD, directory.files, flags: O_RDONLY | O_DIRECTORY) {
+        case .success(let fd): filesFD = fd
+        case .failure(let error): throw StoreError(.io, "cannot open files directory", path: directory.files, errno: error)
+        }
+        environment = DatabaseEnvironment(filesFD: filesFD, ltxRoot: directory.ltx, nodeID: nodeID, logger: logger)
+        databases = Mutex([:])
+        writable = Atomic(true)
+        recoverAll()
+    }
+
+    deinit {
+        Syscall.close(filesFD)
+    }
+
+    // MARK: - Databases
+
+    /// Every database the store tracks, by path.
+    public var databaseSummaries: [DatabaseSummary] {
+        databases.withLock { Array($0.values) }.map(\.summary).sorted { $0.path < $1.path }
+    }
+
+    /// The position of the database at `path`, if it is tracked.
+    public func position(of path: String) -> Position? {
+        databases.withLock { $0[path] }?.position
+    }
+
+    func database(at path: String, create: Bool) -> Database? {
+        databases.withLock { databases in
+            if let existing = databases[path] { return existing }
+            guard create else { return nil }
+            let database = Database(path: path, environment: environment)
+            databases[path] = database
+            return database
+        }
+    }
+
+    private func recoverAll() {
+        var paths = Set<String>()
+        findDatabases(in: "", into: &paths)
+        if case .success(let fd) = Syscall.open(at: AT_FDCWD, directory.ltx, flags: O_RDONLY | O_DIRECTORY) {
+            if case .success(let entries) = Syscall.directoryEntries(fd) {
+                for entry in entries { paths.insert(DatabaseKey.unescape(entry.name)) }
+            }
+            Syscall.close(fd)
+        }
+        for path in paths.sorted() {
+            let database = Database(path: path, environment: environment)
+            let outcomes = database.recover(absoluteFilesPath: directory.files)
+            logger.info("database ready", metadata: ["database": "\(path)", "position": "\(database.position)", "recovery": "\(outcomes)"])
+            databases.withLock { $0[path] = database }
+        }
+    }
+
+    /// Adds the relative paths of SQLite databases below `directoryPath`.
+    private func findDatabases(in directoryPath: String, into paths: inout Set<String>) {
+        guard case .success(let fd) = Syscall.open(at: filesFD, at(directoryPath), flags: O_RDONLY | O_DIRECTORY) else { return }
+        defer { Syscall.close(fd) }
+        guard case .success(let entries) = Syscall.directoryEntries(fd) else { return }
+        for entry in entries {
+            let path = directoryPath.isEmpty ? entry.name : directoryPath + "/" + entry.name
+            if entry.type == UInt8(DT_DIR) {
+                findDatabases(in: path, into: &paths)
+            } else if entry.type == UInt8(DT_REG), SQLiteFileRole.classify(path) == .main, isDatabaseFile(path) {
+                paths.insert(path)
+            }
+        }
+    }
+
+    private func isDatabaseFile(_ path: String) -> Bool {
+        guard case .success(let fd) = Syscall.open(at: filesFD, path, flags: O_RDONLY) else { return false }
+        defer { Syscall.close(fd) }
+        var header = [UInt8](repeating: 0, count: DatabaseHeader.size)
+        guard case .success(DatabaseHeader.size) = header.withUnsafeMutableBytes({ Syscall.pread(fd, into: $0, at: 0) }) else { return false }
+        return header.withUnsafeBytes { DatabaseHeader($0) } != nil
+    }
+
+    // MARK: - Role
+
+    /// Whether writes are accepted (the node is primary). On a replica every
+    /// mutating operation fails with `EROFS` before touching anything.
+    public var isWritable: Bool { writable.load(ordering: .acquiring) }
+
+    public func setWritable(_ value: Bool) {
+        writable.store(value, ordering: .releasing)
+    }
+
+    @inline(__always)
+    private func checkWritable() -> Result<Void, Errno> {
+        writable.load(ordering: .relaxed) ? .success(()) : .failure(.readOnlyFileSystem)
+    }
+
+    // MARK: - Files
+
+    /// `*at` calls name the root ".".
+    @inline(__always)
+    private func at(_ path: String) -> String { path.isEmpty ? "." : path }
+
+    public func attributes(_ path: String) -> Result<stat, Errno> {
+        Syscall.lstat(at: filesFD, at(path))
+    }
+
+    public func attributes(of file: StoreFile) -> Result<stat, Errno> {
+        Syscall.fstat(file.fd)
+    }
+
+    /// Opens an existing file. `O_APPEND` and `O_TRUNC` are handled by the
+    /// kernel before the request (offsets and SETATTR), so they are dropped.
+    public func open(_ path: String, flags: Int32) -> Result<StoreFile, Errno> {
+        let accessMode = flags & O_ACCMODE
+        if accessMode != O_RDONLY, case .failure(let error) = checkWritable() { return .failure(error) }
+        let realFlags = flags & ~(O_APPEND | O_TRUNC | O_CREAT | O_EXCL | O_NOCTTY)
+        return Syscall.open(at: filesFD, at(path), flags: realFlags).map { fd in
+            makeFile(fd: fd, path: path, writable: accessMode != O_RDONLY)
+        }
+    }
+
+    /// Creates and opens a file.
+    public func create(_ path: String, flags: Int32, mode: mode_t) -> Result<(StoreFile, stat), Errno> {
+        if case .failure(let error) = checkWritable() { return .failure(error) }
+        let realFlags = (flags & ~(O_APPEND | O_TRUNC | O_NOCTTY)) | O_CREAT
+        return Syscall.open(at: filesFD, path, flags: realFlags, mode: mode).flatMap { fd in
+            Syscall.fstat(fd).map { st in
+                (makeFile(fd: fd, path: path, writable: true), st)
+            }.mapError { error in
+                Syscall.close(fd)
+                return error
+            }
+        }
+    }
+
+    private func makeFile(fd: Int32, path: String, writable: Bool) -> StoreFile {
+        let role = SQLiteFileRole.classify(path)
+        let database: Database?
+        switch role {
+        case .journal(let base), .wal(let base): database = self.database(at: base, create: true)
+        case .sharedMemory: database = nil
+        case .main: database = self.database(at: path, create: false)
+        }
+        return StoreFile(fd: fd, path: path, role: role, database: database, writable: writable)
+    }
+
+    public func read(_ file: StoreFile, into buffer: UnsafeMutableRawBufferPointer, at offset: Int64) -> Result<Int, Errno> {
+        Syscall.pread(file.fd, into: buffer, at: offset)
+    }
+
+    /// Writes through to the real file, capturing a commit it completes.
+    public func write(_ file: StoreFile, _ data: UnsafeRawBufferPointer, at offset: Int64) -> Result<Int, Errno> {
+        if case .failure(let error) = checkWritable() { return .failure(error) }
+        switch file.role {
+        case .wal:
+            guard let database = file.attachedDatabase else { return Syscall.pwrite(file.fd, data, at: offset) }
+            return database.walWrite(data, at: offset, walFD: file.fd) { Syscall.pwrite(file.fd, data, at: offset) }
+        case .journal:
+            guard let database = file.attachedDatabase else { return Syscall.pwrite(file.fd, data, at: offset) }
+            return database.journalWrite(data, at: offset) { Syscall.pwrite(file.fd, data, at: offset) }
+        case .sharedMemory:
+            return Syscall.pwrite(file.fd, data, at: offset)
+        case .main:
+            var database = file.attachedDatabase
+            if database == nil {
+                database = self.database(at: file.path, create: offset == 0 && DatabaseHeader.hasMagic(data))
+                if let database { file.attach(database) }
+            }
+            let result = Syscall.pwrite(file.fd, data, at: offset)
+            if case .success(let count) = result, let database {
+                database.mainFileWritten(offset: offset, count: count)
+            }
+            return result
+        }
+    }
+
+    /// Truncates (or extends) a file, by open file when the kernel gives one.
+    public func truncate(_ path: String, file: StoreFile?, size: Int64) -> Result<Void, Errno> {
+        if case .failure(let error) = checkWritable() { return .failure(error) }
+        let perform: () -> Result<Void, Errno> = { [self] in
+            if let file { return Syscall.ftruncate(file.fd, size) }
+            return Syscall.open(at: filesFD, path, flags: O_WRONLY).flatMap { fd in
+                defer { Syscall.close(fd) }
+                return Syscall.ftruncate(fd, size)
+            }
+        }
+        switch SQLiteFileRole.classify(path) {
+        case .journal(let base):
+            guard let database = database(at: base, create: false) else { return perform() }
+            return database.journalTruncate(to: size, perform: perform)
+        case .wal(let base):
+            let result = perform()
+            if case .success = result { database(at: base, create: false)?.walResized(size: size) }
+            return result
+        case .sharedMemory:
+            return perform()
+        case .main:
+            let result = perform()
+            if case .success = result { database(at: path, create: false)?.mainFileResized(size: size) }
+            return result
+        }
+    }
+
+    /// `fsync`: also the moment to make the LTX files of what SQLite syncs durable.
+    public func sync(_ file: StoreFile, dataOnly: Bool) -> Result<Void, Errno> {
+        let perform = { Syscall.fsync(file.fd, dataOnly: dataOnly) }
+        switch file.role {
+        case .wal:
+            guard let database = file.attachedDatabase else { return perform() }
+            return database.walSync(perform: perform)
+        case .journal:
+            file.attachedDatabase?.journalSynced()
+            return perform()
+        case .sharedMemory:
+            return perform()
+        case .main:
+            let database = file.attachedDatabase ?? self.database(at: file.path, create: false)
+            if let database, case .failure(let error) = database.mainFileSynced(closing: false) { return .failure(error) }
+            return perform()
+        }
+    }
+
+    /// `close(2)` of one descriptor of the file.
+    public func flush(_ file: StoreFile) -> Result<Void, Errno> {
+        guard file.writable, case .main = file.role else { return .success(()) }
+        let database = file.attachedDatabase ?? self.database(at: file.path, create: false)
+        return database?.mainFileSynced(closing: true) ?? .success(())
+    }
+
+    /// Whether the kernel should bypass its page cache for this file.
+    ///
+    /// Journals and WALs are written at offsets that are not page aligned
+    /// (frames are page size + 24 bytes); through the page cache the kernel
+    /// splits such a write at the page boundary into two requests. Direct I/O
+    /// sends each write whole: one round trip per write(2). They are read back
+    /// rarely (rollback, WAL readers), so the cache buys little.
+    public func prefersDirectIO(_ file: StoreFile) -> Bool {
+        switch file.role {
+        case .journal, .wal: return true
+        case .main, .sharedMemory: return false
+        }
+    }
+
+    /// Whether closing a descriptor of this file needs a FLUSH request:
+    /// only main files, where it may end writes no journal covered.
+    public func needsFlush(_ file: StoreFile) -> Bool {
+        if case .main = file.role { return file.writable }
+        return false
+    }
+
+    public func unlink(_ path: String) -> Result<Void, Errno> {
+        if case .failure(let error) = checkWritable() { return .failure(error) }
+        let perform = { [self] in Syscall.unlink(at: filesFD, path) }
+        switch SQLiteFileRole.classify(path) {
+        case .journal(let base):
+            guard let database = database(at: base, create: false) else { return perform() }
+            return database.journalUnlink(perform: perform)
+        case .wal(let base):
+            let result = perform()
+            if case .success = result { database(at: base, create: false)?.walUnlinked() }
+            return result
+        case .sharedMemory:
+            return perform()
+        case .main:
+            guard let database = database(at: path, create: false) else { return perform() }
+            return database.drop(perform: perform)
+        }
+    }
+
+    public func mkdir(_ path: String, mode: mode_t) -> Result<stat, Errno> {
+        if case .failure(let error) = checkWritable() { return .failure(error) }
+        return Syscall.mkdir(at: filesFD, path, mode: mode).flatMap { attributes(path) }
+    }
+
+    public func rmdir(_ path: String) -> Result<Void, Errno> {
+        if case .failure(let error) = checkWritable() { return .failure(error) }
+        return Syscall.unlink(at: filesFD, path, isDirectory: true)
+    }
+
+    public func mknod(_ path: String, mode: mode_t, device: dev_t) -> Result<stat, Errno> {
+        if case .failure(let error) = checkWritable() { return .failure(error) }
+        return Syscall.mknod(at: filesFD, path, mode: mode, device: device).flatMap { attributes(path) }
+    }
+
+    public func symlink(_ target: String, at path: String) -> Result<stat, Errno> {
+        if case .failure(let error) = checkWritable() { return .failure(error) }
+        return Syscall.symlink(target, at: filesFD, path).flatMap { attributes(path) }
+    }
+
+    public func readlink(_ path: String) -> Result<String, Errno> {
+        Syscall.readlink(at: filesFD, path)
+    }
+
+    public func link(_ from: String, to: String) -> Result<stat, Errno> {
+        if case .failure(let error) = checkWritable() { return .failure(error) }
+        return Syscall.link(at: filesFD, from, to: to).flatMap { attributes(to) }
+    }
+
+    /// Renames a file or directory. Databases moved away are logged as
+    /// deleted; databases appearing at a new path are logged with every page.
+    /// (SQLite itself never renames; this keeps the log true when people do.)
+    public func rename(_ from: String, to: String, flags: UInt32) -> Result<Void, Errno> {
+        if case .failure(let error) = checkWritable() { return .failure(error) }
+        let fromIsDirectory = (try? attributes(from).get()).map { ($0.st_mode & S_IFMT) == S_IFDIR } ?? false
+        if case .failure(let error) = Syscall.rename(at: filesFD, from, to: to, flags: flags) { return .failure(error) }
+        let affected: [String] = databases.withLock { databases in
+            databases.keys.filter { key in
+                key == from || key == to || key.hasPrefix(from + "/") || key.hasPrefix(to + "/")
+            }
+        }
+        var appeared = Set<String>()
+        if fromIsDirectory {
+            findDatabases(in: to, into: &appeared)
+            if flags & Syscall.renameExchange != 0 { findDatabases(in: from, into: &appeared) }
+        } else if SQLiteFileRole.classify(to) == .main, isDatabaseFile(to) {
+            appeared.insert(to)
+            if flags & Syscall.renameExchange != 0, isDatabaseFile(from) { appeared.insert(from) }
+        }
+        for path in Set(affected).union(appeared).sorted() {
+            guard let database = database(at: path, create: true) else { continue }
+            if case .failure(let error) = database.contentReplaced() {
+                logger.error("cannot log renamed database", metadata: ["database": "\(path)", "error": "\(error)"])
+            }
+        }
+        return .success(())
+    }
+
+    public func chmod(_ path: String, file: StoreFile?, mode: mode_t) -> Result<Void, Errno> {
+        if case .failure(let error) = checkWritable() { return .failure(error) }
+        if let file { return Syscall.fchmod(file.fd, mode: mode) }
+        return Syscall.chmod(at: filesFD, at(path), mode: mode)
+    }
+
+    public func chown(_ path: String, uid: uid_t, gid: gid_t) -> Result<Void, Errno> {
+        if case .failure(let error) = checkWritable() { return .failure(error) }
+        return Syscall.chown(at: filesFD, at(path), uid: uid, gid: gid)
+    }
+
+    public func setTimes(_ path: String, file: StoreFile?, _ times: (timespec, timespec)) -> Result<Void, Errno> {
+        if case .failure(let error) = checkWritable() { return .failure(error) }
+        if let file { return Syscall.futimens(file.fd, times) }
+        return Syscall.utimens(at: filesFD, at(path), times)
+    }
+
+    public func fallocate(_ file: StoreFile, mode: Int32, offset: Int64, length: Int64) -> Result<Void, Errno> {
+        if case .failure(let error) = checkWritable() { return .failure(error) }
+        return Syscall.fallocate(file.fd, mode: mode, offset: offset, length: length)
+    }
+
+    public func statistics() -> Result<statvfs, Errno> {
+        Syscall.fstatvfs(filesFD)
+    }
+
+    /// Opens a directory for listing.
+    public func openDirectory(_ path: String) -> Result<Int32, Errno> {
+        Syscall.open(at: filesFD, at(path), flags: O_RDONLY | O_DIRECTORY)
+    }
+
+    /// Syncs a directory (SQLite syncs the directory after creating a journal).
+    public func syncDirectory(_ fd: Int32) -> Result<Void, Errno> {
+        Syscall.fsync(fd)
+    }
+}
+
+extension Store {
+    /// Makes every LTX file written so far durable (clean shutdown).
+    public func flushLogs() {
+        let all = databases.withLock { Array($0.values) }
+        for database in all { database.flushLog() }
+    }
+}

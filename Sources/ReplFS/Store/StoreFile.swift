@@ -1,0 +1,39 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import Synchronization
+
+/// An open file of the mount: the real descriptor plus what the file is to
+/// SQLite, resolved once at open so the write path does no path lookups.
+public final class StoreFile: Sendable {
+    /// Descriptor of the real file in `DATA/files`.
+    public let fd: Int32
+    /// Path relative to the mount root when the file was opened.
+    public let path: String
+    let role: SQLiteFileRole
+    /// The database this file belongs to, once known. A main file becomes a
+    /// database when SQLite first writes a header or a journal/WAL appears.
+    private let database: Mutex<Database?>
+    /// Whether the file was opened for writing.
+    let writable: Bool
+
+    init(fd: Int32, path: String, role: SQLiteFileRole, database: Database?, writable: Bool) {
+        self.fd = fd
+        self.path = path
+        self.role = role
+        self.database = Mutex(database)
+        self.writable = writable
+    }
+
+    deinit {
+        Syscall.close(fd)
+    }
+
+    var attachedDatabase: Database? {
+        database.withLock { $0 }
+    }
+
+    func attach(_ value: Database) {
+        database.withLock { $0 = value }
+    }
+}

@@ -1,0 +1,234 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import CSystem
+
+/// The one door to the operating system.
+///
+/// Every libc call ReplFS makes on files goes through here. Each wrapper names
+/// the C function it calls, retries `EINTR`, and returns `Result<_, Errno>` so
+/// callers handle failure explicitly and the FUSE layer can pass the errno on.
+public enum Syscall {
+    /// `RENAME_NOREPLACE` and `RENAME_EXCHANGE` (linux/fs.h; not imported by Swift).
+    public static let renameNoReplace: UInt32 = 1 << 0
+    public static let renameExchange: UInt32 = 1 << 1
+    /// `UTIME_NOW` and `UTIME_OMIT` for utimensat(2) (macros Swift does not import).
+    public static let utimeNow = (1 << 30) - 1
+    public static let utimeOmit = (1 << 30) - 2
+
+    @inline(__always)
+    static func retrying<T>(_ body: () -> T, failed: (T) -> Bool) -> Result<T, Errno> {
+        while true {
+            let value = body()
+            if !failed(value) { return .success(value) }
+            let error = Errno.current
+            if error != .interrupted { return .failure(error) }
+        }
+    }
+
+    /// `openat(2)`.
+    public static func open(at directory: Int32, _ path: String, flags: Int32, mode: mode_t = 0o644) -> Result<Int32, Errno> {
+        retrying({ Glibc.openat(directory, path, flags | O_CLOEXEC, mode) }, failed: { $0 < 0 })
+    }
+
+    /// `close(2)`; errors are ignored because the descriptor is gone either way.
+    public static func close(_ fd: Int32) {
+        _ = Glibc.close(fd)
+    }
+
+    /// `pread(2)`, repeated until `buffer` is full or end of file.
+    /// Returns the number of bytes read (short only at end of file).
+    public static func pread(_ fd: Int32, into buffer: UnsafeMutableRawBufferPointer, at offset: Int64) -> Result<Int, Errno> {
+        var done = 0
+        while done < buffer.count {
+            let n = Glibc.pread(fd, buffer.baseAddress! + done, buffer.count - done, off_t(offset) + off_t(done))
+            if n < 0 {
+                let error = Errno.current
+                if error == .interrupted { continue }
+                return .failure(error)
+            }
+            if n == 0 { break }
+            done += n
+        }
+        return .success(done)
+    }
+
+    /// `pwrite(2)`, repeated until all of `buffer` is written.
+    public static func pwrite(_ fd: Int32, _ buffer: UnsafeRawBufferPointer, at offset: Int64) -> Result<Int, Errno> {
+        var done = 0
+        while done < buffer.count {
+            let n = Glibc.pwrite(fd, buffer.baseAddress! + done, buffer.count - done, off_t(offset) + off_t(done))
+            if n < 0 {
+                let error = Errno.current
+                if error == .interrupted { continue }
+                return .failure(error)
+            }
+            done += n
+        }
+        return .success(done)
+    }
+
+    /// `write(2)` of a whole buffer at the current offset.
+    public static func write(_ fd: Int32, _ buffer: UnsafeRawBufferPointer) -> Result<Void, Errno> {
+        var done = 0
+        while done < buffer.count {
+            let n = Glibc.write(fd, buffer.baseAddress! + done, buffer.count - done)
+            if n < 0 {
+                let error = Errno.current
+                if error == .interrupted { continue }
+                return .failure(error)
+            }
+            done += n
+        }
+        return .success(())
+    }
+
+    /// `fstat(2)`.
+    public static func fstat(_ fd: Int32) -> Result<stat, Errno> {
+        var st = Glibc.stat()
+        return retrying({ Glibc.fstat(fd, &st) }, failed: { $0 != 0 }).map { _ in st }
+    }
+
+    /// `fstatat(2)` without following a final symbolic link.
+    public static func lstat(at directory: Int32, _ path: String) -> Result<stat, Errno> {
+        var st = Glibc.stat()
+        return retrying({ Glibc.fstatat(directory, path, &st, AT_SYMLINK_NOFOLLOW) }, failed: { $0 != 0 }).map { _ in st }
+    }
+
+    /// `stat(2)` of an absolute path, following links.
+    public static func stat(_ path: String) -> Result<stat, Errno> {
+        var st = Glibc.stat()
+        return retrying({ Glibc.fstatat(AT_FDCWD, path, &st, 0) }, failed: { $0 != 0 }).map { _ in st }
+    }
+
+    /// `ftruncate(2)`.
+    public static func ftruncate(_ fd: Int32, _ size: Int64) -> Result<Void, Errno> {
+        retrying({ Glibc.ftruncate(fd, off_t(size)) }, failed: { $0 != 0 }).map { _ in () }
+    }
+
+    /// `fsync(2)` or, with `dataOnly`, `fdatasync(2)`.
+    public static func fsync(_ fd: Int32, dataOnly: Bool = false) -> Result<Void, Errno> {
+        retrying({ dataOnly ? Glibc.fdatasync(fd) : Glibc.fsync(fd) }, failed: { $0 != 0 }).map { _ in () }
+    }
+
+    /// `unlinkat(2)`; `directory` selects `AT_REMOVEDIR` (rmdir).
+    public static func unlink(at directory: Int32, _ path: String, isDirectory: Bool = false) -> Result<Void, Errno> {
+        retrying({ Glibc.unlinkat(directory, path, isDirectory ? AT_REMOVEDIR : 0) }, failed: { $0 != 0 }).map { _ in () }
+    }
+
+    /// `renameat2(2)` with `flags` (`RENAME_NOREPLACE`, `RENAME_EXCHANGE`) or plain `renameat(2)`.
+    public static func rename(at directory: Int32, _ from: String, to: String, flags: UInt32 = 0) -> Result<Void, Errno> {
+        if flags == 0 {
+            return retrying({ Glibc.renameat(directory, from, directory, to) }, failed: { $0 != 0 }).map { _ in () }
+        }
+        return retrying({ csystem_renameat2(directory, from, directory, to, flags) }, failed: { $0 != 0 }).map { _ in () }
+    }
+
+    /// `mkdirat(2)`.
+    public static func mkdir(at directory: Int32, _ path: String, mode: mode_t) -> Result<Void, Errno> {
+        retrying({ Glibc.mkdirat(directory, path, mode) }, failed: { $0 != 0 }).map { _ in () }
+    }
+
+    /// `mknodat(2)`.
+    public static func mknod(at directory: Int32, _ path: String, mode: mode_t, device: dev_t) -> Result<Void, Errno> {
+        retrying({ Glibc.mknodat(directory, path, mode, device) }, failed: { $0 != 0 }).map { _ in () }
+    }
+
+    /// `symlinkat(2)`.
+    public static func symlink(_ target: String, at directory: Int32, _ path: String) -> Result<Void, Errno> {
+        retrying({ Glibc.symlinkat(target, directory, path) }, failed: { $0 != 0 }).map { _ in () }
+    }
+
+    /// `linkat(2)`.
+    public static func link(at directory: Int32, _ from: String, to: String) -> Result<Void, Errno> {
+        retrying({ Glibc.linkat(directory, from, directory, to, 0) }, failed: { $0 != 0 }).map { _ in () }
+    }
+
+    /// `readlinkat(2)`.
+    public static func readlink(at directory: Int32, _ path: String) -> Result<String, Errno> {
+        var buffer = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
+        let n = Glibc.readlinkat(directory, path, &buffer, buffer.count - 1)
+        if n < 0 { return .failure(.current) }
+        buffer[n] = 0
+        return .success(String(cString: buffer))
+    }
+
+    /// `fchmodat(2)`.
+    public static func chmod(at directory: Int32, _ path: String, mode: mode_t) -> Result<Void, Errno> {
+        retrying({ Glibc.fchmodat(directory, path, mode, 0) }, failed: { $0 != 0 }).map { _ in () }
+    }
+
+    /// `fchmod(2)`.
+    public static func fchmod(_ fd: Int32, mode: mode_t) -> Result<Void, Errno> {
+        retrying({ Glibc.fchmod(fd, mode) }, failed: { $0 != 0 }).map { _ in () }
+    }
+
+    /// `fchownat(2)` without following links; `UInt32.max` leaves an id unchanged.
+    public static func chown(at directory: Int32, _ path: String, uid: uid_t, gid: gid_t) -> Result<Void, Errno> {
+        retrying({ Glibc.fchownat(directory, path, uid, gid, AT_SYMLINK_NOFOLLOW) }, failed: { $0 != 0 }).map { _ in () }
+    }
+
+    /// `utimensat(2)` without following links.
+    public static func utimens(at directory: Int32, _ path: String, _ times: (timespec, timespec)) -> Result<Void, Errno> {
+        var t = [times.0, times.1]
+        return retrying({ Glibc.utimensat(directory, path, &t, AT_SYMLINK_NOFOLLOW) }, failed: { $0 != 0 }).map { _ in () }
+    }
+
+    /// `futimens(3)`.
+    public static func futimens(_ fd: Int32, _ times: (timespec, timespec)) -> Result<Void, Errno> {
+        var t = [times.0, times.1]
+        return retrying({ Glibc.futimens(fd, &t) }, failed: { $0 != 0 }).map { _ in () }
+    }
+
+    /// `fstatvfs(3)`.
+    public static func fstatvfs(_ fd: Int32) -> Result<statvfs, Errno> {
+        var st = statvfs()
+        return retrying({ Glibc.fstatvfs(fd, &st) }, failed: { $0 != 0 }).map { _ in st }
+    }
+
+    /// `fallocate(2)`.
+    public static func fallocate(_ fd: Int32, mode: Int32, offset: Int64, length: Int64) -> Result<Void, Errno> {
+        retrying({ csystem_fallocate(fd, mode, off_t(offset), off_t(length)) }, failed: { $0 != 0 }).map { _ in () }
+    }
+
+    /// `flock(2)` with `LOCK_NB`: `false` when another process holds it.
+    public static func tryLockExclusive(_ fd: Int32) -> Result<Bool, Errno> {
+        if csystem_flock(fd, LOCK_EX | LOCK_NB) == 0 { return .success(true) }
+        let error = Errno.current
+        if error == .wouldBlock { return .success(false) }
+        return .failure(error)
+    }
+
+    /// `syncfs(2)`: flushes the whole file system holding `fd`.
+    public static func syncfs(_ fd: Int32) -> Result<Void, Errno> {
+        retrying({ csystem_syncfs(fd) }, failed: { $0 != 0 }).map { _ in () }
+    }
+
+    /// `umount2(2)` with `MNT_DETACH`, for clearing a dead FUSE mount.
+    public static func detachMount(_ path: String) -> Result<Void, Errno> {
+        retrying({ Glibc.umount2(path, Int32(MNT_DETACH)) }, failed: { $0 != 0 }).map { _ in () }
+    }
+
+    /// Reads every entry name of the directory open at `fd` (a duplicate is
+    /// consumed, `fd` stays open), skipping "." and "..".
+    public static func directoryEntries(_ fd: Int32) -> Result<[(name: String, type: UInt8, inode: UInt64)], Errno> {
+        let copy = Glibc.dup(fd)
+        if copy < 0 { return .failure(.current) }
+        guard let dir = Glibc.fdopendir(copy) else {
+            let error = Errno.current
+            Glibc.close(copy)
+            return .failure(error)
+        }
+        defer { Glibc.closedir(dir) }
+        Glibc.rewinddir(dir)
+        var result: [(name: String, type: UInt8, inode: UInt64)] = []
+        while let entry = Glibc.readdir(dir) {
+            let name = withUnsafePointer(to: entry.pointee.d_name) {
+                $0.withMemoryRebound(to: CChar.self, capacity: 256) { String(cString: $0) }
+            }
+            if name == "." || name == ".." { continue }
+            result.append((name, entry.pointee.d_type, UInt64(entry.pointee.d_ino)))
+        }
+        return .success(result)
+    }
+}
