@@ -60,7 +60,7 @@ public final class Daemon: Sendable {
         logger.info("mounted", metadata: ["mount": "\(config.mount)", "data": "\(config.data)", "node": "\(config.node)"])
         let result = session.run()
         session.unmount()
-        store.flushLogs()
+        store.close()
         logger.info("unmounted", metadata: ["mount": "\(config.mount)", "loop": "\(result)"])
     }
 

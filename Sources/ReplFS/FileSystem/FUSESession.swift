@@ -69,7 +69,7 @@ public final class FUSESession: @unchecked Sendable {
 
     /// Serves requests until ``stop()``; returns libfuse's result.
     public func run(maxThreads: UInt32 = 32) -> Int32 {
-        cfuse_session_loop_mt(session, 8, maxThreads)
+        return cfuse_session_loop_mt(session, 8, maxThreads)
     }
 
     /// Asks the loop to end. libfuse checks its exit flag only between

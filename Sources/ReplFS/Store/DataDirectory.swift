@@ -10,6 +10,7 @@ import Foundation
 /// DATA/lock          flock()ed by the running replfsd
 /// DATA/files/        the real files the mount shows
 /// DATA/ltx/<key>/    LTX log of each database (see DatabaseKey)
+/// DATA/spool/        LTX files recorded at commit, before they are written out
 /// ```
 ///
 /// A directory that holds anything else, or the identity file of another
@@ -18,6 +19,7 @@ public struct DataDirectory: Sendable {
     public let root: String
     public var files: String { root + "/files" }
     public var ltx: String { root + "/ltx" }
+    public var spool: String { root + "/spool" }
     public var identityFile: String { root + "/replfs.json" }
     public var lockFile: String { root + "/lock" }
 

@@ -1,6 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import Dispatch
 import Logging
 import Synchronization
 
@@ -13,6 +14,13 @@ struct DatabaseEnvironment: Sendable {
     /// Written into every LTX header.
     let nodeID: UInt64
     let logger: Logger
+    /// Records LTX files at commit points.
+    let spool: LTXSpool
+    /// The spool and the real files are on one file system, so an fsync of
+    /// a real file also flushes the device cache for the spool.
+    let spoolSharesDevice: Bool
+    /// Writes spooled LTX records as files, off the commit path.
+    let materializer: LTXMaterializer
 
     /// The LTX directory of the database at `path` (relative to the mount):
     /// the path with `%` and `/` escaped, so every database gets one flat,
@@ -55,12 +63,15 @@ final class Database: Sendable {
         // Rollback-journal transaction in progress.
         var journalActive = false
         var dirty = DirtyRanges()
-        var syncedDuringTransaction = false
         /// Database-file writes outside any journal (journal_mode=OFF or
         /// MEMORY, or a copied-in file): captured at the next sync or close.
         var unjournaledWrites = false
 
         var wal = WALTracker()
+        /// SQLite synced the WAL after the last commit (synchronous=FULL):
+        /// expect the same after the next one.
+        var walSyncsCommits = false
+        var walCommittedSinceSync = false
         /// Read-only descriptor on the database file, for reading committed pages.
         var readFD: Int32 = -1
 
@@ -114,12 +125,9 @@ final class Database: Sendable {
     /// writes that no journal covers.
     func mainFileSynced(closing: Bool) -> Result<Void, Errno> {
         state.withLock { state in
-            if state.journalActive {
-                state.syncedDuringTransaction = true
-                return .success(())
-            }
+            if state.journalActive { return .success(()) }
             guard state.unjournaledWrites else { return .success(()) }
-            return captureUnjournaled(&state, sync: !closing)
+            return captureUnjournaled(&state, sync: false)
         }
     }
 
@@ -162,31 +170,58 @@ final class Database: Sendable {
         }
     }
 
-    /// SQLite synced the journal: the transaction it belongs to runs with
-    /// `synchronous` above OFF, so its LTX file is synced too.
-    func journalSynced() {
-        state.withLock { state in
-            if state.journalActive { state.syncedDuringTransaction = true }
+    /// Runs `perform` (an fsync SQLite asked for) while the spool is
+    /// flushed on another thread, so the LTX records of every transaction
+    /// SQLite makes durable are durable by the time it returns, at the cost
+    /// of one concurrent flush rather than a second sequential one.
+    ///
+    /// This is the only place the commit path waits for the disk: a commit
+    /// point itself only appends to the spool. Rollback-journal modes sync
+    /// after invalidating the journal (TRUNCATE, PERSIST, or the directory
+    /// under EXTRA) only when they promise durability; WAL syncs the WAL at
+    /// commit under FULL and before each checkpoint under NORMAL.
+    func flushingLog<T>(perform: () -> Result<T, Errno>) -> Result<T, Errno> {
+        let spool = environment.spool
+        guard spool.hasPending else { return perform() }
+        if environment.spoolSharesDevice {
+            // Same file system: write the records out, and let SQLite's own
+            // fsync flush the device cache for both (one flush, not two).
+            switch spool.writeOutPending() {
+            case .failure(let error): return .failure(error)
+            case .success(let range):
+                let result = perform()
+                if case .success = result, let range { spool.markSynced(range) }
+                return result
+            }
         }
+        let flush = FlushResult()
+        let group = DispatchGroup()
+        group.enter()
+        DispatchQueue.global(qos: .userInitiated).async {
+            flush.set(spool.syncPending())
+            group.leave()
+        }
+        let result = perform()
+        group.wait()
+        if case .failure(let error) = flush.get() { return .failure(error) }
+        return result
     }
 
     private func beginJournalTransaction(_ state: inout State) {
         state.journalActive = true
         state.dirty.removeAll()
-        state.syncedDuringTransaction = false
         state.unjournaledWrites = false
     }
 
     /// Logs the transaction the live journal covers, then lets `perform`
     /// invalidate the journal (SQLite's commit point).
     private func commitJournalTransaction<T>(_ state: inout State, perform: () -> Result<T, Errno>) -> Result<T, Errno> {
-        let prepared = prepareFromDatabaseFile(&state, sync: state.syncedDuringTransaction)
+        let prepared = prepareFromDatabaseFile(&state, sync: false)
         let result = complete(&state, prepared, perform: perform)
         if case .success = result {
             state.journalActive = false
             state.dirty.removeAll()
-            state.syncedDuringTransaction = false
-        }
+            }
         return result
     }
 
@@ -262,9 +297,13 @@ final class Database: Sendable {
     func walWrite(_ buffer: UnsafeRawBufferPointer, at offset: Int64, walFD: Int32, perform: () -> Result<Int, Errno>) -> Result<Int, Errno> {
         state.withLock { state in
             guard let commit = state.wal.observe(buffer, at: offset) else { return perform() }
+            if state.walCommittedSinceSync { state.walSyncsCommits = false }
             let prepared = prepareWALCommit(&state, commit, buffer: buffer, at: offset, walFD: walFD)
             let result = complete(&state, prepared, perform: perform)
-            if case .success = result { state.wal.didCommit(commit) }
+            if case .success = result {
+                state.wal.didCommit(commit)
+                state.walCommittedSinceSync = true
+            }
             return result
         }
     }
@@ -285,11 +324,11 @@ final class Database: Sendable {
     /// checkpoint under NORMAL. LTX files of the transactions it makes durable
     /// are flushed first.
     func walSync(perform: () -> Result<Void, Errno>) -> Result<Void, Errno> {
-        let log = state.withLock { $0.log }
-        if let log, log.hasPending, case .failure(let error) = log.syncPending() {
-            return .failure(error)
+        state.withLock { state in
+            state.walSyncsCommits = state.walCommittedSinceSync
+            state.walCommittedSinceSync = false
         }
-        return perform()
+        return flushingLog(perform: perform)
     }
 
     private func prepareWALCommit(
@@ -313,7 +352,8 @@ final class Database: Sendable {
         }
         let dbFD = openReadFD(&state)
         return prepare(
-            &state, pageSize: pageSize, commitSize: commit.commitSize, candidates: frameOfPage.keys.sorted(), allPages: allPages, sync: false
+            &state, pageSize: pageSize, commitSize: commit.commitSize, candidates: frameOfPage.keys.sorted(), allPages: allPages, sync: false,
+            expectSync: state.walSyncsCommits
         ) { pgno, page in
             if let frame = frameOfPage[pgno] ?? earlier[pgno] {
                 // The page as the WAL file holds it, overlaid with the part the
@@ -448,7 +488,7 @@ final class Database: Sendable {
         guard let transaction else { return result }
         switch result {
         case .success: apply(transaction, to: &state)
-        case .failure: state.log?.remove(LTXFileName(minTXID: transaction.txid, maxTXID: transaction.txid))
+        case .failure: state.log?.abandon(transaction.txid)
         }
         return result
     }
@@ -487,7 +527,7 @@ final class Database: Sendable {
     ///   change (a rollback, or a write of identical bytes).
     private func prepare(
         _ state: inout State, pageSize: Int, commitSize: UInt32, candidates: [UInt32], allPages requestedAllPages: Bool, sync: Bool,
-        read: (UInt32, UnsafeMutableRawBufferPointer) -> Result<Void, Errno>
+        expectSync: Bool = false, read: (UInt32, UnsafeMutableRawBufferPointer) -> Result<Void, Errno>
     ) -> Result<Prepared?, Errno> {
         let txid = TXID(state.position.txid.rawValue + 1)
         let isSnapshot = txid.rawValue == 1
@@ -595,27 +635,24 @@ final class Database: Sendable {
             logger.error("cannot finish transaction", metadata: ["database": "\(path)", "error": "\(error)"])
             return .failure(.io)
         }
-        var file: LTXLog.PendingFile
-        if let existing = pending {
-            file = existing
-        } else {
-            switch log.begin(minTXID: txid, maxTXID: txid) {
-            case .success(let value): file = value
-            case .failure(let error): return .failure(error)
+        if let file = pending {
+            if case .failure(let error) = file.append(encoder.takeBytes()) {
+                file.abandon()
+                return .failure(error)
             }
-        }
-        if case .failure(let error) = file.append(encoder.takeBytes()) {
-            file.abandon()
+            if case .failure(let error) = file.commit(sync: sync) { return .failure(error) }
+        } else if case .failure(let error) = log.append(encoder.takeBytes(), txid: txid, sync: sync, expectSync: expectSync) {
             return .failure(error)
         }
-        if case .failure(let error) = file.commit(sync: sync) { return .failure(error) }
         return .success(transaction)
     }
 
     func ensureLog(_ state: inout State) -> Result<LTXLog, Errno> {
         if let log = state.log { return .success(log) }
         do {
-            let log = try LTXLog(directory: environment.logDirectory(for: path))
+            let log = try LTXLog(
+                directory: environment.logDirectory(for: path), key: DatabaseKey.escape(path), spool: environment.spool,
+                materializer: environment.materializer)
             state.log = log
             return .success(log)
         } catch {
@@ -632,10 +669,10 @@ final class Database: Sendable {
 }
 
 extension Database {
-    /// Flushes LTX files written without a sync.
-    func flushLog() {
+    /// Waits until every logged transaction is written as its own LTX file.
+    func waitForLogFiles() {
         let log = state.withLock { $0.log }
-        if let log, log.hasPending { _ = log.syncPending() }
+        log?.waitForFiles()
     }
 }
 
@@ -646,4 +683,11 @@ public struct DatabaseSummary: Sendable, Equatable {
     public var pageSize: Int
     public var pageCount: UInt32
     public var isWAL: Bool
+}
+
+/// The result of a flush run on another thread.
+final class FlushResult: @unchecked Sendable {
+    private let lock = Mutex<Result<Void, Errno>>(.success(()))
+    func set(_ value: Result<Void, Errno>) { lock.withLock { $0 = value } }
+    func get() -> Result<Void, Errno> { lock.withLock { $0 } }
 }

@@ -1,34 +1,27 @@
 #if canImport(Glibc)
 import Glibc
 #endif
-import Synchronization
 
 /// The LTX files of one database: `DATA/ltx/<key>/<min>-<max>.ltx`.
 ///
-/// Files are written under their final name with a single `write` (a crash
-/// can leave a torn last file; recovery drops it, since its transaction was
-/// never acknowledged). Durability follows SQLite's own requests: a file is
-/// flushed with `fdatasync` when SQLite syncs the transaction it belongs to,
-/// never earlier, so `synchronous=NORMAL` keeps its speed.
+/// A committed transaction is recorded in the store's ``LTXSpool`` at the
+/// commit point and written here by the ``LTXMaterializer`` just after, off
+/// the commit path. Large transactions (snapshots) stream straight into
+/// their file instead.
 final class LTXLog: Sendable {
     /// Directory holding the files.
     let directory: String
-    fileprivate let directoryFD: Int32
-    /// Descriptors of files written but not yet flushed.
-    private let unsynced: Mutex<Unsynced>
+    /// The directory's name under `DATA/ltx` (see ``DatabaseKey``).
+    let key: String
+    let directoryFD: Int32
+    private let spool: LTXSpool
+    private let materializer: LTXMaterializer
 
-    private struct Unsynced: ~Copyable {
-        var descriptors: [Int32] = []
-        /// More files than we keep open were written since the last flush:
-        /// flush the whole file system instead.
-        var overflowed = false
-    }
-
-    /// How many unflushed files keep their descriptor open.
-    private static let maximumOpenUnsynced = 16
-
-    init(directory: String) throws(StoreError) {
+    init(directory: String, key: String, spool: LTXSpool, materializer: LTXMaterializer) throws(StoreError) {
         self.directory = directory
+        self.key = key
+        self.spool = spool
+        self.materializer = materializer
         if case .failure(let error) = Syscall.mkdir(at: AT_FDCWD, directory, mode: 0o755), error != .exists {
             throw StoreError(.io, "cannot create LTX directory", path: directory, errno: error)
         }
@@ -36,13 +29,9 @@ final class LTXLog: Sendable {
         case .success(let fd): directoryFD = fd
         case .failure(let error): throw StoreError(.io, "cannot open LTX directory", path: directory, errno: error)
         }
-        unsynced = Mutex(Unsynced())
     }
 
     deinit {
-        unsynced.withLock { state in
-            for fd in state.descriptors { Syscall.close(fd) }
-        }
         Syscall.close(directoryFD)
     }
 
@@ -51,35 +40,53 @@ final class LTXLog: Sendable {
         directory + "/" + LTXFileName(minTXID: minTXID, maxTXID: maxTXID).description
     }
 
-    /// An LTX file being written. Small transactions write it in one call;
-    /// snapshots stream into it in bounded memory.
+    /// Records one complete LTX file for `txid`: in the spool now (flushed
+    /// with `sync`), as its own file shortly after.
+    func append(_ bytes: [UInt8], txid: TXID, sync: Bool, expectSync: Bool = false) -> Result<Void, Errno> {
+        let result = spool.append(key: key, txid: txid, bytes: bytes, sync: sync, expectSync: expectSync)
+        if case .success = result {
+            materializer.enqueue(.write(directoryFD: directoryFD, name: LTXFileName(minTXID: txid, maxTXID: txid).description, bytes: bytes, owner: self))
+        }
+        return result
+    }
+
+    /// The transaction `txid` was logged but did not commit: forget it.
+    func abandon(_ txid: TXID) {
+        spool.abandon(key: key, txid: txid)
+        materializer.enqueue(.remove(directoryFD: directoryFD, name: LTXFileName(minTXID: txid, maxTXID: txid).description, owner: self))
+    }
+
+    /// Waits until every recorded transaction is written as its own file.
+    func waitForFiles() {
+        materializer.drain()
+    }
+
+    // MARK: - Large files
+
+    /// An LTX file streamed straight to its final name (snapshots), in
+    /// bounded memory, bypassing the spool.
     struct PendingFile {
         fileprivate let fd: Int32
         fileprivate let name: String
-        fileprivate let log: LTXLog
+        fileprivate let directoryFD: Int32
 
         /// Appends bytes at the end of the file.
         func append(_ bytes: [UInt8]) -> Result<Void, Errno> {
             bytes.withUnsafeBytes { Syscall.write(fd, $0) }
         }
 
-        /// Completes the file. With `sync`, it is on stable storage on return;
-        /// otherwise the next ``LTXLog/syncPending()`` flushes it.
+        /// Completes the file; with `sync` it is on stable storage on return.
         func commit(sync: Bool) -> Result<Void, Errno> {
-            if sync {
-                let result = Syscall.fsync(fd, dataOnly: true)
-                Syscall.close(fd)
-                if case .failure = result { _ = Syscall.unlink(at: log.directoryFD, name) }
-                return result
-            }
-            log.keepUnsynced(fd)
-            return .success(())
+            let result = sync ? Syscall.fsync(fd).flatMap { Syscall.fsync(directoryFD) } : .success(())
+            Syscall.close(fd)
+            if case .failure = result { _ = Syscall.unlink(at: directoryFD, name) }
+            return result
         }
 
-        /// Deletes the partial file (the transaction failed or changed nothing).
+        /// Deletes the partial file.
         func abandon() {
             Syscall.close(fd)
-            _ = Syscall.unlink(at: log.directoryFD, name)
+            _ = Syscall.unlink(at: directoryFD, name)
         }
     }
 
@@ -87,50 +94,10 @@ final class LTXLog: Sendable {
     func begin(minTXID: TXID, maxTXID: TXID) -> Result<PendingFile, Errno> {
         let name = LTXFileName(minTXID: minTXID, maxTXID: maxTXID).description
         return Syscall.open(at: directoryFD, name, flags: O_WRONLY | O_CREAT | O_TRUNC, mode: 0o644)
-            .map { PendingFile(fd: $0, name: name, log: self) }
+            .map { PendingFile(fd: $0, name: name, directoryFD: directoryFD) }
     }
 
-    private func keepUnsynced(_ fd: Int32) {
-        unsynced.withLock { state in
-            if state.descriptors.count < LTXLog.maximumOpenUnsynced {
-                state.descriptors.append(fd)
-            } else {
-                state.overflowed = true
-                Syscall.close(fd)
-            }
-        }
-    }
-
-    /// Whether files written since the last flush are still unflushed.
-    var hasPending: Bool {
-        unsynced.withLock { !$0.descriptors.isEmpty || $0.overflowed }
-    }
-
-    /// Flushes every file written without `sync` since the last call.
-    func syncPending() -> Result<Void, Errno> {
-        let (descriptors, overflowed) = unsynced.withLock { state -> ([Int32], Bool) in
-            defer {
-                state.descriptors.removeAll(keepingCapacity: true)
-                state.overflowed = false
-            }
-            return (state.descriptors, state.overflowed)
-        }
-        var failure: Errno?
-        if overflowed {
-            if case .failure(let error) = Syscall.syncfs(directoryFD) { failure = error }
-        } else {
-            for fd in descriptors {
-                if case .failure(let error) = Syscall.fsync(fd, dataOnly: true) { failure = failure ?? error }
-            }
-        }
-        for fd in descriptors { Syscall.close(fd) }
-        if failure == nil, overflowed || !descriptors.isEmpty {
-            // The new names must be durable too.
-            if case .failure(let error) = Syscall.fsync(directoryFD) { failure = error }
-        }
-        if let failure { return .failure(failure) }
-        return .success(())
-    }
+    // MARK: - Listing and recovery
 
     /// The file names in the directory, ordered by TXID.
     func fileNames() -> [LTXFileName] {

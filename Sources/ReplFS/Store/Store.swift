@@ -17,6 +17,8 @@ public final class Store: Sendable {
     /// Descriptor of `DATA/files`; every path is resolved relative to it.
     let filesFD: Int32
     let environment: DatabaseEnvironment
+    let materializer: LTXMaterializer
+    let spool: LTXSpool
     let databases: Mutex<[String: Database]>
     private let writable: Atomic<Bool>
     public let logger: Logger
@@ -30,13 +32,21 @@ public final class Store: Sendable {
         case .success(let fd): filesFD = fd
         case .failure(let error): throw StoreError(.io, "cannot open files directory", path: directory.files, errno: error)
         }
-        environment = DatabaseEnvironment(filesFD: filesFD, ltxRoot: directory.ltx, nodeID: nodeID, logger: logger)
+        materializer = LTXMaterializer()
+        spool = try LTXSpool(directory: directory.spool, materializer: materializer)
+        let sameDevice = (try? Syscall.stat(directory.spool).get().st_dev) == (try? Syscall.stat(directory.files).get().st_dev)
+        environment = DatabaseEnvironment(
+            filesFD: filesFD, ltxRoot: directory.ltx, nodeID: nodeID, logger: logger, spool: spool, spoolSharesDevice: sameDevice,
+            materializer: materializer)
         databases = Mutex([:])
         writable = Atomic(true)
+        replaySpool()
+        try spool.start()
         recoverAll()
     }
 
     deinit {
+        materializer.stop()
         Syscall.close(filesFD)
     }
 
@@ -59,6 +69,20 @@ public final class Store: Sendable {
             let database = Database(path: path, environment: environment)
             databases[path] = database
             return database
+        }
+    }
+
+    /// Writes the LTX files a crash left only in the spool.
+    private func replaySpool() {
+        let ltxRoot = directory.ltx
+        spool.replay(logger: logger) { record in
+            let logDirectory = ltxRoot + "/" + record.key
+            _ = Syscall.mkdir(at: AT_FDCWD, logDirectory, mode: 0o755)
+            guard case .success(let fd) = Syscall.open(at: AT_FDCWD, logDirectory, flags: O_RDONLY | O_DIRECTORY) else { return }
+            defer { Syscall.close(fd) }
+            _ = LTXMaterializer.writeFile(directoryFD: fd, name: LTXFileName(minTXID: record.txid, maxTXID: record.txid).description, bytes: record.bytes)
+        } remove: { key, txid in
+            _ = Syscall.unlink(at: AT_FDCWD, ltxRoot + "/" + key + "/" + LTXFileName(minTXID: txid, maxTXID: txid).description)
         }
     }
 
@@ -232,14 +256,14 @@ public final class Store: Sendable {
             guard let database = file.attachedDatabase else { return perform() }
             return database.walSync(perform: perform)
         case .journal:
-            file.attachedDatabase?.journalSynced()
-            return perform()
+            guard let database = file.attachedDatabase else { return perform() }
+            return database.flushingLog(perform: perform)
         case .sharedMemory:
             return perform()
         case .main:
-            let database = file.attachedDatabase ?? self.database(at: file.path, create: false)
-            if let database, case .failure(let error) = database.mainFileSynced(closing: false) { return .failure(error) }
-            return perform()
+            guard let database = file.attachedDatabase ?? self.database(at: file.path, create: false) else { return perform() }
+            if case .failure(let error) = database.mainFileSynced(closing: false) { return .failure(error) }
+            return database.flushingLog(perform: perform)
         }
     }
 
@@ -379,16 +403,26 @@ public final class Store: Sendable {
         Syscall.open(at: filesFD, at(path), flags: O_RDONLY | O_DIRECTORY)
     }
 
-    /// Syncs a directory (SQLite syncs the directory after creating a journal).
+    /// Syncs a directory. SQLite does so after creating a journal, and under
+    /// `synchronous=EXTRA` after deleting one (making a DELETE-mode commit
+    /// durable), so the LTX records of the databases are flushed with it.
     public func syncDirectory(_ fd: Int32) -> Result<Void, Errno> {
-        Syscall.fsync(fd)
+        if spool.hasPending, case .failure(let error) = spool.syncPending() { return .failure(error) }
+        return Syscall.fsync(fd)
     }
 }
 
 extension Store {
-    /// Makes every LTX file written so far durable (clean shutdown).
-    public func flushLogs() {
+    /// Clean shutdown: every LTX file written and durable, spools removed.
+    public func close() {
+        spool.close()
+        materializer.stop()
+    }
+
+    /// Waits until every transaction logged so far has its own LTX file
+    /// (they are written just after the commit, off its path).
+    public func waitForLogFiles() {
         let all = databases.withLock { Array($0.values) }
-        for database in all { database.flushLog() }
+        for database in all { database.waitForLogFiles() }
     }
 }

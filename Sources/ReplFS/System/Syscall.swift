@@ -199,6 +199,18 @@ public enum Syscall {
         return .failure(error)
     }
 
+    /// `sync_file_range(2)` writing a range out to the device and waiting for
+    /// it, without a cache flush: durable only once something flushes the
+    /// device cache (an fsync on the same file system).
+    public static func writeOut(_ fd: Int32, offset: Int64, length: Int64) -> Result<Void, Errno> {
+        retrying({ csystem_write_out(fd, off_t(offset), off_t(length)) }, failed: { $0 != 0 }).map { _ in () }
+    }
+
+    /// `sync_file_range(2)` starting write-out of a range; returns at once.
+    public static func startWriteOut(_ fd: Int32, offset: Int64, length: Int64) -> Result<Void, Errno> {
+        retrying({ csystem_start_write_out(fd, off_t(offset), off_t(length)) }, failed: { $0 != 0 }).map { _ in () }
+    }
+
     /// `syncfs(2)`: flushes the whole file system holding `fd`.
     public static func syncfs(_ fd: Int32) -> Result<Void, Errno> {
         retrying({ csystem_syncfs(fd) }, failed: { $0 != 0 }).map { _ in () }

@@ -1,0 +1,60 @@
+# ReplFS: build, test, benchmark and demo. Every target installs what it needs.
+SHELL := /bin/bash
+SWIFT ?= swift
+JOBS ?= $(shell nproc)
+TOOLS := $(CURDIR)/.tools
+DEBIAN_PACKAGES := fuse3 libfuse3-dev liblz4-dev libsqlite3-dev sqlite3 etcd-server
+PYTHON ?= python3
+
+.PHONY: all deps build release test unit-test integration-test bench demo install clean
+
+all: build
+
+## deps: system packages (Debian), SQLite's own test tools, the Python lz4 module.
+deps: $(TOOLS)/.deps
+
+$(TOOLS)/.deps:
+	@missing=$$(for p in $(DEBIAN_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  echo "installing: $$missing"; \
+	  export DEBIAN_FRONTEND=noninteractive; \
+	  apt-get install -y -q $$missing >/dev/null 2>&1 || { apt-get update -q >/dev/null && apt-get install -y -q $$missing >/dev/null; }; \
+	fi
+	@$(PYTHON) -c 'import lz4.block' 2>/dev/null || $(PYTHON) -m pip install -q lz4
+	@../shared/tools/sqlite-tools $(TOOLS)
+	@test -e /dev/fuse || { echo "/dev/fuse is missing: ReplFS needs FUSE"; exit 1; }
+	@mkdir -p $(TOOLS) && touch $@
+
+## build: debug build (what the tests use).
+build: deps
+	$(SWIFT) build -j $(JOBS)
+
+## release: optimized build (benchmarks, demo, install).
+release: deps
+	$(SWIFT) build -c release -j $(JOBS)
+
+## test: unit tests and integration tests that mount real file systems.
+test: build
+	REPLFS_BIN_DIR=$$($(SWIFT) build --show-bin-path) REPLFS_TOOLS=$(TOOLS) \
+	  $(SWIFT) test -j $(JOBS) --skip-build 2>&1 | tee .build/test.log; exit $${PIPESTATUS[0]}
+
+unit-test: build
+	$(SWIFT) test --skip-build --filter ReplFSTests
+
+integration-test: build
+	REPLFS_BIN_DIR=$$($(SWIFT) build --show-bin-path) REPLFS_TOOLS=$(TOOLS) $(SWIFT) test --skip-build --filter IntegrationTests
+
+## bench: ratios against native SQLite on the same disk (see BENCHMARKS.md).
+bench: release
+	REPLFS_BIN_DIR=$$($(SWIFT) build -c release --show-bin-path) REPLFS_TOOLS=$(TOOLS) ./scripts/bench.sh
+
+## demo: mount a directory, run SQLite through it, show LTX files and positions.
+demo: release
+	REPLFS_BIN_DIR=$$($(SWIFT) build -c release --show-bin-path) REPLFS_TOOLS=$(TOOLS) ./scripts/demo.sh
+
+install: release
+	install -m 0755 $$($(SWIFT) build -c release --show-bin-path)/replfsd /usr/local/bin/replfsd
+	install -D -m 0644 etc/replfsd.service /etc/systemd/system/replfsd.service
+
+clean:
+	rm -rf .build .tools

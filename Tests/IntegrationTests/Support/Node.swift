@@ -1,0 +1,141 @@
+import Foundation
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// One `replfsd` process with its own mount and data directory under a
+/// private temporary root, started and stopped for real.
+final class Node: @unchecked Sendable {
+    let name: String
+    let root: String
+    var mount: String { root + "/mnt" }
+    var data: String { root + "/data" }
+    var configPath: String { root + "/replfsd.yml" }
+    private(set) var process: Command.Started?
+    private(set) var logs: [String] = []
+
+    /// Creates the directory layout and a config (`extraConfig` is appended
+    /// verbatim, for tests of particular keys).
+    init(name: String = "node-a", root: String? = nil, extraConfig: String = "") throws {
+        self.name = name
+        self.root = root ?? NSTemporaryDirectory() + "replfs-it-\(UUID().uuidString.prefix(8))"
+        try FileManager.default.createDirectory(atPath: self.root, withIntermediateDirectories: true)
+        try writeConfig("""
+            node: \(name)
+            mount: \(mount)
+            data: \(data)
+            \(extraConfig)
+            """)
+    }
+
+    func writeConfig(_ text: String) throws {
+        try text.write(toFile: configPath, atomically: true, encoding: .utf8)
+    }
+
+    /// Starts `replfsd mount` and waits until the mount serves requests.
+    func start(timeout: Double = 30) throws {
+        precondition(process == nil, "already running")
+        let started = try Command.start(TestEnvironment.replfsd, ["mount", "--config", configPath, "--log-level", "info"])
+        process = started
+        do {
+            try waitUntil(timeout: timeout, "\(name) is mounted") {
+                guard started.process.isRunning else {
+                    throw Failure("replfsd exited early: \(started.finish())")
+                }
+                return Node.isMounted(mount)
+            }
+        } catch {
+            kill(started.pid, SIGKILL)
+            process = nil
+            throw error
+        }
+    }
+
+    /// SIGTERM, then waits for a clean exit; returns the exit status.
+    @discardableResult
+    func stop(timeout: Double = 30) throws -> CommandResult {
+        guard let started = process else { throw Failure("\(name) is not running") }
+        kill(started.pid, SIGTERM)
+        try waitUntil(timeout: timeout, "\(name) exits after SIGTERM") { !started.process.isRunning }
+        process = nil
+        let result = started.finish()
+        logs.append(result.error)
+        return result
+    }
+
+    /// SIGKILL: the daemon dies with the mount still attached.
+    func kill9() throws {
+        guard let started = process else { throw Failure("\(name) is not running") }
+        kill(started.pid, SIGKILL)
+        try waitUntil(timeout: 30, "\(name) dies") { !started.process.isRunning }
+        process = nil
+        logs.append(started.finish().error)
+    }
+
+    var pid: Int32? { process?.pid }
+
+    /// The daemon's log so far.
+    var currentLog: String { process?.errorSoFar ?? "" }
+
+    /// Stops the daemon if needed, clears any mount and removes the files.
+    func destroy() {
+        if let started = process {
+            kill(started.pid, SIGKILL)
+            started.process.waitUntilExit()
+            _ = started.finish()
+            process = nil
+        }
+        if Node.isMounted(mount) { umount2(mount, Int32(MNT_DETACH)) }
+        try? FileManager.default.removeItem(atPath: root)
+    }
+
+    deinit { destroy() }
+
+    static func isMounted(_ path: String) -> Bool {
+        guard let text = try? String(contentsOfFile: "/proc/self/mountinfo", encoding: .utf8) else { return false }
+        return text.split(separator: "\n").contains { line in
+            let fields = line.split(separator: " ")
+            return fields.count > 4 && fields[4] == path
+        }
+    }
+
+    // MARK: - Data directory views
+
+    /// LTX files of the database at `path` (relative to the mount), sorted.
+    func ltxFiles(_ path: String) -> [String] {
+        let directory = ltxDirectory(path)
+        let names = (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? []
+        return names.filter { $0.hasSuffix(".ltx") }.sorted().map { directory + "/" + $0 }
+    }
+
+    func ltxDirectory(_ path: String) -> String {
+        data + "/ltx/" + path.replacingOccurrences(of: "%", with: "%25").replacingOccurrences(of: "/", with: "%2F")
+    }
+
+    /// Rebuilds the database from its LTX chain with `replfsd verify
+    /// --rebuild` and returns the rebuilt file's path.
+    func rebuild(_ path: String) throws -> String {
+        let output = root + "/rebuilt-\(UUID().uuidString.prefix(6)).db"
+        let result = try Command.run(TestEnvironment.replfsd, ["verify", "--rebuild", output, ltxDirectory(path)])
+        guard result.status == 0 else { throw Failure("rebuild of \(path) failed: \(result)") }
+        return output
+    }
+
+    /// Runs the testkit workload on a database in the mount.
+    @discardableResult
+    func workload(_ db: String, _ arguments: [String]) throws -> [String: Int] {
+        let result = try Command.run(TestEnvironment.testkit, ["workload", "--db", mount + "/" + db] + arguments)
+        guard result.status == 0 else { throw Failure("workload on \(db) failed: \(result)\nreplfsd: \(currentLog)") }
+        let json = try JSONSerialization.jsonObject(with: Data(result.output.utf8)) as? [String: Int]
+        return json ?? [:]
+    }
+}
+
+/// Runs `body` with a fresh node that is destroyed afterwards.
+func withNode<T>(name: String = "node-a", extraConfig: String = "", start: Bool = true, _ body: (Node) throws -> T) throws -> T {
+    let node = try Node(name: name, extraConfig: extraConfig)
+    defer { node.destroy() }
+    if start { try node.start() }
+    return try body(node)
+}
