@@ -27,7 +27,7 @@ $(TOOLS)/.deps:
 
 ## build: debug build (what the tests use).
 build: deps
-	$(SWIFT) build -j $(JOBS)
+	$(SWIFT) build --build-tests -j $(JOBS)
 
 ## release: optimized build (benchmarks, demo, install).
 release: deps

@@ -28,7 +28,9 @@ public enum ConfigLoader {
         do {
             root = try Yams.compose(yaml: text)
         } catch {
-            throw ConfigError(key: nil, "invalid YAML: \(error)")
+            // One line: Yams' message carries the offending line and a caret.
+            let message = "\(error)".split(separator: "\n").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty && $0 != "^" }
+            throw ConfigError(key: nil, "invalid YAML: " + message.prefix(2).joined(separator: " "))
         }
         let top = try Section(root ?? Node.mapping(Node.Mapping([])), path: "")
         let mount = try top.requiredPath("mount")

@@ -25,17 +25,26 @@ public final class Daemon: Sendable {
         self.config = config
         self.logger = logger
         let directory = DataDirectory(root: config.data)
+        // Every check first; nothing is created or changed until all pass.
+        let preparation: MountPoint.Preparation
         do {
-            try MountPoint.prepare(config.mount, logger: logger)
-            try directory.prepare(cluster: config.cluster, node: config.node)
+            preparation = try MountPoint.check(config.mount)
+            try directory.check(cluster: config.cluster)
         } catch let error as MountError {
             throw StartupError(description: "\(error)")
         } catch {
             throw StartupError(description: "\(error)")
         }
         do {
+            try directory.prepare(cluster: config.cluster, node: config.node)
             lockFD = try directory.lock()
         } catch {
+            throw StartupError(description: "\(error)")
+        }
+        do {
+            try MountPoint.prepare(config.mount, preparation, logger: logger)
+        } catch {
+            Syscall.close(lockFD)
             throw StartupError(description: "\(error)")
         }
         do {

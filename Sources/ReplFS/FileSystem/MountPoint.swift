@@ -10,26 +10,32 @@ import Logging
 /// detached; a live mount or a directory with files in it is refused, since
 /// mounting over it would hide those files from the application.
 public enum MountPoint {
-    public static func prepare(_ path: String, logger: Logger) throws(MountError) {
+    /// What has to happen before the mount point can be used.
+    public enum Preparation: Sendable, Equatable {
+        case ready
+        case create
+        case clearDeadMount
+    }
+
+    /// Checks the mount point without changing anything.
+    public static func check(_ path: String) throws(MountError) -> Preparation {
+        var preparation = Preparation.ready
+        // statfs always reaches a FUSE daemon (stat may be answered from the
+        // kernel's attribute cache even when the daemon is gone).
+        var fs = statvfs()
+        if statvfs(path, &fs) != 0 && errno == ENOTCONN {
+            // A dead FUSE mount: nothing can be listed until it is cleared.
+            return .clearDeadMount
+        }
         switch Syscall.stat(path) {
         case .failure(.notConnected):
-            logger.warning("clearing a dead mount left by an earlier replfsd", metadata: ["mount": "\(path)"])
-            if case .failure(let error) = Syscall.detachMount(path) {
-                throw MountError("cannot clear dead mount: \(error)", path: path)
-            }
+            return .clearDeadMount
         case .failure(.noEntry):
-            do {
-                try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
-            } catch {
-                throw MountError("cannot create mount point: \(error.localizedDescription)", path: path)
-            }
+            return .create
         case .failure(let error):
             throw MountError("cannot use mount point: \(error)", path: path)
-        case .success:
-            break
-        }
-        guard case .success(let st) = Syscall.stat(path), (st.st_mode & S_IFMT) == S_IFDIR else {
-            throw MountError("mount point is not a directory", path: path)
+        case .success(let st):
+            guard (st.st_mode & S_IFMT) == S_IFDIR else { throw MountError("mount point is not a directory", path: path) }
         }
         if isMounted(path) {
             throw MountError("mount point is busy: something is already mounted there", path: path)
@@ -39,6 +45,29 @@ public enum MountPoint {
             throw MountError(
                 "mount point is not empty (\(entries.count) entries, e.g. \(entries.sorted()[0])); move its files into the data directory's files/ or empty it",
                 path: path)
+        }
+        preparation = .ready
+        return preparation
+    }
+
+    /// Does what ``check(_:)`` found necessary.
+    public static func prepare(_ path: String, _ preparation: Preparation, logger: Logger) throws(MountError) {
+        switch preparation {
+        case .ready:
+            return
+        case .create:
+            do {
+                try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
+            } catch {
+                throw MountError("cannot create mount point: \(error.localizedDescription)", path: path)
+            }
+        case .clearDeadMount:
+            logger.warning("clearing a dead mount left by an earlier replfsd", metadata: ["mount": "\(path)"])
+            if case .failure(let error) = Syscall.detachMount(path) {
+                throw MountError("cannot clear dead mount: \(error)", path: path)
+            }
+            // What was under the dead mount must be usable too.
+            if try check(path) != .ready { throw MountError("mount point is still not usable after clearing a dead mount", path: path) }
         }
     }
 

@@ -8,7 +8,7 @@ import Darwin
 ///
 /// Each file is decoded completely (so every checksum inside it is checked),
 /// then the files, ordered by `minTXID`, must be contiguous (`minTXID` is the
-/// previous `maxTXID + 1`), keep the same page size, and each file's
+/// previous `maxTXID + 1`), and each file's
 /// pre-apply checksum must equal the previous file's post-apply checksum when
 /// both track checksums. This is what a replica or a restore needs before it
 /// trusts a chain; errors name the offending file.
@@ -121,10 +121,9 @@ public struct LTXChainVerifier: Sendable {
             throw .brokenChain(file: path, reason:
                 "\(kind): min TXID \(header.minTXID) does not follow max TXID \(previous.header.maxTXID) of \(previous.path)")
         }
-        if header.pageSize != previous.header.pageSize {
-            throw .brokenChain(file: path, reason:
-                "page size changes from \(previous.header.pageSize) in \(previous.path) to \(header.pageSize)")
-        }
+        // The page size may change (VACUUM after PRAGMA page_size, or a
+        // database deleted and created again): such a file must hold the
+        // whole database, which LTXRebuilder checks as it applies it.
         if header.tracksChecksums && previous.header.tracksChecksums
             && header.preApplyChecksum != previous.trailer.postApplyChecksum {
             throw .brokenChain(file: path, reason:

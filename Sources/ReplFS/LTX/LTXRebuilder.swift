@@ -111,17 +111,29 @@ public struct LTXRebuilder: Sendable {
                 let pageSize = Int(header.pageSize)
 
                 var checksums: PageChecksums
+                var wholeImage = header.isSnapshot
                 if let existing = state.take() {
-                    // Moved out rather than copied, so the array stays
-                    // uniquely referenced and page updates do not copy it.
-                    checksums = existing
+                    if existing.pageSize != pageSize {
+                        // A page-size change rewrites the whole database: check
+                        // it follows the old content, then start from empty.
+                        if header.tracksChecksums && header.preApplyChecksum != existing.database {
+                            throw LTXError.checksumMismatch(what: "pre-apply", stored: header.preApplyChecksum, computed: existing.database)
+                        }
+                        try LTXRebuilder.truncate(fd, to: 0, path: databasePath)
+                        checksums = PageChecksums(pageSize: pageSize)
+                        wholeImage = true
+                    } else {
+                        // Moved out rather than copied, so the array stays
+                        // uniquely referenced and page updates do not copy it.
+                        checksums = existing
+                    }
                 } else if header.isSnapshot {
                     try LTXRebuilder.truncate(fd, to: 0, path: databasePath)
                     checksums = PageChecksums(pageSize: pageSize)
                 } else {
                     checksums = try LTXRebuilder.scan(fd, pageSize: pageSize, path: databasePath)
                 }
-                if !header.isSnapshot && header.tracksChecksums && header.preApplyChecksum != checksums.database {
+                if !wholeImage && header.tracksChecksums && header.preApplyChecksum != checksums.database {
                     throw LTXError.checksumMismatch(what: "pre-apply", stored: header.preApplyChecksum, computed: checksums.database)
                 }
 
@@ -134,6 +146,14 @@ public struct LTXRebuilder: Sendable {
                     }
                 }
                 let trailer = try decoder.finish()
+                if wholeImage {
+                    let lock = PageNumber.lockPage(pageSize: pageSize).rawValue
+                    let expected = Int(header.commit) - (header.commit >= lock ? 1 : 0)
+                    if decoder.pageCount != expected {
+                        throw LTXError.brokenChain(file: path, reason:
+                            "changes the page size to \(pageSize) but holds \(decoder.pageCount) of the database's \(expected) pages")
+                    }
+                }
                 try LTXRebuilder.truncate(fd, to: Int(header.commit) * pageSize, path: databasePath)
                 checksums.resize(toPageCount: Int(header.commit))
                 if header.tracksChecksums && trailer.postApplyChecksum != checksums.database {

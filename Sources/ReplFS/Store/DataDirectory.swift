@@ -36,6 +36,31 @@ public struct DataDirectory: Sendable {
         self.root = root.count > 1 && root.hasSuffix("/") ? String(root.dropLast()) : root
     }
 
+    /// Checks the directory belongs to `cluster` (or is new or empty)
+    /// without changing anything.
+    public func check(cluster: String) throws(StoreError) {
+        let manager = FileManager.default
+        var isDirectory: ObjCBool = false
+        guard manager.fileExists(atPath: root, isDirectory: &isDirectory) else { return }
+        guard isDirectory.boolValue else {
+            throw StoreError(.foreignDataDirectory, "data directory is not a directory", path: root)
+        }
+        let entries = (try? manager.contentsOfDirectory(atPath: root)) ?? []
+        guard !entries.isEmpty else { return }
+        guard entries.contains("replfs.json") else {
+            throw StoreError(.foreignDataDirectory, "data directory is not empty and has no replfs.json: not a ReplFS data directory", path: root)
+        }
+        let identity = try readIdentity()
+        guard identity.cluster == cluster else {
+            throw StoreError(
+                .foreignDataDirectory, "data directory belongs to cluster \"\(identity.cluster)\", not \"\(cluster)\" (config key cluster)",
+                path: root)
+        }
+        guard identity.format == DataDirectory.formatVersion else {
+            throw StoreError(.foreignDataDirectory, "unsupported data directory format \(identity.format)", path: root)
+        }
+    }
+
     /// Checks the directory belongs to `cluster`, creating the layout if the
     /// directory is new or empty. Throws without changing anything otherwise.
     public func prepare(cluster: String, node: String) throws(StoreError) {

@@ -43,7 +43,10 @@ final class Node: @unchecked Sendable {
                 guard started.process.isRunning else {
                     throw Failure("replfsd exited early: \(started.finish())")
                 }
-                return Node.isMounted(mount)
+                // Listed and answering: a dead mount left by kill -9 is listed too,
+                // but stat(2) on it fails with ENOTCONN until replfsd replaces it.
+                var fs = statvfs()
+                return Node.isMounted(mount) && statvfs(mount, &fs) == 0
             }
         } catch {
             kill(started.pid, SIGKILL)

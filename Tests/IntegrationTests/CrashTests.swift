@@ -1,0 +1,56 @@
+import Foundation
+import Testing
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+extension IntegrationTests {
+    /// Invariant 3: `kill -9` of replfsd at a random moment under write load,
+    /// then `replfsd mount` again.
+    @Suite("Crash recovery")
+    struct CrashTests {
+        @Test("20 kill -9 cycles under write load: integrity ok, log = content, every acknowledged commit kept", arguments: ["wal", "delete"])
+        func killNine(mode: String) throws {
+            try withNode { node in
+                let db = "crash-\(mode).db"
+                let acks = node.root + "/acks-\(mode)"
+                var acknowledged = 0
+                var redone = 0
+                var random = SystemRandomNumberGenerator()
+                for cycle in 1...20 {
+                    let writer = try Command.start(TestEnvironment.testkit, [
+                        "workload", "--db", node.mount + "/" + db, "--journal-mode", mode, "--synchronous", "full",
+                        "--transactions", "1000000", "--ack-file", acks, "--seed", "\(cycle)", "--max-payload", "20000",
+                    ])
+                    // Kill after a random number of further acknowledged commits.
+                    let target = acknowledged + Int.random(in: 1...60, using: &random)
+                    try waitUntil(timeout: 60, "cycle \(cycle): \(target) acknowledged commits") {
+                        guard writer.process.isRunning else { throw Failure("writer stopped: \(writer.finish())") }
+                        return Self.lines(acks) >= target
+                    }
+                    try node.kill9()
+                    let result = writer.finish()
+                    #expect(result.status != 0, "the writer sees the mount die")
+                    acknowledged = Self.lines(acks)
+
+                    try node.start()
+                    // Recovery may redo a logged transaction the crash kept from
+                    // the file, never paper over a mismatch between log and content.
+                    #expect(!node.currentLog.contains("does not match its log"), "cycle \(cycle): \(node.currentLog)")
+                    redone += node.currentLog.components(separatedBy: "applied a logged transaction").count - 1
+                    let check = try Command.run(TestEnvironment.testkit, ["check", "--db", node.mount + "/" + db, "--ack-file", acks])
+                    #expect(check.status == 0, "cycle \(cycle): \(check)\nlog: \(node.currentLog)")
+                    let rebuilt = try node.rebuild(db)
+                    #expect(try Command.dbhash(rebuilt) == Command.dbhash(node.mount + "/" + db), "cycle \(cycle): the log's position is the content")
+                }
+                #expect(acknowledged >= 20)
+                print("crash test \(mode): \(acknowledged) acknowledged commits, \(redone) recoveries redid a logged transaction")
+            }
+        }
+
+        static func lines(_ path: String) -> Int {
+            ((try? String(contentsOfFile: path, encoding: .utf8)) ?? "").split(separator: "\n").count
+        }
+    }
+}

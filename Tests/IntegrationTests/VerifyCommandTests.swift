@@ -1,0 +1,69 @@
+import Foundation
+import Testing
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+extension IntegrationTests {
+    /// `replfsd verify`: bad LTX files are reported with the file and reason.
+    @Suite("verify command")
+    struct VerifyCommandTests {
+        @Test("good logs pass; corrupt, truncated or missing files fail with the file and the reason")
+        func badInput() throws {
+            try withNode { node in
+                _ = try Command.sqlite(node.mount + "/v.db", "CREATE TABLE t(x); INSERT INTO t VALUES(1); INSERT INTO t VALUES(2); INSERT INTO t VALUES(3);")
+                try node.stop()
+                let directory = node.ltxDirectory("v.db")
+                let files = node.ltxFiles("v.db")
+                #expect(files.count == 4)
+                let good = try Command.run(TestEnvironment.replfsd, ["verify", directory])
+                #expect(good.status == 0, "\(good)")
+                #expect(good.output.hasPrefix("ok: "))
+
+                let work = node.root + "/bad"
+                func copyLog() throws {
+                    try? FileManager.default.removeItem(atPath: work)
+                    try FileManager.default.copyItem(atPath: directory, toPath: work)
+                }
+
+                // A flipped byte in the page data: file checksum mismatch.
+                try copyLog()
+                let victim = work + "/" + URL(fileURLWithPath: files[2]).lastPathComponent
+                var bytes = try Array(Data(contentsOf: URL(fileURLWithPath: victim)))
+                bytes[bytes.count - 30] ^= 0xFF
+                try Data(bytes).write(to: URL(fileURLWithPath: victim))
+                var result = try Command.run(TestEnvironment.replfsd, ["verify", work])
+                #expect(result.status == 1)
+                #expect(result.error.contains(victim), "\(result)")
+
+                // Truncated.
+                try copyLog()
+                let truncated = work + "/" + URL(fileURLWithPath: files[1]).lastPathComponent
+                #expect(truncate(truncated, 150) == 0)
+                result = try Command.run(TestEnvironment.replfsd, ["verify", work])
+                #expect(result.status == 1)
+                #expect(result.error.contains(truncated) && result.error.contains("truncated"), "\(result)")
+
+                // A gap in the chain.
+                try copyLog()
+                try FileManager.default.removeItem(atPath: work + "/" + URL(fileURLWithPath: files[2]).lastPathComponent)
+                result = try Command.run(TestEnvironment.replfsd, ["verify", work])
+                #expect(result.status == 1)
+                #expect(result.error.contains("gap"), "\(result)")
+
+                // Not an LTX file at all.
+                try "garbage".write(toFile: work + "/x.ltx", atomically: true, encoding: .utf8)
+                result = try Command.run(TestEnvironment.replfsd, ["verify", work + "/x.ltx"])
+                #expect(result.status == 1)
+                #expect(result.error.contains("x.ltx"), "\(result)")
+
+                // Rebuild from an intact chain gives the database back.
+                let out = node.root + "/out.db"
+                result = try Command.run(TestEnvironment.replfsd, ["verify", "--rebuild", out, directory])
+                #expect(result.status == 0, "\(result)")
+                #expect(try Command.sqlite(out, "SELECT group_concat(x) FROM t") == "1,2,3")
+            }
+        }
+    }
+}
