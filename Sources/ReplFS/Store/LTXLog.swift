@@ -43,11 +43,9 @@ final class LTXLog: Sendable {
     /// Records one complete LTX file for `txid`: in the spool now (flushed
     /// with `sync`), as its own file shortly after.
     func append(_ bytes: [UInt8], txid: TXID, sync: Bool, expectSync: Bool = false) -> Result<Void, Errno> {
-        let result = spool.append(key: key, txid: txid, bytes: bytes, sync: sync, expectSync: expectSync)
-        if case .success = result {
-            materializer.enqueue(.write(directoryFD: directoryFD, name: LTXFileName(minTXID: txid, maxTXID: txid).description, bytes: bytes, owner: self))
+        spool.append(key: key, txid: txid, bytes: bytes, sync: sync, expectSync: expectSync).map { location in
+            materializer.enqueue(.write(directoryFD: directoryFD, name: LTXFileName(minTXID: txid, maxTXID: txid).description, source: location, owner: self))
         }
-        return result
     }
 
     /// The transaction `txid` was logged but did not commit: forget it.

@@ -7,13 +7,16 @@ import Synchronization
 /// also prepares and retires spools (see ``LTXSpool``).
 final class LTXMaterializer: Sendable {
     enum Job: Sendable {
-        /// Write `bytes` as the file `name` in the directory `directoryFD`.
-        case write(directoryFD: Int32, name: String, bytes: [UInt8], owner: LTXLog)
+        /// Write the spooled record at `source` as the file `name` in the
+        /// directory `directoryFD`. The bytes are read back from the spool
+        /// (still in the page cache) rather than held in memory, so a backlog
+        /// costs disk, not RAM.
+        case write(directoryFD: Int32, name: String, source: LTXSpool.Location, owner: LTXLog)
         /// Remove the file `name` (its transaction did not commit).
         case remove(directoryFD: Int32, name: String, owner: LTXLog)
-        /// Every file written from the spool `name` is done: make them
+        /// Every file written from spool `sequence` is done: make them
         /// durable, then delete the spool.
-        case retire(directoryFD: Int32, name: String)
+        case retire(directoryFD: Int32, sequence: UInt64)
         /// Prepare the next spool (fill it with zeros).
         case prepare(@Sendable () -> Void)
         /// Run `body` once every earlier job is done.
@@ -26,6 +29,8 @@ final class LTXMaterializer: Sendable {
     }
 
     private let queue = Mutex(Queue())
+    /// Open spools being read, by sequence (touched only by the thread).
+    private let spools = Mutex<[UInt64: Int32]>([:])
     private let signal = Semaphore()
     private let stopped = Semaphore()
 
@@ -57,6 +62,9 @@ final class LTXMaterializer: Sendable {
     }
 
     private func loop() {
+        // Lowest priority: writing the files is never more urgent than the
+        // commits it follows; a backlog waits in the spool.
+        _ = setpriority(__priority_which_t(PRIO_PROCESS.rawValue), 0, 19)
         while true {
             signal.wait()
             let (jobs, running) = queue.withLock { queue -> ([Job], Bool) in
@@ -77,19 +85,30 @@ final class LTXMaterializer: Sendable {
 
     private func perform(_ job: Job) {
         switch job {
-        case .write(let directoryFD, let name, let bytes, _):
+        case .write(let directoryFD, let name, let source, _):
+            guard let fd = spool(source) else { return }
+            var bytes = [UInt8](repeating: 0, count: source.length)
+            guard case .success(source.length) = bytes.withUnsafeMutableBytes({ Syscall.pread(fd, into: $0, at: source.offset) }) else { return }
             _ = LTXMaterializer.writeFile(directoryFD: directoryFD, name: name, bytes: bytes)
         case .remove(let directoryFD, let name, _):
             _ = Syscall.unlink(at: directoryFD, name)
-        case .retire(let directoryFD, let name):
+        case .retire(let directoryFD, let sequence):
             // The files written from this spool must survive a power loss
             // before the spool that can rebuild them goes.
+            if let fd = spools.withLock({ $0.removeValue(forKey: sequence) }) { Syscall.close(fd) }
             _ = Syscall.syncfs(directoryFD)
             _ = Syscall.fsync(directoryFD)
-            _ = Syscall.unlink(at: directoryFD, name)
+            _ = Syscall.unlink(at: directoryFD, LTXSpool.name(sequence))
         case .prepare(let body), .barrier(let body):
             body()
         }
+    }
+
+    private func spool(_ location: LTXSpool.Location) -> Int32? {
+        if let fd = spools.withLock({ $0[location.sequence] }) { return fd }
+        guard case .success(let fd) = Syscall.open(at: location.directoryFD, LTXSpool.name(location.sequence), flags: O_RDONLY) else { return nil }
+        spools.withLock { $0[location.sequence] = fd }
+        return fd
     }
 
     /// Writes a whole file under its final name (no sync).

@@ -76,7 +76,7 @@ final class LTXSpool: Sendable {
         Syscall.close(directoryFD)
     }
 
-    private static func name(_ sequence: UInt64) -> String {
+    static func name(_ sequence: UInt64) -> String {
         String(sequence, radix: 16)
     }
 
@@ -103,16 +103,26 @@ final class LTXSpool: Sendable {
     /// `expectSync` says SQLite is likely to sync right after (WAL with
     /// `synchronous=FULL`): the write-out starts now, so the flush that
     /// sync brings waits less.
-    func append(key: String, txid: TXID, bytes: [UInt8], sync: Bool, expectSync: Bool = false) -> Result<Void, Errno> {
+    func append(key: String, txid: TXID, bytes: [UInt8], sync: Bool, expectSync: Bool = false) -> Result<Location, Errno> {
         appendRecord(.file, key: key, txid: txid, payload: bytes, sync: sync, startWriteOut: expectSync)
+    }
+
+    /// Where a record's payload (the LTX file) lies, so that the materializer
+    /// reads it back from the page cache instead of holding it in memory.
+    struct Location: Sendable {
+        var directoryFD: Int32
+        var sequence: UInt64
+        var offset: Int64
+        var length: Int
     }
 
     /// Records that `txid` of `key` did not commit after all.
     func abandon(key: String, txid: TXID) {
-        _ = appendRecord(.abandoned, key: key, txid: txid, payload: [], sync: false)
+        appendRecord(.abandoned, key: key, txid: txid, payload: [], sync: false)
     }
 
-    private func appendRecord(_ kind: RecordKind, key: String, txid: TXID, payload: [UInt8], sync: Bool, startWriteOut: Bool = false) -> Result<Void, Errno> {
+    @discardableResult
+    private func appendRecord(_ kind: RecordKind, key: String, txid: TXID, payload: [UInt8], sync: Bool, startWriteOut: Bool = false) -> Result<Location, Errno> {
         let keyBytes = Array(key.utf8)
         // length, kind, txid, key length, key, payload
         let bodyCount = 8 + 2 + keyBytes.count + payload.count
@@ -129,14 +139,16 @@ final class LTXSpool: Sendable {
                 if case .failure(let error) = rotate(&state) { return .failure(error) }
             }
             let written = record.withUnsafeBytes { Syscall.pwrite(state.fd, $0, at: state.size) }
-            guard case .success = written else { return written.map { _ in () } }
+            if case .failure(let error) = written { return .failure(error) }
+            let location = Location(
+                directoryFD: directoryFD, sequence: state.sequence, offset: state.size + Int64(record.count - payload.count), length: payload.count)
             if startWriteOut && !sync { _ = Syscall.startWriteOut(state.fd, offset: state.size, length: Int64(record.count)) }
             state.size += Int64(record.count)
             if sync {
                 if case .failure(let error) = Syscall.fsync(state.fd, dataOnly: true) { return .failure(error) }
                 state.synced = state.size
             }
-            return .success(())
+            return .success(location)
         }
     }
 
@@ -146,7 +158,7 @@ final class LTXSpool: Sendable {
         if state.fd >= 0 {
             if state.unsynced { _ = Syscall.fsync(state.fd, dataOnly: true) }
             Syscall.close(state.fd)
-            materializer.enqueue(.retire(directoryFD: directoryFD, name: LTXSpool.name(state.sequence)))
+            materializer.enqueue(.retire(directoryFD: directoryFD, sequence: state.sequence))
         }
         state.size = 0
         state.synced = 0

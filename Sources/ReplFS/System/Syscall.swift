@@ -146,11 +146,10 @@ public enum Syscall {
 
     /// `readlinkat(2)`.
     public static func readlink(at directory: Int32, _ path: String) -> Result<String, Errno> {
-        var buffer = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
-        let n = Glibc.readlinkat(directory, path, &buffer, buffer.count - 1)
+        var buffer = [UInt8](repeating: 0, count: Int(PATH_MAX) + 1)
+        let n = buffer.withUnsafeMutableBytes { Glibc.readlinkat(directory, path, $0.baseAddress!, $0.count - 1) }
         if n < 0 { return .failure(.current) }
-        buffer[n] = 0
-        return .success(String(cString: buffer))
+        return .success(String(decoding: buffer[0..<n], as: UTF8.self))
     }
 
     /// `fchmodat(2)`.
