@@ -14,7 +14,9 @@ REPORT=$(pwd)/.build/bench.md
 PID=""
 stop_node() {
   if [[ -n $PID ]] && kill -0 "$PID" 2>/dev/null; then
-    kill "$PID"; wait "$PID" || true
+    kill "$PID"
+    # A clean stop writes out every LTX file still in the spool first.
+    while kill -0 "$PID" 2>/dev/null; do sleep 0.1; done
   fi
   PID=""
   if grep -q " $ROOT/mnt " /proc/self/mountinfo; then umount -l "$ROOT/mnt"; fi

@@ -49,6 +49,27 @@ extension IntegrationTests {
             }
         }
 
+        @Test("a database changed or deleted behind replfsd's back is recorded as a new transaction at the next start")
+        func changedBehindTheDaemon() throws {
+            try withNode { node in
+                for name in ["edited.db", "removed.db"] {
+                    _ = try Command.sqlite(node.mount + "/" + name, "CREATE TABLE t(x); INSERT INTO t VALUES(1);")
+                }
+                try node.stop()
+                let before = (node.ltxFiles("edited.db").count, node.ltxFiles("removed.db").count)
+                _ = try Command.sqlite(node.data + "/files/edited.db", "INSERT INTO t VALUES(2);")
+                try FileManager.default.removeItem(atPath: node.data + "/files/removed.db")
+                try node.start()
+                #expect(node.currentLog.contains("does not match its log"), "the mismatch is logged: \(node.currentLog)")
+                #expect(node.ltxFiles("edited.db").count == before.0 + 1)
+                #expect(node.ltxFiles("removed.db").count == before.1 + 1)
+                try CaptureTests.expectLogMatches(node, "edited.db")
+                #expect(try Command.sqlite(node.mount + "/edited.db", "SELECT group_concat(x) FROM t") == "1,2")
+                let rebuilt = try node.rebuild("removed.db")
+                #expect(try FileManager.default.attributesOfItem(atPath: rebuilt)[.size] as? Int == 0, "the log ends with the deletion")
+            }
+        }
+
         static func lines(_ path: String) -> Int {
             ((try? String(contentsOfFile: path, encoding: .utf8)) ?? "").split(separator: "\n").count
         }

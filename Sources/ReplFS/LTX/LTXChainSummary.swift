@@ -27,3 +27,11 @@ public struct LTXChainSummary: Hashable, Sendable {
         self.commit = commit
     }
 }
+
+extension LTXChainSummary: CustomStringConvertible {
+    /// One line for operators: "5 files, TXID 1..5, position 5/CHECKSUM, 4096-byte pages, 12 pages".
+    public var description: String {
+        "\(fileCount) file\(fileCount == 1 ? "" : "s"), TXID \(firstTXID.rawValue)..\(lastTXID.rawValue), "
+            + "position \(lastTXID)/\(postApplyChecksum), \(pageSize)-byte pages, \(commit) pages"
+    }
+}

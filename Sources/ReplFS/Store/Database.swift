@@ -440,7 +440,7 @@ final class Database: Sendable {
     func prepareFullCapture(_ state: inout State, sync: Bool) -> Result<Prepared?, Errno> {
         func deletion() -> Result<Prepared?, Errno> {
             guard state.exists else { return .success(nil) }
-            return prepare(&state, pageSize: state.pageSize, commitSize: 0, candidates: [], allPages: false, sync: sync) { _, _ in .success(()) }
+            return prepare(&state, pageSize: state.pageSize, commitSize: 0, candidates: [], allPages: true, sync: sync) { _, _ in .success(()) }
         }
         guard case .success(let fd) = openReadFD(&state) else { return deletion() }
         var headerBytes = [UInt8](repeating: 0, count: DatabaseHeader.size)
@@ -532,7 +532,10 @@ final class Database: Sendable {
         let txid = TXID(state.position.txid.rawValue + 1)
         let isSnapshot = txid.rawValue == 1
         if isSnapshot && commitSize == 0 { return .success(nil) }
-        let allPages = requestedAllPages || isSnapshot || (pageSize != state.pageSize && commitSize > 0)
+        // Whole-database files: the first (a snapshot), a page-size change, or
+        // whenever the page table does not describe the old content (recovery).
+        let tableKnown = state.pageChecksums.count == Int(state.pageCount)
+        let allPages = requestedAllPages || isSnapshot || (pageSize != state.pageSize && commitSize > 0) || !tableKnown
         let pageSize = commitSize == 0 ? max(state.pageSize, 512) : pageSize
         let lockPage = PageNumber.lockPage(pageSize: pageSize).rawValue
 
