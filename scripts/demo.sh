@@ -66,8 +66,10 @@ say "kill -9 replfsd during a write load, then mount again: recovery"
 "$BIN/replfs-testkit" workload --db "$ROOT/mnt/db.sqlite" --journal-mode wal --synchronous full \
   --transactions 1000000 --ack-file "$ROOT/acks" >/dev/null 2>&1 &
 writer=$!
-while [[ $(wc -l <"$ROOT/acks" 2>/dev/null || echo 0) -lt 200 ]]; do sleep 0.05; done
+acked() { if [[ -f $ROOT/acks ]]; then wc -l <"$ROOT/acks"; else echo 0; fi; }
+while [[ $(acked) -lt 200 ]]; do sleep 0.05; done
 run kill -9 "$PID"
+wait "$PID" 2>/dev/null || true
 wait "$writer" 2>/dev/null || true
 echo "the writer saw $(wc -l <"$ROOT/acks") acknowledged commits before the mount died"
 PID=""
