@@ -27,6 +27,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
         .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
         .package(url: "https://github.com/jpsim/Yams", from: "5.0.0"),
+        .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
+        .package(url: "https://github.com/apple/swift-crypto", from: "3.12.3"),
     ],
     targets: [
         // libfuse3 low-level API plus the few shims Swift cannot call directly.
@@ -35,7 +37,7 @@ let package = Package(
             linkerSettings: [.linkedLibrary("fuse3")]
         ),
         // Linux system calls glibc hides behind _GNU_SOURCE.
-        .target(name: "CSystem"),
+        .target(name: "CLinux"),
         // liblz4 block API (LTX page compression).
         .systemLibrary(name: "CLZ4", pkgConfig: "liblz4", providers: [.apt(["liblz4-dev"])]),
         // The system SQLite, used for recovery and by the test workloads.
@@ -43,9 +45,12 @@ let package = Package(
         .target(
             name: "ReplFS",
             dependencies: [
-                "CFuse", "CLZ4", "CSQLite", "CSystem",
+                "CFuse", "CLZ4", "CSQLite", "CLinux",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Yams", package: "Yams"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Crypto", package: "swift-crypto"),
             ],
             swiftSettings: librarySettings
         ),

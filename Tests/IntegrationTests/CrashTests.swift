@@ -17,6 +17,7 @@ extension IntegrationTests {
                 let acks = node.root + "/acks-\(mode)"
                 var acknowledged = 0
                 var redone = 0
+                var repaired = 0
                 var random = SystemRandomNumberGenerator()
                 for cycle in 1...20 {
                     let writer = try Command.start(TestEnvironment.testkit, [
@@ -31,6 +32,10 @@ extension IntegrationTests {
                     }
                     try node.kill9()
                     let result = writer.finish()
+                    if ProcessInfo.processInfo.environment["REPLFS_KEEP_TEST_DATA"] != nil {
+                        try? FileManager.default.removeItem(atPath: node.root + "/before-restart-\(cycle)")
+                        try? FileManager.default.copyItem(atPath: node.data, toPath: node.root + "/before-restart-\(cycle)")
+                    }
                     #expect(result.status != 0, "the writer sees the mount die")
                     acknowledged = Self.lines(acks)
 
@@ -38,6 +43,7 @@ extension IntegrationTests {
                     // Recovery may redo a logged transaction the crash kept from
                     // the file, never paper over a mismatch between log and content.
                     #expect(!node.currentLog.contains("does not match its log"), "cycle \(cycle): \(node.currentLog)")
+                    repaired += node.currentLog.components(separatedBy: "left reused free pages").count - 1
                     redone += node.currentLog.components(separatedBy: "applied a logged transaction").count - 1
                     let check = try Command.run(TestEnvironment.testkit, ["check", "--db", node.mount + "/" + db, "--ack-file", acks])
                     #expect(check.status == 0, "cycle \(cycle): \(check)\nlog: \(node.currentLog)")
@@ -45,7 +51,7 @@ extension IntegrationTests {
                     #expect(try Command.dbhash(rebuilt) == Command.dbhash(node.mount + "/" + db), "cycle \(cycle): the log's position is the content")
                 }
                 #expect(acknowledged >= 20)
-                print("crash test \(mode): \(acknowledged) acknowledged commits, \(redone) recoveries redid a logged transaction")
+                print("crash test \(mode): \(acknowledged) acknowledged commits, \(redone) recoveries redid a logged transaction, \(repaired) recorded free pages a rollback left")
             }
         }
 

@@ -42,14 +42,11 @@ public final class Daemon: Sendable {
             throw StartupError(description: "\(error)")
         }
         do {
-            try MountPoint.prepare(config.mount, preparation, logger: logger)
-        } catch {
-            Syscall.close(lockFD)
-            throw StartupError(description: "\(error)")
-        }
-        do {
             store = try Store(directory: directory, nodeID: config.nodeID, logger: logger)
             let fileSystem = try FileSystem(store: store)
+            // Cleared or created only now, right before mounting: while a dead
+            // mount is in place nothing can be written under it by mistake.
+            try MountPoint.prepare(config.mount, preparation, logger: logger)
             session = try FUSESession(fileSystem: fileSystem, mountPoint: config.mount)
         } catch let error as StoreError {
             Syscall.close(lockFD)

@@ -15,6 +15,9 @@ extension Database {
         case redone(TXID)
         /// The content matched neither; it was recorded as a new transaction.
         case resynced(TXID)
+        /// SQLite's hot-journal rollback left reused free pages changed; they
+        /// were recorded as a new transaction.
+        case repairedFreePages(TXID)
         /// Torn LTX files at the end of the log were removed.
         case removedTornFiles(Int)
     }
@@ -79,10 +82,23 @@ extension Database {
                     closeReadFD(&state)
                     content = loadContent(&state)
                     outcomes.append(.redone(last.header.maxTXID))
+                } else if hasJournal, content.pageSize == Int(last.header.pageSize),
+                    let free = freePages(&state, content), case .success(let txid) = recordRepair(&state, pages: free, content: content)
+                {
+                    // SQLite rolled back a hot journal but left free pages it
+                    // had reused (it never journals them) with new bytes.
+                    logger.notice(
+                        "SQLite's rollback left reused free pages changed; recorded them as a transaction",
+                        metadata: ["database": "\(path)", "pages": "\(free.count)", "txid": "\(txid)"])
+                    outcomes.append(.repairedFreePages(txid))
+                    return outcomes
                 } else {
                     logger.warning(
                         "database content does not match its log; recording it as a new transaction",
-                        metadata: ["database": "\(path)", "position": "\(state.position)", "content": "\(content.checksum)"])
+                        metadata: [
+                            "database": "\(path)", "position": "\(state.position)", "content": "\(content.checksum)",
+                            "last-pre-apply": "\(before)", "hot-journal": "\(hasJournal)", "wal": "\(hasWAL)", "pages": "\(content.pageCount)",
+                        ])
                     // The log's last state is what the new transaction starts from.
                     state.pageCount = last.header.commit
                     state.pageSize = Int(last.header.pageSize)
@@ -135,6 +151,47 @@ extension Database {
             pgno += 1
         }
         return content
+    }
+
+    /// The freelist pages of the database file, if its freelist parses.
+    private func freePages(_ state: inout State, _ content: Content) -> Set<UInt32>? {
+        guard case .success(let fd) = openReadFD(&state) else { return nil }
+        let pageSize = content.pageSize
+        return Freelist.pages(pageSize: pageSize, pageCount: content.pageCount) { pgno in
+            var page = [UInt8](repeating: 0, count: pageSize)
+            guard case .success(pageSize) = page.withUnsafeMutableBytes({ Self.readPage(fd, pgno, into: $0).map { pageSize } }) else { return nil }
+            return page
+        }
+    }
+
+    /// Records `pages` of the current content as the next transaction, from
+    /// the log's position to the content's checksum. The other pages are
+    /// assumed equal to the log's (a replica applying the file checks the
+    /// result against the post-apply checksum, and takes a snapshot if not).
+    private func recordRepair(_ state: inout State, pages: Set<UInt32>, content: Content) -> Result<TXID, Errno> {
+        guard case .success(let fd) = openReadFD(&state) else { return .failure(.io) }
+        let txid = TXID(state.position.txid.rawValue + 1)
+        let header = LTXHeader(
+            pageSize: UInt32(content.pageSize), commit: content.pageCount, minTXID: txid, maxTXID: txid,
+            timestamp: Self.nowMilliseconds(), preApplyChecksum: state.position.checksum, nodeID: environment.nodeID)
+        let page = UnsafeMutableRawBufferPointer.allocate(byteCount: content.pageSize, alignment: 16)
+        defer { page.deallocate() }
+        do {
+            var encoder = try LTXEncoder(header: header)
+            let lockPage = PageNumber.lockPage(pageSize: content.pageSize).rawValue
+            for pgno in pages.sorted() where pgno != lockPage && pgno <= content.pageCount {
+                if case .failure(let error) = Self.readPage(fd, pgno, into: page) { return .failure(error) }
+                try encoder.append(PageNumber(pgno), page: UnsafeRawBufferPointer(page))
+            }
+            try encoder.finish(postApplyChecksum: content.checksum)
+            guard case .success(let log) = ensureLog(&state) else { return .failure(.io) }
+            if case .failure(let error) = log.append(encoder.takeBytes(), txid: txid, sync: true) { return .failure(error) }
+        } catch {
+            logger.error("cannot encode repair transaction", metadata: ["database": "\(path)", "error": "\(error)"])
+            return .failure(.io)
+        }
+        adopt(content, position: Position(txid: txid, checksum: content.checksum), into: &state)
+        return .success(txid)
     }
 
     private func adopt(_ content: Content, position: Position, into state: inout State) {

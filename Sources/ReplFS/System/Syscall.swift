@@ -1,7 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
-import CSystem
+import CLinux
 
 /// The one door to the operating system.
 ///
@@ -121,7 +121,7 @@ public enum Syscall {
         if flags == 0 {
             return retrying({ Glibc.renameat(directory, from, directory, to) }, failed: { $0 != 0 }).map { _ in () }
         }
-        return retrying({ csystem_renameat2(directory, from, directory, to, flags) }, failed: { $0 != 0 }).map { _ in () }
+        return retrying({ clinux_renameat2(directory, from, directory, to, flags) }, failed: { $0 != 0 }).map { _ in () }
     }
 
     /// `mkdirat(2)`.
@@ -187,12 +187,12 @@ public enum Syscall {
 
     /// `fallocate(2)`.
     public static func fallocate(_ fd: Int32, mode: Int32, offset: Int64, length: Int64) -> Result<Void, Errno> {
-        retrying({ csystem_fallocate(fd, mode, off_t(offset), off_t(length)) }, failed: { $0 != 0 }).map { _ in () }
+        retrying({ clinux_fallocate(fd, mode, off_t(offset), off_t(length)) }, failed: { $0 != 0 }).map { _ in () }
     }
 
     /// `flock(2)` with `LOCK_NB`: `false` when another process holds it.
     public static func tryLockExclusive(_ fd: Int32) -> Result<Bool, Errno> {
-        if csystem_flock(fd, LOCK_EX | LOCK_NB) == 0 { return .success(true) }
+        if clinux_flock(fd, LOCK_EX | LOCK_NB) == 0 { return .success(true) }
         let error = Errno.current
         if error == .wouldBlock { return .success(false) }
         return .failure(error)
@@ -202,17 +202,17 @@ public enum Syscall {
     /// it, without a cache flush: durable only once something flushes the
     /// device cache (an fsync on the same file system).
     public static func writeOut(_ fd: Int32, offset: Int64, length: Int64) -> Result<Void, Errno> {
-        retrying({ csystem_write_out(fd, off_t(offset), off_t(length)) }, failed: { $0 != 0 }).map { _ in () }
+        retrying({ clinux_write_out(fd, off_t(offset), off_t(length)) }, failed: { $0 != 0 }).map { _ in () }
     }
 
     /// `sync_file_range(2)` starting write-out of a range; returns at once.
     public static func startWriteOut(_ fd: Int32, offset: Int64, length: Int64) -> Result<Void, Errno> {
-        retrying({ csystem_start_write_out(fd, off_t(offset), off_t(length)) }, failed: { $0 != 0 }).map { _ in () }
+        retrying({ clinux_start_write_out(fd, off_t(offset), off_t(length)) }, failed: { $0 != 0 }).map { _ in () }
     }
 
     /// `syncfs(2)`: flushes the whole file system holding `fd`.
     public static func syncfs(_ fd: Int32) -> Result<Void, Errno> {
-        retrying({ csystem_syncfs(fd) }, failed: { $0 != 0 }).map { _ in () }
+        retrying({ clinux_syncfs(fd) }, failed: { $0 != 0 }).map { _ in () }
     }
 
     /// `umount2(2)` with `MNT_DETACH`, for clearing a dead FUSE mount.

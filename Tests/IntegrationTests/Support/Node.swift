@@ -43,10 +43,10 @@ final class Node: @unchecked Sendable {
                 guard started.process.isRunning else {
                     throw Failure("replfsd exited early: \(started.finish())")
                 }
-                // Listed and answering: a dead mount left by kill -9 is listed too,
-                // but stat(2) on it fails with ENOTCONN until replfsd replaces it.
-                var fs = statvfs()
-                return Node.isMounted(mount) && statvfs(mount, &fs) == 0
+                // Listed and answered by FUSE: a dead mount left by kill -9 is
+                // listed too (statfs fails with ENOTCONN), and while replfsd
+                // replaces it the bare directory answers (not FUSE).
+                return Node.isMounted(mount) && Node.isServedByFUSE(mount)
             }
         } catch {
             kill(started.pid, SIGKILL)
@@ -90,10 +90,22 @@ final class Node: @unchecked Sendable {
             process = nil
         }
         if Node.isMounted(mount) { umount2(mount, Int32(MNT_DETACH)) }
-        try? FileManager.default.removeItem(atPath: root)
+        // REPLFS_KEEP_TEST_DATA=1 keeps the directories for a post-mortem.
+        if ProcessInfo.processInfo.environment["REPLFS_KEEP_TEST_DATA"] == nil {
+            try? FileManager.default.removeItem(atPath: root)
+        }
     }
 
     deinit { destroy() }
+
+    /// A file system answers at `path` and it is not the parent's (the bare
+    /// directory under a mount has its parent's device).
+    static func isServedByFUSE(_ path: String) -> Bool {
+        var fs = statvfs()
+        var own = stat()
+        var parent = stat()
+        return statvfs(path, &fs) == 0 && stat(path, &own) == 0 && stat(path + "/..", &parent) == 0 && own.st_dev != parent.st_dev
+    }
 
     static func isMounted(_ path: String) -> Bool {
         guard let text = try? String(contentsOfFile: "/proc/self/mountinfo", encoding: .utf8) else { return false }

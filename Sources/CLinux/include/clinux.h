@@ -1,5 +1,5 @@
-#ifndef CSYSTEM_H
-#define CSYSTEM_H
+#ifndef CLINUX_H
+#define CLINUX_H
 
 #include <sys/types.h>
 
@@ -7,17 +7,17 @@
 // module does not define) or that Swift cannot name unambiguously.
 
 /// fallocate(2).
-int csystem_fallocate(int fd, int mode, off_t offset, off_t length);
+int clinux_fallocate(int fd, int mode, off_t offset, off_t length);
 /// syncfs(2).
-int csystem_syncfs(int fd);
+int clinux_syncfs(int fd);
 /// renameat2(2).
-int csystem_renameat2(int olddirfd, const char *oldpath, int newdirfd, const char *newpath, unsigned int flags);
+int clinux_renameat2(int olddirfd, const char *oldpath, int newdirfd, const char *newpath, unsigned int flags);
 /// sync_file_range(2) with WAIT_BEFORE | WRITE | WAIT_AFTER: the range is on
 /// the device (in its cache) on return; a later flush makes it durable.
-int csystem_write_out(int fd, off_t offset, off_t length);
+int clinux_write_out(int fd, off_t offset, off_t length);
 /// sync_file_range(2) with WRITE only: starts writing a range out, returns at once.
-int csystem_start_write_out(int fd, off_t offset, off_t length);
+int clinux_start_write_out(int fd, off_t offset, off_t length);
 /// flock(2) (Swift resolves `flock` to the struct of the same name).
-int csystem_flock(int fd, int operation);
+int clinux_flock(int fd, int operation);
 
 #endif

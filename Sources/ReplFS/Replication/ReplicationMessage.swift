@@ -1,0 +1,85 @@
+/// One message of the replication protocol.
+///
+/// A connection starts with a handshake (replica `hello`, primary
+/// `challenge`, replica `authenticate`), then the primary streams changes in
+/// the order they were committed: LTX files per database (in TXID order) and
+/// plain-file updates, with a heartbeat every second; the replica
+/// acknowledges what it has applied. See ``ReplicationFrameCodec`` for the
+/// framing.
+public enum ReplicationMessage: Equatable, Sendable {
+    /// Replica to primary, first: who it is, and a nonce for the primary to prove itself with.
+    case hello(Hello)
+    /// Primary to replica: who it is, its epoch, its proof, and a nonce for the replica.
+    case challenge(Challenge)
+    /// Replica to primary: its proof and where it stands.
+    case authenticate(Authenticate)
+    /// Either side: the connection is refused, and why (then it is closed).
+    case refused(reason: String)
+    /// Primary to replica: part of an LTX file for a database.
+    case ltx(database: String, part: LTXPart, bytes: [UInt8])
+    /// Primary to replica: a plain file's whole content (written atomically).
+    case putFile(PlainFile)
+    /// Primary to replica: a plain file, symbolic link or empty directory is gone.
+    case removePath(String)
+    /// Primary to replica: a directory exists.
+    case makeDirectory(path: String, mode: UInt32)
+    /// Primary to replica: a symbolic link.
+    case symlink(path: String, target: String)
+    /// Primary to replica, every second when idle: the primary is alive.
+    case heartbeat(epoch: UInt64)
+    /// Replica to primary: a database is applied up to this transaction.
+    case acknowledge(database: String, txid: TXID)
+
+    public static let protocolVersion: UInt16 = 1
+
+    public struct Hello: Equatable, Sendable {
+        public var version: UInt16
+        public var cluster: String
+        public var node: String
+        public var nonce: [UInt8]
+    }
+
+    public struct Challenge: Equatable, Sendable {
+        public var version: UInt16
+        public var cluster: String
+        public var node: String
+        public var epoch: UInt64
+        public var nonce: [UInt8]
+        public var proof: [UInt8]
+    }
+
+    public struct Authenticate: Equatable, Sendable {
+        public var proof: [UInt8]
+        /// The highest primary epoch the replica has followed.
+        public var epoch: UInt64
+        public var positions: [DatabasePosition]
+        public var files: [FileDigest]
+    }
+
+    /// Where a replica's database stands.
+    public struct DatabasePosition: Equatable, Sendable {
+        public var database: String
+        public var position: Position
+    }
+
+    /// A replica's plain file, so the primary sends only what differs.
+    public struct FileDigest: Equatable, Sendable {
+        public var path: String
+        public var checksum: UInt64
+    }
+
+    public struct PlainFile: Equatable, Sendable {
+        public var path: String
+        public var mode: UInt32
+        public var content: [UInt8]
+    }
+
+    /// Which part of an LTX file a frame carries (large files are split).
+    public struct LTXPart: OptionSet, Equatable, Sendable {
+        public var rawValue: UInt8
+        public init(rawValue: UInt8) { self.rawValue = rawValue }
+        public static let first = LTXPart(rawValue: 1)
+        public static let last = LTXPart(rawValue: 2)
+        public static let whole: LTXPart = [.first, .last]
+    }
+}
