@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <sys/file.h>
 #include <unistd.h>
+#include <sys/syscall.h>
 
 int clinux_fallocate(int fd, int mode, off_t offset, off_t length) { return fallocate(fd, mode, offset, length); }
 int clinux_syncfs(int fd) { return syncfs(fd); }
@@ -17,3 +18,4 @@ int clinux_write_out(int fd, off_t offset, off_t length) {
 int clinux_start_write_out(int fd, off_t offset, off_t length) {
     return sync_file_range(fd, offset, length, SYNC_FILE_RANGE_WRITE);
 }
+int clinux_gettid(void) { return (int)syscall(SYS_gettid); }

@@ -17,6 +17,8 @@ int clinux_renameat2(int olddirfd, const char *oldpath, int newdirfd, const char
 int clinux_write_out(int fd, off_t offset, off_t length);
 /// sync_file_range(2) with WRITE only: starts writing a range out, returns at once.
 int clinux_start_write_out(int fd, off_t offset, off_t length);
+/// gettid(2): the calling thread's ID (what FUSE reports as a request's pid).
+int clinux_gettid(void);
 /// flock(2) (Swift resolves `flock` to the struct of the same name).
 int clinux_flock(int fd, int operation);
 

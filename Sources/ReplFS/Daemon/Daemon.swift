@@ -2,10 +2,11 @@
 import Glibc
 #endif
 import Dispatch
+import Foundation
 import Logging
 
 /// Wires a configuration into a running node: data directory, store
-/// (with recovery), file system and FUSE session.
+/// (with recovery), file system and FUSE session, and replication.
 ///
 /// Startup checks come first and change nothing when they fail (exit code
 /// 2); `run()` then serves until `stop()`, and unmounts cleanly.
@@ -13,6 +14,7 @@ public final class Daemon: Sendable {
     public let config: Config
     public let store: Store
     public let session: FUSESession
+    public let replication: Replication?
     private let lockFD: Int32
     private let logger: Logger
 
@@ -21,15 +23,25 @@ public final class Daemon: Sendable {
         public var description: String
     }
 
+    /// The replication side of a node, when it has peers.
+    public struct Replication: Sendable {
+        public let feed: ChangeFeed
+        public let server: ReplicationServer
+        public let client: ReplicaClient?
+        public let primary: String
+    }
+
     public init(config: Config, logger: Logger) throws(StartupError) {
         self.config = config
         self.logger = logger
         let directory = DataDirectory(root: config.data)
         // Every check first; nothing is created or changed until all pass.
         let preparation: MountPoint.Preparation
+        let token: [UInt8]?
         do {
             preparation = try MountPoint.check(config.mount)
             try directory.check(cluster: config.cluster)
+            token = try Daemon.readToken(config)
         } catch let error as MountError {
             throw StartupError(description: "\(error)")
         } catch {
@@ -41,9 +53,10 @@ public final class Daemon: Sendable {
         } catch {
             throw StartupError(description: "\(error)")
         }
+        let fileSystem: FileSystem
         do {
             store = try Store(directory: directory, nodeID: config.nodeID, logger: logger)
-            let fileSystem = try FileSystem(store: store)
+            fileSystem = try FileSystem(store: store)
             // Cleared or created only now, right before mounting: while a dead
             // mount is in place nothing can be written under it by mistake.
             try MountPoint.prepare(config.mount, preparation, logger: logger)
@@ -55,6 +68,52 @@ public final class Daemon: Sendable {
             Syscall.close(lockFD)
             throw StartupError(description: "\(error)")
         }
+        store.setMountAccess(MountAccessor(mountPoint: config.mount, session: session, fileSystem: fileSystem, logger: logger))
+
+        // Roles from the static lease: the named primary serves, the others follow.
+        let peers = config.lease.staticPeers
+        guard !peers.isEmpty else {
+            replication = nil
+            return
+        }
+        let primary = config.lease.staticPrimary ?? config.node
+        let isPrimary = primary == config.node
+        let feed = ChangeFeed()
+        let authenticator = Authenticator(token: token)
+        if !authenticator.isEnabled {
+            logger.warning("replication.token-file is not set: replication peers are not authenticated")
+        }
+        let server = ReplicationServer(
+            store: store, feed: feed, authenticator: authenticator, cluster: config.cluster, node: config.node,
+            epoch: { 1 }, isPrimary: { isPrimary }, logger: logger)
+        do {
+            try server.start(listen: config.replication.listen)
+        } catch {
+            session.unmount()
+            Syscall.close(lockFD)
+            throw StartupError(description: "replication.listen: cannot listen on \(config.replication.listen): \(error)")
+        }
+        var client: ReplicaClient?
+        if isPrimary {
+            store.setObserver(feed)
+        } else {
+            store.setWritable(false)
+            let address = peers[primary]
+            client = ReplicaClient(
+                store: store, cluster: config.cluster, node: config.node, authenticator: authenticator, logger: logger, primary: { address })
+        }
+        replication = Replication(feed: feed, server: server, client: client, primary: primary)
+        logger.info("role", metadata: ["role": "\(isPrimary ? "primary" : "replica")", "primary": "\(primary)"])
+    }
+
+    private static func readToken(_ config: Config) throws -> [UInt8]? {
+        guard let path = config.replication.tokenFile else { return nil }
+        guard let data = FileManager.default.contents(atPath: path) else {
+            throw ConfigError(key: "replication.token-file", "cannot read \(path)")
+        }
+        let token = String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+        guard !token.isEmpty else { throw ConfigError(key: "replication.token-file", "\(path) is empty") }
+        return Array(token.utf8)
     }
 
     deinit {
@@ -64,7 +123,10 @@ public final class Daemon: Sendable {
     /// Serves until ``stop()``, then unmounts and flushes the logs.
     public func run() {
         logger.info("mounted", metadata: ["mount": "\(config.mount)", "data": "\(config.data)", "node": "\(config.node)"])
+        replication?.client?.start()
         let result = session.run()
+        replication?.client?.stop()
+        replication?.server.stop()
         session.unmount()
         store.close()
         logger.info("unmounted", metadata: ["mount": "\(config.mount)", "loop": "\(result)"])

@@ -32,6 +32,12 @@ enum FUSEOperations {
         return Unmanaged<FileSystem.DirectoryListing>.fromOpaque(pointer).takeUnretainedValue()
     }
 
+    /// The thread that made the request (FUSE reports its ID as "pid").
+    @inline(__always)
+    static func caller(_ req: fuse_req_t?) -> Store.Caller {
+        Store.Caller(pid: fuse_req_ctx(req)?.pointee.pid ?? 0)
+    }
+
     @inline(__always)
     static func error(_ req: fuse_req_t?, _ errno: Errno) {
         fuse_reply_err(req, errno.rawValue)
@@ -136,7 +142,7 @@ enum FUSEOperations {
                 }
                 changes.times = (atime, mtime)
             }
-            FUSEOperations.attributes(req, fs, fs.setAttributes(UInt64(ino), file: FUSEOperations.file(fi), changes))
+            FUSEOperations.attributes(req, fs, fs.setAttributes(UInt64(ino), file: FUSEOperations.file(fi), changes, caller: FUSEOperations.caller(req)))
         }
 
         ops.readlink = { req, ino in
@@ -148,43 +154,43 @@ enum FUSEOperations {
 
         ops.mknod = { req, parent, name, mode, device in
             let fs = FUSEOperations.fileSystem(req)
-            FUSEOperations.entry(req, fs, fs.mknod(parent: UInt64(parent), name: String(cString: name!), mode: mode, device: device))
+            FUSEOperations.entry(req, fs, fs.mknod(parent: UInt64(parent), name: String(cString: name!), mode: mode, device: device, caller: FUSEOperations.caller(req)))
         }
 
         ops.mkdir = { req, parent, name, mode in
             let fs = FUSEOperations.fileSystem(req)
-            FUSEOperations.entry(req, fs, fs.mkdir(parent: UInt64(parent), name: String(cString: name!), mode: mode))
+            FUSEOperations.entry(req, fs, fs.mkdir(parent: UInt64(parent), name: String(cString: name!), mode: mode, caller: FUSEOperations.caller(req)))
         }
 
         ops.unlink = { req, parent, name in
-            FUSEOperations.done(req, FUSEOperations.fileSystem(req).unlink(parent: UInt64(parent), name: String(cString: name!)))
+            FUSEOperations.done(req, FUSEOperations.fileSystem(req).unlink(parent: UInt64(parent), name: String(cString: name!), caller: FUSEOperations.caller(req)))
         }
 
         ops.rmdir = { req, parent, name in
-            FUSEOperations.done(req, FUSEOperations.fileSystem(req).rmdir(parent: UInt64(parent), name: String(cString: name!)))
+            FUSEOperations.done(req, FUSEOperations.fileSystem(req).rmdir(parent: UInt64(parent), name: String(cString: name!), caller: FUSEOperations.caller(req)))
         }
 
         ops.symlink = { req, target, parent, name in
             let fs = FUSEOperations.fileSystem(req)
-            FUSEOperations.entry(req, fs, fs.symlink(target: String(cString: target!), parent: UInt64(parent), name: String(cString: name!)))
+            FUSEOperations.entry(req, fs, fs.symlink(target: String(cString: target!), parent: UInt64(parent), name: String(cString: name!), caller: FUSEOperations.caller(req)))
         }
 
         ops.rename = { req, parent, name, newParent, newName, flags in
             let result = FUSEOperations.fileSystem(req).rename(
                 parent: UInt64(parent), name: String(cString: name!), newParent: UInt64(newParent), newName: String(cString: newName!),
-                flags: UInt32(flags))
+                flags: UInt32(flags), caller: FUSEOperations.caller(req))
             FUSEOperations.done(req, result)
         }
 
         ops.link = { req, ino, newParent, newName in
             let fs = FUSEOperations.fileSystem(req)
-            FUSEOperations.entry(req, fs, fs.link(UInt64(ino), newParent: UInt64(newParent), newName: String(cString: newName!)))
+            FUSEOperations.entry(req, fs, fs.link(UInt64(ino), newParent: UInt64(newParent), newName: String(cString: newName!), caller: FUSEOperations.caller(req)))
         }
 
         ops.open = { req, ino, fi in
             let fs = FUSEOperations.fileSystem(req)
             guard let fi else { return FUSEOperations.error(req, .invalid) }
-            switch fs.open(UInt64(ino), flags: cfuse_fi_flags(fi)) {
+            switch fs.open(UInt64(ino), flags: cfuse_fi_flags(fi), caller: FUSEOperations.caller(req)) {
             case .success(let file):
                 FUSEOperations.retain(file, into: fi, store: fs.store)
                 if fuse_reply_open(req, fi) != 0 {
@@ -198,7 +204,7 @@ enum FUSEOperations {
         ops.create = { req, parent, name, mode, fi in
             let fs = FUSEOperations.fileSystem(req)
             guard let fi else { return FUSEOperations.error(req, .invalid) }
-            switch fs.create(parent: UInt64(parent), name: String(cString: name!), mode: mode, flags: cfuse_fi_flags(fi)) {
+            switch fs.create(parent: UInt64(parent), name: String(cString: name!), mode: mode, flags: cfuse_fi_flags(fi), caller: FUSEOperations.caller(req)) {
             case .success(let (created, file)):
                 FUSEOperations.retain(file, into: fi, store: fs.store)
                 var parameters = fuse_entry_param()

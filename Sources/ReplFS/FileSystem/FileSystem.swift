@@ -80,15 +80,15 @@ public final class FileSystem: Sendable {
         public init() {}
     }
 
-    public func setAttributes(_ id: UInt64, file: StoreFile?, _ changes: AttributeChanges) -> Result<stat, Errno> {
+    public func setAttributes(_ id: UInt64, file: StoreFile?, _ changes: AttributeChanges, caller: Store.Caller) -> Result<stat, Errno> {
         nodePath(id).flatMap { path in
-            if let mode = changes.mode, case .failure(let error) = store.chmod(path, file: file, mode: mode) { return .failure(error) }
+            if let mode = changes.mode, case .failure(let error) = store.chmod(path, file: file, mode: mode, caller: caller) { return .failure(error) }
             if changes.uid != nil || changes.gid != nil {
-                let result = store.chown(path, uid: changes.uid ?? uid_t.max, gid: changes.gid ?? gid_t.max)
+                let result = store.chown(path, uid: changes.uid ?? uid_t.max, gid: changes.gid ?? gid_t.max, caller: caller)
                 if case .failure(let error) = result { return .failure(error) }
             }
-            if let size = changes.size, case .failure(let error) = store.truncate(path, file: file, size: size) { return .failure(error) }
-            if let times = changes.times, case .failure(let error) = store.setTimes(path, file: file, times) { return .failure(error) }
+            if let size = changes.size, case .failure(let error) = store.truncate(path, file: file, size: size, caller: caller) { return .failure(error) }
+            if let times = changes.times, case .failure(let error) = store.setTimes(path, file: file, times, caller: caller) { return .failure(error) }
             return attributes(id, file: file)
         }
     }
@@ -97,48 +97,48 @@ public final class FileSystem: Sendable {
         nodePath(id).flatMap { store.readlink($0) }
     }
 
-    public func mknod(parent: UInt64, name: String, mode: mode_t, device: dev_t) -> Result<Entry, Errno> {
-        childPath(parent, name).flatMap { store.mknod($0, mode: mode, device: device) }.map { entry(parent: parent, name: name, $0) }
+    public func mknod(parent: UInt64, name: String, mode: mode_t, device: dev_t, caller: Store.Caller) -> Result<Entry, Errno> {
+        childPath(parent, name).flatMap { store.mknod($0, mode: mode, device: device, caller: caller) }.map { entry(parent: parent, name: name, $0) }
     }
 
-    public func mkdir(parent: UInt64, name: String, mode: mode_t) -> Result<Entry, Errno> {
-        childPath(parent, name).flatMap { store.mkdir($0, mode: mode) }.map { entry(parent: parent, name: name, $0) }
+    public func mkdir(parent: UInt64, name: String, mode: mode_t, caller: Store.Caller) -> Result<Entry, Errno> {
+        childPath(parent, name).flatMap { store.mkdir($0, mode: mode, caller: caller) }.map { entry(parent: parent, name: name, $0) }
     }
 
-    public func unlink(parent: UInt64, name: String) -> Result<Void, Errno> {
-        childPath(parent, name).flatMap { store.unlink($0) }.map { inodes.removed(parent: parent, name: name) }
+    public func unlink(parent: UInt64, name: String, caller: Store.Caller) -> Result<Void, Errno> {
+        childPath(parent, name).flatMap { store.unlink($0, caller: caller) }.map { inodes.removed(parent: parent, name: name) }
     }
 
-    public func rmdir(parent: UInt64, name: String) -> Result<Void, Errno> {
-        childPath(parent, name).flatMap { store.rmdir($0) }.map { inodes.removed(parent: parent, name: name) }
+    public func rmdir(parent: UInt64, name: String, caller: Store.Caller) -> Result<Void, Errno> {
+        childPath(parent, name).flatMap { store.rmdir($0, caller: caller) }.map { inodes.removed(parent: parent, name: name) }
     }
 
-    public func symlink(target: String, parent: UInt64, name: String) -> Result<Entry, Errno> {
-        childPath(parent, name).flatMap { store.symlink(target, at: $0) }.map { entry(parent: parent, name: name, $0) }
+    public func symlink(target: String, parent: UInt64, name: String, caller: Store.Caller) -> Result<Entry, Errno> {
+        childPath(parent, name).flatMap { store.symlink(target, at: $0, caller: caller) }.map { entry(parent: parent, name: name, $0) }
     }
 
-    public func rename(parent: UInt64, name: String, newParent: UInt64, newName: String, flags: UInt32) -> Result<Void, Errno> {
+    public func rename(parent: UInt64, name: String, newParent: UInt64, newName: String, flags: UInt32, caller: Store.Caller) -> Result<Void, Errno> {
         childPath(parent, name).flatMap { from in
             childPath(newParent, newName).flatMap { to in
-                store.rename(from, to: to, flags: flags)
+                store.rename(from, to: to, flags: flags, caller: caller)
             }
         }.map {
             inodes.renamed(parent: parent, name: name, newParent: newParent, newName: newName, exchange: flags & Syscall.renameExchange != 0)
         }
     }
 
-    public func link(_ id: UInt64, newParent: UInt64, newName: String) -> Result<Entry, Errno> {
+    public func link(_ id: UInt64, newParent: UInt64, newName: String, caller: Store.Caller) -> Result<Entry, Errno> {
         nodePath(id).flatMap { from in
-            childPath(newParent, newName).flatMap { store.link(from, to: $0) }
+            childPath(newParent, newName).flatMap { store.link(from, to: $0, caller: caller) }
         }.map { entry(parent: newParent, name: newName, $0) }
     }
 
-    public func open(_ id: UInt64, flags: Int32) -> Result<StoreFile, Errno> {
-        nodePath(id).flatMap { store.open($0, flags: flags) }
+    public func open(_ id: UInt64, flags: Int32, caller: Store.Caller) -> Result<StoreFile, Errno> {
+        nodePath(id).flatMap { store.open($0, flags: flags, caller: caller) }
     }
 
-    public func create(parent: UInt64, name: String, mode: mode_t, flags: Int32) -> Result<(Entry, StoreFile), Errno> {
-        childPath(parent, name).flatMap { store.create($0, flags: flags, mode: mode) }.map { file, st in
+    public func create(parent: UInt64, name: String, mode: mode_t, flags: Int32, caller: Store.Caller) -> Result<(Entry, StoreFile), Errno> {
+        childPath(parent, name).flatMap { store.create($0, flags: flags, mode: mode, caller: caller) }.map { file, st in
             (entry(parent: parent, name: name, st), file)
         }
     }

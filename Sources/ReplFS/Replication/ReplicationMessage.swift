@@ -81,5 +81,8 @@ public enum ReplicationMessage: Equatable, Sendable {
         public static let first = LTXPart(rawValue: 1)
         public static let last = LTXPart(rawValue: 2)
         public static let whole: LTXPart = [.first, .last]
+        /// On the first part of a snapshot: the primary could not confirm the
+        /// replica's history as its own, so the replica keeps its copy aside.
+        public static let divergent = LTXPart(rawValue: 4)
     }
 }

@@ -21,6 +21,8 @@ struct DatabaseEnvironment: Sendable {
     let spoolSharesDevice: Bool
     /// Writes spooled LTX records as files, off the commit path.
     let materializer: LTXMaterializer
+    /// Who hears about committed transactions (replication).
+    let observers: ObserverSlot
 
     /// The LTX directory of the database at `path` (relative to the mount):
     /// the path with `%` and `/` escaped, so every database gets one flat,
@@ -302,6 +304,10 @@ final class Database: Sendable {
             let result = complete(&state, prepared, perform: perform)
             if case .success = result {
                 state.wal.didCommit(commit)
+                if !commit.isComplete {
+                    state.wal.setCommittedPages(
+                        scanCommittedFrames(walFD: walFD, through: commit.frames.upperBound, pageSize: commit.pageSize, salt1: commit.salt1, salt2: commit.salt2))
+                }
                 state.walCommittedSinceSync = true
             }
             return result
@@ -383,7 +389,7 @@ final class Database: Sendable {
     }
 
     /// Page → last frame index among the valid frames 1...`last` of the WAL.
-    private func scanCommittedFrames(walFD: Int32, through last: Int, pageSize: Int, salt1: UInt32, salt2: UInt32) -> [UInt32: Int] {
+    func scanCommittedFrames(walFD: Int32, through last: Int, pageSize: Int, salt1: UInt32, salt2: UInt32) -> [UInt32: Int] {
         var result: [UInt32: Int] = [:]
         guard last >= 1 else { return result }
         var header = [UInt8](repeating: 0, count: WALFrameHeader.size)
@@ -471,6 +477,8 @@ final class Database: Sendable {
         var updates: [(UInt32, Checksum)]
         /// WAL mode according to page 1, when page 1 changed.
         var isWAL: Bool?
+        /// The LTX file, for replication.
+        var ltx: LTXContent = .bytes([])
     }
 
     /// Runs `perform` (the operation that completes a commit) after the LTX
@@ -511,6 +519,7 @@ final class Database: Sendable {
         } else {
             state.isWAL = false
         }
+        environment.observers.publish(.transaction(database: path, txid: transaction.txid, ltx: transaction.ltx))
     }
 
     /// Writes one transaction as the next LTX file.
@@ -644,8 +653,11 @@ final class Database: Sendable {
                 return .failure(error)
             }
             if case .failure(let error) = file.commit(sync: sync) { return .failure(error) }
-        } else if case .failure(let error) = log.append(encoder.takeBytes(), txid: txid, sync: sync, expectSync: expectSync) {
-            return .failure(error)
+            transaction.ltx = .file(log.path(minTXID: txid, maxTXID: txid))
+        } else {
+            let bytes = encoder.takeBytes()
+            if case .failure(let error) = log.append(bytes, txid: txid, sync: sync, expectSync: expectSync) { return .failure(error) }
+            transaction.ltx = .bytes(bytes)
         }
         return .success(transaction)
     }

@@ -1,6 +1,8 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import CLinux
+import Foundation
 import Logging
 import Synchronization
 
@@ -19,6 +21,9 @@ public final class Store: Sendable {
     let environment: DatabaseEnvironment
     let materializer: LTXMaterializer
     let spool: LTXSpool
+    let observers: ObserverSlot
+    let mountAccess = Mutex<any MountAccess>(NoMountAccess())
+    let asides = Mutex<[String]>([])
     let databases: Mutex<[String: Database]>
     private let writable: Atomic<Bool>
     public let logger: Logger
@@ -35,19 +40,27 @@ public final class Store: Sendable {
         materializer = LTXMaterializer()
         spool = try LTXSpool(directory: directory.spool, materializer: materializer)
         let sameDevice = (try? Syscall.stat(directory.spool).get().st_dev) == (try? Syscall.stat(directory.files).get().st_dev)
+        observers = ObserverSlot()
         environment = DatabaseEnvironment(
             filesFD: filesFD, ltxRoot: directory.ltx, nodeID: nodeID, logger: logger, spool: spool, spoolSharesDevice: sameDevice,
-            materializer: materializer)
+            materializer: materializer, observers: observers)
         databases = Mutex([:])
         writable = Atomic(true)
         replaySpool()
         try spool.start()
+        // Snapshots and files in transit from an earlier run are stale.
+        try? FileManager.default.removeItem(atPath: directory.root + "/tmp")
         recoverAll()
     }
 
     deinit {
         materializer.stop()
         Syscall.close(filesFD)
+    }
+
+    /// Sets who hears about changes (replication on a primary).
+    public func setObserver(_ observer: (any StoreObserver)?) {
+        observers.set(observer)
     }
 
     // MARK: - Databases
@@ -118,7 +131,7 @@ public final class Store: Sendable {
         }
     }
 
-    private func isDatabaseFile(_ path: String) -> Bool {
+    func isDatabaseFile(_ path: String) -> Bool {
         guard case .success(let fd) = Syscall.open(at: filesFD, path, flags: O_RDONLY) else { return false }
         defer { Syscall.close(fd) }
         var header = [UInt8](repeating: 0, count: DatabaseHeader.size)
@@ -136,9 +149,45 @@ public final class Store: Sendable {
         writable.store(value, ordering: .releasing)
     }
 
-    @inline(__always)
-    private func checkWritable() -> Result<Void, Errno> {
-        writable.load(ordering: .relaxed) ? .success(()) : .failure(.readOnlyFileSystem)
+    /// Threads of this daemon that change files through the mount on a
+    /// replica (taking SQLite's locks, writing the WAL-index): FUSE reports
+    /// a request's thread ID, so these may write where applications may not.
+    private let daemonThreads = Mutex<Set<Int32>>([])
+    /// Paths for which a refused write was already logged.
+    private let refusalsLogged = Mutex<Set<String>>([])
+
+    /// Lets the calling thread write through the mount on a replica.
+    public func registerDaemonThread() {
+        let tid = clinux_gettid()
+        daemonThreads.withLock { _ = $0.insert(tid) }
+    }
+
+    /// Whether `caller` may change `path` now. On a replica applications get
+    /// `EROFS` (SQLite then opens read-only and reports "attempt to write a
+    /// readonly database"), except for what SQLite's readers need: the
+    /// `-shm` file (WAL readers take locks and marks in it) and creating or
+    /// opening (never writing) a `-wal`. Logged once per file.
+    private func permit(_ path: String, _ caller: Caller, opening: Bool = false) -> Result<Void, Errno> {
+        if writable.load(ordering: .relaxed) { return .success(()) }
+        switch SQLiteFileRole.classify(path) {
+        case .sharedMemory: return .success(())
+        case .wal where opening: return .success(())
+        default: break
+        }
+        if daemonThreads.withLock({ $0.contains(caller.pid) }) { return .success(()) }
+        let first = refusalsLogged.withLock { $0.insert(path).inserted }
+        if first {
+            logger.notice("refused a write on a replica (read-only until promoted)", metadata: ["path": "\(path)", "pid": "\(caller.pid)"])
+        }
+        return .failure(.readOnlyFileSystem)
+    }
+
+    /// Who asks: FUSE gives the thread ID of the process making the request.
+    public struct Caller: Sendable {
+        public var pid: Int32
+        public init(pid: Int32) { self.pid = pid }
+        /// For calls that do not come from the mount.
+        public static let daemon = Caller(pid: -1)
     }
 
     // MARK: - Files
@@ -157,22 +206,28 @@ public final class Store: Sendable {
 
     /// Opens an existing file. `O_APPEND` and `O_TRUNC` are handled by the
     /// kernel before the request (offsets and SETATTR), so they are dropped.
-    public func open(_ path: String, flags: Int32) -> Result<StoreFile, Errno> {
+    public func open(_ path: String, flags: Int32, caller: Caller) -> Result<StoreFile, Errno> {
         let accessMode = flags & O_ACCMODE
-        if accessMode != O_RDONLY, case .failure(let error) = checkWritable() { return .failure(error) }
+        if accessMode != O_RDONLY, case .failure(let error) = permit(path, caller, opening: true) { return .failure(error) }
         let realFlags = flags & ~(O_APPEND | O_TRUNC | O_CREAT | O_EXCL | O_NOCTTY)
         return Syscall.open(at: filesFD, at(path), flags: realFlags).map { fd in
-            makeFile(fd: fd, path: path, writable: accessMode != O_RDONLY)
+            makeFile(fd: fd, path: path, writable: accessMode != O_RDONLY, byDaemon: isDaemon(caller))
         }
     }
 
+    private func isDaemon(_ caller: Caller) -> Bool {
+        daemonThreads.withLock { $0.contains(caller.pid) }
+    }
+
     /// Creates and opens a file.
-    public func create(_ path: String, flags: Int32, mode: mode_t) -> Result<(StoreFile, stat), Errno> {
-        if case .failure(let error) = checkWritable() { return .failure(error) }
+    public func create(_ path: String, flags: Int32, mode: mode_t, caller: Caller) -> Result<(StoreFile, stat), Errno> {
+        if case .failure(let error) = permit(path, caller, opening: true) { return .failure(error) }
         let realFlags = (flags & ~(O_APPEND | O_TRUNC | O_NOCTTY)) | O_CREAT
         return Syscall.open(at: filesFD, path, flags: realFlags, mode: mode).flatMap { fd in
             Syscall.fstat(fd).map { st in
-                (makeFile(fd: fd, path: path, writable: true), st)
+                let file = makeFile(fd: fd, path: path, writable: true, byDaemon: isDaemon(caller))
+                if case .main = file.role { file.markModified() }
+                return (file, st)
             }.mapError { error in
                 Syscall.close(fd)
                 return error
@@ -180,7 +235,7 @@ public final class Store: Sendable {
         }
     }
 
-    private func makeFile(fd: Int32, path: String, writable: Bool) -> StoreFile {
+    private func makeFile(fd: Int32, path: String, writable: Bool, byDaemon: Bool) -> StoreFile {
         let role = SQLiteFileRole.classify(path)
         let database: Database?
         switch role {
@@ -188,7 +243,7 @@ public final class Store: Sendable {
         case .sharedMemory: database = nil
         case .main: database = self.database(at: path, create: false)
         }
-        return StoreFile(fd: fd, path: path, role: role, database: database, writable: writable)
+        return StoreFile(fd: fd, path: path, role: role, database: database, writable: writable, byDaemon: byDaemon)
     }
 
     public func read(_ file: StoreFile, into buffer: UnsafeMutableRawBufferPointer, at offset: Int64) -> Result<Int, Errno> {
@@ -197,7 +252,7 @@ public final class Store: Sendable {
 
     /// Writes through to the real file, capturing a commit it completes.
     public func write(_ file: StoreFile, _ data: UnsafeRawBufferPointer, at offset: Int64) -> Result<Int, Errno> {
-        if case .failure(let error) = checkWritable() { return .failure(error) }
+        if !file.byDaemon, case .failure(let error) = permit(file.path, .daemon) { return .failure(error) }
         switch file.role {
         case .wal:
             guard let database = file.attachedDatabase else { return Syscall.pwrite(file.fd, data, at: offset) }
@@ -214,16 +269,20 @@ public final class Store: Sendable {
                 if let database { file.attach(database) }
             }
             let result = Syscall.pwrite(file.fd, data, at: offset)
-            if case .success(let count) = result, let database {
-                database.mainFileWritten(offset: offset, count: count)
+            if case .success(let count) = result {
+                if let database {
+                    database.mainFileWritten(offset: offset, count: count)
+                } else {
+                    file.markModified()
+                }
             }
             return result
         }
     }
 
     /// Truncates (or extends) a file, by open file when the kernel gives one.
-    public func truncate(_ path: String, file: StoreFile?, size: Int64) -> Result<Void, Errno> {
-        if case .failure(let error) = checkWritable() { return .failure(error) }
+    public func truncate(_ path: String, file: StoreFile?, size: Int64, caller: Caller) -> Result<Void, Errno> {
+        if file?.byDaemon != true, case .failure(let error) = permit(path, caller) { return .failure(error) }
         let perform: () -> Result<Void, Errno> = { [self] in
             if let file { return Syscall.ftruncate(file.fd, size) }
             return Syscall.open(at: filesFD, path, flags: O_WRONLY).flatMap { fd in
@@ -243,7 +302,15 @@ public final class Store: Sendable {
             return perform()
         case .main:
             let result = perform()
-            if case .success = result { database(at: path, create: false)?.mainFileResized(size: size) }
+            if case .success = result {
+                if let database = database(at: path, create: false) {
+                    database.mainFileResized(size: size)
+                } else if let file {
+                    file.markModified()
+                } else {
+                    publishFile(path)
+                }
+            }
             return result
         }
     }
@@ -269,9 +336,13 @@ public final class Store: Sendable {
 
     /// `close(2)` of one descriptor of the file.
     public func flush(_ file: StoreFile) -> Result<Void, Errno> {
-        guard file.writable, case .main = file.role else { return .success(()) }
-        let database = file.attachedDatabase ?? self.database(at: file.path, create: false)
-        return database?.mainFileSynced(closing: true) ?? .success(())
+        guard file.writable, !file.byDaemon, case .main = file.role else { return .success(()) }
+        if let database = file.attachedDatabase ?? self.database(at: file.path, create: false) {
+            return database.mainFileSynced(closing: true)
+        }
+        // A plain file is replicated whole when it is closed after a change.
+        if file.takeModified() { publishFile(file.path) }
+        return .success(())
     }
 
     /// Whether the kernel should bypass its page cache for this file.
@@ -291,12 +362,12 @@ public final class Store: Sendable {
     /// Whether closing a descriptor of this file needs a FLUSH request:
     /// only main files, where it may end writes no journal covered.
     public func needsFlush(_ file: StoreFile) -> Bool {
-        if case .main = file.role { return file.writable }
+        if case .main = file.role { return file.writable && !file.byDaemon }
         return false
     }
 
-    public func unlink(_ path: String) -> Result<Void, Errno> {
-        if case .failure(let error) = checkWritable() { return .failure(error) }
+    public func unlink(_ path: String, caller: Caller) -> Result<Void, Errno> {
+        if case .failure(let error) = permit(path, caller) { return .failure(error) }
         let perform = { [self] in Syscall.unlink(at: filesFD, path) }
         switch SQLiteFileRole.classify(path) {
         case .journal(let base):
@@ -309,47 +380,67 @@ public final class Store: Sendable {
         case .sharedMemory:
             return perform()
         case .main:
-            guard let database = database(at: path, create: false) else { return perform() }
+            guard let database = database(at: path, create: false) else {
+                return perform().map { observers.publish(.removed(path: path)) }
+            }
             return database.drop(perform: perform)
         }
     }
 
-    public func mkdir(_ path: String, mode: mode_t) -> Result<stat, Errno> {
-        if case .failure(let error) = checkWritable() { return .failure(error) }
-        return Syscall.mkdir(at: filesFD, path, mode: mode).flatMap { attributes(path) }
+    public func mkdir(_ path: String, mode: mode_t, caller: Caller) -> Result<stat, Errno> {
+        if case .failure(let error) = permit(path, caller) { return .failure(error) }
+        return Syscall.mkdir(at: filesFD, path, mode: mode).flatMap { attributes(path) }.map { st in
+            observers.publish(.directory(path: path, mode: UInt32(st.st_mode & 0o7777)))
+            return st
+        }
     }
 
-    public func rmdir(_ path: String) -> Result<Void, Errno> {
-        if case .failure(let error) = checkWritable() { return .failure(error) }
-        return Syscall.unlink(at: filesFD, path, isDirectory: true)
+    public func rmdir(_ path: String, caller: Caller) -> Result<Void, Errno> {
+        if case .failure(let error) = permit(path, caller) { return .failure(error) }
+        return Syscall.unlink(at: filesFD, path, isDirectory: true).map { observers.publish(.removed(path: path)) }
     }
 
-    public func mknod(_ path: String, mode: mode_t, device: dev_t) -> Result<stat, Errno> {
-        if case .failure(let error) = checkWritable() { return .failure(error) }
+    public func mknod(_ path: String, mode: mode_t, device: dev_t, caller: Caller) -> Result<stat, Errno> {
+        if case .failure(let error) = permit(path, caller) { return .failure(error) }
         return Syscall.mknod(at: filesFD, path, mode: mode, device: device).flatMap { attributes(path) }
     }
 
-    public func symlink(_ target: String, at path: String) -> Result<stat, Errno> {
-        if case .failure(let error) = checkWritable() { return .failure(error) }
-        return Syscall.symlink(target, at: filesFD, path).flatMap { attributes(path) }
+    public func symlink(_ target: String, at path: String, caller: Caller) -> Result<stat, Errno> {
+        if case .failure(let error) = permit(path, caller) { return .failure(error) }
+        return Syscall.symlink(target, at: filesFD, path).flatMap { attributes(path) }.map { st in
+            observers.publish(.symlink(path: path, target: target))
+            return st
+        }
     }
 
     public func readlink(_ path: String) -> Result<String, Errno> {
         Syscall.readlink(at: filesFD, path)
     }
 
-    public func link(_ from: String, to: String) -> Result<stat, Errno> {
-        if case .failure(let error) = checkWritable() { return .failure(error) }
-        return Syscall.link(at: filesFD, from, to: to).flatMap { attributes(to) }
+    public func link(_ from: String, to: String, caller: Caller) -> Result<stat, Errno> {
+        if case .failure(let error) = permit(to, caller) { return .failure(error) }
+        return Syscall.link(at: filesFD, from, to: to).flatMap { attributes(to) }.map { st in
+            if isPlain(to) { publishFile(to) }
+            return st
+        }
     }
 
     /// Renames a file or directory. Databases moved away are logged as
     /// deleted; databases appearing at a new path are logged with every page.
     /// (SQLite itself never renames; this keeps the log true when people do.)
-    public func rename(_ from: String, to: String, flags: UInt32) -> Result<Void, Errno> {
-        if case .failure(let error) = checkWritable() { return .failure(error) }
+    public func rename(_ from: String, to: String, flags: UInt32, caller: Caller) -> Result<Void, Errno> {
+        if case .failure(let error) = permit(from, caller).flatMap({ permit(to, caller) }) { return .failure(error) }
         let fromIsDirectory = (try? attributes(from).get()).map { ($0.st_mode & S_IFMT) == S_IFDIR } ?? false
+        let plain = fromIsDirectory || (isPlain(from) && SQLiteFileRole.classify(to) == .main && database(at: to, create: false) == nil)
         if case .failure(let error) = Syscall.rename(at: filesFD, from, to: to, flags: flags) { return .failure(error) }
+        if plain {
+            if flags & Syscall.renameExchange != 0 {
+                publishFile(from)
+                publishFile(to)
+            } else {
+                observers.publish(.renamed(from: from, to: to))
+            }
+        }
         let affected: [String] = databases.withLock { databases in
             databases.keys.filter { key in
                 key == from || key == to || key.hasPrefix(from + "/") || key.hasPrefix(to + "/")
@@ -372,25 +463,59 @@ public final class Store: Sendable {
         return .success(())
     }
 
-    public func chmod(_ path: String, file: StoreFile?, mode: mode_t) -> Result<Void, Errno> {
-        if case .failure(let error) = checkWritable() { return .failure(error) }
-        if let file { return Syscall.fchmod(file.fd, mode: mode) }
-        return Syscall.chmod(at: filesFD, at(path), mode: mode)
+    public func chmod(_ path: String, file: StoreFile?, mode: mode_t, caller: Caller) -> Result<Void, Errno> {
+        if case .failure(let error) = permit(path, caller) { return .failure(error) }
+        let result = file.map { Syscall.fchmod($0.fd, mode: mode) } ?? Syscall.chmod(at: filesFD, at(path), mode: mode)
+        if case .success = result, !path.isEmpty, isPlain(path) { publishFile(path) }
+        return result
     }
 
-    public func chown(_ path: String, uid: uid_t, gid: gid_t) -> Result<Void, Errno> {
-        if case .failure(let error) = checkWritable() { return .failure(error) }
+    // MARK: - Plain files
+
+    /// A file replicated whole: not a database and not SQLite's own.
+    func isPlain(_ path: String) -> Bool {
+        SQLiteFileRole.classify(path) == .main && database(at: path, create: false) == nil
+    }
+
+    /// Reports the current content of a plain file, directory or link.
+    func publishFile(_ path: String) {
+        guard !observers.isEmpty, case .success(let st) = attributes(path) else { return }
+        switch st.st_mode & S_IFMT {
+        case S_IFDIR:
+            observers.publish(.directory(path: path, mode: UInt32(st.st_mode & 0o7777)))
+        case S_IFLNK:
+            if case .success(let target) = readlink(path) { observers.publish(.symlink(path: path, target: target)) }
+        case S_IFREG:
+            guard case .success(let content) = readWholeFile(path) else { return }
+            observers.publish(.file(path: path, mode: UInt32(st.st_mode & 0o7777), content: content))
+        default:
+            return
+        }
+    }
+
+    func readWholeFile(_ path: String) -> Result<[UInt8], Errno> {
+        Syscall.open(at: filesFD, path, flags: O_RDONLY).flatMap { fd in
+            defer { Syscall.close(fd) }
+            return Syscall.fstat(fd).flatMap { st in
+                var bytes = [UInt8](repeating: 0, count: Int(st.st_size))
+                return bytes.withUnsafeMutableBytes { Syscall.pread(fd, into: $0, at: 0) }.map { Array(bytes.prefix($0)) }
+            }
+        }
+    }
+
+    public func chown(_ path: String, uid: uid_t, gid: gid_t, caller: Caller) -> Result<Void, Errno> {
+        if case .failure(let error) = permit(path, caller) { return .failure(error) }
         return Syscall.chown(at: filesFD, at(path), uid: uid, gid: gid)
     }
 
-    public func setTimes(_ path: String, file: StoreFile?, _ times: (timespec, timespec)) -> Result<Void, Errno> {
-        if case .failure(let error) = checkWritable() { return .failure(error) }
+    public func setTimes(_ path: String, file: StoreFile?, _ times: (timespec, timespec), caller: Caller) -> Result<Void, Errno> {
+        if case .failure(let error) = permit(path, caller) { return .failure(error) }
         if let file { return Syscall.futimens(file.fd, times) }
         return Syscall.utimens(at: filesFD, at(path), times)
     }
 
     public func fallocate(_ file: StoreFile, mode: Int32, offset: Int64, length: Int64) -> Result<Void, Errno> {
-        if case .failure(let error) = checkWritable() { return .failure(error) }
+        if !file.byDaemon, case .failure(let error) = permit(file.path, .daemon) { return .failure(error) }
         return Syscall.fallocate(file.fd, mode: mode, offset: offset, length: length)
     }
 

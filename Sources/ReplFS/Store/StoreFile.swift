@@ -16,8 +16,14 @@ public final class StoreFile: Sendable {
     private let database: Mutex<Database?>
     /// Whether the file was opened for writing.
     let writable: Bool
+    /// A plain file written through this handle since it was last reported.
+    private let modified = Atomic(false)
 
-    init(fd: Int32, path: String, role: SQLiteFileRole, database: Database?, writable: Bool) {
+    /// Opened by one of this daemon's own threads (replica apply).
+    let byDaemon: Bool
+
+    init(fd: Int32, path: String, role: SQLiteFileRole, database: Database?, writable: Bool, byDaemon: Bool = false) {
+        self.byDaemon = byDaemon
         self.fd = fd
         self.path = path
         self.role = role
@@ -35,5 +41,14 @@ public final class StoreFile: Sendable {
 
     func attach(_ value: Database) {
         database.withLock { $0 = value }
+    }
+
+    func markModified() {
+        modified.store(true, ordering: .relaxed)
+    }
+
+    /// Whether the file was modified since the last call (and resets it).
+    func takeModified() -> Bool {
+        modified.exchange(false, ordering: .relaxed)
     }
 }

@@ -43,12 +43,17 @@ struct WALTracker: Sendable {
     /// Index of the last frame that ended a captured transaction.
     private(set) var lastCommit = 0
     private var frames: [Int: Frame] = [:]
+    /// Page number to the last committed frame holding it, for this WAL
+    /// generation: where the committed version of a page is, if not in the
+    /// database file (snapshots read it).
+    private(set) var committedPages: [UInt32: Int] = [:]
 
     /// Forgets everything, as when the WAL is deleted or truncated to zero.
     mutating func reset() {
         header = nil
         lastCommit = 0
         frames.removeAll()
+        committedPages.removeAll()
     }
 
     /// Records a write of `buffer` at `offset`. Returns the transaction this
@@ -61,6 +66,7 @@ struct WALTracker: Sendable {
                     header = new
                     lastCommit = 0
                     frames.removeAll(keepingCapacity: true)
+                    committedPages.removeAll(keepingCapacity: true)
                 }
             } else {
                 // A partial or invalid header: frames cannot be trusted until SQLite writes a whole one.
@@ -116,8 +122,17 @@ struct WALTracker: Sendable {
     }
 
     /// Marks `commit` as logged: its frames are now part of the database.
+    /// Replaces the committed-page map (after a commit whose earlier frames
+    /// were unknown, from a scan of the WAL file).
+    mutating func setCommittedPages(_ pages: [UInt32: Int]) {
+        committedPages = pages
+    }
+
     mutating func didCommit(_ commit: Commit) {
         lastCommit = commit.frames.upperBound
         frames.removeAll(keepingCapacity: true)
+        for (offset, pgno) in commit.pageNumbers.enumerated() {
+            committedPages[pgno] = commit.frames.lowerBound + offset
+        }
     }
 }

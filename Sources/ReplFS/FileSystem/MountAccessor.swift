@@ -1,0 +1,124 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import Logging
+
+/// The mount's side of ``MountAccess``: kernel cache invalidation through
+/// the FUSE session, and SQLite's locks taken through the mount itself.
+///
+/// ReplFS lets the kernel serve POSIX locks (docs/decisions.md §1), so the
+/// daemon takes exactly the locks a SQLite writer would, on files it opens
+/// through its own mount: the kernel's lock table is per inode of the mount,
+/// shared with every application. Only threads registered with
+/// ``Store/registerDaemonThread()`` may do so on a replica.
+public final class MountAccessor: MountAccess {
+    private let mountPoint: String
+    private let session: FUSESession
+    private let fileSystem: FileSystem
+    private let logger: Logger
+
+    public init(mountPoint: String, session: FUSESession, fileSystem: FileSystem, logger: Logger) {
+        self.mountPoint = mountPoint
+        self.session = session
+        self.fileSystem = fileSystem
+        self.logger = logger
+    }
+
+    public func invalidateContent(path: String) {
+        guard let id = fileSystem.inodes.id(of: path) else { return }
+        session.invalidateInode(id)
+    }
+
+    public func invalidateName(path: String) {
+        let (parent, name) = MountAccessor.split(path)
+        guard let parentID = fileSystem.inodes.id(of: parent) else { return }
+        if let id = fileSystem.inodes.id(of: path) { session.invalidateInode(id) }
+        session.invalidateEntry(parent: parentID, name: name)
+    }
+
+    static func split(_ path: String) -> (String, String) {
+        guard let slash = path.lastIndex(of: "/") else { return ("", path) }
+        return (String(path[..<slash]), String(path[path.index(after: slash)...]))
+    }
+
+    public func excludeReaders(database path: String, walMode: Bool) -> any ReaderGate {
+        MountReaderGate(mountPoint: mountPoint, database: path, walMode: walMode, logger: logger)
+    }
+}
+
+/// Holds the locks that keep SQLite's readers out of one database.
+///
+/// - Rollback-journal databases: PENDING, RESERVED and the whole SHARED
+///   range of the database file, exclusively (lockingv3.html: PENDING stops
+///   new readers, then existing ones drain).
+/// - WAL databases: the WRITE, CHECKPOINT, RECOVER and all five READ locks of
+///   `-shm` (bytes 120-127): no read transaction can start, and a running
+///   one delays the apply until it ends, never the other way round.
+final class MountReaderGate: ReaderGate, @unchecked Sendable {
+    private var databaseFD: Int32 = -1
+    private var sharedMemoryFD: Int32 = -1
+    private let path: String
+    private let logger: Logger
+
+    init(mountPoint: String, database: String, walMode: Bool, logger: Logger) {
+        self.path = database
+        self.logger = logger
+        let absolute = mountPoint + "/" + database
+        if walMode {
+            if case .success(let fd) = Syscall.open(at: AT_FDCWD, absolute + "-shm", flags: O_RDWR) {
+                sharedMemoryFD = fd
+                lock(fd, from: LockBytes.walWrite, length: LockBytes.walReadFirst + LockBytes.walReadCount - LockBytes.walWrite)
+            }
+            // No -shm: no connection has the database open in WAL mode.
+        } else if case .success(let fd) = Syscall.open(at: AT_FDCWD, absolute, flags: O_RDWR) {
+            databaseFD = fd
+            lock(fd, from: LockBytes.pending, length: 2)
+            lock(fd, from: LockBytes.sharedFirst, length: LockBytes.sharedSize)
+        }
+    }
+
+    deinit { release() }
+
+    /// Takes an exclusive lock, retrying until readers let go.
+    private func lock(_ fd: Int32, from start: Int64, length: Int64) {
+        var request = flock()
+        request.l_type = Int16(F_WRLCK)
+        request.l_whence = Int16(SEEK_SET)
+        request.l_start = off_t(start)
+        request.l_len = off_t(length)
+        var waited = 0
+        while fcntl(fd, F_SETLK, &request) != 0 {
+            // A reader is in a transaction: it finishes first.
+            usleep(1000)
+            waited += 1
+            if waited == 5000 {
+                logger.notice("waiting for readers to finish before applying", metadata: ["database": "\(path)"])
+            }
+        }
+    }
+
+    func resetWALIndex(pageSize: Int, pageCount: UInt32) {
+        guard sharedMemoryFD >= 0 else { return }
+        var current = [UInt8](repeating: 0, count: WALIndexHeader.size)
+        guard case .success(WALIndexHeader.size) = current.withUnsafeMutableBytes({ Syscall.pread(sharedMemoryFD, into: $0, at: 0) }),
+            let header = current.withUnsafeBytes({ WALIndexHeader($0) })
+        else {
+            // Not initialized: the next reader rebuilds it from the files.
+            return
+        }
+        let bytes = header.afterDatabaseChange(pageSize: pageSize, pageCount: pageCount).encoded()
+        _ = bytes.withUnsafeBytes { raw in
+            _ = Syscall.pwrite(sharedMemoryFD, UnsafeRawBufferPointer(rebasing: raw[96..<136]), at: 96)
+            _ = Syscall.pwrite(sharedMemoryFD, UnsafeRawBufferPointer(rebasing: raw[48..<96]), at: 48)
+            _ = Syscall.pwrite(sharedMemoryFD, UnsafeRawBufferPointer(rebasing: raw[0..<48]), at: 0)
+        }
+    }
+
+    func release() {
+        // Closing the descriptors drops the locks.
+        if databaseFD >= 0 { Syscall.close(databaseFD) }
+        if sharedMemoryFD >= 0 { Syscall.close(sharedMemoryFD) }
+        databaseFD = -1
+        sharedMemoryFD = -1
+    }
+}

@@ -1,0 +1,87 @@
+import Foundation
+
+/// The primary's recent changes, numbered, for the replica streams to follow.
+///
+/// The store reports each change once, on its commit path
+/// (``StoreObserver``); the feed numbers it and keeps the most recent ones in
+/// memory so every stream can send it without touching the disk. A stream
+/// that falls further behind than the feed remembers is told so and catches
+/// up from the LTX files instead. Waiting streams are woken on each change.
+public final class ChangeFeed: StoreObserver, @unchecked Sendable {
+    public struct Entry: Sendable {
+        public var sequence: UInt64
+        public var change: StoreChange
+    }
+
+    public enum Next: Sendable {
+        case entries([Entry])
+        /// Entries after the given sequence were already dropped.
+        case behind
+    }
+
+    private let condition = NSCondition()
+    private var entries: [Entry] = []
+    private var start = 0
+    private var nextSequence: UInt64 = 1
+    private var bytes = 0
+    private let maximumBytes: Int
+    private let maximumEntries: Int
+
+    public init(maximumBytes: Int = 64 << 20, maximumEntries: Int = 100_000) {
+        self.maximumBytes = maximumBytes
+        self.maximumEntries = maximumEntries
+    }
+
+    /// The sequence number the next change will get.
+    public var currentSequence: UInt64 {
+        condition.lock()
+        defer { condition.unlock() }
+        return nextSequence
+    }
+
+    public func storeDidChange(_ change: StoreChange) {
+        condition.lock()
+        entries.append(Entry(sequence: nextSequence, change: change))
+        nextSequence += 1
+        bytes += ChangeFeed.size(of: change)
+        while entries.count - start > maximumEntries || (bytes > maximumBytes && entries.count - start > 1) {
+            bytes -= ChangeFeed.size(of: entries[start].change)
+            start += 1
+        }
+        if start > 4096 && start * 2 > entries.count {
+            entries.removeFirst(start)
+            start = 0
+        }
+        condition.broadcast()
+        condition.unlock()
+    }
+
+    /// The entries from `sequence` on, waiting up to `timeout` for the first.
+    public func next(from sequence: UInt64, timeout: TimeInterval) -> Next {
+        condition.lock()
+        defer { condition.unlock() }
+        let deadline = Date(timeIntervalSinceNow: timeout)
+        while nextSequence <= sequence {
+            if !condition.wait(until: deadline) { return .entries([]) }
+        }
+        let oldest = entries.count > start ? entries[start].sequence : nextSequence
+        if sequence < oldest { return .behind }
+        let index = start + Int(sequence - oldest)
+        return .entries(Array(entries[index...].prefix(256)))
+    }
+
+    /// Wakes every waiter (the role changed, or a stream is closing).
+    public func wakeAll() {
+        condition.lock()
+        condition.broadcast()
+        condition.unlock()
+    }
+
+    private static func size(of change: StoreChange) -> Int {
+        switch change {
+        case .transaction(_, _, .bytes(let bytes)): return bytes.count + 64
+        case .file(_, _, let content): return content.count + 64
+        default: return 64
+        }
+    }
+}

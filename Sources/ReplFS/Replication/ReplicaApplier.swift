@@ -1,0 +1,216 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import Foundation
+import Logging
+import NIOCore
+
+/// Applies the primary's stream on a replica, in order, on its own thread.
+///
+/// LTX files arrive in parts and are reassembled (in memory, or in a file
+/// under `DATA/tmp` past 8 MiB, so a snapshot of any size costs bounded
+/// memory); each complete file is applied through the store, which verifies
+/// it first, and acknowledged. A refused file closes the connection: the
+/// replica reconnects and reports its position again, and a database whose
+/// content disagreed with its position is reported with an unknown checksum
+/// so that the primary sends a snapshot.
+final class ReplicaApplier: @unchecked Sendable {
+    private let store: Store
+    private let logger: Logger
+    private let condition = NSCondition()
+    private var queue: [(ReplicationMessage, any Channel)] = []
+    private var head = 0
+    private var queuedBytes = 0
+    private var busy = false
+    private var running = true
+    private var paused: (any Channel)?
+    private var assemblies: [String: Assembly] = [:]
+    private var distrusted = Set<String>()
+    private var epoch: UInt64 = 0
+    private let done = Semaphore()
+
+    /// Queue size above which the connection stops reading.
+    static let highWater = 32 << 20
+
+    private final class Assembly {
+        var bytes: [UInt8] = []
+        var file: (fd: Int32, path: String)?
+        var divergent = false
+
+        deinit {
+            if let file {
+                Syscall.close(file.fd)
+                _ = Syscall.unlink(at: AT_FDCWD, file.path)
+            }
+        }
+    }
+
+    init(store: Store, logger: Logger) {
+        self.store = store
+        self.logger = logger
+    }
+
+    func start() {
+        DetachedThread { [self] in loop() }.start()
+    }
+
+    func stop() {
+        condition.lock()
+        running = false
+        condition.broadcast()
+        condition.unlock()
+        done.wait()
+    }
+
+    var highestEpoch: UInt64 {
+        condition.lock()
+        defer { condition.unlock() }
+        return epoch
+    }
+
+    func noteEpoch(_ value: UInt64) {
+        condition.lock()
+        epoch = max(epoch, value)
+        condition.unlock()
+    }
+
+    func isDistrusted(_ database: String) -> Bool {
+        condition.lock()
+        defer { condition.unlock() }
+        return distrusted.contains(database)
+    }
+
+    /// Queues a message; returns true when the connection should stop
+    /// reading until the applier catches up.
+    func enqueue(_ message: ReplicationMessage, channel: any Channel) -> Bool {
+        condition.lock()
+        defer { condition.unlock() }
+        queue.append((message, channel))
+        queuedBytes += Self.size(of: message)
+        condition.broadcast()
+        if queuedBytes > Self.highWater && paused == nil {
+            paused = channel
+            return true
+        }
+        return false
+    }
+
+    /// Waits until everything queued is applied, and forgets half-received
+    /// files (a new connection starts them again).
+    func waitUntilIdle() {
+        condition.lock()
+        while busy || head < queue.count { condition.wait() }
+        assemblies.removeAll()
+        condition.unlock()
+    }
+
+    private static func size(of message: ReplicationMessage) -> Int {
+        switch message {
+        case .ltx(_, _, let bytes): return bytes.count
+        case .putFile(let file): return file.content.count
+        default: return 64
+        }
+    }
+
+    private func loop() {
+        store.registerDaemonThread()
+        while true {
+            condition.lock()
+            while running && head == queue.count { condition.wait() }
+            if !running {
+                condition.unlock()
+                done.post()
+                return
+            }
+            let (message, channel) = queue[head]
+            head += 1
+            if head > 1024 && head * 2 > queue.count {
+                queue.removeFirst(head)
+                head = 0
+            }
+            queuedBytes -= Self.size(of: message)
+            busy = true
+            var resume: (any Channel)?
+            if let paused, queuedBytes < Self.highWater / 2 {
+                resume = paused
+                self.paused = nil
+            }
+            condition.unlock()
+            if let resume { _ = resume.setOption(ChannelOptions.autoRead, value: true) }
+
+            if channel.isActive { apply(message, channel: channel) }
+
+            condition.lock()
+            busy = false
+            condition.broadcast()
+            condition.unlock()
+        }
+    }
+
+    private func apply(_ message: ReplicationMessage, channel: any Channel) {
+        switch message {
+        case .ltx(let database, let part, let bytes):
+            receivePart(database: database, part: part, bytes: bytes, channel: channel)
+        case .putFile(let file):
+            report(store.applyFile(path: file.path, mode: file.mode, content: file.content), file.path)
+        case .removePath(let path):
+            report(store.applyRemove(path: path), path)
+        case .makeDirectory(let path, let mode):
+            report(store.applyDirectory(path: path, mode: mode), path)
+        case .symlink(let path, let target):
+            report(store.applySymlink(path: path, target: target), path)
+        default:
+            break
+        }
+    }
+
+    private func report(_ result: Result<Void, Errno>, _ path: String) {
+        if case .failure(let error) = result {
+            logger.error("cannot apply a plain-file change from the primary", metadata: ["path": "\(path)", "error": "\(error)"])
+        }
+    }
+
+    private func receivePart(database: String, part: ReplicationMessage.LTXPart, bytes: [UInt8], channel: any Channel) {
+        if part.contains(.first) { assemblies[database] = Assembly() }
+        guard let assembly = assemblies[database] else {
+            logger.warning("LTX part without its start; reconnecting", metadata: ["database": "\(database)"])
+            channel.close(promise: nil)
+            return
+        }
+        if part.contains(.divergent) { assembly.divergent = true }
+        if let file = assembly.file {
+            _ = bytes.withUnsafeBytes { Syscall.write(file.fd, $0) }
+        } else {
+            assembly.bytes += bytes
+            if assembly.bytes.count > 8 << 20 {
+                // A large file (a snapshot): continue on disk.
+                let directory = store.directory.root + "/tmp"
+                _ = Syscall.mkdir(at: AT_FDCWD, directory, mode: 0o700)
+                let path = directory + "/receive-\(UUID().uuidString).ltx"
+                if case .success(let fd) = Syscall.open(at: AT_FDCWD, path, flags: O_WRONLY | O_CREAT | O_TRUNC, mode: 0o600) {
+                    _ = assembly.bytes.withUnsafeBytes { Syscall.write(fd, $0) }
+                    assembly.bytes = []
+                    assembly.file = (fd, path)
+                }
+            }
+        }
+        guard part.contains(.last) else { return }
+        assemblies[database] = nil
+        let content: LTXContent = assembly.file.map { .file($0.path) } ?? .bytes(assembly.bytes)
+        switch store.applyTransaction(database: database, content, divergent: assembly.divergent) {
+        case .success(let position):
+            condition.lock()
+            distrusted.remove(database)
+            condition.unlock()
+            channel.writeAndFlush(ReplicationMessage.acknowledge(database: database, txid: position.txid), promise: nil)
+        case .failure(let refusal):
+            logger.error("refused an LTX file from the primary; reconnecting", metadata: ["reason": "\(refusal)"])
+            if case .postApplyMismatch = refusal {
+                condition.lock()
+                distrusted.insert(database)
+                condition.unlock()
+            }
+            channel.close(promise: nil)
+        }
+    }
+}

@@ -1,0 +1,231 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import Foundation
+import Logging
+import NIOCore
+import NIOPosix
+import Synchronization
+
+/// A replica's link to the primary: connects, authenticates, applies what
+/// the primary streams, and reconnects (with backoff) when the link breaks.
+///
+/// The primary is presumed dead after 3 seconds without a frame (it sends a
+/// heartbeat every second). Frames are applied on one thread, in order, by
+/// ``ReplicaApplier``; on reconnection the replica reports the positions it
+/// has reached and the primary resumes from there.
+public final class ReplicaClient: Sendable {
+    struct Settings: Sendable {
+        let cluster: String
+        let node: String
+        let authenticator: Authenticator
+        let logger: Logger
+    }
+
+    private let settings: Settings
+    private let store: Store
+    private let primary: @Sendable () -> String?
+    private let group: MultiThreadedEventLoopGroup
+    private let running = Atomic(true)
+    private let current = Mutex<(any Channel)?>(nil)
+    let applier: ReplicaApplier
+    private let stopped = Semaphore()
+
+    /// The state shown by status: which primary, connected or not, last error.
+    public struct Status: Sendable {
+        public var primary: String?
+        public var connected: Bool
+        public var lastError: String?
+        public var epoch: UInt64
+    }
+
+    private let statusSlot = Locked(Status(primary: nil, connected: false, lastError: nil, epoch: 0))
+    public var status: Status { statusSlot.withLock { $0 } }
+
+    public init(store: Store, cluster: String, node: String, authenticator: Authenticator, logger: Logger, primary: @escaping @Sendable () -> String?) {
+        self.store = store
+        self.primary = primary
+        settings = Settings(cluster: cluster, node: node, authenticator: authenticator, logger: logger)
+        group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        applier = ReplicaApplier(store: store, logger: logger)
+    }
+
+    public func start() {
+        applier.start()
+        DetachedThread { [self] in reconnectLoop() }.start()
+    }
+
+    public func stop() {
+        running.store(false, ordering: .releasing)
+        if let channel = current.withLock({ $0 }) { channel.close(promise: nil) }
+        stopped.wait()
+        applier.stop()
+        try? group.syncShutdownGracefully()
+    }
+
+    private func noteError(_ text: String) {
+        statusSlot.withLock { $0.lastError = text }
+    }
+
+    private func reconnectLoop() {
+        var backoff = 0.1
+        while running.load(ordering: .acquiring) {
+            guard let address = primary() else {
+                usleep(200_000)
+                continue
+            }
+            statusSlot.withLock { $0.primary = address }
+            // Report where this replica stands now: nothing is being applied.
+            applier.waitUntilIdle()
+            let positions = store.positions().map { entry in
+                ReplicationMessage.DatabasePosition(
+                    database: entry.database,
+                    position: applier.isDistrusted(entry.database) ? Position(txid: entry.position.txid, checksum: .zero) : entry.position)
+            }
+            let files = store.plainEntries().map { ReplicationMessage.FileDigest(path: $0.path, checksum: $0.digest) }
+            let progressed = connect(address: address, positions: positions, files: files)
+            statusSlot.withLock { $0.connected = false }
+            guard running.load(ordering: .acquiring) else { break }
+            backoff = progressed ? 0.1 : min(backoff * 2, 5)
+            usleep(useconds_t(backoff * 1_000_000))
+        }
+        stopped.post()
+    }
+
+    /// One connection, until it closes. Returns whether the stream started.
+    private func connect(address: String, positions: [ReplicationMessage.DatabasePosition], files: [ReplicationMessage.FileDigest]) -> Bool {
+        let (host, port): (String, Int)
+        do { (host, port) = try ReplicationServer.split(address) } catch {
+            noteError("\(error)")
+            return false
+        }
+        let handler = ReplicaConnectionHandler(settings: settings, applier: applier, positions: positions, files: files, statusSlot: statusSlot)
+        let bootstrap = ClientBootstrap(group: group)
+            .connectTimeout(.seconds(2))
+            .channelOption(ChannelOptions.socketOption(.tcp_nodelay), value: 1)
+            .channelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandler(IdleStateHandler(readTimeout: .seconds(3)))
+                    try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(ReplicationFrameDecoder()))
+                    try channel.pipeline.syncOperations.addHandler(MessageToByteHandler(ReplicationFrameEncoder()))
+                    try channel.pipeline.syncOperations.addHandler(handler)
+                }
+            }
+        let channel: any Channel
+        do {
+            channel = try bootstrap.connect(host: host, port: port).wait()
+        } catch {
+            noteError("cannot reach primary at \(address): \(error)")
+            return false
+        }
+        current.withLock { $0 = channel }
+        try? channel.closeFuture.wait()
+        current.withLock { $0 = nil }
+        return handler.streamStarted
+    }
+}
+
+/// Handshake, flow control and hand-off to the applier, on the event loop.
+final class ReplicaConnectionHandler: ChannelInboundHandler, @unchecked Sendable {
+    typealias InboundIn = ReplicationMessage
+    typealias OutboundOut = ReplicationMessage
+
+    private let settings: ReplicaClient.Settings
+    private let applier: ReplicaApplier
+    private let positions: [ReplicationMessage.DatabasePosition]
+    private let files: [ReplicationMessage.FileDigest]
+    private let statusSlot: Locked<ReplicaClient.Status>
+    private let nonce = Authenticator.nonce()
+    private var authenticated = false
+    private(set) var streamStarted = false
+
+    init(
+        settings: ReplicaClient.Settings, applier: ReplicaApplier, positions: [ReplicationMessage.DatabasePosition],
+        files: [ReplicationMessage.FileDigest], statusSlot: Locked<ReplicaClient.Status>
+    ) {
+        self.settings = settings
+        self.applier = applier
+        self.positions = positions
+        self.files = files
+        self.statusSlot = statusSlot
+    }
+
+    private var logger: Logger { settings.logger }
+
+    private func peer(_ context: ChannelHandlerContext) -> String {
+        context.channel.remoteAddress?.description ?? "?"
+    }
+
+    private func fail(_ context: ChannelHandlerContext, _ reason: String) {
+        logger.warning("closing the link to the primary", metadata: ["peer": "\(peer(context))", "reason": "\(reason)"])
+        statusSlot.withLock { $0.lastError = reason }
+        context.close(promise: nil)
+    }
+
+    func channelActive(context: ChannelHandlerContext) {
+        context.writeAndFlush(
+            wrapOutboundOut(.hello(.init(version: ReplicationMessage.protocolVersion, cluster: settings.cluster, node: settings.node, nonce: nonce))),
+            promise: nil)
+        context.fireChannelActive()
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let message = unwrapInboundIn(data)
+        switch message {
+        case .challenge(let challenge):
+            guard challenge.cluster == settings.cluster else {
+                return refuse(context, "wrong cluster ID \"\(challenge.cluster)\" (this is \"\(settings.cluster)\")")
+            }
+            guard settings.authenticator.verify(challenge.proof, role: .primary, cluster: settings.cluster, challenge: nonce, own: challenge.nonce) else {
+                return refuse(context, "authentication failed: the primary does not know the token")
+            }
+            let highest = applier.highestEpoch
+            guard challenge.epoch >= highest else {
+                return refuse(context, "stale primary: epoch \(challenge.epoch) is older than \(highest)")
+            }
+            applier.noteEpoch(challenge.epoch)
+            statusSlot.withLock { $0.epoch = challenge.epoch }
+            let proof = settings.authenticator.proof(role: .replica, cluster: settings.cluster, challenge: challenge.nonce, own: nonce)
+            context.writeAndFlush(
+                wrapOutboundOut(.authenticate(.init(proof: proof, epoch: highest, positions: positions, files: files))), promise: nil)
+            authenticated = true
+            streamStarted = true
+            statusSlot.withLock {
+                $0.connected = true
+                $0.lastError = nil
+            }
+            logger.info("following the primary", metadata: ["primary": "\(challenge.node)", "peer": "\(peer(context))", "epoch": "\(challenge.epoch)"])
+        case .refused(let reason):
+            fail(context, "refused by the primary: \(reason)")
+        case .heartbeat(let epoch):
+            guard authenticated else { return fail(context, "heartbeat before the handshake") }
+            if epoch < applier.highestEpoch { fail(context, "stale primary: epoch \(epoch) is older than \(applier.highestEpoch)") }
+        case .hello, .authenticate, .acknowledge, .challenge:
+            fail(context, "unexpected message from the primary")
+        default:
+            guard authenticated else { return fail(context, "stream before the handshake") }
+            if applier.enqueue(message, channel: context.channel) {
+                // The applier is behind: stop reading until it catches up.
+                context.channel.setOption(ChannelOptions.autoRead, value: false).whenComplete { _ in }
+            }
+        }
+    }
+
+    private func refuse(_ context: ChannelHandlerContext, _ reason: String) {
+        logger.warning("refusing the primary", metadata: ["peer": "\(peer(context))", "reason": "\(reason)"])
+        statusSlot.withLock { $0.lastError = reason }
+        context.writeAndFlush(wrapOutboundOut(.refused(reason: reason))).whenComplete { _ in context.close(promise: nil) }
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if let idle = event as? IdleStateHandler.IdleStateEvent, idle == .read {
+            fail(context, "no frame from the primary for 3 s (3 missed heartbeats)")
+            return
+        }
+        context.fireUserInboundEventTriggered(event)
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        fail(context, "\(error)")
+    }
+}

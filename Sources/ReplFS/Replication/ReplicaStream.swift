@@ -1,0 +1,272 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import Foundation
+import Logging
+import NIOCore
+import Synchronization
+
+/// The primary's side of one replica connection, after the handshake: brings
+/// the replica up to date, then streams every change as it commits.
+///
+/// It runs on its own thread (reading LTX files and building snapshots is
+/// blocking work) and writes to the channel with flow control: it waits for
+/// the network when the channel is not writable, so a slow replica slows
+/// only its own stream, and memory does not grow.
+final class ReplicaStream: @unchecked Sendable {
+    let replica: String
+    let peer: String
+    private let channel: any Channel
+    private let store: Store
+    private let feed: ChangeFeed
+    private let epoch: UInt64
+    private let logger: Logger
+    private let stopped = Atomic(false)
+    /// What the replica holds (from the handshake, then from what was sent).
+    private var sent: [String: Position]
+    private var files: [String: UInt64]
+    /// What the replica acknowledged, for status and lag.
+    let acknowledged = Mutex<[String: TXID]>([:])
+    private var pending: [EventLoopFuture<Void>] = []
+
+    init(
+        replica: String, peer: String, channel: any Channel, store: Store, feed: ChangeFeed, epoch: UInt64,
+        positions: [ReplicationMessage.DatabasePosition], files: [ReplicationMessage.FileDigest], logger: Logger
+    ) {
+        self.replica = replica
+        self.peer = peer
+        self.channel = channel
+        self.store = store
+        self.feed = feed
+        self.epoch = epoch
+        self.logger = logger
+        sent = Dictionary(positions.map { ($0.database, $0.position) }, uniquingKeysWith: { a, _ in a })
+        self.files = Dictionary(files.map { ($0.path, $0.checksum) }, uniquingKeysWith: { a, _ in a })
+    }
+
+    func start() {
+        DetachedThread { [self] in run() }.start()
+    }
+
+    func stop() {
+        stopped.store(true, ordering: .releasing)
+        feed.wakeAll()
+    }
+
+    private var isRunning: Bool { !stopped.load(ordering: .acquiring) && channel.isActive }
+
+    private func run() {
+        logger.info("replica connected", metadata: ["replica": "\(replica)", "peer": "\(peer)"])
+        var sequence = feed.currentSequence
+        guard catchUp() else { return finish() }
+        var lastSent = Date()
+        while isRunning {
+            switch feed.next(from: sequence, timeout: 1) {
+            case .behind:
+                // Fell further behind than the feed remembers: catch up from the logs.
+                sequence = feed.currentSequence
+                guard catchUp() else { return finish() }
+            case .entries(let entries):
+                for entry in entries {
+                    guard forward(entry.change) else {
+                        // A gap: the change was covered neither by the feed nor by catch-up.
+                        sequence = feed.currentSequence
+                        guard catchUp() else { return finish() }
+                        break
+                    }
+                    sequence = entry.sequence + 1
+                }
+                if !entries.isEmpty {
+                    lastSent = Date()
+                    flushPending()
+                } else if Date().timeIntervalSince(lastSent) >= 1 {
+                    send(.heartbeat(epoch: epoch))
+                    flushPending()
+                    lastSent = Date()
+                }
+            }
+        }
+        finish()
+    }
+
+    private func finish() {
+        logger.info("replica stream ended", metadata: ["replica": "\(replica)", "peer": "\(peer)"])
+        _ = channel.close(mode: .all)
+    }
+
+    // MARK: - Live changes
+
+    /// Sends one change; false if it does not follow what the replica holds.
+    private func forward(_ change: StoreChange) -> Bool {
+        switch change {
+        case .transaction(let database, let txid, let ltx):
+            let current = sent[database]?.txid.rawValue ?? 0
+            if txid.rawValue <= current { return true }
+            guard txid.rawValue == current + 1 else { return false }
+            guard let position = sendLTX(database: database, ltx, divergent: false) else { return false }
+            sent[database] = position
+        case .file(let path, let mode, let content):
+            send(.putFile(.init(path: path, mode: mode, content: content)))
+            files[path] = PlainEntry.digest(kind: .file, mode: mode, bytes: content)
+        case .removed(let path):
+            send(.removePath(path))
+            files[path] = nil
+        case .directory(let path, let mode):
+            send(.makeDirectory(path: path, mode: mode))
+            files[path] = PlainEntry.digest(kind: .directory, mode: mode, bytes: [])
+        case .symlink(let path, let target):
+            send(.symlink(path: path, target: target))
+            files[path] = PlainEntry.digest(kind: .symlink, mode: 0, bytes: Array(target.utf8))
+        case .renamed(let from, let to):
+            // Sent as what the destination now holds, and what went away.
+            if let entry = store.plainEntry(to) { sendEntry(entry) }
+            for (path, _) in files where path == from || path.hasPrefix(from + "/") { files[path] = nil }
+            send(.removePath(from))
+            if let entry = store.plainEntry(to), entry.kind == .directory { sendTree(under: to) }
+        }
+        return true
+    }
+
+    // MARK: - Catch-up
+
+    private func catchUp() -> Bool {
+        // Plain files first: a key file is in place before the database
+        // transactions that came after it.
+        let entries = store.plainEntries()
+        let present = Set(entries.map(\.path))
+        for entry in entries where files[entry.path] != entry.digest {
+            sendEntry(entry)
+        }
+        for path in files.keys.sorted(by: >) where !present.contains(path) {
+            send(.removePath(path))
+            files[path] = nil
+        }
+        guard isRunning else { return false }
+
+        let databases = Set(store.positions().map(\.database)).union(sent.keys)
+        for database in databases.sorted() {
+            guard isRunning else { return false }
+            switch store.catchUp(database: database, from: sent[database]) {
+            case .upToDate:
+                continue
+            case .files(let paths):
+                for path in paths {
+                    guard let position = sendLTX(database: database, .file(path), divergent: false) else { return false }
+                    sent[database] = position
+                }
+            case .snapshot(let divergent):
+                guard let position = sendSnapshot(database: database, divergent: divergent) else { return false }
+                sent[database] = position
+            }
+        }
+        flushPending()
+        return isRunning
+    }
+
+    private func sendEntry(_ entry: PlainEntry) {
+        switch entry.kind {
+        case .directory:
+            send(.makeDirectory(path: entry.path, mode: entry.mode))
+        case .symlink:
+            guard case .success(let target) = store.readlink(entry.path) else { return }
+            send(.symlink(path: entry.path, target: target))
+        case .file:
+            guard case .success(let content) = store.readWholeFile(entry.path) else { return }
+            send(.putFile(.init(path: entry.path, mode: entry.mode, content: content)))
+        }
+        files[entry.path] = entry.digest
+    }
+
+    private func sendTree(under directory: String) {
+        for entry in store.plainEntries() where entry.path.hasPrefix(directory + "/") { sendEntry(entry) }
+    }
+
+    /// Sends the database's current content as a snapshot LTX file (minimum
+    /// TXID 1), encoded page by page from a consistent copy.
+    private func sendSnapshot(database: String, divergent: Bool) -> Position? {
+        let primaryPosition = store.position(of: database) ?? .empty
+        guard case .success(let snapshot) = store.snapshot(database: database) else {
+            // Nothing to copy: the database was deleted here. Send an empty snapshot.
+            let txid = TXID(max(primaryPosition.txid.rawValue, 1))
+            let header = LTXHeader(pageSize: 4096, commit: 0, minTXID: TXID(1), maxTXID: txid, timestamp: Database.nowMilliseconds())
+            guard var encoder = try? LTXEncoder(header: header), (try? encoder.finish(postApplyChecksum: .emptyDatabase)) != nil else { return nil }
+            send(.ltx(database: database, part: divergent ? [.whole, .divergent] : .whole, bytes: encoder.takeBytes()))
+            return Position(txid: txid, checksum: .emptyDatabase)
+        }
+        defer { _ = Syscall.unlink(at: AT_FDCWD, snapshot.path) }
+        logger.info("sending snapshot", metadata: ["replica": "\(replica)", "database": "\(database)", "position": "\(snapshot.position)", "pages": "\(snapshot.pageCount)"])
+        let header = LTXHeader(
+            pageSize: UInt32(snapshot.pageSize), commit: snapshot.pageCount, minTXID: TXID(1), maxTXID: snapshot.position.txid,
+            timestamp: Database.nowMilliseconds())
+        guard var encoder = try? LTXEncoder(header: header), case .success(let fd) = Syscall.open(at: AT_FDCWD, snapshot.path, flags: O_RDONLY) else {
+            return nil
+        }
+        defer { Syscall.close(fd) }
+        var first = true
+        func emit(last: Bool) {
+            var part: ReplicationMessage.LTXPart = []
+            if first { part.insert(.first) }
+            if first && divergent { part.insert(.divergent) }
+            if last { part.insert(.last) }
+            send(.ltx(database: database, part: part, bytes: encoder.takeBytes()))
+            first = false
+        }
+        let page = UnsafeMutableRawBufferPointer.allocate(byteCount: snapshot.pageSize, alignment: 16)
+        defer { page.deallocate() }
+        let lockPage = PageNumber.lockPage(pageSize: snapshot.pageSize).rawValue
+        if snapshot.pageCount > 0 {
+            for pgno in 1...snapshot.pageCount where pgno != lockPage {
+                guard isRunning, case .success = Syscall.pread(fd, into: page, at: Int64(pgno - 1) * Int64(snapshot.pageSize)),
+                    (try? encoder.append(PageNumber(pgno), page: UnsafeRawBufferPointer(page))) != nil
+                else { return nil }
+                if encoder.bufferedByteCount >= ReplicationFrameCodec.ltxPartSize { emit(last: false) }
+            }
+        }
+        guard (try? encoder.finish(postApplyChecksum: snapshot.position.checksum)) != nil else { return nil }
+        emit(last: true)
+        return snapshot.position
+    }
+
+    /// Sends one LTX file (from memory or disk) in parts; returns the
+    /// position it leads to.
+    private func sendLTX(database: String, _ ltx: LTXContent, divergent: Bool) -> Position? {
+        let bytes: [UInt8]
+        switch ltx {
+        case .bytes(let value): bytes = value
+        case .file(let path):
+            guard let data = FileManager.default.contents(atPath: path) else { return nil }
+            bytes = Array(data)
+        }
+        guard bytes.count >= LTXHeader.size + LTXTrailer.size else { return nil }
+        let maxTXID = bytes.withUnsafeBytes { TXID(BigEndian.load(UInt64.self, from: $0, at: 24)) }
+        let post = bytes.withUnsafeBytes { Checksum(BigEndian.load(UInt64.self, from: $0, at: bytes.count - 16)) }
+        var offset = 0
+        repeat {
+            let end = min(offset + ReplicationFrameCodec.ltxPartSize, bytes.count)
+            var part: ReplicationMessage.LTXPart = []
+            if offset == 0 { part.insert(.first) }
+            if end == bytes.count { part.insert(.last) }
+            if offset == 0 && divergent { part.insert(.divergent) }
+            send(.ltx(database: database, part: part, bytes: Array(bytes[offset..<end])))
+            offset = end
+        } while offset < bytes.count
+        return Position(txid: maxTXID, checksum: post)
+    }
+
+    // MARK: - Writing with flow control
+
+    private func send(_ message: ReplicationMessage) {
+        guard channel.isActive else { return }
+        pending.append(channel.writeAndFlush(message))
+        if pending.count >= 64 || !channel.isWritable { flushPending() }
+    }
+
+    private func flushPending() {
+        if let last = pending.last { _ = try? last.wait() }
+        pending.removeAll(keepingCapacity: true)
+    }
+
+    func acknowledge(database: String, txid: TXID) {
+        acknowledged.withLock { $0[database] = txid }
+    }
+}

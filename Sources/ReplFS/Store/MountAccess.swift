@@ -1,0 +1,35 @@
+/// What the store needs from the mount to change files underneath
+/// applications (on a replica), without knowing FUSE: the file-system layer
+/// implements it (`MountAccessor`), the store only calls it.
+public protocol MountAccess: Sendable {
+    /// Drops the kernel's cached pages and attributes of the file at `path`.
+    func invalidateContent(path: String)
+    /// Drops the kernel's cached name `path` (created, removed or replaced).
+    func invalidateName(path: String)
+    /// Keeps SQLite's readers out of the database at `path` (taking the
+    /// locks a writer takes, waiting for readers in a transaction to finish)
+    /// until the gate is released.
+    func excludeReaders(database path: String, walMode: Bool) -> any ReaderGate
+}
+
+/// SQLite's readers are held off one database while this is open.
+public protocol ReaderGate: Sendable {
+    /// Rewrites the WAL-index header in `-shm` (through the mount, so the
+    /// readers' shared mappings see it). Does nothing if there is no `-shm`.
+    func resetWALIndex(pageSize: Int, pageCount: UInt32)
+    /// Lets readers back in.
+    func release()
+}
+
+/// No mount (tests, tools): nothing to invalidate or exclude.
+public struct NoMountAccess: MountAccess {
+    public init() {}
+    public func invalidateContent(path: String) {}
+    public func invalidateName(path: String) {}
+    public func excludeReaders(database path: String, walMode: Bool) -> any ReaderGate { NoReaderGate() }
+
+    struct NoReaderGate: ReaderGate {
+        func resetWALIndex(pageSize: Int, pageCount: UInt32) {}
+        func release() {}
+    }
+}

@@ -1,0 +1,244 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import Foundation
+import Logging
+import Synchronization
+
+/// A plain file, directory or symbolic link in the replicated tree, with a
+/// digest of what replication copies (kind, mode, content or target).
+public struct PlainEntry: Sendable, Equatable {
+    public enum Kind: UInt8, Sendable {
+        case file = 1
+        case directory = 2
+        case symlink = 3
+    }
+
+    public var path: String
+    public var kind: Kind
+    public var mode: UInt32
+    public var digest: UInt64
+
+    static func digest(kind: Kind, mode: UInt32, bytes: [UInt8]) -> UInt64 {
+        var crc = CRC64()
+        var prefix: [UInt8] = [kind.rawValue]
+        BigEndian.append(mode, to: &prefix)
+        prefix.withUnsafeBytes { crc.update($0) }
+        bytes.withUnsafeBytes { crc.update($0) }
+        return crc.value
+    }
+}
+
+extension Store {
+    // MARK: - Wiring
+
+    /// How the store reaches the kernel's caches and locks of its mount.
+    public func setMountAccess(_ access: any MountAccess) {
+        mountAccess.withLock { $0 = access }
+    }
+
+    var mount: any MountAccess { mountAccess.withLock { $0 } }
+
+    /// `DATA/tmp`, for snapshots in transit.
+    var temporaryDirectory: String { directory.root + "/tmp" }
+
+    // MARK: - What this node holds
+
+    /// Every database with a history, and its position.
+    public func positions() -> [(database: String, position: Position)] {
+        databases.withLock { Array($0.values) }
+            .map { ($0.path, $0.position) }
+            .filter { $0.1.txid.rawValue > 0 }
+            .sorted { $0.0 < $1.0 }
+    }
+
+    /// The plain files, directories and links, sorted by path (a directory
+    /// before what it contains).
+    public func plainEntries() -> [PlainEntry] {
+        var entries: [PlainEntry] = []
+        collectPlain(in: "", into: &entries)
+        return entries.sorted { $0.path < $1.path }
+    }
+
+    private func collectPlain(in directoryPath: String, into entries: inout [PlainEntry]) {
+        guard case .success(let fd) = Syscall.open(at: filesFD, directoryPath.isEmpty ? "." : directoryPath, flags: O_RDONLY | O_DIRECTORY) else { return }
+        defer { Syscall.close(fd) }
+        guard case .success(let list) = Syscall.directoryEntries(fd) else { return }
+        for item in list {
+            let path = directoryPath.isEmpty ? item.name : directoryPath + "/" + item.name
+            guard let entry = plainEntry(path) else { continue }
+            entries.append(entry)
+            if entry.kind == .directory { collectPlain(in: path, into: &entries) }
+        }
+    }
+
+    /// The entry at `path` if it is replicated whole (not a database and not
+    /// one of SQLite's own files).
+    func plainEntry(_ path: String) -> PlainEntry? {
+        guard case .success(let st) = attributes(path) else { return nil }
+        let mode = UInt32(st.st_mode & 0o7777)
+        switch st.st_mode & S_IFMT {
+        case S_IFDIR:
+            return PlainEntry(path: path, kind: .directory, mode: mode, digest: PlainEntry.digest(kind: .directory, mode: mode, bytes: []))
+        case S_IFLNK:
+            guard case .success(let target) = readlink(path) else { return nil }
+            return PlainEntry(path: path, kind: .symlink, mode: 0, digest: PlainEntry.digest(kind: .symlink, mode: 0, bytes: Array(target.utf8)))
+        case S_IFREG:
+            guard isPlain(path), !isDatabaseFile(path), case .success(let content) = readWholeFile(path) else { return nil }
+            return PlainEntry(path: path, kind: .file, mode: mode, digest: PlainEntry.digest(kind: .file, mode: mode, bytes: content))
+        default:
+            return nil
+        }
+    }
+
+    // MARK: - Primary: catch-up sources
+
+    /// Where a replica at `position` can be brought to this node's current
+    /// position from: the LTX files after it, if they are all retained and
+    /// the replica's checksum matches this node's history at that TXID.
+    public enum CatchUp: Sendable {
+        case upToDate
+        case files([String])
+        /// A snapshot is needed; `divergent` when the replica's history could
+        /// not be confirmed as this node's (it keeps its copy aside).
+        case snapshot(divergent: Bool)
+    }
+
+    public func catchUp(database path: String, from replica: Position?) -> CatchUp {
+        guard let database = database(at: path, create: false) else { return .snapshot(divergent: replica != nil) }
+        let current = database.position
+        guard let replica, replica.txid.rawValue > 0 else { return current.txid.rawValue == 0 ? .upToDate : .snapshot(divergent: false) }
+        if replica == current { return .upToDate }
+        if replica.txid > current.txid { return .snapshot(divergent: true) }
+        database.waitForLogFiles()
+        let directory = environment.logDirectory(for: path)
+        let names = (try? LTXChainVerifier.files(inDirectory: directory)) ?? []
+        var headers: [(LTXHeader, String)] = []
+        for file in names {
+            guard let source = try? LTXFileSource(path: file) else { continue }
+            defer { source.close() }
+            var decoder = LTXDecoder(source: source)
+            guard let header = try? decoder.decodeHeader(), header.maxTXID > replica.txid else { continue }
+            headers.append((header, file))
+        }
+        headers.sort { $0.0.minTXID < $1.0.minTXID }
+        // The chain must start right after the replica, from its checksum.
+        guard let first = headers.first, first.0.minTXID == replica.txid.next else {
+            return .snapshot(divergent: false)
+        }
+        if first.0.tracksChecksums && first.0.preApplyChecksum != replica.checksum { return .snapshot(divergent: true) }
+        var expected = replica.txid.next
+        for (header, _) in headers {
+            guard header.minTXID == expected else { return .snapshot(divergent: false) }
+            expected = header.maxTXID.next
+        }
+        return .files(headers.map(\.1))
+    }
+
+    /// A consistent copy of a database at its current position (in `DATA/tmp`).
+    public func snapshot(database path: String) -> Result<DatabaseSnapshot, Errno> {
+        guard let database = database(at: path, create: false) else { return .failure(.noEntry) }
+        _ = Syscall.mkdir(at: AT_FDCWD, temporaryDirectory, mode: 0o700)
+        let file = temporaryDirectory + "/snapshot-\(DatabaseKey.escape(path))-\(UUID().uuidString.prefix(8)).db"
+        return database.snapshot(into: file)
+    }
+
+    /// Makes sure every transaction logged so far has its LTX file.
+    public func waitForDatabaseLogFiles() {
+        waitForLogFiles()
+    }
+
+    // MARK: - Replica: applying what the primary sends
+
+    /// Applies an LTX file for a database (see ``Database/applyReplicated``).
+    public func applyTransaction(database path: String, _ ltx: LTXContent, divergent: Bool) -> Result<Position, ApplyRefusal> {
+        guard let database = database(at: path, create: true) else { return .failure(.io(database: path, .io)) }
+        return database.applyReplicated(ltx, mount: mount, aside: { self.moveAside($0) }, keepAside: divergent)
+    }
+
+    /// Copies a database this node holds to `DATA/aside/` before it is
+    /// replaced by the primary's (never deleted: invariant 6).
+    func moveAside(_ path: String) -> String? {
+        let asideDirectory = directory.root + "/aside"
+        _ = Syscall.mkdir(at: AT_FDCWD, asideDirectory, mode: 0o700)
+        let stamp = ISO8601DateFormatter().string(from: Date()).replacingOccurrences(of: ":", with: "")
+        let destination = asideDirectory + "/" + DatabaseKey.escape(path) + "." + stamp
+        do {
+            try FileManager.default.copyItem(atPath: directory.files + "/" + path, toPath: destination)
+            asides.withLock { $0.append(destination) }
+            return destination
+        } catch {
+            logger.error("cannot move database aside", metadata: ["database": "\(path)", "error": "\(error)"])
+            return nil
+        }
+    }
+
+    /// Databases moved aside since start (for status).
+    public var movedAside: [String] { asides.withLock { $0 } }
+
+    /// Writes a plain file whole and atomically (a reader sees the old or
+    /// the new content, never a mix): into `DATA/tmp`, then renamed in.
+    public func applyFile(path: String, mode: UInt32, content: [UInt8]) -> Result<Void, Errno> {
+        _ = Syscall.mkdir(at: AT_FDCWD, temporaryDirectory, mode: 0o700)
+        let staged = temporaryDirectory + "/file-\(UUID().uuidString)"
+        let result = Syscall.open(at: AT_FDCWD, staged, flags: O_WRONLY | O_CREAT | O_EXCL, mode: mode_t(mode)).flatMap { fd in
+            defer { Syscall.close(fd) }
+            return content.withUnsafeBytes { Syscall.write(fd, $0) }
+                .flatMap { Syscall.fchmod(fd, mode: mode_t(mode)) }
+                .flatMap { Syscall.fsync(fd, dataOnly: true) }
+        }.flatMap {
+            ensureParent(of: path)
+            return Glibc.rename(staged, directory.files + "/" + path) == 0 ? .success(()) : .failure(.current)
+        }
+        if case .failure = result { _ = Syscall.unlink(at: AT_FDCWD, staged) }
+        mount.invalidateName(path: path)
+        return result
+    }
+
+    public func applyDirectory(path: String, mode: UInt32) -> Result<Void, Errno> {
+        ensureParent(of: path)
+        var result = Syscall.mkdir(at: filesFD, path, mode: mode_t(mode))
+        if case .failure(.exists) = result { result = Syscall.chmod(at: filesFD, path, mode: mode_t(mode)) }
+        mount.invalidateName(path: path)
+        return result
+    }
+
+    public func applySymlink(path: String, target: String) -> Result<Void, Errno> {
+        ensureParent(of: path)
+        _ = Syscall.unlink(at: filesFD, path)
+        let result = Syscall.symlink(target, at: filesFD, path)
+        mount.invalidateName(path: path)
+        return result
+    }
+
+    /// Removes a plain file, link or directory (with what is in it).
+    public func applyRemove(path: String) -> Result<Void, Errno> {
+        let result: Result<Void, Errno>
+        if case .success(let st) = attributes(path), (st.st_mode & S_IFMT) == S_IFDIR {
+            do {
+                try FileManager.default.removeItem(atPath: directory.files + "/" + path)
+                result = .success(())
+            } catch {
+                result = .failure(.io)
+            }
+        } else {
+            result = Syscall.unlink(at: filesFD, path)
+        }
+        mount.invalidateName(path: path)
+        if case .failure(.noEntry) = result { return .success(()) }
+        return result
+    }
+
+    public func applyRename(from: String, to: String) -> Result<Void, Errno> {
+        ensureParent(of: to)
+        let result = Syscall.rename(at: filesFD, from, to: to)
+        mount.invalidateName(path: from)
+        mount.invalidateName(path: to)
+        return result
+    }
+
+    private func ensureParent(of path: String) {
+        guard let slash = path.lastIndex(of: "/") else { return }
+        try? FileManager.default.createDirectory(atPath: directory.files + "/" + path[..<slash], withIntermediateDirectories: true)
+    }
+}
