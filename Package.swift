@@ -80,7 +80,7 @@ let package = Package(
         .testTarget(
             name: "IntegrationTests",
             dependencies: ["ReplFS"],
-            swiftSettings: strictSettings
+            swiftSettings: librarySettings
         ),
     ],
     swiftLanguageModes: [.v6]

@@ -15,6 +15,7 @@ public final class Daemon: Sendable {
     public let store: Store
     public let session: FUSESession
     public let replication: Replication?
+    public let retention: LogRetention
     private let lockFD: Int32
     private let logger: Logger
 
@@ -69,6 +70,7 @@ public final class Daemon: Sendable {
             throw StartupError(description: "\(error)")
         }
         store.setMountAccess(MountAccessor(mountPoint: config.mount, session: session, fileSystem: fileSystem, logger: logger))
+        retention = LogRetention(store: store, retention: config.retention, logger: logger)
 
         // Roles from the static lease: the named primary serves, the others follow.
         let peers = config.lease.staticPeers
@@ -124,7 +126,9 @@ public final class Daemon: Sendable {
     public func run() {
         logger.info("mounted", metadata: ["mount": "\(config.mount)", "data": "\(config.data)", "node": "\(config.node)"])
         replication?.client?.start()
+        retention.start()
         let result = session.run()
+        retention.stop()
         replication?.client?.stop()
         replication?.server.stop()
         session.unmount()

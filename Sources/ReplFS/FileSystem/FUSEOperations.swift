@@ -249,7 +249,9 @@ enum FUSEOperations {
 
         ops.release = { req, _, fi in
             if let fi, fi.pointee.fh != 0, let pointer = UnsafeRawPointer(bitPattern: UInt(fi.pointee.fh)) {
-                Unmanaged<StoreFile>.fromOpaque(pointer).release()
+                let file = Unmanaged<StoreFile>.fromOpaque(pointer)
+                FUSEOperations.fileSystem(req).store.release(file.takeUnretainedValue())
+                file.release()
                 fi.pointee.fh = 0
             }
             fuse_reply_err(req, 0)

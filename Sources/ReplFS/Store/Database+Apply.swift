@@ -61,7 +61,13 @@ extension Database {
                 header = try decoder.decodeHeader()
                 let pageSize = Int(header.pageSize)
                 wholeImage = header.isSnapshot || (header.commit > 0 && pageSize != state.pageSize) || state.pageChecksums.count != Int(state.pageCount)
-                if !header.isSnapshot {
+                if header.isSnapshot {
+                    // A snapshot never takes a database back in time, unless the
+                    // primary found its history diverged (then a copy is kept).
+                    guard keepAside || header.maxTXID >= state.position.txid else {
+                        return .failure(.notNext(database: path, position: state.position, minTXID: header.minTXID, preApply: header.preApplyChecksum))
+                    }
+                } else {
                     guard header.minTXID.rawValue == state.position.txid.rawValue + 1, !header.tracksChecksums || header.preApplyChecksum == state.position.checksum else {
                         return .failure(.notNext(database: path, position: state.position, minTXID: header.minTXID, preApply: header.preApplyChecksum))
                     }

@@ -123,13 +123,15 @@ extension Store {
         }
         headers.sort { $0.0.minTXID < $1.0.minTXID }
         // The chain must start right after the replica, from its checksum.
+        // If the files that would show it were pruned, the replica's history
+        // cannot be confirmed as this node's: it keeps its copy aside.
         guard let first = headers.first, first.0.minTXID == replica.txid.next else {
-            return .snapshot(divergent: false)
+            return .snapshot(divergent: true)
         }
         if first.0.tracksChecksums && first.0.preApplyChecksum != replica.checksum { return .snapshot(divergent: true) }
         var expected = replica.txid.next
         for (header, _) in headers {
-            guard header.minTXID == expected else { return .snapshot(divergent: false) }
+            guard header.minTXID == expected else { return .snapshot(divergent: true) }
             expected = header.maxTXID.next
         }
         return .files(headers.map(\.1))

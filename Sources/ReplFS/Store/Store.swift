@@ -23,6 +23,9 @@ public final class Store: Sendable {
     let spool: LTXSpool
     let observers: ObserverSlot
     let mountAccess = Mutex<any MountAccess>(NoMountAccess())
+    /// Plain files open for writing, by path: a truncation by path while one
+    /// is open is reported when it closes, not half-written.
+    let openWriters = Mutex<[String: Int]>([:])
     let asides = Mutex<[String]>([])
     let databases: Mutex<[String: Database]>
     private let writable: Atomic<Bool>
@@ -237,6 +240,7 @@ public final class Store: Sendable {
 
     private func makeFile(fd: Int32, path: String, writable: Bool, byDaemon: Bool) -> StoreFile {
         let role = SQLiteFileRole.classify(path)
+        if writable, role == .main { openWriters.withLock { $0[path, default: 0] += 1 } }
         let database: Database?
         switch role {
         case .journal(let base), .wal(let base): database = self.database(at: base, create: true)
@@ -307,7 +311,7 @@ public final class Store: Sendable {
                     database.mainFileResized(size: size)
                 } else if let file {
                     file.markModified()
-                } else {
+                } else if openWriters.withLock({ $0[path] == nil }) {
                     publishFile(path)
                 }
             }
@@ -343,6 +347,17 @@ public final class Store: Sendable {
         // A plain file is replicated whole when it is closed after a change.
         if file.takeModified() { publishFile(file.path) }
         return .success(())
+    }
+
+    /// The kernel released the last reference to an open file.
+    public func release(_ file: StoreFile) {
+        guard file.writable, file.role == .main else { return }
+        openWriters.withLock { writers in
+            let count = (writers[file.path] ?? 1) - 1
+            writers[file.path] = count > 0 ? count : nil
+        }
+        // Written but never flushed (no close(2) reached us): report it now.
+        if file.takeModified(), isPlain(file.path) { publishFile(file.path) }
     }
 
     /// Whether the kernel should bypass its page cache for this file.

@@ -1,0 +1,119 @@
+import Foundation
+import ReplFS
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Several `replfsd` nodes on loopback with a static lease: `node-a` is the
+/// primary, the others replicas. Each has its own mount, data directory and
+/// port; they share a token file.
+final class Cluster: @unchecked Sendable {
+    let root: String
+    let nodes: [Node]
+    let ports: [Int]
+    var primary: Node { nodes[0] }
+    var replicas: [Node] { Array(nodes.dropFirst()) }
+    var tokenPath: String { root + "/token" }
+
+    init(size: Int = 3, retention: String = "10m", extra: String = "") throws {
+        root = NSTemporaryDirectory() + "replfs-cluster-\(UUID().uuidString.prefix(8))"
+        try FileManager.default.createDirectory(atPath: root, withIntermediateDirectories: true)
+        try "cluster-secret-\(UUID().uuidString)\n".write(toFile: root + "/token", atomically: true, encoding: .utf8)
+        ports = Cluster.freePorts(size)
+        let names = (0..<size).map { "node-" + String(UnicodeScalar(UInt8(97 + $0))) }
+        let peers = zip(names, ports).map { "\($0): 127.0.0.1:\($1)" }.joined(separator: ", ")
+        var nodes: [Node] = []
+        for (index, name) in names.enumerated() {
+            let node = try Node(name: name, root: root + "/" + name)
+            try node.writeConfig("""
+                node: \(name)
+                mount: \(node.mount)
+                data: \(node.data)
+                retention: \(retention)
+                replication:
+                  listen: 127.0.0.1:\(ports[index])
+                  token-file: \(root)/token
+                lease:
+                  static:
+                    primary: node-a
+                    peers: {\(peers)}
+                \(extra)
+                """)
+            nodes.append(node)
+        }
+        self.nodes = nodes
+    }
+
+    /// Ports nobody listens on now (bound to port 0 and released).
+    static func freePorts(_ count: Int) -> [Int] {
+        var ports: [Int] = []
+        var sockets: [Int32] = []
+        for _ in 0..<count {
+            let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+            var address = sockaddr_in()
+            address.sin_family = sa_family_t(AF_INET)
+            address.sin_addr.s_addr = inet_addr("127.0.0.1")
+            address.sin_port = 0
+            _ = withUnsafePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
+            var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+            _ = withUnsafeMutablePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) } }
+            ports.append(Int(UInt16(bigEndian: address.sin_port)))
+            sockets.append(fd)
+        }
+        for fd in sockets { close(fd) }
+        return ports
+    }
+
+    func start() throws {
+        for node in nodes { try node.start() }
+    }
+
+    func destroy() {
+        for node in nodes { node.destroy() }
+        if ProcessInfo.processInfo.environment["REPLFS_KEEP_TEST_DATA"] == nil {
+            try? FileManager.default.removeItem(atPath: root)
+        }
+    }
+
+    deinit { destroy() }
+
+    // MARK: - Positions
+
+    /// A node's position for a database, from the newest file of its log.
+    static func position(of node: Node, _ database: String) -> Position? {
+        guard let last = node.ltxFiles(database).last, let source = try? LTXFileSource(path: last) else { return nil }
+        defer { source.close() }
+        var decoder = LTXDecoder(source: source)
+        guard let header = try? decoder.decodeHeader(), let trailer = try? decoder.finish() else { return nil }
+        return Position(txid: header.maxTXID, checksum: trailer.postApplyChecksum)
+    }
+
+    /// Waits until every replica holds the primary's content and position
+    /// for each database (dbhash through the mounts, positions in the logs).
+    func waitForConvergence(_ databases: [String], timeout: Double = 60, nodes: [Node]? = nil) throws {
+        let followers = nodes ?? replicas
+        try waitUntil(timeout: timeout, interval: 0.1, "replicas converge on \(databases)") {
+            for database in databases {
+                guard let position = Cluster.position(of: primary, database) else { return false }
+                for node in followers where Cluster.position(of: node, database) != position { return false }
+            }
+            return true
+        }
+        for database in databases {
+            let expected = try Command.dbhash(primary.mount + "/" + database)
+            for node in followers {
+                let hash = try Command.dbhash(node.mount + "/" + database)
+                guard hash == expected else { throw Failure("\(node.name): \(database) dbhash \(hash) != primary's \(expected)") }
+            }
+        }
+    }
+}
+
+/// Runs `body` with a started cluster that is destroyed afterwards.
+func withCluster<T>(size: Int = 3, retention: String = "10m", start: Bool = true, _ body: (Cluster) throws -> T) throws -> T {
+    let cluster = try Cluster(size: size, retention: retention)
+    defer { cluster.destroy() }
+    if start { try cluster.start() }
+    return try body(cluster)
+}
