@@ -100,7 +100,104 @@ echo "| database | startup (recovery + snapshot) | full scan through the mount |
 echo "|---:|---:|---:|---:|---:|---:|"
 printf '| %d MiB | %.1f s | %.1f s | %d MiB | %d MiB | %d MiB |\n' $(( size / 1048576 )) "$snapshot" "$scan" $(( rss_start / 1024 )) $(( rss_end / 1024 )) $(( hwm / 1024 ))
 echo
-echo "Command: \`make bench\` (BENCH_SECONDS=$SECONDS_PER_RUN BENCH_ROUNDS=$ROUNDS BENCH_DB_MIB=$DB_MIB)"
+stop_node
+
+echo "### Replication: a primary and two replicas on this machine (loopback)"
+echo
+cluster_start() {
+  CLUSTER_PIDS=()
+  for name in a b c; do
+    "$BIN/replfsd" mount --config "$ROOT/cluster/$name/replfsd.yml" --log-level warning >/dev/null 2>>"$ROOT/cluster/$name/log" &
+    CLUSTER_PIDS+=($!)
+  done
+  for name in a b c; do
+    for _ in $(seq 300); do
+      grep -q " $ROOT/cluster/$name/mnt " /proc/self/mountinfo && stat -f "$ROOT/cluster/$name/mnt" >/dev/null 2>&1 && break
+      sleep 0.1
+    done
+  done
+}
+cluster_node_start() {
+  "$BIN/replfsd" mount --config "$ROOT/cluster/$1/replfsd.yml" --log-level warning >/dev/null 2>>"$ROOT/cluster/$1/log" &
+  echo $!
+}
+stop_pid() { kill "$1" 2>/dev/null || true; while kill -0 "$1" 2>/dev/null; do sleep 0.1; done; }
+rm -rf "$ROOT/cluster"
+echo "bench-token-$RANDOM$RANDOM" >"$ROOT/token"
+port=$(( 21000 + RANDOM % 2000 ))
+for name in a b c; do
+  mkdir -p "$ROOT/cluster/$name"
+  cat >"$ROOT/cluster/$name/replfsd.yml" <<YAML
+node: node-$name
+mount: $ROOT/cluster/$name/mnt
+data: $ROOT/cluster/$name/data
+replication:
+  listen: 127.0.0.1:$(( port + $(printf '%d' "'$name") - 97 ))
+  token-file: $ROOT/token
+lease:
+  static:
+    primary: node-a
+    peers: {node-a: 127.0.0.1:$port, node-b: 127.0.0.1:$(( port + 1 )), node-c: 127.0.0.1:$(( port + 2 ))}
+YAML
+done
+cluster_start
+lag=$("$BIN/replfs-testkit" lag --primary "$ROOT/cluster/a/mnt/lag.db" --replica "$ROOT/cluster/b/mnt/lag.db" --transactions 10000)
+echo "Replication lag, COMMIT on the primary to the row visible to a reader on a replica, 10,000 transactions one at a time (WAL):"
+echo
+echo "| p50 | p90 | p99 | max | target |"
+echo "|---:|---:|---:|---:|---:|"
+python3 -c "import json,sys; d=json.loads(sys.argv[1]); print('| %.2f ms | %.2f ms | %.2f ms | %.2f ms | p99 < 5 ms |' % (d['p50_ms'], d['p90_ms'], d['p99_ms'], d['max_ms']))" "$lag"
+echo
+# Primary write throughput with both replicas following, and with them stopped.
+attached=(); detached=()
+for round in $(seq "$ROUNDS"); do
+  rate=$("$BIN/replfs-testkit" bench --native "$ROOT/native" --mounted "$ROOT/cluster/a/mnt" --seconds "$SECONDS_PER_RUN" --rounds 1 --scenarios wal-normal | tail -1 | awk -F'|' '{gsub(/ /, "", $4); print $4}')
+  attached+=("$rate")
+  stop_pid "${CLUSTER_PIDS[1]}"; stop_pid "${CLUSTER_PIDS[2]}"
+  rate=$("$BIN/replfs-testkit" bench --native "$ROOT/native" --mounted "$ROOT/cluster/a/mnt" --seconds "$SECONDS_PER_RUN" --rounds 1 --scenarios wal-normal | tail -1 | awk -F'|' '{gsub(/ /, "", $4); print $4}')
+  detached+=("$rate")
+  CLUSTER_PIDS[1]=$(cluster_node_start b); CLUSTER_PIDS[2]=$(cluster_node_start c)
+  sleep 3
+done
+a=$(printf '%s\n' "${attached[@]}" | sort -n | sed -n "$(( (ROUNDS + 1) / 2 ))p")
+d=$(printf '%s\n' "${detached[@]}" | sort -n | sed -n "$(( (ROUNDS + 1) / 2 ))p")
+echo "Primary write throughput (WAL, NORMAL, one row per transaction), replicas following vs stopped, median of $ROUNDS:"
+echo
+echo "| with 2 replicas /s | without /s | ratio | target |"
+echo "|---:|---:|---:|---:|"
+printf '| %d | %d | %.2fx | >= 0.90x |\n' "$a" "$d" "$(echo "$a / $d" | bc -l)"
+echo
+# Snapshot catch-up: a new replica joins a primary holding a large database.
+SNAP_MIB=${BENCH_SNAPSHOT_MIB:-256}
+sqlite3 "$ROOT/cluster/a/mnt/snap.db" "PRAGMA journal_mode=wal; CREATE TABLE t(id INTEGER PRIMARY KEY, v BLOB);
+  WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i+1 FROM n WHERE i < $(( SNAP_MIB * 1024 * 1024 / 1100 )))
+  INSERT INTO t(v) SELECT randomblob(1000) FROM n;" >/dev/null
+size=$(stat -c %s "$ROOT/cluster/a/data/files/snap.db")
+stop_pid "${CLUSTER_PIDS[2]}"
+rm -rf "$ROOT/cluster/c/data"
+start=$(now)
+CLUSTER_PIDS[2]=$(cluster_node_start c)
+peak_primary=0; peak_replica=0
+target=$(ls "$ROOT/cluster/a/data/ltx/snap.db" | tail -1 | cut -c18-33)
+while true; do
+  for i in 0 2; do
+    rss=$(awk '/VmRSS/ {print $2}' /proc/${CLUSTER_PIDS[$i]}/status 2>/dev/null || echo 0)
+    if [[ $i == 0 && $rss -gt $peak_primary ]]; then peak_primary=$rss; fi
+    if [[ $i == 2 && $rss -gt $peak_replica ]]; then peak_replica=$rss; fi
+  done
+  current=$(ls "$ROOT/cluster/c/data/ltx/snap.db" 2>/dev/null | tail -1 | cut -c18-33)
+  [[ -n $current && $current == "$target" ]] && break
+  sleep 0.1
+done
+elapsed=$(echo "$(now) - $start" | bc -l)
+echo "Snapshot catch-up: a new replica joins a primary holding a $(( size / 1048576 )) MiB database:"
+echo
+echo "| database | time to the primary's position | throughput | peak RSS primary | peak RSS replica |"
+echo "|---:|---:|---:|---:|---:|"
+printf '| %d MiB | %.1f s | %.0f MB/s | %d MiB | %d MiB |\n' $(( size / 1048576 )) "$elapsed" "$(echo "$size / 1000000 / $elapsed" | bc -l)" $(( peak_primary / 1024 )) $(( peak_replica / 1024 ))
+for pid in "${CLUSTER_PIDS[@]}"; do stop_pid "$pid"; done
+echo
+echo "Command: \`make bench\` (BENCH_SECONDS=$SECONDS_PER_RUN BENCH_ROUNDS=$ROUNDS BENCH_DB_MIB=$DB_MIB BENCH_SNAPSHOT_MIB=$SNAP_MIB)"
 } | tee "$REPORT"
 stop_node
 rm -rf "$ROOT"

@@ -108,11 +108,11 @@ extension IntegrationTests {
                 let patterns = (0..<8).map { n in Data(repeating: UInt8(65 + n), count: 256 * 1024) }
                 let stop = cluster.root + "/stop-reader"
                 let reader = Thread.detachNewReader(path: replica.mount + "/noise_private.key", allowed: Set(patterns + [Data(key)]), stop: stop)
-                for round in 0..<40 {
+                for round in 0..<160 {
                     try patterns[round % patterns.count].write(to: URL(fileURLWithPath: p + "/noise_private.key"))
                 }
                 try waitUntil(timeout: 30, "the last version reaches the replica") {
-                    (try? Data(contentsOf: URL(fileURLWithPath: replica.mount + "/noise_private.key"))) == patterns[39 % patterns.count]
+                    (try? Data(contentsOf: URL(fileURLWithPath: replica.mount + "/noise_private.key"))) == patterns[159 % patterns.count]
                 }
                 FileManager.default.createFile(atPath: stop, contents: nil)
                 let (reads, bad) = reader.result()

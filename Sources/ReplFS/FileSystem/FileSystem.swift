@@ -133,8 +133,17 @@ public final class FileSystem: Sendable {
         }.map { entry(parent: newParent, name: newName, $0) }
     }
 
+    /// Opens the file a node stands for. If the name now leads to another
+    /// file (replaced underneath, as a replica does to apply a plain file),
+    /// `ESTALE` makes the kernel look the name up again and retry, so the
+    /// open never pairs the old node's cached pages with the new file.
     public func open(_ id: UInt64, flags: Int32, caller: Store.Caller) -> Result<StoreFile, Errno> {
-        nodePath(id).flatMap { store.open($0, flags: flags, caller: caller) }
+        nodePath(id).flatMap { store.open($0, flags: flags, caller: caller) }.flatMap { file in
+            if let key = inodes.key(of: id), case .success(let st) = store.attributes(of: file), InodeTable.FileKey(st) != key {
+                return .failure(Errno(rawValue: ESTALE))
+            }
+            return .success(file)
+        }
     }
 
     public func create(parent: UInt64, name: String, mode: mode_t, flags: Int32, caller: Store.Caller) -> Result<(Entry, StoreFile), Errno> {

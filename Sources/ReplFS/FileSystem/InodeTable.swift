@@ -175,6 +175,11 @@ final class InodeTable: Sendable {
         }
     }
 
+    /// The real file a node stands for.
+    func key(of id: UInt64) -> FileKey? {
+        state.withLock { $0.nodes[id]?.key }
+    }
+
     /// The node ID of `path`, if the kernel knows it.
     func id(of path: String) -> UInt64? {
         state.withLock { state in

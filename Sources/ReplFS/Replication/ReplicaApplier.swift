@@ -114,6 +114,7 @@ final class ReplicaApplier: @unchecked Sendable {
 
     private func loop() {
         store.registerDaemonThread()
+        _ = setpriority(__priority_which_t(PRIO_PROCESS.rawValue), 0, 10)
         while true {
             condition.lock()
             while running && head == queue.count { condition.wait() }
@@ -122,13 +123,26 @@ final class ReplicaApplier: @unchecked Sendable {
                 done.post()
                 return
             }
-            let (message, channel) = queue[head]
+            // Consecutive whole LTX files of one database are applied as one
+            // batch: one lock round with the readers, one cache invalidation.
+            var batch = [queue[head]]
             head += 1
+            if case .ltx(let database, let part, _) = batch[0].0, part.contains(.whole), !part.contains(.divergent) {
+                var bytes = 0
+                while head < queue.count, batch.count < 1024, bytes < 16 << 20,
+                    case .ltx(let next, let nextPart, let payload) = queue[head].0, next == database, nextPart.contains(.whole),
+                    !nextPart.contains(.divergent), queue[head].1 === batch[0].1
+                {
+                    batch.append(queue[head])
+                    bytes += payload.count
+                    head += 1
+                }
+            }
             if head > 1024 && head * 2 > queue.count {
                 queue.removeFirst(head)
                 head = 0
             }
-            queuedBytes -= Self.size(of: message)
+            for (message, _) in batch { queuedBytes -= Self.size(of: message) }
             busy = true
             var resume: (any Channel)?
             if let paused, queuedBytes < Self.highWater / 2 {
@@ -138,7 +152,17 @@ final class ReplicaApplier: @unchecked Sendable {
             condition.unlock()
             if let resume { _ = resume.setOption(ChannelOptions.autoRead, value: true) }
 
-            if channel.isActive { apply(message, channel: channel) }
+            let channel = batch[0].1
+            if channel.isActive {
+                if batch.count > 1, case .ltx(let database, _, _) = batch[0].0 {
+                    applyBatch(database: database, batch.map { message, _ in
+                        if case .ltx(_, _, let bytes) = message { return LTXContent.bytes(bytes) }
+                        return LTXContent.bytes([])
+                    }, divergent: false, channel: channel)
+                } else {
+                    apply(batch[0].0, channel: channel)
+                }
+            }
 
             condition.lock()
             busy = false
@@ -197,13 +221,18 @@ final class ReplicaApplier: @unchecked Sendable {
         guard part.contains(.last) else { return }
         assemblies[database] = nil
         let content: LTXContent = assembly.file.map { .file($0.path) } ?? .bytes(assembly.bytes)
-        switch store.applyTransaction(database: database, content, divergent: assembly.divergent) {
-        case .success(let position):
+        applyBatch(database: database, [content], divergent: assembly.divergent, channel: channel)
+    }
+
+    private func applyBatch(database: String, _ files: [LTXContent], divergent: Bool, channel: any Channel) {
+        let (position, refusal) = store.applyTransactions(database: database, files, divergent: divergent)
+        if let position {
             condition.lock()
             distrusted.remove(database)
             condition.unlock()
-            channel.writeAndFlush(ReplicationMessage.acknowledge(database: database, txid: position.txid), promise: nil)
-        case .failure(let refusal):
+            channel.writeAndFlush(ReplicationFrameCodec.frame(.acknowledge(database: database, txid: position.txid), allocator: channel.allocator), promise: nil)
+        }
+        if let refusal {
             logger.error("refused an LTX file from the primary; reconnecting", metadata: ["reason": "\(refusal)"])
             if case .postApplyMismatch = refusal {
                 condition.lock()

@@ -107,7 +107,6 @@ public final class ReplicaClient: Sendable {
                 channel.eventLoop.makeCompletedFuture {
                     try channel.pipeline.syncOperations.addHandler(IdleStateHandler(readTimeout: .seconds(3)))
                     try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(ReplicationFrameDecoder()))
-                    try channel.pipeline.syncOperations.addHandler(MessageToByteHandler(ReplicationFrameEncoder()))
                     try channel.pipeline.syncOperations.addHandler(handler)
                 }
             }
@@ -128,7 +127,7 @@ public final class ReplicaClient: Sendable {
 /// Handshake, flow control and hand-off to the applier, on the event loop.
 final class ReplicaConnectionHandler: ChannelInboundHandler, @unchecked Sendable {
     typealias InboundIn = ReplicationMessage
-    typealias OutboundOut = ReplicationMessage
+    typealias OutboundOut = ByteBuffer
 
     private let settings: ReplicaClient.Settings
     private let applier: ReplicaApplier
@@ -152,6 +151,10 @@ final class ReplicaConnectionHandler: ChannelInboundHandler, @unchecked Sendable
 
     private var logger: Logger { settings.logger }
 
+    private func frame(_ context: ChannelHandlerContext, _ message: ReplicationMessage) -> ByteBuffer {
+        ReplicationFrameCodec.frame(message, allocator: context.channel.allocator)
+    }
+
     private func peer(_ context: ChannelHandlerContext) -> String {
         context.channel.remoteAddress?.description ?? "?"
     }
@@ -164,7 +167,7 @@ final class ReplicaConnectionHandler: ChannelInboundHandler, @unchecked Sendable
 
     func channelActive(context: ChannelHandlerContext) {
         context.writeAndFlush(
-            wrapOutboundOut(.hello(.init(version: ReplicationMessage.protocolVersion, cluster: settings.cluster, node: settings.node, nonce: nonce))),
+            wrapOutboundOut(frame(context, .hello(.init(version: ReplicationMessage.protocolVersion, cluster: settings.cluster, node: settings.node, nonce: nonce)))),
             promise: nil)
         context.fireChannelActive()
     }
@@ -187,7 +190,7 @@ final class ReplicaConnectionHandler: ChannelInboundHandler, @unchecked Sendable
             statusSlot.withLock { $0.epoch = challenge.epoch }
             let proof = settings.authenticator.proof(role: .replica, cluster: settings.cluster, challenge: challenge.nonce, own: nonce)
             context.writeAndFlush(
-                wrapOutboundOut(.authenticate(.init(proof: proof, epoch: highest, positions: positions, files: files))), promise: nil)
+                wrapOutboundOut(frame(context, .authenticate(.init(proof: proof, epoch: highest, positions: positions, files: files)))), promise: nil)
             authenticated = true
             streamStarted = true
             statusSlot.withLock {
@@ -214,7 +217,7 @@ final class ReplicaConnectionHandler: ChannelInboundHandler, @unchecked Sendable
     private func refuse(_ context: ChannelHandlerContext, _ reason: String) {
         logger.warning("refusing the primary", metadata: ["peer": "\(peer(context))", "reason": "\(reason)"])
         statusSlot.withLock { $0.lastError = reason }
-        context.writeAndFlush(wrapOutboundOut(.refused(reason: reason))).whenComplete { _ in context.close(promise: nil) }
+        context.writeAndFlush(wrapOutboundOut(frame(context, .refused(reason: reason)))).whenComplete { _ in context.close(promise: nil) }
     }
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {

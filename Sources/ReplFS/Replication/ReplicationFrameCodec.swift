@@ -31,6 +31,13 @@ public enum ReplicationFrameCodec {
         case acknowledge = 31
     }
 
+    /// One message, framed, in a new buffer.
+    public static func frame(_ message: ReplicationMessage, allocator: ByteBufferAllocator) -> ByteBuffer {
+        var buffer = allocator.buffer(capacity: 64)
+        encode(message, into: &buffer)
+        return buffer
+    }
+
     /// Appends one framed message to `buffer`.
     public static func encode(_ message: ReplicationMessage, into buffer: inout ByteBuffer) {
         let lengthIndex = buffer.writerIndex

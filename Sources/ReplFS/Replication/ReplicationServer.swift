@@ -62,7 +62,6 @@ public final class ReplicationServer: Sendable {
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(ReplicationFrameDecoder()))
-                    try channel.pipeline.syncOperations.addHandler(MessageToByteHandler(ReplicationFrameEncoder()))
                     try channel.pipeline.syncOperations.addHandler(PrimaryConnectionHandler(context: context))
                 }
             }
@@ -99,7 +98,7 @@ public final class ReplicationServer: Sendable {
 /// Handshake and acknowledgements of one replica connection, on the event loop.
 final class PrimaryConnectionHandler: ChannelInboundHandler, @unchecked Sendable {
     typealias InboundIn = ReplicationMessage
-    typealias OutboundOut = ReplicationMessage
+    typealias OutboundOut = ByteBuffer
 
     private let context: ReplicationServer.Context
     private var replicaNonce: [UInt8] = []
@@ -123,7 +122,11 @@ final class PrimaryConnectionHandler: ChannelInboundHandler, @unchecked Sendable
 
     private func refuse(_ channelContext: ChannelHandlerContext, _ reason: String) {
         context.logger.warning("refused replica", metadata: ["peer": "\(peer(channelContext))", "replica": "\(replicaName)", "reason": "\(reason)"])
-        channelContext.writeAndFlush(wrapOutboundOut(.refused(reason: reason))).whenComplete { _ in channelContext.close(promise: nil) }
+        channelContext.writeAndFlush(wrapOutboundOut(frame(channelContext, .refused(reason: reason)))).whenComplete { _ in channelContext.close(promise: nil) }
+    }
+
+    private func frame(_ channelContext: ChannelHandlerContext, _ message: ReplicationMessage) -> ByteBuffer {
+        ReplicationFrameCodec.frame(message, allocator: channelContext.channel.allocator)
     }
 
     private func peer(_ channelContext: ChannelHandlerContext) -> String {
@@ -146,9 +149,9 @@ final class PrimaryConnectionHandler: ChannelInboundHandler, @unchecked Sendable
             ownNonce = Authenticator.nonce()
             let proof = context.authenticator.proof(role: .primary, cluster: context.cluster, challenge: replicaNonce, own: ownNonce)
             channelContext.writeAndFlush(
-                wrapOutboundOut(.challenge(.init(
+                wrapOutboundOut(frame(channelContext, .challenge(.init(
                     version: ReplicationMessage.protocolVersion, cluster: context.cluster, node: context.node, epoch: context.epoch(),
-                    nonce: ownNonce, proof: proof))),
+                    nonce: ownNonce, proof: proof)))),
                 promise: nil)
         case .authenticate(let authenticate):
             guard !ownNonce.isEmpty, stream == nil else { return refuse(channelContext, "unexpected authentication") }

@@ -11,6 +11,7 @@ import Foundation
 /// DATA/files/        the real files the mount shows
 /// DATA/ltx/<key>/    LTX log of each database (see DatabaseKey)
 /// DATA/spool/        LTX files recorded at commit, before they are written out
+/// DATA/recycle/      expired LTX files whose inodes new ones reuse
 /// ```
 ///
 /// A directory that holds anything else, or the identity file of another

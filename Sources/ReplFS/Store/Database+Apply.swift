@@ -46,76 +46,81 @@ extension Database {
     /// (`keepAside`), its database is first copied to `aside` and named in
     /// the log (invariant 6).
     func applyReplicated(
-        _ source: LTXContent, mount: any MountAccess, aside: (String) -> String?, keepAside: Bool
-    ) -> Result<Position, ApplyRefusal> {
+        _ sources: [LTXContent], mount: any MountAccess, aside: (String) -> String?, keepAside: Bool
+    ) -> (position: Position?, refusal: ApplyRefusal?) {
         state.withLock { state in
-            // Pass 1: verify, and compute what the table will hold.
-            let header: LTXHeader
-            var updates: [(UInt32, Checksum)] = []
-            var checksum: Checksum
-            var wholeImage: Bool
-            var isWAL: Bool?
-            do {
-                var decoder = try Self.decoder(for: source)
-                defer { decoder.source.closeIfFile() }
-                header = try decoder.decodeHeader()
-                let pageSize = Int(header.pageSize)
-                wholeImage = header.isSnapshot || (header.commit > 0 && pageSize != state.pageSize) || state.pageChecksums.count != Int(state.pageCount)
-                if header.isSnapshot {
-                    // A snapshot never takes a database back in time, unless the
-                    // primary found its history diverged (then a copy is kept).
-                    guard keepAside || header.maxTXID >= state.position.txid else {
-                        return .failure(.notNext(database: path, position: state.position, minTXID: header.minTXID, preApply: header.preApplyChecksum))
-                    }
-                } else {
-                    guard header.minTXID.rawValue == state.position.txid.rawValue + 1, !header.tracksChecksums || header.preApplyChecksum == state.position.checksum else {
-                        return .failure(.notNext(database: path, position: state.position, minTXID: header.minTXID, preApply: header.preApplyChecksum))
-                    }
-                }
-                checksum = wholeImage ? .emptyDatabase : state.position.checksum
-                if !wholeImage && header.commit < state.pageCount {
-                    for pgno in (header.commit + 1)...state.pageCount {
-                        checksum = checksum.replacingPage(old: state.pageChecksums[Int(pgno - 1)], new: .zero)
-                    }
-                }
-                let page = UnsafeMutableRawBufferPointer.allocate(byteCount: pageSize, alignment: 16)
-                defer { page.deallocate() }
-                while let pgno = try decoder.nextPage(into: page) {
-                    let new = Checksum.page(pgno, UnsafeRawBufferPointer(page))
-                    let old: Checksum = (!wholeImage && pgno.rawValue <= state.pageCount) ? state.pageChecksums[Int(pgno.rawValue - 1)] : .zero
-                    checksum = checksum.replacingPage(old: old, new: new)
-                    updates.append((pgno.rawValue, new))
-                    if pgno.rawValue == 1, let databaseHeader = DatabaseHeader(UnsafeRawBufferPointer(page)) { isWAL = databaseHeader.isWAL }
-                }
-                let trailer = try decoder.finish()
-                if header.tracksChecksums && trailer.postApplyChecksum != checksum {
-                    return .failure(.postApplyMismatch(database: path, expected: trailer.postApplyChecksum, computed: checksum))
-                }
-            } catch let error as LTXError {
-                return .failure(.corrupt(database: path, error))
-            } catch {
-                return .failure(.io(database: path, .io))
-            }
-
-            // Record it in this node's log before the database changes.
-            if header.isSnapshot, state.exists, keepAside, let copy = aside(path) {
-                logger.warning(
-                    "moved this replica's database aside before taking the primary's snapshot",
-                    metadata: ["database": "\(path)", "position": "\(state.position)", "aside": "\(copy)"])
-            }
-            if case .failure(let error) = record(source, header: header, in: &state) { return .failure(.io(database: path, error)) }
-
-            // Pass 2: apply, readers held off.
-            let gate = mount.excludeReaders(database: path, walMode: state.isWAL || isWAL == true)
-            defer { gate.release() }
+            // Pass 1, file by file: verify, record in this node's log, and move
+            // the position (the next file's pre-apply checksum follows it).
+            var pages: [UInt32: [UInt8]] = [:]
+            var streamed: (LTXContent, LTXHeader)?
+            var resetFile = false
+            var commit: UInt32 = state.pageCount
+            var pageSize = state.pageSize
+            var wal = state.isWAL
+            var applied = 0
+            var refusal: ApplyRefusal?
+            // The in-memory files of the batch are recorded as one merged LTX
+            // file (first TXID...last TXID): one file for the batch, not one per
+            // transaction (the primary's log keeps those).
+            var merged: (first: LTXHeader, preApply: Checksum)?
+            var mergedLast: LTXHeader?
+            var mergedWhole = false
             let existed = state.exists || Self.fileExists(environment.filesFD, path)
-            if case .failure(let error) = writePages(source, header: header) { return .failure(.io(database: path, error)) }
+            for source in sources {
+                switch verify(source, keepAside: keepAside, state: &state) {
+                case .failure(let error):
+                    refusal = error
+                case .success(let verified):
+                    if verified.header.isSnapshot, state.exists, keepAside, let copy = aside(path) {
+                        logger.warning(
+                            "moved this replica's database aside before taking the primary's snapshot",
+                            metadata: ["database": "\(path)", "position": "\(state.position)", "aside": "\(copy)"])
+                    }
+                    if case .file = source, case .failure(let error) = record(source, header: verified.header, in: &state) {
+                        refusal = .io(database: path, error)
+                        break
+                    }
+                    if case .bytes = source {
+                        if merged == nil {
+                            merged = (verified.header, state.position.checksum)
+                            if verified.header.isSnapshot || verified.transaction.allPages { mergedWhole = true }
+                        }
+                        mergedLast = verified.header
+                    }
+                    apply(verified.transaction, to: &state)
+                    if verified.transaction.allPages {
+                        pages.removeAll()
+                        resetFile = true
+                    }
+                    if case .file = source {
+                        streamed = (source, verified.header)
+                    } else {
+                        for (pgno, bytes) in verified.pages { pages[pgno] = bytes }
+                    }
+                    commit = verified.header.commit
+                    pageSize = Int(verified.header.pageSize)
+                    if let isWAL = verified.transaction.isWAL { wal = isWAL }
+                    applied += 1
+                }
+                if refusal != nil { break }
+            }
+            guard applied > 0 else { return (nil, refusal) }
+            if let merged, let last = mergedLast {
+                if case .failure(let error) = recordMerged(first: merged.first, preApply: merged.preApply, last: last, whole: mergedWhole, pages: pages, in: &state) {
+                    logger.error("cannot record replicated transactions", metadata: ["database": "\(path)", "error": "\(error)"])
+                    return (nil, .io(database: path, error))
+                }
+            }
+
+            // Pass 2, once for the batch: readers held off, pages written.
+            let gate = mount.excludeReaders(database: path, walMode: wal || state.isWAL)
+            defer { gate.release() }
+            let written = writePages(pages, streamed: streamed, reset: resetFile, commit: commit, pageSize: pageSize)
             closeReadFD(&state)
-            apply(
-                Prepared(
-                    txid: header.maxTXID, checksum: checksum, pageSize: Int(header.pageSize), commitSize: header.commit,
-                    allPages: wholeImage, updates: updates, isWAL: isWAL),
-                to: &state)
+            if case .failure(let error) = written {
+                logger.error("cannot write replicated pages", metadata: ["database": "\(path)", "error": "\(error)"])
+                return (nil, .io(database: path, error))
+            }
             if state.isWAL {
                 // Readers of a WAL database need a -wal to open; here it stays empty.
                 if case .success(let fd) = Syscall.open(at: environment.filesFD, path + "-wal", flags: O_WRONLY | O_CREAT, mode: 0o644) {
@@ -123,11 +128,72 @@ extension Database {
                 }
                 gate.resetWALIndex(pageSize: state.pageSize, pageCount: state.pageCount)
             }
-            if header.commit == 0 || !existed {
+            if commit == 0 || !existed {
                 mount.invalidateName(path: path)
             }
             mount.invalidateContent(path: path)
-            return .success(state.position)
+            return (state.position, refusal)
+        }
+    }
+
+    private struct Verified {
+        var header: LTXHeader
+        var transaction: Prepared
+        /// The pages, when the file is in memory.
+        var pages: [(UInt32, [UInt8])]
+    }
+
+    /// Decodes and checks one file against the current position.
+    private func verify(_ source: LTXContent, keepAside: Bool, state: inout State) -> Result<Verified, ApplyRefusal> {
+        do {
+            var decoder = try Self.decoder(for: source)
+            defer { decoder.source.closeIfFile() }
+            let header = try decoder.decodeHeader()
+            let pageSize = Int(header.pageSize)
+            let wholeImage = header.isSnapshot || (header.commit > 0 && pageSize != state.pageSize) || state.pageChecksums.count != Int(state.pageCount)
+            if header.isSnapshot {
+                // A snapshot never takes a database back in time, unless the
+                // primary found its history diverged (then a copy is kept).
+                guard keepAside || header.maxTXID >= state.position.txid else {
+                    return .failure(.notNext(database: path, position: state.position, minTXID: header.minTXID, preApply: header.preApplyChecksum))
+                }
+            } else {
+                guard header.minTXID.rawValue == state.position.txid.rawValue + 1, !header.tracksChecksums || header.preApplyChecksum == state.position.checksum else {
+                    return .failure(.notNext(database: path, position: state.position, minTXID: header.minTXID, preApply: header.preApplyChecksum))
+                }
+            }
+            var checksum = wholeImage ? Checksum.emptyDatabase : state.position.checksum
+            if !wholeImage && header.commit < state.pageCount {
+                for pgno in (header.commit + 1)...state.pageCount {
+                    checksum = checksum.replacingPage(old: state.pageChecksums[Int(pgno - 1)], new: .zero)
+                }
+            }
+            var updates: [(UInt32, Checksum)] = []
+            var pages: [(UInt32, [UInt8])] = []
+            var isWAL: Bool?
+            let keep: Bool
+            if case .bytes = source { keep = true } else { keep = false }
+            var page = [UInt8](repeating: 0, count: pageSize)
+            while let pgno = try decoder.nextPage(into: &page) {
+                let new = page.withUnsafeBytes { Checksum.page(pgno, $0) }
+                let old: Checksum = (!wholeImage && pgno.rawValue <= state.pageCount) ? state.pageChecksums[Int(pgno.rawValue - 1)] : .zero
+                checksum = checksum.replacingPage(old: old, new: new)
+                updates.append((pgno.rawValue, new))
+                if pgno.rawValue == 1, let databaseHeader = page.withUnsafeBytes({ DatabaseHeader($0) }) { isWAL = databaseHeader.isWAL }
+                if keep { pages.append((pgno.rawValue, page)) }
+            }
+            let trailer = try decoder.finish()
+            if header.tracksChecksums && trailer.postApplyChecksum != checksum {
+                return .failure(.postApplyMismatch(database: path, expected: trailer.postApplyChecksum, computed: checksum))
+            }
+            let transaction = Prepared(
+                txid: header.maxTXID, checksum: checksum, pageSize: pageSize, commitSize: header.commit, allPages: wholeImage,
+                updates: updates, isWAL: isWAL)
+            return .success(Verified(header: header, transaction: transaction, pages: pages))
+        } catch let error as LTXError {
+            return .failure(.corrupt(database: path, error))
+        } catch {
+            return .failure(.io(database: path, .io))
         }
     }
 
@@ -141,6 +207,38 @@ extension Database {
     private static func fileExists(_ directory: Int32, _ path: String) -> Bool {
         if case .success = Syscall.lstat(at: directory, path) { return true }
         return false
+    }
+
+    /// Records a batch of in-memory files as one LTX file covering them all:
+    /// the last version of each page, the first file's pre-apply checksum,
+    /// the position reached after the last.
+    private func recordMerged(
+        first: LTXHeader, preApply: Checksum, last: LTXHeader, whole: Bool, pages: [UInt32: [UInt8]], in state: inout State
+    ) -> Result<Void, Errno> {
+        let log: LTXLog
+        switch ensureLog(&state) {
+        case .success(let value): log = value
+        case .failure(let error): return .failure(error)
+        }
+        let minTXID = whole ? TXID(1) : first.minTXID
+        if whole {
+            log.waitForFiles()
+            for name in log.fileNames() { log.remove(name) }
+        }
+        let header = LTXHeader(
+            flags: last.flags, pageSize: last.pageSize, commit: last.commit, minTXID: minTXID, maxTXID: last.maxTXID, timestamp: last.timestamp,
+            preApplyChecksum: whole ? .zero : (first.isSnapshot ? .zero : first.preApplyChecksum), nodeID: last.nodeID)
+        do {
+            var encoder = try LTXEncoder(header: header)
+            let lockPage = PageNumber.lockPage(pageSize: Int(last.pageSize)).rawValue
+            for pgno in pages.keys.sorted() where pgno <= last.commit && pgno != lockPage {
+                try pages[pgno]!.withUnsafeBytes { try encoder.append(PageNumber(pgno), page: $0) }
+            }
+            try encoder.finish(postApplyChecksum: state.position.checksum)
+            return log.append(encoder.takeBytes(), minTXID: minTXID, txid: last.maxTXID, sync: false)
+        } catch {
+            return .failure(.io)
+        }
     }
 
     /// Appends the file to this node's log; a snapshot starts the log anew.
@@ -172,9 +270,10 @@ extension Database {
         }
     }
 
-    /// Writes the file's pages into the database file (deleting it for commit 0).
-    private func writePages(_ source: LTXContent, header: LTXHeader) -> Result<Void, Errno> {
-        if header.commit == 0 {
+    /// Writes the batch's pages into the database file (deleting it for
+    /// commit 0): the last version of each page, or a streamed file's pages.
+    private func writePages(_ pages: [UInt32: [UInt8]], streamed: (LTXContent, LTXHeader)?, reset: Bool, commit: UInt32, pageSize: Int) -> Result<Void, Errno> {
+        if commit == 0 {
             switch Syscall.unlink(at: environment.filesFD, path) {
             case .success, .failure(.noEntry): return .success(())
             case .failure(let error): return .failure(error)
@@ -186,22 +285,29 @@ extension Database {
         case .failure(let error): return .failure(error)
         }
         defer { Syscall.close(fd) }
-        let pageSize = Int(header.pageSize)
-        do {
-            var decoder = try Self.decoder(for: source)
-            defer { decoder.source.closeIfFile() }
-            _ = try decoder.decodeHeader()
-            let page = UnsafeMutableRawBufferPointer.allocate(byteCount: pageSize, alignment: 16)
-            defer { page.deallocate() }
-            while let pgno = try decoder.nextPage(into: page) {
-                if case .failure(let error) = Syscall.pwrite(fd, UnsafeRawBufferPointer(page), at: Int64(pgno.rawValue - 1) * Int64(pageSize)) {
-                    return .failure(error)
+        if reset, case .failure(let error) = Syscall.ftruncate(fd, 0) { return .failure(error) }
+        if let (source, header) = streamed {
+            do {
+                var decoder = try Self.decoder(for: source)
+                defer { decoder.source.closeIfFile() }
+                _ = try decoder.decodeHeader()
+                let size = Int(header.pageSize)
+                let page = UnsafeMutableRawBufferPointer.allocate(byteCount: size, alignment: 16)
+                defer { page.deallocate() }
+                while let pgno = try decoder.nextPage(into: page) {
+                    if case .failure(let error) = Syscall.pwrite(fd, UnsafeRawBufferPointer(page), at: Int64(pgno.rawValue - 1) * Int64(size)) {
+                        return .failure(error)
+                    }
                 }
+            } catch {
+                return .failure(.io)
             }
-        } catch {
-            return .failure(.io)
         }
-        return Syscall.ftruncate(fd, Int64(header.commit) * Int64(pageSize))
+        for (pgno, bytes) in pages where pgno <= commit {
+            let result = bytes.withUnsafeBytes { Syscall.pwrite(fd, $0, at: Int64(pgno - 1) * Int64(pageSize)) }
+            if case .failure(let error) = result { return .failure(error) }
+        }
+        return Syscall.ftruncate(fd, Int64(commit) * Int64(pageSize))
     }
 }
 

@@ -42,9 +42,10 @@ final class LTXLog: Sendable {
 
     /// Records one complete LTX file for `txid`: in the spool now (flushed
     /// with `sync`), as its own file shortly after.
-    func append(_ bytes: [UInt8], txid: TXID, sync: Bool, expectSync: Bool = false) -> Result<Void, Errno> {
+    func append(_ bytes: [UInt8], minTXID: TXID? = nil, txid: TXID, sync: Bool, expectSync: Bool = false) -> Result<Void, Errno> {
         spool.append(key: key, txid: txid, bytes: bytes, sync: sync, expectSync: expectSync).map { location in
-            materializer.enqueue(.write(directoryFD: directoryFD, name: LTXFileName(minTXID: txid, maxTXID: txid).description, source: location, owner: self))
+            let name = LTXFileName(minTXID: minTXID ?? txid, maxTXID: txid).description
+            materializer.enqueue(.write(directoryFD: directoryFD, name: name, source: location, owner: self))
         }
     }
 

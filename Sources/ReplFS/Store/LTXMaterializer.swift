@@ -29,6 +29,8 @@ final class LTXMaterializer: Sendable {
     }
 
     private let queue = Mutex(Queue())
+    /// Reused inodes for new files (set once the data directory is known).
+    let recycler = Mutex<LTXRecycler?>(nil)
     /// Open spools being read, by sequence (touched only by the thread).
     private let spools = Mutex<[UInt64: Int32]>([:])
     private let signal = Semaphore()
@@ -89,7 +91,11 @@ final class LTXMaterializer: Sendable {
             guard let fd = spool(source) else { return }
             var bytes = [UInt8](repeating: 0, count: source.length)
             guard case .success(source.length) = bytes.withUnsafeMutableBytes({ Syscall.pread(fd, into: $0, at: source.offset) }) else { return }
-            _ = LTXMaterializer.writeFile(directoryFD: directoryFD, name: name, bytes: bytes)
+            if let recycler = recycler.withLock({ $0 }) {
+                _ = recycler.write(directoryFD: directoryFD, name: name, bytes: bytes)
+            } else {
+                _ = LTXMaterializer.writeFile(directoryFD: directoryFD, name: name, bytes: bytes)
+            }
         case .remove(let directoryFD, let name, _):
             _ = Syscall.unlink(at: directoryFD, name)
         case .retire(let directoryFD, let sequence):

@@ -53,6 +53,11 @@ final class LTXSpool: Sendable {
         var key: String
         var txid: TXID
         var bytes: [UInt8]
+
+        /// The file's first TXID (a replica records merged ranges).
+        var minTXID: TXID {
+            bytes.count >= 24 ? bytes.withUnsafeBytes { TXID(BigEndian.load(UInt64.self, from: $0, at: 16)) } : txid
+        }
     }
 
     init(directory: String, materializer: LTXMaterializer) throws(StoreError) {

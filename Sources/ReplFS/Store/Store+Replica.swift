@@ -152,10 +152,12 @@ extension Store {
 
     // MARK: - Replica: applying what the primary sends
 
-    /// Applies an LTX file for a database (see ``Database/applyReplicated``).
-    public func applyTransaction(database path: String, _ ltx: LTXContent, divergent: Bool) -> Result<Position, ApplyRefusal> {
-        guard let database = database(at: path, create: true) else { return .failure(.io(database: path, .io)) }
-        return database.applyReplicated(ltx, mount: mount, aside: { self.moveAside($0) }, keepAside: divergent)
+    /// Applies LTX files for a database, in order, as one batch (see
+    /// ``Database/applyReplicated``): the position reached, and why the
+    /// rest was refused if it was.
+    public func applyTransactions(database path: String, _ files: [LTXContent], divergent: Bool) -> (position: Position?, refusal: ApplyRefusal?) {
+        guard let database = database(at: path, create: true) else { return (nil, .io(database: path, .io)) }
+        return database.applyReplicated(files, mount: mount, aside: { self.moveAside($0) }, keepAside: divergent)
     }
 
     /// Copies a database this node holds to `DATA/aside/` before it is

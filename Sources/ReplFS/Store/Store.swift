@@ -20,6 +20,7 @@ public final class Store: Sendable {
     let filesFD: Int32
     let environment: DatabaseEnvironment
     let materializer: LTXMaterializer
+    let recycler: LTXRecycler
     let spool: LTXSpool
     let observers: ObserverSlot
     let mountAccess = Mutex<any MountAccess>(NoMountAccess())
@@ -41,6 +42,9 @@ public final class Store: Sendable {
         case .failure(let error): throw StoreError(.io, "cannot open files directory", path: directory.files, errno: error)
         }
         materializer = LTXMaterializer()
+        let recycler = try LTXRecycler(directory: directory.root + "/recycle")
+        self.recycler = recycler
+        materializer.recycler.withLock { $0 = recycler }
         spool = try LTXSpool(directory: directory.spool, materializer: materializer)
         let sameDevice = (try? Syscall.stat(directory.spool).get().st_dev) == (try? Syscall.stat(directory.files).get().st_dev)
         observers = ObserverSlot()
@@ -96,7 +100,7 @@ public final class Store: Sendable {
             _ = Syscall.mkdir(at: AT_FDCWD, logDirectory, mode: 0o755)
             guard case .success(let fd) = Syscall.open(at: AT_FDCWD, logDirectory, flags: O_RDONLY | O_DIRECTORY) else { return }
             defer { Syscall.close(fd) }
-            _ = LTXMaterializer.writeFile(directoryFD: fd, name: LTXFileName(minTXID: record.txid, maxTXID: record.txid).description, bytes: record.bytes)
+            _ = LTXMaterializer.writeFile(directoryFD: fd, name: LTXFileName(minTXID: record.minTXID, maxTXID: record.txid).description, bytes: record.bytes)
         } remove: { key, txid in
             _ = Syscall.unlink(at: AT_FDCWD, ltxRoot + "/" + key + "/" + LTXFileName(minTXID: txid, maxTXID: txid).description)
         }

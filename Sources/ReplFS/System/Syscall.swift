@@ -124,6 +124,11 @@ public enum Syscall {
         return retrying({ clinux_renameat2(directory, from, directory, to, flags) }, failed: { $0 != 0 }).map { _ in () }
     }
 
+    /// `renameat(2)` between two directories.
+    public static func rename(from fromDirectory: Int32, _ from: String, to toDirectory: Int32, _ to: String) -> Result<Void, Errno> {
+        retrying({ Glibc.renameat(fromDirectory, from, toDirectory, to) }, failed: { $0 != 0 }).map { _ in () }
+    }
+
     /// `mkdirat(2)`.
     public static func mkdir(at directory: Int32, _ path: String, mode: mode_t) -> Result<Void, Errno> {
         retrying({ Glibc.mkdirat(directory, path, mode) }, failed: { $0 != 0 }).map { _ in () }
