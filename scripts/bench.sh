@@ -178,14 +178,21 @@ rm -rf "$ROOT/cluster/c/data"
 start=$(now)
 CLUSTER_PIDS[2]=$(cluster_node_start c)
 peak_primary=0; peak_replica=0
-target=$(ls "$ROOT/cluster/a/data/ltx/snap.db" | tail -1 | cut -c18-33)
+# The primary's newest LTX file (written just after the commit): wait until it settles.
+target=""
+while true; do
+  newest=$(ls "$ROOT/cluster/a/data/ltx/snap.db" | tail -1 | cut -c18-33 || true)
+  [[ -n $newest && $newest == "$target" ]] && break
+  target=$newest
+  sleep 0.5
+done
 while true; do
   for i in 0 2; do
     rss=$(awk '/VmRSS/ {print $2}' /proc/${CLUSTER_PIDS[$i]}/status 2>/dev/null || echo 0)
     if [[ $i == 0 && $rss -gt $peak_primary ]]; then peak_primary=$rss; fi
     if [[ $i == 2 && $rss -gt $peak_replica ]]; then peak_replica=$rss; fi
   done
-  current=$(ls "$ROOT/cluster/c/data/ltx/snap.db" 2>/dev/null | tail -1 | cut -c18-33)
+  current=$(ls "$ROOT/cluster/c/data/ltx/snap.db" 2>/dev/null | tail -1 | cut -c18-33 || true)
   [[ -n $current && $current == "$target" ]] && break
   sleep 0.1
 done
