@@ -10,6 +10,8 @@ SECONDS_PER_RUN=${BENCH_SECONDS:-3}
 ROUNDS=${BENCH_ROUNDS:-3}
 DB_MIB=${BENCH_DB_MIB:-1024}
 REPORT=$(pwd)/.build/bench.md
+# BENCH_ONLY="local memory replication failover" picks sections (default: all).
+want() { [[ -z ${BENCH_ONLY:-} || " $BENCH_ONLY " == *" $1 "* ]]; }
 
 PID=""
 stop_node() {
@@ -49,6 +51,7 @@ start_node
 {
 echo "## make bench ($(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores, $(uname -r), $(df -T "$ROOT" | awk 'NR==2 {print $2}') at $ROOT)"
 echo
+if want local; then
 echo "One row per transaction, BEGIN IMMEDIATE; ${SECONDS_PER_RUN}s per run, median of $ROUNDS interleaved rounds."
 echo
 "$BIN/replfs-testkit" bench --native "$ROOT/native" --mounted "$ROOT/mnt" --seconds "$SECONDS_PER_RUN" --rounds "$ROUNDS"
@@ -76,7 +79,9 @@ for journal in wal delete; do
 done
 rm -f "$ROOT"/native/st.db* "$ROOT"/mnt/st.db*
 echo
+fi
 
+if want memory; then
 echo "### Memory: replfsd serving a ${DB_MIB} MiB database"
 echo
 # Build the database outside the daemon, in its files directory; the next
@@ -100,8 +105,10 @@ echo "| database | startup (recovery + snapshot) | full scan through the mount |
 echo "|---:|---:|---:|---:|---:|---:|"
 printf '| %d MiB | %.1f s | %.1f s | %d MiB | %d MiB | %d MiB |\n' $(( size / 1048576 )) "$snapshot" "$scan" $(( rss_start / 1024 )) $(( rss_end / 1024 )) $(( hwm / 1024 ))
 echo
+fi
 stop_node
 
+if want replication; then
 echo "### Replication: a primary and two replicas on this machine (loopback)"
 echo
 cluster_start() {
@@ -175,6 +182,7 @@ sqlite3 "$ROOT/cluster/a/mnt/snap.db" "PRAGMA journal_mode=wal; CREATE TABLE t(i
 size=$(stat -c %s "$ROOT/cluster/a/data/files/snap.db")
 stop_pid "${CLUSTER_PIDS[2]}"
 rm -rf "$ROOT/cluster/c/data"
+base_primary=$(awk '/VmRSS/ {print $2}' /proc/${CLUSTER_PIDS[0]}/status)
 start=$(now)
 CLUSTER_PIDS[2]=$(cluster_node_start c)
 peak_primary=0; peak_replica=0
@@ -199,11 +207,12 @@ done
 elapsed=$(echo "$(now) - $start" | bc -l)
 echo "Snapshot catch-up: a new replica joins a primary holding a $(( size / 1048576 )) MiB database:"
 echo
-echo "| database | time to the primary's position | throughput | peak RSS primary | peak RSS replica |"
-echo "|---:|---:|---:|---:|---:|"
-printf '| %d MiB | %.1f s | %.0f MB/s | %d MiB | %d MiB |\n' $(( size / 1048576 )) "$elapsed" "$(echo "$size / 1000000 / $elapsed" | bc -l)" $(( peak_primary / 1024 )) $(( peak_replica / 1024 ))
+echo "| database | time to the primary's position | throughput | RSS primary before | peak RSS primary | peak RSS replica |"
+echo "|---:|---:|---:|---:|---:|---:|"
+printf '| %d MiB | %.1f s | %.0f MB/s | %d MiB | %d MiB | %d MiB |\n' $(( size / 1048576 )) "$elapsed" "$(echo "$size / 1000000 / $elapsed" | bc -l)" $(( base_primary / 1024 )) $(( peak_primary / 1024 )) $(( peak_replica / 1024 ))
 for pid in "${CLUSTER_PIDS[@]}"; do stop_pid "$pid"; done
 echo
+fi
 echo "Command: \`make bench\` (BENCH_SECONDS=$SECONDS_PER_RUN BENCH_ROUNDS=$ROUNDS BENCH_DB_MIB=$DB_MIB BENCH_SNAPSHOT_MIB=$SNAP_MIB)"
 } | tee "$REPORT"
 stop_node

@@ -44,8 +44,13 @@ public final class ChangeFeed: StoreObserver, @unchecked Sendable {
         entries.append(Entry(sequence: nextSequence, change: change))
         nextSequence += 1
         bytes += ChangeFeed.size(of: change)
-        while entries.count - start > maximumEntries || (bytes > maximumBytes && entries.count - start > 1) {
+        // A change larger than the whole budget is dropped at once too: the
+        // streams then catch up from the LTX files, read in parts, instead of
+        // the feed holding a bulk load's transaction in memory.
+        while entries.count - start > maximumEntries || (bytes > maximumBytes && entries.count > start) {
             bytes -= ChangeFeed.size(of: entries[start].change)
+            // Release the content now; the slot goes with the next compaction.
+            entries[start].change = .removed(path: "")
             start += 1
         }
         if start > 4096 && start * 2 > entries.count {

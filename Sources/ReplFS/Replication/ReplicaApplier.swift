@@ -138,6 +138,9 @@ final class ReplicaApplier: @unchecked Sendable {
                     head += 1
                 }
             }
+            // Release the payloads of taken slots now; the slots go with the
+            // next compaction.
+            for index in (head - batch.count)..<head { queue[index].0 = .heartbeat(epoch: 0) }
             if head > 1024 && head * 2 > queue.count {
                 queue.removeFirst(head)
                 head = 0

@@ -239,28 +239,49 @@ final class ReplicaStream: @unchecked Sendable {
     }
 
     /// Sends one LTX file (from memory or disk) in parts; returns the
-    /// position it leads to.
+    /// position it leads to. Files are read part by part: memory does not
+    /// grow with the size of a transaction.
     private func sendLTX(database: String, _ ltx: LTXContent, divergent: Bool) -> Position? {
-        let bytes: [UInt8]
         switch ltx {
-        case .bytes(let value): bytes = value
+        case .bytes(let bytes):
+            guard bytes.count >= LTXHeader.size + LTXTrailer.size else { return nil }
+            return bytes.withUnsafeBytes { buffer in
+                sendLTXParts(database: database, size: bytes.count, divergent: divergent) { offset, count in
+                    Array(buffer[offset..<offset + count])
+                }
+            }
         case .file(let path):
-            guard let data = FileManager.default.contents(atPath: path) else { return nil }
-            bytes = Array(data)
+            guard case .success(let fd) = Syscall.open(at: AT_FDCWD, path, flags: O_RDONLY),
+                case .success(let info) = Syscall.fstat(fd)
+            else { return nil }
+            defer { Syscall.close(fd) }
+            return sendLTXParts(database: database, size: Int(info.st_size), divergent: divergent) { offset, count in
+                var chunk = [UInt8](repeating: 0, count: count)
+                let read = chunk.withUnsafeMutableBytes { Syscall.pread(fd, into: $0, at: Int64(offset)) }
+                guard case .success(count) = read else { return nil }
+                return chunk
+            }
         }
-        guard bytes.count >= LTXHeader.size + LTXTrailer.size else { return nil }
-        let maxTXID = bytes.withUnsafeBytes { TXID(BigEndian.load(UInt64.self, from: $0, at: 24)) }
-        let post = bytes.withUnsafeBytes { Checksum(BigEndian.load(UInt64.self, from: $0, at: bytes.count - 16)) }
+    }
+
+    /// Sends `size` bytes of an LTX file, as `read(offset, count)` yields
+    /// them, and returns the position in its header and trailer.
+    private func sendLTXParts(database: String, size: Int, divergent: Bool, read: (Int, Int) -> [UInt8]?) -> Position? {
+        guard size >= LTXHeader.size + LTXTrailer.size, let header = read(0, LTXHeader.size), let trailer = read(size - LTXTrailer.size, LTXTrailer.size)
+        else { return nil }
+        let maxTXID = header.withUnsafeBytes { TXID(BigEndian.load(UInt64.self, from: $0, at: 24)) }
+        let post = trailer.withUnsafeBytes { Checksum(BigEndian.load(UInt64.self, from: $0, at: 0)) }  // post-apply, then file checksum
         var offset = 0
         repeat {
-            let end = min(offset + ReplicationFrameCodec.ltxPartSize, bytes.count)
+            let end = min(offset + ReplicationFrameCodec.ltxPartSize, size)
+            guard isRunning, let bytes = read(offset, end - offset) else { return nil }
             var part: ReplicationMessage.LTXPart = []
             if offset == 0 { part.insert(.first) }
-            if end == bytes.count { part.insert(.last) }
+            if end == size { part.insert(.last) }
             if offset == 0 && divergent { part.insert(.divergent) }
-            send(.ltx(database: database, part: part, bytes: Array(bytes[offset..<end])))
+            send(.ltx(database: database, part: part, bytes: bytes))
             offset = end
-        } while offset < bytes.count
+        } while offset < size
         return Position(txid: maxTXID, checksum: post)
     }
 
