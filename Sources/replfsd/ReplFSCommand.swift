@@ -6,6 +6,25 @@ struct ReplFSCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "replfsd",
         abstract: "Replicate a directory of SQLite databases (and plain files) over FUSE.",
-        subcommands: [MountCommand.self, VerifyCommand.self]
+        subcommands: [
+            MountCommand.self, StatusCommand.self, PromoteCommand.self, DemoteCommand.self, ExportCommand.self, ImportCommand.self,
+            VerifyCommand.self,
+        ]
     )
+
+    /// ArgumentParser's own entry point, except that usage errors exit 2
+    /// (ArgumentParser uses 64): replfsd's contract is 2 for any usage or
+    /// configuration error, 1 for a refusal or an unreachable daemon.
+    static func main() {
+        do {
+            var command = try parseAsRoot()
+            try command.run()
+        } catch {
+            if exitCode(for: error) == .validationFailure {
+                printError(fullMessage(for: error))
+                exit(withError: ExitCode(2))
+            }
+            exit(withError: error)
+        }
+    }
 }

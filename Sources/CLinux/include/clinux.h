@@ -22,4 +22,36 @@ int clinux_gettid(void);
 /// flock(2) (Swift resolves `flock` to the struct of the same name).
 int clinux_flock(int fd, int operation);
 
+/// Starts a supervised program; Swift cannot run code between fork and exec.
+///
+/// Forks (from the calling thread, which must outlive the child: the parent
+/// death signal fires when the *thread* that forked exits), and in the child:
+/// moves it into a new process group of its own (setpgid(0, 0)), asks for
+/// SIGKILL when the parent dies (prctl(PR_SET_PDEATHSIG)) and exits at once
+/// if the parent is already gone, resets every signal disposition to the
+/// default and unblocks all signals (SIG_IGN and the mask survive exec), marks
+/// every descriptor above 2 close-on-exec, then execve(2)s `file` with `argv`
+/// and `envp`. A `file` without a slash is looked up in `search_path` (a
+/// colon-separated PATH) the way execvp(3) does it, without allocating.
+/// stdin, stdout and stderr are inherited.
+///
+/// Returns the child's pid once it has exec'd. If it could not (not found, not
+/// executable, ...), the child reports the errno through a close-on-exec pipe,
+/// is reaped, and this returns -1 with the errno in `*error`.
+pid_t clinux_spawn(const char *file, char *const argv[], char *const envp[], const char *search_path, int *error);
+/// prctl(PR_SET_CHILD_SUBREAPER, 1): orphaned descendants are re-parented to
+/// this process (instead of init, which may never reap them), so they can be
+/// waited for.
+int clinux_set_child_subreaper(void);
+/// waitid(P_PGID, pgid, WEXITED | WNOHANG | WNOWAIT): the pid of a child in
+/// process group `pgid` that has exited, left unreaped (so its pid cannot be
+/// reused yet); 0 if none has; -1 with errno on failure (ECHILD: no child in
+/// that group).
+pid_t clinux_exited_child_in_group(pid_t pgid);
+/// waitid(P_PID, pid, WEXITED | WNOWAIT): blocks until child `pid` has exited
+/// and returns its pid, leaving it unreaped; -1 with errno on failure.
+pid_t clinux_wait_exited(pid_t pid);
+/// pidfd_open(2): a descriptor that becomes readable when `pid` exits.
+int clinux_pidfd_open(pid_t pid);
+
 #endif

@@ -1,3 +1,5 @@
+import Foundation
+
 /// The daemon's configuration, as read from YAML (see `etc/replfsd.yml`).
 ///
 /// Every key has a default except `mount` and `data`. With no `lease`
@@ -61,6 +63,20 @@ public struct Config: Sendable, Equatable {
         self.node = node
         self.mount = mount
         self.data = data
+    }
+
+    /// How peers reach this node's replication listener:
+    /// `replication.advertise`, else this node's entry in
+    /// `lease.static.peers`, else `replication.listen` (with the host name
+    /// for a wildcard address).
+    public var advertisedAddress: String {
+        if let advertise = replication.advertise { return advertise }
+        if let own = lease.staticPeers[node] { return own }
+        let listen = replication.listen
+        for wildcard in ["0.0.0.0:", "[::]:", ":::"] where listen.hasPrefix(wildcard) {
+            return ProcessInfo.processInfo.hostName + ":" + listen.dropFirst(wildcard.count)
+        }
+        return listen
     }
 
     /// A stable 64-bit ID for this node, written into LTX headers.

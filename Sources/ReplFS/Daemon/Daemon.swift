@@ -14,8 +14,14 @@ public final class Daemon: Sendable {
     public let config: Config
     public let store: Store
     public let session: FUSESession
-    public let replication: Replication?
+    public let feed: ChangeFeed
+    public let server: ReplicationServer
+    public let controller: RoleController
+    public let lease: any LeaseKeeper
     public let retention: LogRetention
+    /// Whether this node has peers (otherwise it is a lone primary and
+    /// listens for nobody).
+    public let isClustered: Bool
     private let lockFD: Int32
     private let logger: Logger
 
@@ -24,15 +30,7 @@ public final class Daemon: Sendable {
         public var description: String
     }
 
-    /// The replication side of a node, when it has peers.
-    public struct Replication: Sendable {
-        public let feed: ChangeFeed
-        public let server: ReplicationServer
-        public let client: ReplicaClient?
-        public let primary: String
-    }
-
-    public init(config: Config, logger: Logger) throws(StartupError) {
+    public init(config: Config, logger: Logger, application: (any SupervisedApplication)? = nil) throws(StartupError) {
         self.config = config
         self.logger = logger
         let directory = DataDirectory(root: config.data)
@@ -57,6 +55,8 @@ public final class Daemon: Sendable {
         let fileSystem: FileSystem
         do {
             store = try Store(directory: directory, nodeID: config.nodeID, logger: logger)
+            // Read-only until the lease decides.
+            store.stopWrites()
             fileSystem = try FileSystem(store: store)
             // Cleared or created only now, right before mounting: while a dead
             // mount is in place nothing can be written under it by mistake.
@@ -72,22 +72,40 @@ public final class Daemon: Sendable {
         store.setMountAccess(MountAccessor(mountPoint: config.mount, session: session, fileSystem: fileSystem, logger: logger))
         retention = LogRetention(store: store, retention: config.retention, logger: logger)
 
-        // Roles from the static lease: the named primary serves, the others follow.
-        let peers = config.lease.staticPeers
-        guard !peers.isEmpty else {
-            replication = nil
-            return
-        }
-        let primary = config.lease.staticPrimary ?? config.node
-        let isPrimary = primary == config.node
-        let feed = ChangeFeed()
+        isClustered = !config.lease.staticPeers.isEmpty || config.lease.type == .etcd
+        feed = ChangeFeed()
         let authenticator = Authenticator(token: token)
-        if !authenticator.isEnabled {
+        if isClustered && !authenticator.isEnabled {
             logger.warning("replication.token-file is not set: replication peers are not authenticated")
         }
-        let server = ReplicationServer(
-            store: store, feed: feed, authenticator: authenticator, cluster: config.cluster, node: config.node,
-            epoch: { 1 }, isPrimary: { isPrimary }, logger: logger)
+        server = ReplicationServer(store: store, feed: feed, authenticator: authenticator, cluster: config.cluster, node: config.node, logger: logger)
+        let identity = ReplicaClient.Identity(
+            cluster: config.cluster, node: config.node, candidate: config.lease.candidate, address: config.advertisedAddress,
+            authenticator: authenticator)
+        do {
+            controller = try RoleController(
+                store: store, feed: feed, server: server, identity: identity, stateFile: NodeStateFile(directory: directory),
+                application: application, logger: logger)
+        } catch {
+            session.unmount()
+            Syscall.close(lockFD)
+            throw StartupError(description: "\(error)")
+        }
+        switch config.lease.type {
+        case .static:
+            lease = StaticLease(
+                controller: controller, configuredPrimary: config.lease.staticPrimary ?? config.node, peers: config.lease.staticPeers, logger: logger)
+        case .etcd:
+            do {
+                lease = try EtcdLease(controller: controller, config: config, logger: logger)
+            } catch {
+                session.unmount()
+                Syscall.close(lockFD)
+                throw StartupError(description: "\(error)")
+            }
+        }
+        controller.setLease(lease)
+        guard isClustered else { return }
         do {
             try server.start(listen: config.replication.listen)
         } catch {
@@ -95,17 +113,6 @@ public final class Daemon: Sendable {
             Syscall.close(lockFD)
             throw StartupError(description: "replication.listen: cannot listen on \(config.replication.listen): \(error)")
         }
-        var client: ReplicaClient?
-        if isPrimary {
-            store.setObserver(feed)
-        } else {
-            store.setWritable(false)
-            let address = peers[primary]
-            client = ReplicaClient(
-                store: store, cluster: config.cluster, node: config.node, authenticator: authenticator, logger: logger, primary: { address })
-        }
-        replication = Replication(feed: feed, server: server, client: client, primary: primary)
-        logger.info("role", metadata: ["role": "\(isPrimary ? "primary" : "replica")", "primary": "\(primary)"])
     }
 
     private static func readToken(_ config: Config) throws -> [UInt8]? {
@@ -125,19 +132,22 @@ public final class Daemon: Sendable {
     /// Serves until ``stop()``, then unmounts and flushes the logs.
     public func run() {
         logger.info("mounted", metadata: ["mount": "\(config.mount)", "data": "\(config.data)", "node": "\(config.node)"])
-        replication?.client?.start()
+        lease.start()
         retention.start()
         let result = session.run()
         retention.stop()
-        replication?.client?.stop()
-        replication?.server.stop()
+        server.stop()
         session.unmount()
         store.close()
         logger.info("unmounted", metadata: ["mount": "\(config.mount)", "loop": "\(result)"])
     }
 
-    /// Ends ``run()`` (from any thread or a signal handler's queue).
+    /// Ends ``run()`` (from any thread or a signal handler's queue): the
+    /// application stops first, then writes, then the lease is released and
+    /// the mount goes away.
     public func stop() {
+        controller.shutdown()
+        lease.stop()
         session.stop()
     }
 }

@@ -10,7 +10,14 @@ import Foundation
 public final class ChangeFeed: StoreObserver, @unchecked Sendable {
     public struct Entry: Sendable {
         public var sequence: UInt64
-        public var change: StoreChange
+        public var item: Item
+    }
+
+    /// What the streams carry: the store's changes, and the handoff marker
+    /// that ends a primary's term (after its last change).
+    public enum Item: Sendable {
+        case change(StoreChange)
+        case handoff(ReplicationMessage.Handoff)
     }
 
     public enum Next: Sendable {
@@ -40,17 +47,26 @@ public final class ChangeFeed: StoreObserver, @unchecked Sendable {
     }
 
     public func storeDidChange(_ change: StoreChange) {
+        append(.change(change))
+    }
+
+    /// Publishes a handoff: every stream sends it after everything before.
+    public func publish(_ handoff: ReplicationMessage.Handoff) {
+        append(.handoff(handoff))
+    }
+
+    private func append(_ item: Item) {
         condition.lock()
-        entries.append(Entry(sequence: nextSequence, change: change))
+        entries.append(Entry(sequence: nextSequence, item: item))
         nextSequence += 1
-        bytes += ChangeFeed.size(of: change)
+        bytes += ChangeFeed.size(of: item)
         // A change larger than the whole budget is dropped at once too: the
         // streams then catch up from the LTX files, read in parts, instead of
         // the feed holding a bulk load's transaction in memory.
         while entries.count - start > maximumEntries || (bytes > maximumBytes && entries.count > start) {
-            bytes -= ChangeFeed.size(of: entries[start].change)
+            bytes -= ChangeFeed.size(of: entries[start].item)
             // Release the content now; the slot goes with the next compaction.
-            entries[start].change = .removed(path: "")
+            entries[start].item = .change(.removed(path: ""))
             start += 1
         }
         if start > 4096 && start * 2 > entries.count {
@@ -82,10 +98,10 @@ public final class ChangeFeed: StoreObserver, @unchecked Sendable {
         condition.unlock()
     }
 
-    private static func size(of change: StoreChange) -> Int {
-        switch change {
-        case .transaction(_, _, .bytes(let bytes)): return bytes.count + 64
-        case .file(_, _, let content): return content.count + 64
+    private static func size(of item: Item) -> Int {
+        switch item {
+        case .change(.transaction(_, _, .bytes(let bytes))): return bytes.count + 64
+        case .change(.file(_, _, let content)): return content.count + 64
         default: return 64
         }
     }

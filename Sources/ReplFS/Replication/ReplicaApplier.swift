@@ -28,6 +28,8 @@ final class ReplicaApplier: @unchecked Sendable {
     private var distrusted = Set<String>()
     private var epoch: UInt64 = 0
     private let done = Semaphore()
+    /// Called, on the apply thread, when a handoff marker is reached.
+    var handoffHandler: (@Sendable (ReplicationMessage.Handoff, any Channel) -> Void)?
 
     /// Queue size above which the connection stops reading.
     static let highWater = 32 << 20
@@ -186,6 +188,8 @@ final class ReplicaApplier: @unchecked Sendable {
             report(store.applyDirectory(path: path, mode: mode), path)
         case .symlink(let path, let target):
             report(store.applySymlink(path: path, target: target), path)
+        case .handoff(let handoff):
+            handoffHandler?(handoff, channel)
         default:
             break
         }

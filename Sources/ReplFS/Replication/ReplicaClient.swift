@@ -15,21 +15,43 @@ import Synchronization
 /// ``ReplicaApplier``; on reconnection the replica reports the positions it
 /// has reached and the primary resumes from there.
 public final class ReplicaClient: Sendable {
-    struct Settings: Sendable {
-        let cluster: String
-        let node: String
-        let authenticator: Authenticator
-        let logger: Logger
+    /// Who this node is, as it introduces itself to a primary.
+    public struct Identity: Sendable {
+        public var cluster: String
+        public var node: String
+        /// Whether this node may become primary (`lease.candidate`).
+        public var candidate: Bool
+        /// `replication.advertise`: how peers reach this node.
+        public var address: String
+        public var authenticator: Authenticator
+
+        public init(cluster: String, node: String, candidate: Bool, address: String, authenticator: Authenticator) {
+            self.cluster = cluster
+            self.node = node
+            self.candidate = candidate
+            self.address = address
+            self.authenticator = authenticator
+        }
     }
 
+    struct Settings: Sendable {
+        let identity: Identity
+        let logger: Logger
+        var cluster: String { identity.cluster }
+        var node: String { identity.node }
+        var authenticator: Authenticator { identity.authenticator }
+    }
+
+    /// The primary this client follows.
+    public let target: Peer
     private let settings: Settings
     private let store: Store
-    private let primary: @Sendable () -> String?
     private let group: MultiThreadedEventLoopGroup
     private let running = Atomic(true)
     private let current = Mutex<(any Channel)?>(nil)
     let applier: ReplicaApplier
     private let stopped = Semaphore()
+    private let delegate: any ReplicaClientDelegate
 
     /// The state shown by status: which primary, connected or not, last error.
     public struct Status: Sendable {
@@ -37,17 +59,40 @@ public final class ReplicaClient: Sendable {
         public var connected: Bool
         public var lastError: String?
         public var epoch: UInt64
+        /// Since when the link has been down (nil while connected).
+        public var disconnectedSince: ContinuousClock.Instant?
     }
 
-    private let statusSlot = Locked(Status(primary: nil, connected: false, lastError: nil, epoch: 0))
+    private let statusSlot: Locked<Status>
     public var status: Status { statusSlot.withLock { $0 } }
 
-    public init(store: Store, cluster: String, node: String, authenticator: Authenticator, logger: Logger, primary: @escaping @Sendable () -> String?) {
+    /// A client that follows `target`, refusing any primary older than `epoch`.
+    public init(store: Store, target: Peer, identity: Identity, epoch: UInt64, delegate: any ReplicaClientDelegate, logger: Logger) {
         self.store = store
-        self.primary = primary
-        settings = Settings(cluster: cluster, node: node, authenticator: authenticator, logger: logger)
+        self.target = target
+        self.delegate = delegate
+        settings = Settings(identity: identity, logger: logger)
+        statusSlot = Locked(Status(primary: target.address, connected: false, lastError: nil, epoch: epoch, disconnectedSince: .now))
         group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
         applier = ReplicaApplier(store: store, logger: logger)
+        applier.noteEpoch(epoch)
+        applier.handoffHandler = { [weak self, identity] handoff, channel in
+            guard let self else { return }
+            if handoff.node == identity.node {
+                // Everything before the marker is applied: tell the primary.
+                channel.writeAndFlush(
+                    ReplicationFrameCodec.frame(.handoffAccepted(node: identity.node), allocator: channel.allocator), promise: nil)
+            }
+            self.delegate.replicaClient(self, handoff: handoff)
+        }
+    }
+
+    /// Asks the primary to hand the role over to this node; false when the
+    /// stream is not established.
+    public func requestHandoff() -> Bool {
+        guard statusSlot.withLock({ $0.connected }), let channel = current.withLock({ $0 }), channel.isActive else { return false }
+        channel.writeAndFlush(ReplicationFrameCodec.frame(.handoffRequest(node: settings.node), allocator: channel.allocator), promise: nil)
+        return true
     }
 
     public func start() {
@@ -69,12 +114,8 @@ public final class ReplicaClient: Sendable {
 
     private func reconnectLoop() {
         var backoff = 0.1
+        let address = target.address
         while running.load(ordering: .acquiring) {
-            guard let address = primary() else {
-                usleep(200_000)
-                continue
-            }
-            statusSlot.withLock { $0.primary = address }
             // Report where this replica stands now: nothing is being applied.
             applier.waitUntilIdle()
             let positions = store.positions().map { entry in
@@ -84,7 +125,10 @@ public final class ReplicaClient: Sendable {
             }
             let files = store.plainEntries().map { ReplicationMessage.FileDigest(path: $0.path, checksum: $0.digest) }
             let progressed = connect(address: address, positions: positions, files: files)
-            statusSlot.withLock { $0.connected = false }
+            statusSlot.withLock {
+                if $0.connected { $0.disconnectedSince = .now }
+                $0.connected = false
+            }
             guard running.load(ordering: .acquiring) else { break }
             backoff = progressed ? 0.1 : min(backoff * 2, 5)
             usleep(useconds_t(backoff * 1_000_000))
@@ -99,7 +143,8 @@ public final class ReplicaClient: Sendable {
             noteError("\(error)")
             return false
         }
-        let handler = ReplicaConnectionHandler(settings: settings, applier: applier, positions: positions, files: files, statusSlot: statusSlot)
+        let handler = ReplicaConnectionHandler(
+            settings: settings, applier: applier, positions: positions, files: files, statusSlot: statusSlot, client: self, delegate: delegate)
         let bootstrap = ClientBootstrap(group: group)
             .connectTimeout(.seconds(2))
             .channelOption(ChannelOptions.socketOption(.tcp_nodelay), value: 1)
@@ -137,16 +182,21 @@ final class ReplicaConnectionHandler: ChannelInboundHandler, @unchecked Sendable
     private let nonce = Authenticator.nonce()
     private var authenticated = false
     private(set) var streamStarted = false
+    private unowned let client: ReplicaClient
+    private let delegate: any ReplicaClientDelegate
 
     init(
         settings: ReplicaClient.Settings, applier: ReplicaApplier, positions: [ReplicationMessage.DatabasePosition],
-        files: [ReplicationMessage.FileDigest], statusSlot: Locked<ReplicaClient.Status>
+        files: [ReplicationMessage.FileDigest], statusSlot: Locked<ReplicaClient.Status>, client: ReplicaClient,
+        delegate: any ReplicaClientDelegate
     ) {
         self.settings = settings
         self.applier = applier
         self.positions = positions
         self.files = files
         self.statusSlot = statusSlot
+        self.client = client
+        self.delegate = delegate
     }
 
     private var logger: Logger { settings.logger }
@@ -179,8 +229,17 @@ final class ReplicaConnectionHandler: ChannelInboundHandler, @unchecked Sendable
             guard challenge.cluster == settings.cluster else {
                 return refuse(context, "wrong cluster ID \"\(challenge.cluster)\" (this is \"\(settings.cluster)\")")
             }
-            guard settings.authenticator.verify(challenge.proof, role: .primary, cluster: settings.cluster, challenge: nonce, own: challenge.nonce) else {
+            guard
+                settings.authenticator.verify(
+                    challenge.proof, role: .primary, cluster: settings.cluster, challenge: nonce, own: challenge.nonce, claims: challenge.claims)
+            else {
                 return refuse(context, "authentication failed: the primary does not know the token")
+            }
+            guard challenge.isPrimary else {
+                let primary = challenge.primary.isEmpty ? nil : Peer(name: challenge.primary, address: challenge.primaryAddress)
+                fail(context, "\(challenge.node) is not the primary" + (primary.map { "; it names \($0)" } ?? ""))
+                delegate.replicaClient(client, redirectedBy: challenge.node, to: ReplicationView(isPrimary: false, epoch: challenge.epoch, primary: primary))
+                return
             }
             let highest = applier.highestEpoch
             guard challenge.epoch >= highest else {
@@ -188,13 +247,18 @@ final class ReplicaConnectionHandler: ChannelInboundHandler, @unchecked Sendable
             }
             applier.noteEpoch(challenge.epoch)
             statusSlot.withLock { $0.epoch = challenge.epoch }
-            let proof = settings.authenticator.proof(role: .replica, cluster: settings.cluster, challenge: challenge.nonce, own: nonce)
-            context.writeAndFlush(
-                wrapOutboundOut(frame(context, .authenticate(.init(proof: proof, epoch: highest, positions: positions, files: files)))), promise: nil)
+            var authenticate = ReplicationMessage.Authenticate(
+                proof: [], epoch: highest, candidate: settings.identity.candidate, address: settings.identity.address, positions: positions,
+                files: files)
+            authenticate.proof = settings.authenticator.proof(
+                role: .replica, cluster: settings.cluster, challenge: challenge.nonce, own: nonce, claims: authenticate.claims)
+            context.writeAndFlush(wrapOutboundOut(frame(context, .authenticate(authenticate))), promise: nil)
+            delegate.replicaClient(client, following: challenge.node, epoch: challenge.epoch)
             authenticated = true
             streamStarted = true
             statusSlot.withLock {
                 $0.connected = true
+                $0.disconnectedSince = nil
                 $0.lastError = nil
             }
             logger.info("following the primary", metadata: ["primary": "\(challenge.node)", "peer": "\(peer(context))", "epoch": "\(challenge.epoch)"])
@@ -203,7 +267,7 @@ final class ReplicaConnectionHandler: ChannelInboundHandler, @unchecked Sendable
         case .heartbeat(let epoch):
             guard authenticated else { return fail(context, "heartbeat before the handshake") }
             if epoch < applier.highestEpoch { fail(context, "stale primary: epoch \(epoch) is older than \(applier.highestEpoch)") }
-        case .hello, .authenticate, .acknowledge, .challenge:
+        case .hello, .authenticate, .acknowledge, .challenge, .handoffRequest, .handoffAccepted:
             fail(context, "unexpected message from the primary")
         default:
             guard authenticated else { return fail(context, "stream before the handshake") }
@@ -231,4 +295,16 @@ final class ReplicaConnectionHandler: ChannelInboundHandler, @unchecked Sendable
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
         fail(context, "\(error)")
     }
+}
+
+/// What a replica client reports to the node's role keeper. Calls come from
+/// the event loop or the apply thread: implementations must not block them
+/// (a role change stops this very client).
+public protocol ReplicaClientDelegate: AnyObject, Sendable {
+    /// The node this client reached is not the primary; it named `view.primary`.
+    func replicaClient(_ client: ReplicaClient, redirectedBy node: String, to view: ReplicationView)
+    /// The client follows `primary` at `epoch` (the highest epoch seen may have grown).
+    func replicaClient(_ client: ReplicaClient, following primary: String, epoch: UInt64)
+    /// A handoff marker was applied: everything the old primary wrote is here.
+    func replicaClient(_ client: ReplicaClient, handoff: ReplicationMessage.Handoff)
 }

@@ -16,6 +16,9 @@ import Synchronization
 final class ReplicaStream: @unchecked Sendable {
     let replica: String
     let peer: String
+    /// The replica's advertised address, and whether it may take over.
+    let address: String
+    let candidate: Bool
     private let channel: any Channel
     private let store: Store
     private let feed: ChangeFeed
@@ -25,18 +28,20 @@ final class ReplicaStream: @unchecked Sendable {
     /// What the replica holds (from the handshake, then from what was sent).
     private var sent: [String: Position]
     private var files: [String: UInt64]
-    /// What the replica acknowledged, for status and lag.
-    let acknowledged = Mutex<[String: TXID]>([:])
+    /// What the replica acknowledged (per database), and when it last did.
+    let acknowledged = Mutex<(txids: [String: TXID], at: ContinuousClock.Instant?)>(([:], nil))
     private var pending: [EventLoopFuture<Void>] = []
     /// Frames not yet handed to the channel (written in batches).
     private var outgoing: ByteBuffer
 
     init(
-        replica: String, peer: String, channel: any Channel, store: Store, feed: ChangeFeed, epoch: UInt64,
+        replica: String, peer: String, address: String, candidate: Bool, channel: any Channel, store: Store, feed: ChangeFeed, epoch: UInt64,
         positions: [ReplicationMessage.DatabasePosition], files: [ReplicationMessage.FileDigest], logger: Logger
     ) {
         self.replica = replica
         self.peer = peer
+        self.address = address
+        self.candidate = candidate
         self.channel = channel
         self.store = store
         self.feed = feed
@@ -74,7 +79,7 @@ final class ReplicaStream: @unchecked Sendable {
                 guard catchUp() else { return finish() }
             case .entries(let entries):
                 for entry in entries {
-                    guard forward(entry.change) else {
+                    guard forward(entry.item) else {
                         // A gap: the change was covered neither by the feed nor by catch-up.
                         sequence = feed.currentSequence
                         guard catchUp() else { return finish() }
@@ -108,7 +113,16 @@ final class ReplicaStream: @unchecked Sendable {
     // MARK: - Live changes
 
     /// Sends one change; false if it does not follow what the replica holds.
-    private func forward(_ change: StoreChange) -> Bool {
+    private func forward(_ item: ChangeFeed.Item) -> Bool {
+        let change: StoreChange
+        switch item {
+        case .change(let value):
+            change = value
+        case .handoff(let handoff):
+            send(.handoff(handoff))
+            flushPending()
+            return true
+        }
         switch change {
         case .transaction(let database, let txid, let ltx):
             let current = sent[database]?.txid.rawValue ?? 0
@@ -314,6 +328,9 @@ final class ReplicaStream: @unchecked Sendable {
     }
 
     func acknowledge(database: String, txid: TXID) {
-        acknowledged.withLock { $0[database] = txid }
+        acknowledged.withLock {
+            $0.txids[database] = txid
+            $0.at = .now
+        }
     }
 }

@@ -29,6 +29,9 @@ public enum ReplicationFrameCodec {
         case symlink = 23
         case heartbeat = 30
         case acknowledge = 31
+        case handoffRequest = 40
+        case handoff = 41
+        case handoffAccepted = 42
     }
 
     /// One message, framed, in a new buffer.
@@ -56,12 +59,17 @@ public enum ReplicationFrameCodec {
             buffer.writeShortString(challenge.cluster)
             buffer.writeShortString(challenge.node)
             buffer.writeInteger(challenge.epoch)
+            buffer.writeInteger(UInt8(challenge.isPrimary ? 1 : 0))
+            buffer.writeShortString(challenge.primary)
+            buffer.writeShortString(challenge.primaryAddress)
             buffer.writeBlob(challenge.nonce)
             buffer.writeBlob(challenge.proof)
         case .authenticate(let authenticate):
             buffer.writeInteger(MessageType.authenticate.rawValue)
             buffer.writeBlob(authenticate.proof)
             buffer.writeInteger(authenticate.epoch)
+            buffer.writeInteger(UInt8(authenticate.candidate ? 1 : 0))
+            buffer.writeShortString(authenticate.address)
             buffer.writeInteger(UInt32(authenticate.positions.count))
             for entry in authenticate.positions {
                 buffer.writeShortString(entry.database)
@@ -104,6 +112,17 @@ public enum ReplicationFrameCodec {
             buffer.writeInteger(MessageType.acknowledge.rawValue)
             buffer.writeShortString(database)
             buffer.writeInteger(txid.rawValue)
+        case .handoffRequest(let node):
+            buffer.writeInteger(MessageType.handoffRequest.rawValue)
+            buffer.writeShortString(node)
+        case .handoff(let handoff):
+            buffer.writeInteger(MessageType.handoff.rawValue)
+            buffer.writeShortString(handoff.node)
+            buffer.writeShortString(handoff.address)
+            buffer.writeInteger(handoff.epoch)
+        case .handoffAccepted(let node):
+            buffer.writeInteger(MessageType.handoffAccepted.rawValue)
+            buffer.writeShortString(node)
         }
         let checksum = buffer.withUnsafeReadableBytes { raw in
             CRC64.checksum(UnsafeRawBufferPointer(rebasing: raw[(bodyStart - buffer.readerIndex)...]))
@@ -144,10 +163,13 @@ public enum ReplicationFrameCodec {
         case .challenge:
             return .challenge(.init(
                 version: try body.read(UInt16.self), cluster: try body.readShortString(), node: try body.readShortString(),
-                epoch: try body.read(UInt64.self), nonce: try body.readBlob(), proof: try body.readBlob()))
+                epoch: try body.read(UInt64.self), isPrimary: try body.read(UInt8.self) != 0, primary: try body.readShortString(),
+                primaryAddress: try body.readShortString(), nonce: try body.readBlob(), proof: try body.readBlob()))
         case .authenticate:
             let proof = try body.readBlob()
             let epoch = try body.read(UInt64.self)
+            let candidate = try body.read(UInt8.self) != 0
+            let address = try body.readShortString()
             var positions: [ReplicationMessage.DatabasePosition] = []
             for _ in 0..<(try body.readCount()) {
                 let database = try body.readShortString()
@@ -159,7 +181,7 @@ public enum ReplicationFrameCodec {
             for _ in 0..<(try body.readCount()) {
                 files.append(.init(path: try body.readShortString(), checksum: try body.read(UInt64.self)))
             }
-            return .authenticate(.init(proof: proof, epoch: epoch, positions: positions, files: files))
+            return .authenticate(.init(proof: proof, epoch: epoch, candidate: candidate, address: address, positions: positions, files: files))
         case .refused:
             return .refused(reason: try body.readShortString())
         case .ltx:
@@ -176,6 +198,12 @@ public enum ReplicationFrameCodec {
             return .heartbeat(epoch: try body.read(UInt64.self))
         case .acknowledge:
             return .acknowledge(database: try body.readShortString(), txid: TXID(try body.read(UInt64.self)))
+        case .handoffRequest:
+            return .handoffRequest(node: try body.readShortString())
+        case .handoff:
+            return .handoff(.init(node: try body.readShortString(), address: try body.readShortString(), epoch: try body.read(UInt64.self)))
+        case .handoffAccepted:
+            return .handoffAccepted(node: try body.readShortString())
         }
     }
 }

@@ -9,7 +9,10 @@
 public enum ReplicationMessage: Equatable, Sendable {
     /// Replica to primary, first: who it is, and a nonce for the primary to prove itself with.
     case hello(Hello)
-    /// Primary to replica: who it is, its epoch, its proof, and a nonce for the replica.
+    /// Answer to `hello`: who it is, its epoch, whether it is the primary
+    /// (and if not, who is, as far as it knows), its proof, and a nonce for
+    /// the replica. A node that is not the primary closes after this: the
+    /// replica, or a node probing its peers, learns where to go.
     case challenge(Challenge)
     /// Replica to primary: its proof and where it stands.
     case authenticate(Authenticate)
@@ -29,8 +32,15 @@ public enum ReplicationMessage: Equatable, Sendable {
     case heartbeat(epoch: UInt64)
     /// Replica to primary: a database is applied up to this transaction.
     case acknowledge(database: String, txid: TXID)
+    /// Replica to primary: hand the primary role to me (`replfsd promote`).
+    case handoffRequest(node: String)
+    /// Primary to replicas, in stream order after its last change: the
+    /// primary has stopped writing and hands over to `node`.
+    case handoff(Handoff)
+    /// Replica to primary: everything before the handoff is applied here.
+    case handoffAccepted(node: String)
 
-    public static let protocolVersion: UInt16 = 1
+    public static let protocolVersion: UInt16 = 2
 
     public struct Hello: Equatable, Sendable {
         public var version: UInt16
@@ -43,17 +53,58 @@ public enum ReplicationMessage: Equatable, Sendable {
         public var version: UInt16
         public var cluster: String
         public var node: String
+        /// The primary's epoch, or the highest a non-primary has seen.
         public var epoch: UInt64
+        public var isPrimary: Bool
+        /// The primary as this node knows it (itself when `isPrimary`); empty if unknown.
+        public var primary: String
+        public var primaryAddress: String
         public var nonce: [UInt8]
         public var proof: [UInt8]
+
+        /// The claims the proof covers.
+        public var claims: [UInt8] {
+            var bytes = Array(node.utf8) + [0]
+            withUnsafeBytes(of: epoch.bigEndian) { bytes += $0 }
+            bytes.append(isPrimary ? 1 : 0)
+            bytes += Array(primary.utf8) + [0] + Array(primaryAddress.utf8)
+            return bytes
+        }
     }
 
     public struct Authenticate: Equatable, Sendable {
         public var proof: [UInt8]
         /// The highest primary epoch the replica has followed.
         public var epoch: UInt64
+        /// Whether the replica may become primary (`lease.candidate`).
+        public var candidate: Bool
+        /// How peers reach the replica (`replication.advertise`), should it take over.
+        public var address: String
         public var positions: [DatabasePosition]
         public var files: [FileDigest]
+
+        /// The claims the proof covers.
+        public var claims: [UInt8] {
+            var bytes: [UInt8] = []
+            withUnsafeBytes(of: epoch.bigEndian) { bytes += $0 }
+            bytes.append(candidate ? 1 : 0)
+            bytes += Array(address.utf8)
+            return bytes
+        }
+    }
+
+    /// A change of primary: `node` (reachable at `address`) takes over. With
+    /// a static lease its epoch is given; with etcd it is 0 and the node
+    /// takes the lease (the epoch is the new key's create revision).
+    public struct Handoff: Equatable, Sendable {
+        public var node: String
+        public var address: String
+        public var epoch: UInt64
+        public init(node: String, address: String, epoch: UInt64) {
+            self.node = node
+            self.address = address
+            self.epoch = epoch
+        }
     }
 
     /// Where a replica's database stands.

@@ -4,12 +4,14 @@ import NIOCore
 import NIOPosix
 import Synchronization
 
-/// The primary's replication listener (`replication.listen`).
+/// This node's replication listener (`replication.listen`), on every node.
 ///
 /// Each connection must complete the handshake (protocol version, cluster,
-/// mutual proof of the shared token) within 5 seconds; then a
-/// ``ReplicaStream`` brings the replica up to date and follows the
-/// ``ChangeFeed``. A node that is not primary refuses connections.
+/// mutual proof of the shared token) within 5 seconds. On the primary a
+/// ``ReplicaStream`` then brings the replica up to date and follows the
+/// ``ChangeFeed``. A node that is not the primary answers the handshake with
+/// who the primary is, as far as it knows, and closes: replicas and probing
+/// peers learn where to go.
 public final class ReplicationServer: Sendable {
     final class Context: Sendable {
         let store: Store
@@ -17,23 +19,21 @@ public final class ReplicationServer: Sendable {
         let authenticator: Authenticator
         let cluster: String
         let node: String
-        let epoch: @Sendable () -> UInt64
-        let isPrimary: @Sendable () -> Bool
+        let role: Locked<(any ReplicationRole)?> = Locked(nil)
         let logger: Logger
         let streams = Mutex<[ObjectIdentifier: ReplicaStream]>([:])
 
-        init(
-            store: Store, feed: ChangeFeed, authenticator: Authenticator, cluster: String, node: String, epoch: @escaping @Sendable () -> UInt64,
-            isPrimary: @escaping @Sendable () -> Bool, logger: Logger
-        ) {
+        init(store: Store, feed: ChangeFeed, authenticator: Authenticator, cluster: String, node: String, logger: Logger) {
             self.store = store
             self.feed = feed
             self.authenticator = authenticator
             self.cluster = cluster
             self.node = node
-            self.epoch = epoch
-            self.isPrimary = isPrimary
             self.logger = logger
+        }
+
+        var view: ReplicationView {
+            role.withLock { $0?.replicationView } ?? ReplicationView(isPrimary: false, epoch: 0, primary: nil)
         }
     }
 
@@ -41,14 +41,14 @@ public final class ReplicationServer: Sendable {
     private let group: MultiThreadedEventLoopGroup
     private let channel: Mutex<(any Channel)?> = Mutex(nil)
 
-    public init(
-        store: Store, feed: ChangeFeed, authenticator: Authenticator, cluster: String, node: String,
-        epoch: @escaping @Sendable () -> UInt64, isPrimary: @escaping @Sendable () -> Bool, logger: Logger
-    ) {
-        context = Context(
-            store: store, feed: feed, authenticator: authenticator, cluster: cluster, node: node, epoch: epoch, isPrimary: isPrimary,
-            logger: logger)
+    public init(store: Store, feed: ChangeFeed, authenticator: Authenticator, cluster: String, node: String, logger: Logger) {
+        context = Context(store: store, feed: feed, authenticator: authenticator, cluster: cluster, node: node, logger: logger)
         group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+    }
+
+    /// Who answers for this node's role (set once, before ``start(listen:)``).
+    public func setRole(_ role: any ReplicationRole) {
+        context.role.withLock { $0 = role }
     }
 
     /// Binds `address` ("host:port").
@@ -74,15 +74,26 @@ public final class ReplicationServer: Sendable {
     public var port: Int? { channel.withLock { $0?.localAddress?.port } }
 
     /// Replicas connected now, with what they acknowledged.
-    public var replicas: [(name: String, peer: String, acknowledged: [String: TXID])] {
-        context.streams.withLock { Array($0.values) }.map { ($0.replica, $0.peer, $0.acknowledged.withLock { $0 }) }
+    public var replicas: [ConnectedReplica] {
+        context.streams.withLock { Array($0.values) }.map { stream in
+            let (acknowledged, at) = stream.acknowledged.withLock { ($0.txids, $0.at) }
+            return ConnectedReplica(
+                name: stream.replica, peer: stream.peer, address: stream.address, candidate: stream.candidate, acknowledged: acknowledged,
+                lastAcknowledgement: at)
+        }
+    }
+
+    /// Ends every replica stream (this node stopped being the primary).
+    public func closeStreams() {
+        let streams = context.streams.withLock { Array($0.values) }
+        for stream in streams { stream.stop() }
     }
 
     public func stop() {
-        let streams = context.streams.withLock { Array($0.values) }
-        for stream in streams { stream.stop() }
+        closeStreams()
         if let channel = channel.withLock({ $0 }) { try? channel.close().wait() }
         try? group.syncShutdownGracefully()
+        context.role.withLock { $0 = nil }
     }
 
     static func split(_ address: String) throws -> (String, Int) {
@@ -106,6 +117,7 @@ final class PrimaryConnectionHandler: ChannelInboundHandler, @unchecked Sendable
     private var replicaName = "?"
     private var stream: ReplicaStream?
     private var handshakeTimeout: Scheduled<Void>?
+    private var challengedAsPrimary = false
 
     init(context: ReplicationServer.Context) {
         self.context = context
@@ -144,29 +156,42 @@ final class PrimaryConnectionHandler: ChannelInboundHandler, @unchecked Sendable
             guard hello.cluster == context.cluster else {
                 return refuse(channelContext, "wrong cluster ID \"\(hello.cluster)\" (this is \"\(context.cluster)\")")
             }
-            guard context.isPrimary() else { return refuse(channelContext, "\(context.node) is not the primary") }
             replicaNonce = hello.nonce
             ownNonce = Authenticator.nonce()
-            let proof = context.authenticator.proof(role: .primary, cluster: context.cluster, challenge: replicaNonce, own: ownNonce)
-            channelContext.writeAndFlush(
-                wrapOutboundOut(frame(channelContext, .challenge(.init(
-                    version: ReplicationMessage.protocolVersion, cluster: context.cluster, node: context.node, epoch: context.epoch(),
-                    nonce: ownNonce, proof: proof)))),
-                promise: nil)
+            let view = context.view
+            var challenge = ReplicationMessage.Challenge(
+                version: ReplicationMessage.protocolVersion, cluster: context.cluster, node: context.node, epoch: view.epoch,
+                isPrimary: view.isPrimary, primary: view.primary?.name ?? "", primaryAddress: view.primary?.address ?? "", nonce: ownNonce, proof: [])
+            challenge.proof = context.authenticator.proof(
+                role: .primary, cluster: context.cluster, challenge: replicaNonce, own: ownNonce, claims: challenge.claims)
+            challengedAsPrimary = view.isPrimary
+            channelContext.writeAndFlush(wrapOutboundOut(frame(channelContext, .challenge(challenge))), promise: nil)
         case .authenticate(let authenticate):
             guard !ownNonce.isEmpty, stream == nil else { return refuse(channelContext, "unexpected authentication") }
-            guard context.authenticator.verify(authenticate.proof, role: .replica, cluster: context.cluster, challenge: ownNonce, own: replicaNonce) else {
+            guard
+                context.authenticator.verify(
+                    authenticate.proof, role: .replica, cluster: context.cluster, challenge: ownNonce, own: replicaNonce, claims: authenticate.claims)
+            else {
                 return refuse(channelContext, "authentication failed: wrong token")
             }
+            let view = context.view
+            guard challengedAsPrimary, view.isPrimary else { return refuse(channelContext, "\(context.node) is not the primary") }
             handshakeTimeout?.cancel()
             let stream = ReplicaStream(
-                replica: replicaName, peer: peer(channelContext), channel: channelContext.channel, store: context.store, feed: context.feed,
-                epoch: context.epoch(), positions: authenticate.positions, files: authenticate.files, logger: context.logger)
+                replica: replicaName, peer: peer(channelContext), address: authenticate.address, candidate: authenticate.candidate,
+                channel: channelContext.channel, store: context.store, feed: context.feed,
+                epoch: view.epoch, positions: authenticate.positions, files: authenticate.files, logger: context.logger)
             self.stream = stream
             context.streams.withLock { $0[ObjectIdentifier(stream)] = stream }
             stream.start()
         case .acknowledge(let database, let txid):
             stream?.acknowledge(database: database, txid: txid)
+        case .handoffRequest(let node):
+            guard stream != nil, node == replicaName else { return refuse(channelContext, "handoff request outside a stream") }
+            context.role.withLock { $0 }?.handoffRequested(by: node)
+        case .handoffAccepted(let node):
+            guard stream != nil, node == replicaName else { return refuse(channelContext, "handoff acceptance outside a stream") }
+            context.role.withLock { $0 }?.handoffAccepted(by: node)
         case .refused(let reason):
             context.logger.warning("replica refused the stream", metadata: ["replica": "\(replicaName)", "reason": "\(reason)"])
             channelContext.close(promise: nil)

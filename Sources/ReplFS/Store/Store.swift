@@ -29,7 +29,7 @@ public final class Store: Sendable {
     let openWriters = Mutex<[String: Int]>([:])
     let asides = Mutex<[String]>([])
     let databases: Mutex<[String: Database]>
-    private let writable: Atomic<Bool>
+    private let gate: WriteGate
     public let logger: Logger
 
     /// Opens the store and runs recovery on every database found in the
@@ -52,7 +52,7 @@ public final class Store: Sendable {
             filesFD: filesFD, ltxRoot: directory.ltx, nodeID: nodeID, logger: logger, spool: spool, spoolSharesDevice: sameDevice,
             materializer: materializer, observers: observers)
         databases = Mutex([:])
-        writable = Atomic(true)
+        gate = WriteGate(open: true)
         replaySpool()
         try spool.start()
         // Snapshots and files in transit from an earlier run are stale.
@@ -148,12 +148,27 @@ public final class Store: Sendable {
 
     // MARK: - Role
 
-    /// Whether writes are accepted (the node is primary). On a replica every
-    /// mutating operation fails with `EROFS` before touching anything.
-    public var isWritable: Bool { writable.load(ordering: .acquiring) }
+    /// Whether writes are accepted now (the node is primary and its lease,
+    /// if any, has not run out). On a replica every mutating operation fails
+    /// with `EROFS` before touching anything.
+    public var isWritable: Bool { gate.admits }
 
-    public func setWritable(_ value: Bool) {
-        writable.store(value, ordering: .releasing)
+    /// Starts accepting writes, until `deadline` (``MonotonicClock``
+    /// nanoseconds) if the lease sets one.
+    public func startWrites(until deadline: UInt64? = nil) {
+        refusalsLogged.withLock { $0.removeAll() }
+        gate.open(until: deadline)
+    }
+
+    /// Moves the deadline of an accepted lease renewal.
+    public func extendWrites(until deadline: UInt64) {
+        gate.extend(until: deadline)
+    }
+
+    /// Stops accepting writes and returns once no write is in progress: every
+    /// change this node made has been published to the observer by then.
+    public func stopWrites() {
+        gate.close()
     }
 
     /// Threads of this daemon that change files through the mount on a
@@ -169,13 +184,30 @@ public final class Store: Sendable {
         daemonThreads.withLock { _ = $0.insert(tid) }
     }
 
-    /// Whether `caller` may change `path` now. On a replica applications get
+    /// Runs a mutating operation if `caller` may change `path` (and `other`)
+    /// now. While the node writes, the operation is counted in flight (see
+    /// ``WriteGate``); `exempt` operations (on files this daemon opened for
+    /// replica apply, or opened read-only) are never refused.
+    private func permitted<T>(
+        _ path: String, _ caller: Caller, also other: String? = nil, opening: Bool = false, exempt: Bool = false,
+        _ operation: () -> Result<T, Errno>
+    ) -> Result<T, Errno> {
+        if exempt { return operation() }
+        if gate.enter() {
+            defer { gate.leave() }
+            return operation()
+        }
+        if case .failure(let error) = permitReadOnly(path, caller, opening: opening) { return .failure(error) }
+        if let other, case .failure(let error) = permitReadOnly(other, caller, opening: opening) { return .failure(error) }
+        return operation()
+    }
+
+    /// What may change on a node that does not write: applications get
     /// `EROFS` (SQLite then opens read-only and reports "attempt to write a
     /// readonly database"), except for what SQLite's readers need: the
     /// `-shm` file (WAL readers take locks and marks in it) and creating or
     /// opening (never writing) a `-wal`. Logged once per file.
-    private func permit(_ path: String, _ caller: Caller, opening: Bool = false) -> Result<Void, Errno> {
-        if writable.load(ordering: .relaxed) { return .success(()) }
+    private func permitReadOnly(_ path: String, _ caller: Caller, opening: Bool) -> Result<Void, Errno> {
         switch SQLiteFileRole.classify(path) {
         case .sharedMemory: return .success(())
         case .wal where opening: return .success(())
@@ -215,10 +247,11 @@ public final class Store: Sendable {
     /// kernel before the request (offsets and SETATTR), so they are dropped.
     public func open(_ path: String, flags: Int32, caller: Caller) -> Result<StoreFile, Errno> {
         let accessMode = flags & O_ACCMODE
-        if accessMode != O_RDONLY, case .failure(let error) = permit(path, caller, opening: true) { return .failure(error) }
-        let realFlags = flags & ~(O_APPEND | O_TRUNC | O_CREAT | O_EXCL | O_NOCTTY)
-        return Syscall.open(at: filesFD, at(path), flags: realFlags).map { fd in
-            makeFile(fd: fd, path: path, writable: accessMode != O_RDONLY, byDaemon: isDaemon(caller))
+        return permitted(path, caller, opening: true, exempt: accessMode == O_RDONLY) {
+            let realFlags = flags & ~(O_APPEND | O_TRUNC | O_CREAT | O_EXCL | O_NOCTTY)
+            return Syscall.open(at: filesFD, at(path), flags: realFlags).map { fd in
+                makeFile(fd: fd, path: path, writable: accessMode != O_RDONLY, byDaemon: isDaemon(caller))
+            }
         }
     }
 
@@ -228,16 +261,17 @@ public final class Store: Sendable {
 
     /// Creates and opens a file.
     public func create(_ path: String, flags: Int32, mode: mode_t, caller: Caller) -> Result<(StoreFile, stat), Errno> {
-        if case .failure(let error) = permit(path, caller, opening: true) { return .failure(error) }
-        let realFlags = (flags & ~(O_APPEND | O_TRUNC | O_NOCTTY)) | O_CREAT
-        return Syscall.open(at: filesFD, path, flags: realFlags, mode: mode).flatMap { fd in
-            Syscall.fstat(fd).map { st in
-                let file = makeFile(fd: fd, path: path, writable: true, byDaemon: isDaemon(caller))
-                if case .main = file.role { file.markModified() }
-                return (file, st)
-            }.mapError { error in
-                Syscall.close(fd)
-                return error
+        return permitted(path, caller, opening: true) {
+            let realFlags = (flags & ~(O_APPEND | O_TRUNC | O_NOCTTY)) | O_CREAT
+            return Syscall.open(at: filesFD, path, flags: realFlags, mode: mode).flatMap { fd in
+                Syscall.fstat(fd).map { st in
+                    let file = makeFile(fd: fd, path: path, writable: true, byDaemon: isDaemon(caller))
+                    if case .main = file.role { file.markModified() }
+                    return (file, st)
+                }.mapError { error in
+                    Syscall.close(fd)
+                    return error
+                }
             }
         }
     }
@@ -260,66 +294,68 @@ public final class Store: Sendable {
 
     /// Writes through to the real file, capturing a commit it completes.
     public func write(_ file: StoreFile, _ data: UnsafeRawBufferPointer, at offset: Int64) -> Result<Int, Errno> {
-        if !file.byDaemon, case .failure(let error) = permit(file.path, .daemon) { return .failure(error) }
-        switch file.role {
-        case .wal:
-            guard let database = file.attachedDatabase else { return Syscall.pwrite(file.fd, data, at: offset) }
-            return database.walWrite(data, at: offset, walFD: file.fd) { Syscall.pwrite(file.fd, data, at: offset) }
-        case .journal:
-            guard let database = file.attachedDatabase else { return Syscall.pwrite(file.fd, data, at: offset) }
-            return database.journalWrite(data, at: offset) { Syscall.pwrite(file.fd, data, at: offset) }
-        case .sharedMemory:
-            return Syscall.pwrite(file.fd, data, at: offset)
-        case .main:
-            var database = file.attachedDatabase
-            if database == nil {
-                database = self.database(at: file.path, create: offset == 0 && DatabaseHeader.hasMagic(data))
-                if let database { file.attach(database) }
-            }
-            let result = Syscall.pwrite(file.fd, data, at: offset)
-            if case .success(let count) = result {
-                if let database {
-                    database.mainFileWritten(offset: offset, count: count)
-                } else {
-                    file.markModified()
+        return permitted(file.path, .daemon, exempt: file.byDaemon) {
+            switch file.role {
+            case .wal:
+                guard let database = file.attachedDatabase else { return Syscall.pwrite(file.fd, data, at: offset) }
+                return database.walWrite(data, at: offset, walFD: file.fd) { Syscall.pwrite(file.fd, data, at: offset) }
+            case .journal:
+                guard let database = file.attachedDatabase else { return Syscall.pwrite(file.fd, data, at: offset) }
+                return database.journalWrite(data, at: offset) { Syscall.pwrite(file.fd, data, at: offset) }
+            case .sharedMemory:
+                return Syscall.pwrite(file.fd, data, at: offset)
+            case .main:
+                var database = file.attachedDatabase
+                if database == nil {
+                    database = self.database(at: file.path, create: offset == 0 && DatabaseHeader.hasMagic(data))
+                    if let database { file.attach(database) }
                 }
+                let result = Syscall.pwrite(file.fd, data, at: offset)
+                if case .success(let count) = result {
+                    if let database {
+                        database.mainFileWritten(offset: offset, count: count)
+                    } else {
+                        file.markModified()
+                    }
+                }
+                return result
             }
-            return result
         }
     }
 
     /// Truncates (or extends) a file, by open file when the kernel gives one.
     public func truncate(_ path: String, file: StoreFile?, size: Int64, caller: Caller) -> Result<Void, Errno> {
-        if file?.byDaemon != true, case .failure(let error) = permit(path, caller) { return .failure(error) }
-        let perform: () -> Result<Void, Errno> = { [self] in
-            if let file { return Syscall.ftruncate(file.fd, size) }
-            return Syscall.open(at: filesFD, path, flags: O_WRONLY).flatMap { fd in
-                defer { Syscall.close(fd) }
-                return Syscall.ftruncate(fd, size)
-            }
-        }
-        switch SQLiteFileRole.classify(path) {
-        case .journal(let base):
-            guard let database = database(at: base, create: false) else { return perform() }
-            return database.journalTruncate(to: size, perform: perform)
-        case .wal(let base):
-            let result = perform()
-            if case .success = result { database(at: base, create: false)?.walResized(size: size) }
-            return result
-        case .sharedMemory:
-            return perform()
-        case .main:
-            let result = perform()
-            if case .success = result {
-                if let database = database(at: path, create: false) {
-                    database.mainFileResized(size: size)
-                } else if let file {
-                    file.markModified()
-                } else if openWriters.withLock({ $0[path] == nil }) {
-                    publishFile(path)
+        return permitted(path, caller, exempt: file?.byDaemon == true) {
+            let perform: () -> Result<Void, Errno> = { [self] in
+                if let file { return Syscall.ftruncate(file.fd, size) }
+                return Syscall.open(at: filesFD, path, flags: O_WRONLY).flatMap { fd in
+                    defer { Syscall.close(fd) }
+                    return Syscall.ftruncate(fd, size)
                 }
             }
-            return result
+            switch SQLiteFileRole.classify(path) {
+            case .journal(let base):
+                guard let database = database(at: base, create: false) else { return perform() }
+                return database.journalTruncate(to: size, perform: perform)
+            case .wal(let base):
+                let result = perform()
+                if case .success = result { database(at: base, create: false)?.walResized(size: size) }
+                return result
+            case .sharedMemory:
+                return perform()
+            case .main:
+                let result = perform()
+                if case .success = result {
+                    if let database = database(at: path, create: false) {
+                        database.mainFileResized(size: size)
+                    } else if let file {
+                        file.markModified()
+                    } else if openWriters.withLock({ $0[path] == nil }) {
+                        publishFile(path)
+                    }
+                }
+                return result
+            }
         }
     }
 
@@ -386,49 +422,54 @@ public final class Store: Sendable {
     }
 
     public func unlink(_ path: String, caller: Caller) -> Result<Void, Errno> {
-        if case .failure(let error) = permit(path, caller) { return .failure(error) }
-        let perform = { [self] in Syscall.unlink(at: filesFD, path) }
-        switch SQLiteFileRole.classify(path) {
-        case .journal(let base):
-            guard let database = database(at: base, create: false) else { return perform() }
-            return database.journalUnlink(perform: perform)
-        case .wal(let base):
-            let result = perform()
-            if case .success = result { database(at: base, create: false)?.walUnlinked() }
-            return result
-        case .sharedMemory:
-            return perform()
-        case .main:
-            guard let database = database(at: path, create: false) else {
-                return perform().map { observers.publish(.removed(path: path)) }
+        return permitted(path, caller) {
+            let perform = { [self] in Syscall.unlink(at: filesFD, path) }
+            switch SQLiteFileRole.classify(path) {
+            case .journal(let base):
+                guard let database = database(at: base, create: false) else { return perform() }
+                return database.journalUnlink(perform: perform)
+            case .wal(let base):
+                let result = perform()
+                if case .success = result { database(at: base, create: false)?.walUnlinked() }
+                return result
+            case .sharedMemory:
+                return perform()
+            case .main:
+                guard let database = database(at: path, create: false) else {
+                    return perform().map { observers.publish(.removed(path: path)) }
+                }
+                return database.drop(perform: perform)
             }
-            return database.drop(perform: perform)
         }
     }
 
     public func mkdir(_ path: String, mode: mode_t, caller: Caller) -> Result<stat, Errno> {
-        if case .failure(let error) = permit(path, caller) { return .failure(error) }
-        return Syscall.mkdir(at: filesFD, path, mode: mode).flatMap { attributes(path) }.map { st in
-            observers.publish(.directory(path: path, mode: UInt32(st.st_mode & 0o7777)))
-            return st
+        return permitted(path, caller) {
+            return Syscall.mkdir(at: filesFD, path, mode: mode).flatMap { attributes(path) }.map { st in
+                observers.publish(.directory(path: path, mode: UInt32(st.st_mode & 0o7777)))
+                return st
+            }
         }
     }
 
     public func rmdir(_ path: String, caller: Caller) -> Result<Void, Errno> {
-        if case .failure(let error) = permit(path, caller) { return .failure(error) }
-        return Syscall.unlink(at: filesFD, path, isDirectory: true).map { observers.publish(.removed(path: path)) }
+        return permitted(path, caller) {
+            return Syscall.unlink(at: filesFD, path, isDirectory: true).map { observers.publish(.removed(path: path)) }
+        }
     }
 
     public func mknod(_ path: String, mode: mode_t, device: dev_t, caller: Caller) -> Result<stat, Errno> {
-        if case .failure(let error) = permit(path, caller) { return .failure(error) }
-        return Syscall.mknod(at: filesFD, path, mode: mode, device: device).flatMap { attributes(path) }
+        return permitted(path, caller) {
+            return Syscall.mknod(at: filesFD, path, mode: mode, device: device).flatMap { attributes(path) }
+        }
     }
 
     public func symlink(_ target: String, at path: String, caller: Caller) -> Result<stat, Errno> {
-        if case .failure(let error) = permit(path, caller) { return .failure(error) }
-        return Syscall.symlink(target, at: filesFD, path).flatMap { attributes(path) }.map { st in
-            observers.publish(.symlink(path: path, target: target))
-            return st
+        return permitted(path, caller) {
+            return Syscall.symlink(target, at: filesFD, path).flatMap { attributes(path) }.map { st in
+                observers.publish(.symlink(path: path, target: target))
+                return st
+            }
         }
     }
 
@@ -437,10 +478,11 @@ public final class Store: Sendable {
     }
 
     public func link(_ from: String, to: String, caller: Caller) -> Result<stat, Errno> {
-        if case .failure(let error) = permit(to, caller) { return .failure(error) }
-        return Syscall.link(at: filesFD, from, to: to).flatMap { attributes(to) }.map { st in
-            if isPlain(to) { publishFile(to) }
-            return st
+        return permitted(to, caller) {
+            return Syscall.link(at: filesFD, from, to: to).flatMap { attributes(to) }.map { st in
+                if isPlain(to) { publishFile(to) }
+                return st
+            }
         }
     }
 
@@ -448,45 +490,47 @@ public final class Store: Sendable {
     /// deleted; databases appearing at a new path are logged with every page.
     /// (SQLite itself never renames; this keeps the log true when people do.)
     public func rename(_ from: String, to: String, flags: UInt32, caller: Caller) -> Result<Void, Errno> {
-        if case .failure(let error) = permit(from, caller).flatMap({ permit(to, caller) }) { return .failure(error) }
-        let fromIsDirectory = (try? attributes(from).get()).map { ($0.st_mode & S_IFMT) == S_IFDIR } ?? false
-        let plain = fromIsDirectory || (isPlain(from) && SQLiteFileRole.classify(to) == .main && database(at: to, create: false) == nil)
-        if case .failure(let error) = Syscall.rename(at: filesFD, from, to: to, flags: flags) { return .failure(error) }
-        if plain {
-            if flags & Syscall.renameExchange != 0 {
-                publishFile(from)
-                publishFile(to)
-            } else {
-                observers.publish(.renamed(from: from, to: to))
+        return permitted(from, caller, also: to) {
+            let fromIsDirectory = (try? attributes(from).get()).map { ($0.st_mode & S_IFMT) == S_IFDIR } ?? false
+            let plain = fromIsDirectory || (isPlain(from) && SQLiteFileRole.classify(to) == .main && database(at: to, create: false) == nil)
+            if case .failure(let error) = Syscall.rename(at: filesFD, from, to: to, flags: flags) { return .failure(error) }
+            if plain {
+                if flags & Syscall.renameExchange != 0 {
+                    publishFile(from)
+                    publishFile(to)
+                } else {
+                    observers.publish(.renamed(from: from, to: to))
+                }
             }
-        }
-        let affected: [String] = databases.withLock { databases in
-            databases.keys.filter { key in
-                key == from || key == to || key.hasPrefix(from + "/") || key.hasPrefix(to + "/")
+            let affected: [String] = databases.withLock { databases in
+                databases.keys.filter { key in
+                    key == from || key == to || key.hasPrefix(from + "/") || key.hasPrefix(to + "/")
+                }
             }
-        }
-        var appeared = Set<String>()
-        if fromIsDirectory {
-            findDatabases(in: to, into: &appeared)
-            if flags & Syscall.renameExchange != 0 { findDatabases(in: from, into: &appeared) }
-        } else if SQLiteFileRole.classify(to) == .main, isDatabaseFile(to) {
-            appeared.insert(to)
-            if flags & Syscall.renameExchange != 0, isDatabaseFile(from) { appeared.insert(from) }
-        }
-        for path in Set(affected).union(appeared).sorted() {
-            guard let database = database(at: path, create: true) else { continue }
-            if case .failure(let error) = database.contentReplaced() {
-                logger.error("cannot log renamed database", metadata: ["database": "\(path)", "error": "\(error)"])
+            var appeared = Set<String>()
+            if fromIsDirectory {
+                findDatabases(in: to, into: &appeared)
+                if flags & Syscall.renameExchange != 0 { findDatabases(in: from, into: &appeared) }
+            } else if SQLiteFileRole.classify(to) == .main, isDatabaseFile(to) {
+                appeared.insert(to)
+                if flags & Syscall.renameExchange != 0, isDatabaseFile(from) { appeared.insert(from) }
             }
+            for path in Set(affected).union(appeared).sorted() {
+                guard let database = database(at: path, create: true) else { continue }
+                if case .failure(let error) = database.contentReplaced() {
+                    logger.error("cannot log renamed database", metadata: ["database": "\(path)", "error": "\(error)"])
+                }
+            }
+            return .success(())
         }
-        return .success(())
     }
 
     public func chmod(_ path: String, file: StoreFile?, mode: mode_t, caller: Caller) -> Result<Void, Errno> {
-        if case .failure(let error) = permit(path, caller) { return .failure(error) }
-        let result = file.map { Syscall.fchmod($0.fd, mode: mode) } ?? Syscall.chmod(at: filesFD, at(path), mode: mode)
-        if case .success = result, !path.isEmpty, isPlain(path) { publishFile(path) }
-        return result
+        return permitted(path, caller) {
+            let result = file.map { Syscall.fchmod($0.fd, mode: mode) } ?? Syscall.chmod(at: filesFD, at(path), mode: mode)
+            if case .success = result, !path.isEmpty, isPlain(path) { publishFile(path) }
+            return result
+        }
     }
 
     // MARK: - Plain files
@@ -523,19 +567,22 @@ public final class Store: Sendable {
     }
 
     public func chown(_ path: String, uid: uid_t, gid: gid_t, caller: Caller) -> Result<Void, Errno> {
-        if case .failure(let error) = permit(path, caller) { return .failure(error) }
-        return Syscall.chown(at: filesFD, at(path), uid: uid, gid: gid)
+        return permitted(path, caller) {
+            return Syscall.chown(at: filesFD, at(path), uid: uid, gid: gid)
+        }
     }
 
     public func setTimes(_ path: String, file: StoreFile?, _ times: (timespec, timespec), caller: Caller) -> Result<Void, Errno> {
-        if case .failure(let error) = permit(path, caller) { return .failure(error) }
-        if let file { return Syscall.futimens(file.fd, times) }
-        return Syscall.utimens(at: filesFD, at(path), times)
+        return permitted(path, caller) {
+            if let file { return Syscall.futimens(file.fd, times) }
+            return Syscall.utimens(at: filesFD, at(path), times)
+        }
     }
 
     public func fallocate(_ file: StoreFile, mode: Int32, offset: Int64, length: Int64) -> Result<Void, Errno> {
-        if !file.byDaemon, case .failure(let error) = permit(file.path, .daemon) { return .failure(error) }
-        return Syscall.fallocate(file.fd, mode: mode, offset: offset, length: length)
+        return permitted(file.path, .daemon, exempt: file.byDaemon) {
+            return Syscall.fallocate(file.fd, mode: mode, offset: offset, length: length)
+        }
     }
 
     public func statistics() -> Result<statvfs, Errno> {

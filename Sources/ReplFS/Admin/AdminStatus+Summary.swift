@@ -1,0 +1,62 @@
+import Foundation
+
+extension AdminStatus {
+    /// The compact text `replfsd status` prints: one line per fact, a label
+    /// column first, so an operator sees role, term, lease, positions and
+    /// lag at a glance (and `grep replica` works).
+    ///
+    /// ```
+    /// node       node-a (cluster replfs): primary, writable, epoch 7
+    /// primary    node-a 10.0.0.1:20202
+    /// lease      static, candidate, held, expires in 1500 ms
+    /// database   db.sqlite  txid 1042  checksum 8a3f00112233aabb  12 pages x 4096 B
+    /// replica    node-b 10.0.0.2:20202  connected  last ack 120 ms ago  db.sqlite lag 0
+    /// ```
+    public var summary: String {
+        var lines: [String] = []
+        func line(_ label: String, _ text: String) {
+            lines.append(label.padding(toLength: 10, withPad: " ", startingAt: 0) + " " + text)
+        }
+        line("node", "\(node) (cluster \(cluster)): \(role), \(writable ? "writable" : "read-only"), epoch \(epoch)")
+        if let primary {
+            line("primary", "\(primary.name) \(primary.address)")
+        } else {
+            line("primary", "unknown")
+        }
+        var lease = [self.lease.type, self.lease.candidate ? "candidate" : "not a candidate", self.lease.state]
+        if let key = self.lease.key { lease.append("key \(key)") }
+        if let expires = self.lease.expiresInMs { lease.append("expires in \(expires) ms") }
+        if let error = self.lease.lastError { lease.append("last error: \(error)") }
+        line("lease", lease.joined(separator: ", "))
+        if databases.isEmpty { line("database", "none") }
+        for database in databases {
+            line(
+                "database",
+                "\(database.name)  txid \(database.txid)  checksum \(database.checksum)  \(database.pageCount) pages x \(database.pageSize) B")
+        }
+        for replica in replicas {
+            var parts = [replica.node, replica.address, replica.connected ? "connected" : "disconnected"]
+            if let ago = replica.lastAckMsAgo { parts.append("last ack \(ago) ms ago") }
+            for position in replica.databases {
+                parts.append("\(position.name) lag \(position.lagTransactions) (txid \(position.txid))")
+            }
+            line("replica", parts.joined(separator: "  "))
+        }
+        if role == "primary" && replicas.isEmpty { line("replica", "none connected") }
+        if let upstream {
+            var text = "\(upstream.primary)  \(upstream.connected ? "connected" : "disconnected")"
+            if let error = upstream.lastError { text += "  last error: \(error)" }
+            line("upstream", text)
+        }
+        if let process {
+            var parts = [process.command.joined(separator: " "), process.state]
+            if let pid = process.pid { parts.append("pid \(pid)") }
+            parts.append("restarts \(process.restarts)")
+            if let exit = process.lastExit { parts.append("last exit: \(exit)") }
+            line("process", parts.joined(separator: "  "))
+        }
+        for aside in asides { line("aside", aside) }
+        if let lastError { line("error", lastError) }
+        return lines.joined(separator: "\n")
+    }
+}

@@ -1,0 +1,169 @@
+/// What `replfsd status` shows: this node's role and term, its lease, the
+/// position of every database, and, depending on the role, the replicas it
+/// streams to or the primary it follows.
+///
+/// It is the JSON of `GET /status` on the admin socket, so scripts and
+/// monitoring read exactly what an operator reads. Fields that only apply
+/// to one role are optional or empty on the other.
+public struct AdminStatus: Codable, Sendable, Equatable {
+    /// This node's name (`node`).
+    public var node: String
+    /// The cluster name (`cluster`).
+    public var cluster: String
+    /// "primary", "replica", "candidate", "fenced" or "handing-off".
+    public var role: String
+    /// Whether the mount accepts writes now (only a primary holding its lease).
+    public var writable: Bool
+    /// The primary term this node knows of (invariant 5).
+    public var epoch: UInt64
+    /// The current primary as this node knows it; `nil` when none is known.
+    public var primary: Peer?
+    public var lease: Lease
+    public var databases: [Database]
+    /// On the primary: the replicas streaming from it.
+    public var replicas: [Replica]
+    /// On a replica: its connection to the primary.
+    public var upstream: Upstream?
+    /// The supervised application (`exec`), if configured.
+    public var process: Process?
+    /// Databases moved aside when rejoining (invariant 6): kept, never deleted.
+    public var asides: [String]
+    /// The last error worth an operator's attention, if any.
+    public var lastError: String?
+
+    public init(
+        node: String, cluster: String, role: String, writable: Bool, epoch: UInt64, primary: Peer? = nil, lease: Lease,
+        databases: [Database] = [], replicas: [Replica] = [], upstream: Upstream? = nil, process: Process? = nil,
+        asides: [String] = [], lastError: String? = nil
+    ) {
+        self.node = node
+        self.cluster = cluster
+        self.role = role
+        self.writable = writable
+        self.epoch = epoch
+        self.primary = primary
+        self.lease = lease
+        self.databases = databases
+        self.replicas = replicas
+        self.upstream = upstream
+        self.process = process
+        self.asides = asides
+        self.lastError = lastError
+    }
+
+    /// Another node, by name and replication address.
+    public struct Peer: Codable, Sendable, Equatable {
+        public var name: String
+        public var address: String
+
+        public init(name: String, address: String) {
+            self.name = name
+            self.address = address
+        }
+    }
+
+    /// The lease as this node sees it.
+    public struct Lease: Codable, Sendable, Equatable {
+        /// "static" or "etcd".
+        public var type: String
+        /// Whether this node may become primary (`lease.candidate`).
+        public var candidate: Bool
+        /// The keeper's state ("held", "following", "campaigning", ...).
+        public var state: String
+        /// The etcd key, for an etcd lease.
+        public var key: String?
+        /// Time left before the lease expires at the coordinator, when held.
+        public var expiresInMs: Int?
+        public var lastError: String?
+
+        public init(type: String, candidate: Bool, state: String, key: String? = nil, expiresInMs: Int? = nil, lastError: String? = nil) {
+            self.type = type
+            self.candidate = candidate
+            self.state = state
+            self.key = key
+            self.expiresInMs = expiresInMs
+            self.lastError = lastError
+        }
+    }
+
+    /// A database's position (invariant 1) and size.
+    public struct Database: Codable, Sendable, Equatable {
+        public var name: String
+        public var txid: UInt64
+        /// The post-apply LTX checksum as 16 hex digits: equal on two nodes means equal bytes.
+        public var checksum: String
+        public var pageCount: UInt32
+        public var pageSize: UInt32
+
+        public init(name: String, txid: UInt64, checksum: String, pageCount: UInt32, pageSize: UInt32) {
+            self.name = name
+            self.txid = txid
+            self.checksum = checksum
+            self.pageCount = pageCount
+            self.pageSize = pageSize
+        }
+    }
+
+    /// A replica as the primary sees it.
+    public struct Replica: Codable, Sendable, Equatable {
+        public var node: String
+        public var address: String
+        public var connected: Bool
+        public var databases: [Position]
+        /// Milliseconds since its last acknowledgement.
+        public var lastAckMsAgo: Int?
+
+        public init(node: String, address: String, connected: Bool, databases: [Position] = [], lastAckMsAgo: Int? = nil) {
+            self.node = node
+            self.address = address
+            self.connected = connected
+            self.databases = databases
+            self.lastAckMsAgo = lastAckMsAgo
+        }
+
+        /// What a replica acknowledged for one database, and how far behind that is.
+        public struct Position: Codable, Sendable, Equatable {
+            public var name: String
+            public var txid: UInt64
+            public var lagTransactions: UInt64
+
+            public init(name: String, txid: UInt64, lagTransactions: UInt64) {
+                self.name = name
+                self.txid = txid
+                self.lagTransactions = lagTransactions
+            }
+        }
+    }
+
+    /// A replica's connection to its primary.
+    public struct Upstream: Codable, Sendable, Equatable {
+        public var primary: String
+        public var connected: Bool
+        public var lastError: String?
+
+        public init(primary: String, connected: Bool, lastError: String? = nil) {
+            self.primary = primary
+            self.connected = connected
+            self.lastError = lastError
+        }
+    }
+
+    /// The supervised application.
+    public struct Process: Codable, Sendable, Equatable {
+        public var command: [String]
+        /// "running", "stopped", "starting", "stopping", "backoff", ...
+        public var state: String
+        public var pid: Int32?
+        public var restarts: Int
+        /// How it last ended ("exit 1", "signal 9"), if it has.
+        public var lastExit: String?
+
+        public init(command: [String], state: String, pid: Int32? = nil, restarts: Int = 0, lastExit: String? = nil) {
+            self.command = command
+            self.state = state
+            self.pid = pid
+            self.restarts = restarts
+            self.lastExit = lastExit
+        }
+    }
+}

@@ -1,0 +1,464 @@
+import Dispatch
+import Foundation
+import Logging
+import Synchronization
+
+/// The application this node runs only while it is the primary
+/// (`exec.command`, see ``Supervisor``).
+public protocol SupervisedApplication: Sendable {
+    /// Wants it running (starts it, restarts it if it dies).
+    func start()
+    /// Stops it and returns once it has exited.
+    func stop()
+}
+
+/// The role a node has now.
+public enum NodeRole: String, Sendable, Codable {
+    /// Writes, streams to replicas, runs the application.
+    case primary
+    /// Read-only, follows the primary.
+    case replica
+    /// Read-only, lost its lease (or never had a primary to follow): waits
+    /// for the lease to name one.
+    case fenced
+    /// Was primary, has stopped writing, waits for the new primary to
+    /// confirm it holds everything.
+    case handingOff = "handing-off"
+}
+
+/// Why a promote or demote did not happen (nothing was changed).
+public struct RoleError: Error, CustomStringConvertible, Sendable {
+    public enum Code: String, Sendable {
+        case notPrimary, notCandidate, noCandidate, unreachable, conflict, failed
+    }
+    public var code: Code
+    public var message: String
+    public init(_ code: Code, _ message: String) {
+        self.code = code
+        self.message = message
+    }
+    public var description: String { message }
+}
+
+/// What a promote or demote did.
+public struct RoleChange: Sendable {
+    public var primary: String
+    public var epoch: UInt64
+    public var duration: Duration
+}
+
+/// Moves this node between primary and replica, and is the one place that
+/// knows which it is.
+///
+/// The lease keeper (static or etcd) decides; this type carries it out in
+/// an order that keeps the invariants:
+/// - becoming primary: stop following (everything received is applied),
+///   persist the epoch, accept writes, then start the application;
+/// - stepping down: stop the application, stop writes (waiting for those in
+///   progress), stop streaming, then follow the new primary;
+/// - losing the lease: stop writes first (the deadline is near), then the
+///   application.
+///
+/// Transitions run one at a time on a serial queue, never on the event loop
+/// or the apply thread that reported what caused them.
+public final class RoleController: ReplicationRole, ReplicaClientDelegate, @unchecked Sendable {
+    public let store: Store
+    public let feed: ChangeFeed
+    public let server: ReplicationServer
+    public let identity: ReplicaClient.Identity
+    private let stateFile: NodeStateFile
+    private let application: (any SupervisedApplication)?
+    private let logger: Logger
+    private let queue = DispatchQueue(label: "replfs.role")
+    private let state: Locked<State>
+    private let leaseSlot = Locked<(any LeaseKeeper)?>(nil)
+
+    struct State {
+        var role: NodeRole
+        var epoch: UInt64
+        var primary: Peer?
+        var client: ReplicaClient?
+        var lastError: String?
+        /// The node a handoff in progress waits for, and its signal.
+        var handoff: (target: String, accepted: Semaphore)?
+        /// Set by ``shutdown()``: no more transitions.
+        var closed = false
+    }
+
+    /// A consistent picture for status.
+    public struct Snapshot: Sendable {
+        public var role: NodeRole
+        public var epoch: UInt64
+        public var primary: Peer?
+        public var writable: Bool
+        public var upstream: ReplicaClient.Status?
+        public var replicas: [ConnectedReplica]
+        public var lastError: String?
+    }
+
+    public init(
+        store: Store, feed: ChangeFeed, server: ReplicationServer, identity: ReplicaClient.Identity, stateFile: NodeStateFile,
+        application: (any SupervisedApplication)?, logger: Logger
+    ) throws(StoreError) {
+        self.store = store
+        self.feed = feed
+        self.server = server
+        self.identity = identity
+        self.stateFile = stateFile
+        self.application = application
+        self.logger = logger
+        let stored = try stateFile.load()
+        // Nothing is written until a lease keeper decides.
+        state = Locked(State(role: .fenced, epoch: stored.epoch, primary: nil))
+        store.stopWrites()
+        server.setRole(self)
+    }
+
+    /// The lease keeper that decides (set once at startup).
+    public func setLease(_ lease: any LeaseKeeper) {
+        leaseSlot.withLock { $0 = lease }
+    }
+
+    var lease: (any LeaseKeeper)? { leaseSlot.withLock { $0 } }
+
+    public var me: Peer { Peer(name: identity.node, address: identity.address) }
+
+    public var role: NodeRole { state.withLock { $0.role } }
+    public var epoch: UInt64 { state.withLock { $0.epoch } }
+    public var primary: Peer? { state.withLock { $0.primary } }
+    var client: ReplicaClient? { state.withLock { $0.client } }
+
+    /// The persisted state (highest epoch seen, its holder).
+    public func storedState() -> NodeState {
+        (try? stateFile.load()) ?? NodeState(epoch: epoch, primary: nil)
+    }
+
+    public var snapshot: Snapshot {
+        let (role, epoch, primary, client, lastError) = state.withLock { ($0.role, $0.epoch, $0.primary, $0.client, $0.lastError) }
+        return Snapshot(
+            role: role, epoch: epoch, primary: primary, writable: store.isWritable, upstream: client?.status,
+            replicas: role == .primary || role == .handingOff ? server.replicas : [], lastError: lastError)
+    }
+
+    func noteError(_ message: String) {
+        state.withLock { $0.lastError = message }
+    }
+
+    // MARK: - Transitions (on the role queue)
+
+    /// Runs `body` on the role queue and waits for it.
+    func perform<T>(_ body: () -> T) -> T {
+        queue.sync(execute: body)
+    }
+
+    /// Runs `body` on the role queue later.
+    func schedule(_ body: @escaping @Sendable () -> Void) {
+        queue.async(execute: body)
+    }
+
+    /// Persists a new epoch and its holder, if higher than what is stored.
+    private func record(epoch: UInt64, primary: String) -> Bool {
+        do {
+            var stored = try stateFile.load()
+            if epoch > stored.epoch || (epoch == stored.epoch && stored.primary != primary) {
+                stored = NodeState(epoch: max(epoch, stored.epoch), primary: primary)
+                try stateFile.save(stored)
+            }
+            return true
+        } catch {
+            logger.error("cannot persist the node state; not changing role", metadata: ["error": "\(error)"])
+            noteError("cannot persist node state: \(error)")
+            return false
+        }
+    }
+
+    /// Becomes the primary at `epoch`. Call on the role queue.
+    ///
+    /// Stops following first: the apply thread finishes what was received,
+    /// so the node writes on top of everything it could get. `deadline` is
+    /// when the lease could expire (etcd); writes stop by themselves then.
+    func becomePrimary(epoch: UInt64, deadline: UInt64? = nil) {
+        dispatchPrecondition(condition: .onQueue(queue))
+        guard !state.withLock({ $0.closed }) else { return }
+        if let client = state.withLock({ $0.client }) {
+            client.stop()
+            state.withLock { $0.client = nil }
+        }
+        guard record(epoch: epoch, primary: identity.node) else { return }
+        state.withLock {
+            $0.role = .primary
+            $0.epoch = epoch
+            $0.primary = me
+            $0.lastError = nil
+        }
+        store.setObserver(feed)
+        store.startWrites(until: deadline)
+        logger.notice("this node is now the primary", metadata: ["epoch": "\(epoch)"])
+        application?.start()
+    }
+
+    /// Follows `primary` (at `epoch`, or at least what this node has seen).
+    /// Call on the role queue.
+    func follow(_ primary: Peer, epoch: UInt64) {
+        dispatchPrecondition(condition: .onQueue(queue))
+        guard primary.name != identity.node, !state.withLock({ $0.closed }) else { return }
+        let (role, current, currentClient) = state.withLock { ($0.role, $0.primary, $0.client) }
+        if role == .replica, current == primary, currentClient != nil {
+            if epoch > self.epoch {
+                _ = record(epoch: epoch, primary: primary.name)
+                state.withLock { $0.epoch = epoch }
+            }
+            return
+        }
+        if role == .primary || role == .handingOff {
+            stepDown()
+        }
+        let highest = max(epoch, self.epoch)
+        guard record(epoch: highest, primary: primary.name) else { return }
+        currentClient?.stop()
+        let client = ReplicaClient(store: store, target: primary, identity: identity, epoch: highest, delegate: self, logger: logger)
+        state.withLock {
+            $0.role = .replica
+            $0.epoch = highest
+            $0.primary = primary
+            $0.client = client
+        }
+        logger.notice("following the primary", metadata: ["primary": "\(primary)", "epoch": "\(highest)"])
+        client.start()
+    }
+
+    /// Stops being a writer in the planned order: application, writes, streams.
+    private func stepDown() {
+        application?.stop()
+        store.stopWrites()
+        store.setObserver(nil)
+        server.closeStreams()
+    }
+
+    /// The lease is lost: writes stop at once, then the application.
+    /// Call on the role queue (or from the lease keeper's thread: writes are
+    /// stopped before waiting for the queue).
+    public func fence(reason: String) {
+        store.stopWrites()
+        perform {
+            let role = state.withLock { $0.role }
+            guard role == .primary || role == .handingOff else { return }
+            logger.error("lost the lease: this node stopped accepting writes", metadata: ["reason": "\(reason)"])
+            application?.stop()
+            store.setObserver(nil)
+            server.closeStreams()
+            state.withLock {
+                $0.role = .fenced
+                $0.primary = nil
+                $0.lastError = "lost the lease: \(reason)"
+            }
+        }
+    }
+
+    /// Shutdown (SIGTERM): the application first, then writes, then the
+    /// link to the primary. No transition happens after this.
+    public func shutdown() {
+        perform {
+            state.withLock { $0.closed = true }
+            application?.stop()
+            store.stopWrites()
+            state.withLock { $0.client }?.stop()
+        }
+    }
+
+    // MARK: - Handoff
+
+    /// Hands the primary role to `target` (a connected replica): stops the
+    /// application and writes, sends the handoff marker after the last
+    /// change, and waits until the target confirms it has applied
+    /// everything. Then this node follows it. Call on the role queue.
+    func handOff(to target: String, timeout: Duration = .seconds(10)) -> Result<RoleChange, RoleError> {
+        dispatchPrecondition(condition: .onQueue(queue))
+        let started = ContinuousClock.now
+        guard state.withLock({ $0.role }) == .primary else {
+            return .failure(RoleError(.notPrimary, "\(identity.node) is not the primary"))
+        }
+        guard let replica = server.replicas.first(where: { $0.name == target }) else {
+            return .failure(RoleError(.noCandidate, "\(target) is not connected to the primary \(identity.node)"))
+        }
+        guard replica.candidate else {
+            return .failure(RoleError(.notCandidate, "\(target) has lease.candidate: false and cannot become primary"))
+        }
+        let lease = self.lease
+        let newEpoch = lease?.handoffEpoch(after: epoch) ?? epoch + 1
+        let peer = Peer(name: target, address: replica.address)
+        logger.notice("handing the primary role over", metadata: ["to": "\(peer)", "epoch": "\(newEpoch)"])
+        application?.stop()
+        store.stopWrites()
+        if newEpoch > 0, !record(epoch: newEpoch, primary: target) {
+            store.startWrites()
+            application?.start()
+            return .failure(RoleError(.failed, "cannot persist the node state"))
+        }
+        let accepted = Semaphore()
+        state.withLock {
+            $0.role = .handingOff
+            $0.handoff = (target, accepted)
+        }
+        feed.publish(ReplicationMessage.Handoff(node: target, address: replica.address, epoch: newEpoch))
+        let confirmed = accepted.wait(timeout: timeout)
+        state.withLock { $0.handoff = nil }
+        guard confirmed else {
+            // The target never confirmed: it may be gone. Resume, at a newer
+            // epoch than the one offered, so that if the target did take over
+            // and its confirmation was lost, the cluster follows this node.
+            let resumed: UInt64? = lease == nil ? newEpoch + 1 : lease?.resumeAfterFailedHandoff(offered: newEpoch)
+            if let resumed {
+                becomePrimary(epoch: resumed, deadline: lease?.currentDeadline)
+            } else {
+                state.withLock { $0.role = .fenced }
+            }
+            let message = "\(target) did not confirm the handoff within \(timeout)" + (resumed != nil ? "; \(identity.node) resumed as primary" : "")
+            noteError(message)
+            return .failure(RoleError(.failed, message))
+        }
+        lease?.released(to: peer)
+        follow(peer, epoch: newEpoch)
+        return .success(RoleChange(primary: target, epoch: newEpoch, duration: ContinuousClock.now - started))
+    }
+
+    /// `replfsd demote`: hands over to the connected candidate that has
+    /// acknowledged the most (ties: by name).
+    public func demote() -> Result<RoleChange, RoleError> {
+        perform {
+            guard state.withLock({ $0.role }) == .primary else {
+                return .failure(RoleError(.notPrimary, "\(identity.node) is not the primary; demote runs on the primary"))
+            }
+            let positions = Dictionary(store.positions().map { ($0.database, $0.position.txid.rawValue) }, uniquingKeysWith: { a, _ in a })
+            func lag(_ replica: ConnectedReplica) -> UInt64 {
+                positions.reduce(0) { sum, entry in sum + (entry.value &- min(entry.value, replica.acknowledged[entry.key]?.rawValue ?? 0)) }
+            }
+            let candidates = server.replicas.filter(\.candidate).sorted { (lag($0), $0.name) < (lag($1), $1.name) }
+            guard let best = candidates.first else {
+                return .failure(RoleError(.noCandidate, "no candidate replica is connected: nothing changed, \(identity.node) stays primary"))
+            }
+            return handOff(to: best.name)
+        }
+    }
+
+    /// `replfsd promote` on a replica: asks the primary to hand over, and
+    /// waits until this node is the primary. With `force` and the primary
+    /// unreachable, takes over without it (the lease decides whether that
+    /// is allowed).
+    public func promote(force: Bool, timeout: Duration = .seconds(20)) -> Result<RoleChange, RoleError> {
+        let started = ContinuousClock.now
+        guard identity.candidate else {
+            return .failure(RoleError(.notCandidate, "\(identity.node) has lease.candidate: false and cannot become primary"))
+        }
+        let (role, client) = state.withLock { ($0.role, $0.client) }
+        if role == .primary {
+            return .success(RoleChange(primary: identity.node, epoch: epoch, duration: .zero))
+        }
+        if let client, client.requestHandoff() {
+            let deadline = ContinuousClock.now + timeout
+            while ContinuousClock.now < deadline {
+                if state.withLock({ $0.role }) == .primary {
+                    return .success(RoleChange(primary: identity.node, epoch: epoch, duration: ContinuousClock.now - started))
+                }
+                Thread.sleep(forTimeInterval: 0.01)
+            }
+            return .failure(RoleError(.failed, "the primary did not hand over within \(timeout)"))
+        }
+        guard force else {
+            let target = state.withLock { $0.primary }.map { "\($0)" } ?? "unknown"
+            return .failure(RoleError(
+                .unreachable,
+                "the primary (\(target)) is not connected; use --force to take over without it (transactions it did not send are kept aside when it rejoins)"))
+        }
+        guard let lease else { return .failure(RoleError(.failed, "no lease keeper")) }
+        return lease.forcePromotion().map { epoch in
+            RoleChange(primary: identity.node, epoch: epoch, duration: ContinuousClock.now - started)
+        }
+    }
+
+    // MARK: - ReplicationRole (event loop: never block)
+
+    public var replicationView: ReplicationView {
+        state.withLock { ReplicationView(isPrimary: $0.role == .primary, epoch: $0.epoch, primary: $0.primary) }
+    }
+
+    public func handoffRequested(by node: String) {
+        schedule { [self] in
+            switch handOff(to: node) {
+            case .success(let change):
+                logger.notice("handed over on request", metadata: ["to": "\(change.primary)", "epoch": "\(change.epoch)"])
+            case .failure(let error):
+                logger.warning("handoff requested by a replica did not happen", metadata: ["replica": "\(node)", "reason": "\(error)"])
+            }
+        }
+    }
+
+    public func handoffAccepted(by node: String) {
+        state.withLock { state in
+            if let handoff = state.handoff, handoff.target == node { handoff.accepted.post() }
+        }
+    }
+
+    // MARK: - ReplicaClientDelegate (event loop or apply thread: never block)
+
+    public func replicaClient(_ client: ReplicaClient, redirectedBy node: String, to view: ReplicationView) {
+        guard let primary = view.primary, primary.name != identity.node, view.epoch >= epoch else { return }
+        schedule { [self] in
+            guard state.withLock({ $0.client }) === client else { return }
+            // Only a peer that is itself following can name a primary; the
+            // lease keeper confirms it (etcd names the primary itself).
+            lease?.redirected(to: primary, epoch: view.epoch, by: node)
+        }
+    }
+
+    public func replicaClient(_ client: ReplicaClient, following primary: String, epoch: UInt64) {
+        guard epoch > self.epoch else { return }
+        schedule { [self] in
+            guard state.withLock({ $0.client }) === client, epoch > self.epoch else { return }
+            if record(epoch: epoch, primary: primary) { state.withLock { $0.epoch = epoch } }
+        }
+    }
+
+    public func replicaClient(_ client: ReplicaClient, handoff: ReplicationMessage.Handoff) {
+        schedule { [self] in
+            guard state.withLock({ $0.client }) === client else { return }
+            lease?.handoffReceived(handoff)
+        }
+    }
+}
+
+/// What decides the role: a static configuration (with handoffs by hand) or
+/// a lease in etcd. The ``RoleController`` carries the decisions out and
+/// asks the keeper where a decision depends on the kind of lease.
+public protocol LeaseKeeper: AnyObject, Sendable {
+    /// Starts deciding (the initial role, then changes).
+    func start()
+    /// Stops; a primary releases its lease so another node can take over at once.
+    func stop()
+    /// The epoch a handoff offers: static, the next one; etcd, 0 (the target
+    /// takes the lease and its key's revision).
+    func handoffEpoch(after epoch: UInt64) -> UInt64
+    /// The handoff's target confirmed: let it take the role (etcd: revoke).
+    func released(to target: Peer)
+    /// The target did not confirm: the epoch to resume at, or nil to stay fenced.
+    func resumeAfterFailedHandoff(offered: UInt64) -> UInt64?
+    /// A handoff marker reached this replica (everything before it applied).
+    func handoffReceived(_ handoff: ReplicationMessage.Handoff)
+    /// A peer this node tried to follow named another primary.
+    func redirected(to primary: Peer, epoch: UInt64, by node: String)
+    /// `promote --force` with the primary unreachable.
+    func forcePromotion() -> Result<UInt64, RoleError>
+    /// When writes must stop (monotonic nanoseconds), if the lease sets it.
+    var currentDeadline: UInt64? { get }
+    var status: LeaseStatus { get }
+}
+
+/// The lease as status shows it.
+public struct LeaseStatus: Sendable {
+    public var type: String
+    public var candidate: Bool
+    public var state: String
+    public var key: String?
+    public var expiresIn: Duration?
+    public var lastError: String?
+}

@@ -1,0 +1,146 @@
+import Prometheus
+
+/// The daemon's metrics, as named handles on one `PrometheusCollectorRegistry`.
+///
+/// Created from the registry directly, so nothing depends on a process-wide
+/// `MetricsSystem` bootstrap (tests and several daemons in one process each
+/// have their own). Label values come only from database names, configured
+/// node names and a closed set of FUSE operations, so the number of series
+/// stays bounded; ``removeReplica(_:)`` drops a departed replica's series.
+///
+/// Cost on the FUSE path: ``recordFUSEOperation(_:duration:)`` indexes an
+/// array built at start, bumps a lock-free counter and records into that
+/// operation's own histogram (a short per-operation lock, no global one,
+/// no allocation).
+public struct ReplFSMetrics: Sendable {
+    /// `replfs_role`: 1 while primary, 0 otherwise.
+    public let role: Gauge
+    /// `replfs_epoch`: the primary term this node knows.
+    public let epoch: Gauge
+    /// `replfs_ltx_bytes_total`: LTX bytes written by this node.
+    public let ltxBytes: Counter
+    /// `replfs_snapshots_sent_total`: snapshots streamed to replicas.
+    public let snapshotsSent: Counter
+    /// `replfs_lease_renew_failures_total`.
+    public let leaseRenewFailures: Counter
+
+    /// The registry the handles live in (what ``MetricsEndpoint`` serves).
+    public let registry: PrometheusCollectorRegistry
+
+    private let fuseOps: [Counter]
+    private let fuseOpSeconds: [DurationHistogram]
+    private let databases: Locked<[String: Database]>
+    private let replicaLags: Locked<[String: [String: Gauge]]>
+
+    /// Bucket bounds of `replfs_fuse_op_seconds`: one FUSE round trip costs
+    /// 25-40 us here, a commit's fsync milliseconds, a stuck one seconds.
+    public static let fuseOpBuckets: [Duration] = [
+        .microseconds(25), .microseconds(50), .microseconds(100), .microseconds(250), .microseconds(500),
+        .milliseconds(1), .milliseconds(2), .milliseconds(5), .milliseconds(10), .milliseconds(25),
+        .milliseconds(100), .milliseconds(250), .seconds(1), .seconds(5),
+    ]
+
+    public init(registry: PrometheusCollectorRegistry) {
+        self.registry = registry
+        role = registry.makeGauge(descriptor: Self.name("role", help: "1 while this node is primary, 0 otherwise."))
+        epoch = registry.makeGauge(descriptor: Self.name("epoch", help: "The primary term (epoch) this node knows."))
+        ltxBytes = registry.makeCounter(descriptor: Self.name("ltx_bytes", unit: "total", help: "LTX bytes written."))
+        snapshotsSent = registry.makeCounter(descriptor: Self.name("snapshots_sent", unit: "total", help: "Snapshots streamed to replicas."))
+        leaseRenewFailures = registry.makeCounter(
+            descriptor: Self.name("lease_renew_failures", unit: "total", help: "Failed lease renewals."))
+        let opsName = Self.name("fuse_ops", unit: "total", help: "FUSE operations served, by operation.")
+        let secondsName = Self.name("fuse_op", unit: "seconds", help: "Time to serve a FUSE operation, by operation.")
+        fuseOps = FUSEOperation.allCases.map { registry.makeCounter(descriptor: opsName, labels: [("op", $0.label)]) }
+        fuseOpSeconds = FUSEOperation.allCases.map {
+            registry.makeDurationHistogram(descriptor: secondsName, labels: [("op", $0.label)], buckets: Self.fuseOpBuckets)
+        }
+        databases = Locked([:])
+        replicaLags = Locked([:])
+    }
+
+    /// Sets `replfs_role`.
+    public func setRole(primary: Bool) {
+        role.set(primary ? 1.0 : 0.0)
+    }
+
+    /// Sets `replfs_epoch`.
+    public func setEpoch(_ value: UInt64) {
+        epoch.set(Double(value))
+    }
+
+    /// Counts one snapshot streamed to a replica.
+    public func recordSnapshotSent() {
+        snapshotsSent.increment()
+    }
+
+    /// Counts one failed lease renewal.
+    public func recordLeaseRenewFailure() {
+        leaseRenewFailures.increment()
+    }
+
+    /// Counts LTX bytes written outside ``recordCommit(database:ltxBytes:)`` (snapshots, compaction).
+    public func recordLTXBytes(_ bytes: Int) {
+        if bytes > 0 { ltxBytes.increment(by: Int64(bytes)) }
+    }
+
+    /// Counts one FUSE operation and its duration.
+    @inline(__always)
+    public func recordFUSEOperation(_ operation: FUSEOperation, duration: Duration) {
+        fuseOps[operation.rawValue].increment()
+        fuseOpSeconds[operation.rawValue].record(duration)
+    }
+
+    /// The handles of `name`'s series, created on first use. Keep the result
+    /// to avoid the lookup on every commit.
+    public func database(_ name: String) -> Database {
+        databases.withLock { known in
+            if let handles = known[name] { return handles }
+            let handles = Database(
+                txid: registry.makeGauge(
+                    descriptor: Self.name("database_txid", help: "The last transaction ID of a database on this node."),
+                    labels: [("database", name)]),
+                commits: registry.makeCounter(
+                    descriptor: Self.name("commits", unit: "total", help: "Transactions committed (or applied), by database."),
+                    labels: [("database", name)]))
+            known[name] = handles
+            return handles
+        }
+    }
+
+    /// Sets `replfs_database_txid{database}`.
+    public func setTXID(_ txid: UInt64, database name: String) {
+        database(name).txid.set(Double(txid))
+    }
+
+    /// Counts one commit in `replfs_commits_total{database}` and its LTX size
+    /// in `replfs_ltx_bytes_total`.
+    public func recordCommit(database name: String, ltxBytes bytes: Int = 0) {
+        database(name).commits.increment()
+        if bytes > 0 { ltxBytes.increment(by: Int64(bytes)) }
+    }
+
+    /// Sets `replfs_replica_lag_transactions{replica,database}`: how many
+    /// transactions `replica` is behind on `database` (on the primary).
+    public func setReplicaLag(_ transactions: UInt64, replica: String, database: String) {
+        let gauge = replicaLags.withLock { lags in
+            if let gauge = lags[replica]?[database] { return gauge }
+            let gauge = registry.makeGauge(
+                descriptor: Self.name("replica_lag_transactions", help: "Transactions a replica is behind the primary, by replica and database."),
+                labels: [("replica", replica), ("database", database)])
+            lags[replica, default: [:]][database] = gauge
+            return gauge
+        }
+        gauge.set(Double(transactions))
+    }
+
+    /// Drops a replica's lag series (it disconnected or left the cluster), so
+    /// a departed replica does not report a stale lag forever.
+    public func removeReplica(_ replica: String) {
+        let gauges = replicaLags.withLock { $0.removeValue(forKey: replica) } ?? [:]
+        for gauge in gauges.values { registry.unregisterGauge(gauge) }
+    }
+
+    private static func name(_ metric: String, unit: String = "", help: String) -> MetricNameDescriptor {
+        MetricNameDescriptor(namespace: "replfs", metricName: metric, unitName: unit, helpText: help)
+    }
+}

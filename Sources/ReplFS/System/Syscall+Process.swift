@@ -1,0 +1,105 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import CLinux
+
+/// Processes: what the ``Supervisor`` needs to run the application and to be
+/// sure it is gone.
+extension Syscall {
+    /// `clinux_spawn` (fork, then in the child setpgid, prctl(PR_SET_PDEATHSIG,
+    /// SIGKILL), signal reset, execve along `searchPath`).
+    ///
+    /// The child runs `arguments[0]` in a new process group whose id is its
+    /// pid, with exactly `environment`, inheriting stdin, stdout and stderr.
+    /// Returns its pid once it has exec'd, or the errno of the fork or exec
+    /// that failed (the child is then already reaped). Call it from a thread
+    /// that outlives the child: the parent death signal fires when the
+    /// forking *thread* exits.
+    static func spawn(_ arguments: [String], environment: [String: String], searchPath: String) -> Result<pid_t, Errno> {
+        precondition(!arguments.isEmpty, "spawn needs a program")
+        let argv = arguments.map { strdup($0) } + [nil]
+        let envp = environment.map { strdup("\($0.key)=\($0.value)") } + [nil]
+        defer {
+            for pointer in argv { free(pointer) }
+            for pointer in envp { free(pointer) }
+        }
+        var error: Int32 = 0
+        let pid = argv.withUnsafeBufferPointer { argvBuffer in
+            envp.withUnsafeBufferPointer { envpBuffer in
+                clinux_spawn(arguments[0], argvBuffer.baseAddress, envpBuffer.baseAddress, searchPath, &error)
+            }
+        }
+        return pid < 0 ? .failure(Errno(rawValue: error)) : .success(pid)
+    }
+
+    /// `kill(2)` of `-group`: sends `signal` to every process in the group
+    /// (0 only checks that one exists: `ESRCH` means the group is empty).
+    static func signal(processGroup group: pid_t, _ signal: Int32) -> Result<Void, Errno> {
+        precondition(group > 1, "not a process group")
+        return Glibc.kill(-group, signal) == 0 ? .success(()) : .failure(.current)
+    }
+
+    /// `kill(2)` of one process.
+    static func signal(process pid: pid_t, _ signal: Int32) -> Result<Void, Errno> {
+        precondition(pid > 1, "not a process")
+        return Glibc.kill(pid, signal) == 0 ? .success(()) : .failure(.current)
+    }
+
+    /// `waitpid(2)` of one child, blocking: reaps it and returns how it ended.
+    static func reap(_ pid: pid_t) -> Result<ExitStatus, Errno> {
+        var status: Int32 = 0
+        return retrying({ Glibc.waitpid(pid, &status, 0) }, failed: { $0 < 0 }).map { _ in ExitStatus(waitStatus: status) }
+    }
+
+    /// `waitid(P_PGID, WEXITED | WNOHANG | WNOWAIT)` (`clinux_exited_child_in_group`):
+    /// a child in `group` that has exited but is not reaped yet, or nil.
+    static func exitedChild(inGroup group: pid_t) -> Result<pid_t?, Errno> {
+        let pid = clinux_exited_child_in_group(group)
+        if pid < 0 { return .failure(.current) }
+        return .success(pid == 0 ? nil : pid)
+    }
+
+    /// `waitpid(-group, WNOHANG)`: reaps one exited child in `group`, if any,
+    /// and returns its pid. Only for a group whose leader is already reaped
+    /// (it would reap the leader too).
+    static func reapAny(inGroup group: pid_t) -> Result<pid_t?, Errno> {
+        precondition(group > 1, "not a process group")
+        var status: Int32 = 0
+        return retrying({ Glibc.waitpid(-group, &status, WNOHANG) }, failed: { $0 < 0 }).map { $0 == 0 ? nil : $0 }
+    }
+
+    /// `waitid(P_PID, WEXITED | WNOWAIT)` (`clinux_wait_exited`): blocks until
+    /// child `pid` has exited, without reaping it (its pid stays taken until
+    /// ``reap(_:)``).
+    static func waitForExit(_ pid: pid_t) -> Result<Void, Errno> {
+        clinux_wait_exited(pid) < 0 ? .failure(.current) : .success(())
+    }
+
+    /// `pidfd_open(2)`: a descriptor that polls readable once `pid` has
+    /// exited (it does not reap it). Close it with ``close(_:)``.
+    static func openProcess(_ pid: pid_t) -> Result<Int32, Errno> {
+        let fd = clinux_pidfd_open(pid)
+        return fd < 0 ? .failure(.current) : .success(fd)
+    }
+
+    /// `poll(2)` of one descriptor for input, up to `timeout`: true if it is
+    /// readable. An interrupted poll returns false (the caller looks again).
+    static func waitReadable(_ fd: Int32, timeout: Duration) -> Result<Bool, Errno> {
+        var entry = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+        let (seconds, attoseconds) = timeout.components
+        let milliseconds = Int32(clamping: seconds * 1000 + attoseconds / 1_000_000_000_000_000)
+        let count = Glibc.poll(&entry, 1, milliseconds)
+        if count < 0 {
+            let error = Errno.current
+            return error == .interrupted ? .success(false) : .failure(error)
+        }
+        return .success(count > 0)
+    }
+
+    /// `prctl(PR_SET_CHILD_SUBREAPER, 1)` (`clinux_set_child_subreaper`):
+    /// orphaned descendants of this process become its children instead of
+    /// init's, so they can be waited for.
+    static func becomeChildSubreaper() -> Result<Void, Errno> {
+        clinux_set_child_subreaper() == 0 ? .success(()) : .failure(.current)
+    }
+}
