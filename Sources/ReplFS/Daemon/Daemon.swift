@@ -19,6 +19,10 @@ public final class Daemon: Sendable {
     public let controller: RoleController
     public let lease: any LeaseKeeper
     public let retention: LogRetention
+    public let supervisor: Supervisor?
+    public let admin: AdminServer
+    public let metrics: MetricsEndpoint?
+    private let sampler: MetricsSampler?
     /// Whether this node has peers (otherwise it is a lone primary and
     /// listens for nobody).
     public let isClustered: Bool
@@ -30,7 +34,7 @@ public final class Daemon: Sendable {
         public var description: String
     }
 
-    public init(config: Config, logger: Logger, application: (any SupervisedApplication)? = nil) throws(StartupError) {
+    public init(config: Config, logger: Logger) throws(StartupError) {
         self.config = config
         self.logger = logger
         let directory = DataDirectory(root: config.data)
@@ -52,12 +56,13 @@ public final class Daemon: Sendable {
         } catch {
             throw StartupError(description: "\(error)")
         }
+        metrics = config.metrics.listen == nil ? nil : MetricsEndpoint(logger: logger)
         let fileSystem: FileSystem
         do {
             store = try Store(directory: directory, nodeID: config.nodeID, logger: logger)
             // Read-only until the lease decides.
             store.stopWrites()
-            fileSystem = try FileSystem(store: store)
+            fileSystem = try FileSystem(store: store, metrics: metrics?.metrics)
             // Cleared or created only now, right before mounting: while a dead
             // mount is in place nothing can be written under it by mistake.
             try MountPoint.prepare(config.mount, preparation, logger: logger)
@@ -82,10 +87,15 @@ public final class Daemon: Sendable {
         let identity = ReplicaClient.Identity(
             cluster: config.cluster, node: config.node, candidate: config.lease.candidate, address: config.advertisedAddress,
             authenticator: authenticator)
+        supervisor = config.exec.map { exec in
+            Supervisor(
+                command: exec.command, stopTimeout: exec.stopTimeout,
+                environment: ["REPLFS_NODE": config.node, "REPLFS_MOUNT": config.mount, "REPLFS_CLUSTER": config.cluster], logger: logger)
+        }
         do {
             controller = try RoleController(
                 store: store, feed: feed, server: server, identity: identity, stateFile: NodeStateFile(directory: directory),
-                application: application, logger: logger)
+                application: supervisor, logger: logger)
         } catch {
             session.unmount()
             Syscall.close(lockFD)
@@ -105,13 +115,25 @@ public final class Daemon: Sendable {
             }
         }
         controller.setLease(lease)
-        guard isClustered else { return }
+        admin = AdminServer(handler: DaemonAdmin(config: config, controller: controller, lease: lease, supervisor: supervisor), logger: logger)
+        let (controller, lease) = (self.controller, self.lease)
+        sampler = metrics.map { MetricsSampler(metrics: $0.metrics, controller: controller, lease: lease) }
         do {
-            try server.start(listen: config.replication.listen)
+            try admin.start(socket: config.admin.socket)
+            if let metrics, let listen = config.metrics.listen { try metrics.start(listen: listen) }
+            if isClustered {
+                do {
+                    try server.start(listen: config.replication.listen)
+                } catch {
+                    throw StartupError(description: "replication.listen: cannot listen on \(config.replication.listen): \(error)")
+                }
+            }
         } catch {
+            admin.stop()
+            metrics?.stop()
             session.unmount()
             Syscall.close(lockFD)
-            throw StartupError(description: "replication.listen: cannot listen on \(config.replication.listen): \(error)")
+            throw StartupError(description: "\(error)")
         }
     }
 
@@ -134,8 +156,12 @@ public final class Daemon: Sendable {
         logger.info("mounted", metadata: ["mount": "\(config.mount)", "data": "\(config.data)", "node": "\(config.node)"])
         lease.start()
         retention.start()
+        sampler?.start()
         let result = session.run()
+        sampler?.stop()
         retention.stop()
+        admin.stop()
+        metrics?.stop()
         server.stop()
         session.unmount()
         store.close()

@@ -18,6 +18,8 @@ public final class FileSystem: Sendable {
     /// FUSE round trip.
     public let attributeTimeout: Double
     public let entryTimeout: Double
+    /// FUSE operation counts and latencies (`metrics.listen`); nil: not measured.
+    public let metrics: ReplFSMetrics?
 
     /// A name the kernel resolved; `id == 0` is a cached "does not exist".
     public struct Entry: Sendable {
@@ -25,8 +27,9 @@ public final class FileSystem: Sendable {
         public var attributes: stat
     }
 
-    public init(store: Store, attributeTimeout: Double = 3600, entryTimeout: Double = 3600) throws(StoreError) {
+    public init(store: Store, attributeTimeout: Double = 3600, entryTimeout: Double = 3600, metrics: ReplFSMetrics? = nil) throws(StoreError) {
         self.store = store
+        self.metrics = metrics
         self.attributeTimeout = attributeTimeout
         self.entryTimeout = entryTimeout
         switch store.attributes("") {

@@ -1,18 +1,354 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import Foundation
 import Logging
+import Synchronization
 
-/// Placeholder until the etcd client lands.
+/// Automatic failover: the primary is whoever holds a key in etcd, attached
+/// to a lease it keeps alive.
+///
+/// - Election: grant a lease (`lease.etcd.ttl`), then create the key only if
+///   absent (`create_revision == 0`) with this node's name and address. The
+///   key's create revision is the term's epoch: it only grows.
+/// - The primary renews every TTL/3. Each renewal sent at time t lets it
+///   write until t + TTL - margin on its own monotonic clock (the store's
+///   ``WriteGate`` enforces it even if no thread of this process runs), so
+///   it stops before etcd can expire the lease (invariant 5). A renewal that
+///   finds the lease gone fences the node at once.
+/// - Others watch the key: they follow its holder, and candidates campaign
+///   when it disappears. A brand-new node (no term ever seen) waits 3 TTLs
+///   before campaigning, so a node holding the data wins a fresh start.
+/// - A handoff (`promote`/`demote`) goes through the lease: the old primary
+///   stops writing and streams a marker, the target confirms it applied
+///   everything, the old primary revokes its lease, and the target creates
+///   the key. The other replicas, having seen the marker, hold back from
+///   campaigning meanwhile.
 public final class EtcdLease: LeaseKeeper, @unchecked Sendable {
-    public init(controller: RoleController, config: Config, logger: Logger) throws(ConfigError) {
-        throw ConfigError(key: "lease.type", "etcd is not available yet")
+    private let controller: RoleController
+    private let client: EtcdClient
+    private let key: String
+    private let ttl: Duration
+    private let margin: Duration
+    private let logger: Logger
+    private let running = Atomic(true)
+    private let stopped = Semaphore()
+    private let wake = Semaphore()
+    private let state = Locked(State())
+    /// Lease renewal failures (a counter for metrics).
+    public let renewFailures = Atomic<Int>(0)
+
+    struct State {
+        /// The lease this node holds the key with, and the key's revision.
+        var lease: Int64?
+        var epoch: UInt64 = 0
+        /// Writes stop at this monotonic time (ns) unless renewed.
+        var deadline: UInt64 = 0
+        /// The holder this node last acted on (node, create revision).
+        var lastHolder: (String, Int64)?
+        /// Take the key as soon as it is free (this node is a handoff's target).
+        var takeover = false
+        /// Do not campaign before this (another node is taking over).
+        var holdBackUntil: ContinuousClock.Instant?
+        var description = "starting"
+        var lastError: String?
     }
-    public func start() {}
-    public func stop() {}
+
+    /// What the key holds: the primary's name and replication address.
+    struct Holder: Codable {
+        var node: String
+        var address: String
+    }
+
+    public init(controller: RoleController, config: Config, logger: Logger) throws(EtcdError) {
+        self.controller = controller
+        client = try EtcdClient(endpoints: config.lease.etcdEndpoints, requestTimeout: .milliseconds(500))
+        key = config.lease.etcdKey
+        ttl = config.lease.etcdTTL
+        margin = min(.milliseconds(500), config.lease.etcdTTL / 4)
+        self.logger = logger
+    }
+
+    private var me: String { controller.identity.node }
+
+    public func start() {
+        if controller.storedState().epoch == 0 {
+            // Never part of a term: let nodes that hold data campaign first.
+            state.withLock { $0.holdBackUntil = .now + ttl * 3 }
+        }
+        DetachedThread { [self] in run() }.start()
+    }
+
+    public func stop() {
+        running.store(false, ordering: .releasing)
+        wake.post()
+        stopped.wait()
+        // Writes have stopped (the controller shut down first): free the key
+        // so another node takes over now rather than after the TTL.
+        if let lease = state.withLock({ $0.lease }) {
+            do {
+                try client.revoke(lease)
+                logger.notice("released the lease", metadata: ["key": "\(key)"])
+            } catch {
+                logger.warning("could not release the lease; it expires by itself", metadata: ["error": "\(error)"])
+            }
+        }
+        client.shutdown()
+    }
+
+    private var isRunning: Bool { running.load(ordering: .acquiring) }
+
+    private func sleep(_ duration: Duration) {
+        _ = wake.wait(timeout: duration)
+    }
+
+    private func note(_ description: String, error: String? = nil) {
+        state.withLock {
+            $0.description = description
+            if let error { $0.lastError = error }
+        }
+    }
+
+    // MARK: - The loop
+
+    private func run() {
+        while isRunning {
+            switch controller.role {
+            case .primary, .handingOff:
+                renew()
+            case .replica, .fenced:
+                observe()
+            }
+        }
+        stopped.post()
+    }
+
+    /// Primary: one renewal, then wait a third of the TTL.
+    private func renew() {
+        guard let lease = state.withLock({ $0.lease }) else {
+            // Primary without a lease (cannot happen with etcd): fence.
+            controller.fence(reason: "no lease held")
+            return
+        }
+        let sent = MonotonicClock.nanoseconds()
+        do {
+            guard let granted = try client.keepAlive(lease) else {
+                renewFailures.add(1, ordering: .relaxed)
+                note("lost", error: "the lease expired at etcd")
+                state.withLock { $0.lease = nil }
+                controller.fence(reason: "the lease expired at etcd")
+                return
+            }
+            let deadline = sent + UInt64((granted - margin).nanoseconds)
+            state.withLock {
+                $0.deadline = deadline
+                $0.description = "primary"
+            }
+            controller.store.extendWrites(until: deadline)
+            // The key must still be ours (nobody deleted it by hand).
+            if let holder = try client.get(key), holder.lease == lease {
+                // still ours
+            } else {
+                note("lost", error: "the key \(key) is no longer held by this node's lease")
+                try? client.revoke(lease)
+                state.withLock { $0.lease = nil }
+                controller.fence(reason: "the key \(key) was taken away")
+                return
+            }
+        } catch {
+            renewFailures.add(1, ordering: .relaxed)
+            note("renewing", error: "cannot renew the lease: \(error)")
+            logger.warning("cannot renew the lease", metadata: ["error": "\(error)"])
+            if MonotonicClock.nanoseconds() >= state.withLock({ $0.deadline }) {
+                controller.fence(reason: "could not renew the lease in time: \(error)")
+                state.withLock { $0.lease = nil }
+                return
+            }
+            sleep(.milliseconds(100))
+            return
+        }
+        sleep(ttl / 3)
+    }
+
+    /// Not primary: follow the key's holder, or campaign when it is free.
+    private func observe() {
+        let current: EtcdKeyValue?
+        do {
+            current = try client.get(key)
+        } catch {
+            note("etcd unreachable", error: "\(error)")
+            sleep(.milliseconds(200))
+            return
+        }
+        let (takeover, holdBack) = state.withLock { ($0.takeover, $0.holdBackUntil) }
+        if let current {
+            guard let holder = try? JSONDecoder().decode(Holder.self, from: Data(current.value)) else {
+                note("waiting", error: "the key \(key) holds something that is not a replfsd holder")
+                sleep(.milliseconds(500))
+                return
+            }
+            if holder.node == me {
+                // Held by this node's previous run (this process holds the
+                // data directory lock, so that run is over): free it now.
+                if state.withLock({ $0.lease }) != current.lease {
+                    logger.notice("releasing the lease a previous run of this node left", metadata: ["key": "\(key)"])
+                    try? client.revoke(current.lease)
+                }
+                return
+            }
+            let acted = state.withLock { $0.lastHolder.map { $0 == (holder.node, current.createRevision) } ?? false }
+            if !acted || controller.role == .fenced {
+                state.withLock { $0.lastHolder = (holder.node, current.createRevision) }
+                note("following \(holder.node)")
+                controller.perform {
+                    controller.follow(Peer(name: holder.node, address: holder.address), epoch: UInt64(current.createRevision))
+                }
+            }
+            if takeover {
+                // The old primary revokes its lease once we confirmed: poll.
+                sleep(.milliseconds(10))
+            } else {
+                _ = try? client.watch(key, fromRevision: current.modRevision + 1, timeout: .seconds(1))
+            }
+            return
+        }
+        // The key is free.
+        guard controller.identity.candidate else {
+            note("waiting for a primary (not a candidate)")
+            _ = try? client.watch(key, fromRevision: 0, timeout: .milliseconds(500))
+            return
+        }
+        if !takeover, let holdBack, ContinuousClock.now < holdBack {
+            note("holding back")
+            sleep(.milliseconds(50))
+            return
+        }
+        campaign()
+    }
+
+    /// Tries to take the key; becomes primary if it does.
+    private func campaign() {
+        note("campaigning")
+        let started = MonotonicClock.nanoseconds()
+        do {
+            let grant = try client.grant(ttl: ttl)
+            switch try client.createIfAbsent(key, value: holderValue(), lease: grant.id) {
+            case .created(let revision):
+                try takeOffice(lease: grant.id, revision: revision, granted: grant.ttl, since: started)
+            case .exists(let holder) where holder.lease == grant.id:
+                // Our own create landed on a retry.
+                try takeOffice(lease: grant.id, revision: holder.createRevision, granted: grant.ttl, since: started)
+            case .exists:
+                try? client.revoke(grant.id)
+            }
+        } catch {
+            note("campaigning", error: "campaign failed: \(error)")
+            sleep(.milliseconds(200))
+        }
+    }
+
+    private func takeOffice(lease: Int64, revision: Int64, granted: Duration, since started: UInt64) throws(EtcdError) {
+        let deadline = started + UInt64((granted - margin).nanoseconds)
+        state.withLock {
+            $0.lease = lease
+            $0.epoch = UInt64(revision)
+            $0.deadline = deadline
+            $0.takeover = false
+            $0.holdBackUntil = nil
+            $0.lastHolder = (me, revision)
+            $0.description = "primary"
+        }
+        logger.notice("won the lease", metadata: ["key": "\(key)", "epoch": "\(revision)"])
+        controller.perform { controller.becomePrimary(epoch: UInt64(revision), deadline: deadline) }
+        if controller.role != .primary {
+            // Could not act on it (for example the state could not be saved).
+            try client.revoke(lease)
+            state.withLock { $0.lease = nil }
+        }
+    }
+
+    private func holderValue() -> [UInt8] {
+        let holder = Holder(node: me, address: controller.identity.address)
+        return (try? Array(JSONEncoder().encode(holder))) ?? []
+    }
+
+    // MARK: - LeaseKeeper
+
     public func handoffEpoch(after epoch: UInt64) -> UInt64 { 0 }
-    public func released(to target: Peer) {}
-    public func resumeAfterFailedHandoff(offered: UInt64) -> UInt64? { nil }
-    public func handoffReceived(_ handoff: ReplicationMessage.Handoff) {}
-    public func redirected(to primary: Peer, epoch: UInt64, by node: String) {}
-    public func forcePromotion() -> Result<UInt64, RoleError> { .failure(RoleError(.failed, "")) }
-    public var currentDeadline: UInt64? { nil }
-    public var status: LeaseStatus { LeaseStatus(type: "etcd", candidate: false, state: "", key: nil, expiresIn: nil, lastError: nil) }
+
+    public func released(to target: Peer) {
+        guard let lease = state.withLock({ $0.lease }) else { return }
+        do {
+            try client.revoke(lease)
+        } catch {
+            logger.warning("could not revoke the lease for the handoff; it expires by itself", metadata: ["error": "\(error)"])
+        }
+        state.withLock {
+            $0.lease = nil
+            $0.holdBackUntil = .now + ttl * 2
+        }
+    }
+
+    public func resumeAfterFailedHandoff(offered: UInt64) -> UInt64? {
+        let (lease, epoch, deadline) = state.withLock { ($0.lease, $0.epoch, $0.deadline) }
+        guard lease != nil, MonotonicClock.nanoseconds() < deadline else { return nil }
+        return epoch
+    }
+
+    public func handoffReceived(_ handoff: ReplicationMessage.Handoff) {
+        if handoff.node == me {
+            state.withLock { $0.takeover = true }
+            note("taking over")
+            wake.post()
+        } else {
+            state.withLock { $0.holdBackUntil = .now + ttl * 2 }
+            controller.follow(Peer(name: handoff.node, address: handoff.address), epoch: controller.epoch)
+        }
+    }
+
+    public func redirected(to primary: Peer, epoch: UInt64, by node: String) {
+        // The key names the primary; a peer's word is not needed.
+    }
+
+    public func forcePromotion() -> Result<UInt64, RoleError> {
+        if let current = try? client.get(key), let holder = try? JSONDecoder().decode(Holder.self, from: Data(current.value)), holder.node != me {
+            return .failure(RoleError(
+                .conflict,
+                "\(holder.node) holds the lease (key \(key), epoch \(current.createRevision)); with etcd, --force cannot take a live lease: it ends by itself within \(ttl) if \(holder.node) is down"
+            ))
+        }
+        state.withLock {
+            $0.takeover = true
+            $0.holdBackUntil = nil
+        }
+        wake.post()
+        let deadline = ContinuousClock.now + ttl * 3
+        while ContinuousClock.now < deadline {
+            if controller.role == .primary { return .success(controller.epoch) }
+            Thread.sleep(forTimeInterval: 0.01)
+        }
+        return .failure(RoleError(.failed, "could not take the lease within \(ttl * 3)"))
+    }
+
+    public var currentDeadline: UInt64? { state.withLock { $0.lease == nil ? nil : $0.deadline } }
+
+    public var status: LeaseStatus {
+        let snapshot = state.withLock { $0 }
+        var expires: Duration?
+        if snapshot.lease != nil {
+            let now = MonotonicClock.nanoseconds()
+            expires = .nanoseconds(Int64(snapshot.deadline > now ? snapshot.deadline - now : 0))
+        }
+        return LeaseStatus(
+            type: "etcd", candidate: controller.identity.candidate, state: snapshot.description, key: key, expiresIn: expires,
+            lastError: snapshot.lastError, renewFailures: renewFailures.load(ordering: .relaxed))
+    }
+}
+
+extension Duration {
+    /// Whole nanoseconds (durations here are far below the 292-year limit).
+    var nanoseconds: Int64 {
+        let (seconds, attoseconds) = components
+        return seconds * 1_000_000_000 + attoseconds / 1_000_000_000
+    }
 }

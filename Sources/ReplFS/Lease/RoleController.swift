@@ -461,4 +461,6 @@ public struct LeaseStatus: Sendable {
     public var key: String?
     public var expiresIn: Duration?
     public var lastError: String?
+    /// Failed renewals so far (etcd).
+    public var renewFailures: Int = 0
 }

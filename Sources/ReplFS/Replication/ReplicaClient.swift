@@ -51,6 +51,8 @@ public final class ReplicaClient: Sendable {
     private let current = Mutex<(any Channel)?>(nil)
     let applier: ReplicaApplier
     private let stopped = Semaphore()
+    /// Cuts a reconnection backoff short (``stop()``).
+    private let wake = Semaphore()
     private let delegate: any ReplicaClientDelegate
 
     /// The state shown by status: which primary, connected or not, last error.
@@ -102,6 +104,7 @@ public final class ReplicaClient: Sendable {
 
     public func stop() {
         running.store(false, ordering: .releasing)
+        wake.post()
         if let channel = current.withLock({ $0 }) { channel.close(promise: nil) }
         stopped.wait()
         applier.stop()
@@ -131,7 +134,7 @@ public final class ReplicaClient: Sendable {
             }
             guard running.load(ordering: .acquiring) else { break }
             backoff = progressed ? 0.1 : min(backoff * 2, 5)
-            usleep(useconds_t(backoff * 1_000_000))
+            _ = wake.wait(timeout: .milliseconds(Int(backoff * 1000)))
         }
         stopped.post()
     }
@@ -163,6 +166,8 @@ public final class ReplicaClient: Sendable {
             return false
         }
         current.withLock { $0 = channel }
+        // stop() may have run before the channel was published.
+        if !running.load(ordering: .acquiring) { channel.close(promise: nil) }
         try? channel.closeFuture.wait()
         current.withLock { $0 = nil }
         return handler.streamStarted

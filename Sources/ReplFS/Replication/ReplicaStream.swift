@@ -24,6 +24,7 @@ final class ReplicaStream: @unchecked Sendable {
     private let feed: ChangeFeed
     private let epoch: UInt64
     private let logger: Logger
+    private let counters: ReplicationCounters
     private let stopped = Atomic(false)
     /// What the replica holds (from the handshake, then from what was sent).
     private var sent: [String: Position]
@@ -36,8 +37,10 @@ final class ReplicaStream: @unchecked Sendable {
 
     init(
         replica: String, peer: String, address: String, candidate: Bool, channel: any Channel, store: Store, feed: ChangeFeed, epoch: UInt64,
-        positions: [ReplicationMessage.DatabasePosition], files: [ReplicationMessage.FileDigest], logger: Logger
+        positions: [ReplicationMessage.DatabasePosition], files: [ReplicationMessage.FileDigest], counters: ReplicationCounters,
+        logger: Logger
     ) {
+        self.counters = counters
         self.replica = replica
         self.peer = peer
         self.address = address
@@ -219,6 +222,7 @@ final class ReplicaStream: @unchecked Sendable {
             return Position(txid: txid, checksum: .emptyDatabase)
         }
         defer { _ = Syscall.unlink(at: AT_FDCWD, snapshot.path) }
+        counters.snapshotsSent.add(1, ordering: .relaxed)
         logger.info("sending snapshot", metadata: ["replica": "\(replica)", "database": "\(database)", "position": "\(snapshot.position)", "pages": "\(snapshot.pageCount)"])
         let header = LTXHeader(
             pageSize: UInt32(snapshot.pageSize), commit: snapshot.pageCount, minTXID: TXID(1), maxTXID: snapshot.position.txid,

@@ -22,6 +22,7 @@ public final class ReplicationServer: Sendable {
         let role: Locked<(any ReplicationRole)?> = Locked(nil)
         let logger: Logger
         let streams = Mutex<[ObjectIdentifier: ReplicaStream]>([:])
+        let counters = ReplicationCounters()
 
         init(store: Store, feed: ChangeFeed, authenticator: Authenticator, cluster: String, node: String, logger: Logger) {
             self.store = store
@@ -45,6 +46,9 @@ public final class ReplicationServer: Sendable {
         context = Context(store: store, feed: feed, authenticator: authenticator, cluster: cluster, node: node, logger: logger)
         group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
     }
+
+    /// Totals for the metrics.
+    public var counters: ReplicationCounters { context.counters }
 
     /// Who answers for this node's role (set once, before ``start(listen:)``).
     public func setRole(_ role: any ReplicationRole) {
@@ -180,7 +184,8 @@ final class PrimaryConnectionHandler: ChannelInboundHandler, @unchecked Sendable
             let stream = ReplicaStream(
                 replica: replicaName, peer: peer(channelContext), address: authenticate.address, candidate: authenticate.candidate,
                 channel: channelContext.channel, store: context.store, feed: context.feed,
-                epoch: view.epoch, positions: authenticate.positions, files: authenticate.files, logger: context.logger)
+                epoch: view.epoch, positions: authenticate.positions, files: authenticate.files, counters: context.counters,
+                logger: context.logger)
             self.stream = stream
             context.streams.withLock { $0[ObjectIdentifier(stream)] = stream }
             stream.start()
@@ -213,4 +218,10 @@ final class PrimaryConnectionHandler: ChannelInboundHandler, @unchecked Sendable
         context.logger.warning("closing replica connection", metadata: ["peer": "\(peer(channelContext))", "replica": "\(replicaName)", "error": "\(error)"])
         channelContext.close(promise: nil)
     }
+}
+
+/// Running totals of the replication server, read by the metrics.
+public final class ReplicationCounters: Sendable {
+    /// Snapshots streamed to replicas.
+    public let snapshotsSent = Atomic<Int>(0)
 }

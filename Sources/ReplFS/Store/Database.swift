@@ -23,6 +23,8 @@ struct DatabaseEnvironment: Sendable {
     let materializer: LTXMaterializer
     /// Who hears about committed transactions (replication).
     let observers: ObserverSlot
+    /// Totals for the metrics.
+    let counters: StoreCounters
 
     /// The LTX directory of the database at `path` (relative to the mount):
     /// the path with `%` and `/` escaped, so every database gets one flat,
@@ -519,6 +521,7 @@ final class Database: Sendable {
         } else {
             state.isWAL = false
         }
+        environment.counters.record(transaction.ltx)
         environment.observers.publish(.transaction(database: path, txid: transaction.txid, ltx: transaction.ltx))
     }
 

@@ -178,7 +178,11 @@ extension Store {
     }
 
     /// Databases moved aside since start (for status).
-    public var movedAside: [String] { asides.withLock { $0 } }
+    public var movedAside: [String] {
+        let directory = self.directory.root + "/aside"
+        let names = (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? []
+        return names.sorted().map { directory + "/" + $0 }
+    }
 
     /// Writes a plain file whole and atomically (a reader sees the old or
     /// the new content, never a mix): into `DATA/tmp`, then renamed in.

@@ -23,6 +23,8 @@ public final class Store: Sendable {
     let recycler: LTXRecycler
     let spool: LTXSpool
     let observers: ObserverSlot
+    /// What was logged, for the metrics.
+    public let counters = StoreCounters()
     let mountAccess = Mutex<any MountAccess>(NoMountAccess())
     /// Plain files open for writing, by path: a truncation by path while one
     /// is open is reported when it closes, not half-written.
@@ -50,7 +52,7 @@ public final class Store: Sendable {
         observers = ObserverSlot()
         environment = DatabaseEnvironment(
             filesFD: filesFD, ltxRoot: directory.ltx, nodeID: nodeID, logger: logger, spool: spool, spoolSharesDevice: sameDevice,
-            materializer: materializer, observers: observers)
+            materializer: materializer, observers: observers, counters: counters)
         databases = Mutex([:])
         gate = WriteGate(open: true)
         replaySpool()

@@ -12,6 +12,8 @@ final class Node: @unchecked Sendable {
     var mount: String { root + "/mnt" }
     var data: String { root + "/data" }
     var configPath: String { root + "/replfsd.yml" }
+    /// Each node its own admin socket (several run on one machine).
+    var adminSocket: String { root + "/admin.sock" }
     private(set) var process: Command.Started?
     private(set) var logs: [String] = []
 
@@ -30,6 +32,8 @@ final class Node: @unchecked Sendable {
     }
 
     func writeConfig(_ text: String) throws {
+        var text = text
+        if !text.contains("\nadmin:") && !text.hasPrefix("admin:") { text += "\nadmin:\n  socket: \(adminSocket)\n" }
         try text.write(toFile: configPath, atomically: true, encoding: .utf8)
     }
 

@@ -1,0 +1,163 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import Foundation
+import Synchronization
+
+/// The daemon's answers on the admin socket: status from the role
+/// controller, lease, store and supervisor; promote and demote through the
+/// controller; export and import of one database.
+final class DaemonAdmin: AdminHandler {
+    private let config: Config
+    private let controller: RoleController
+    private let lease: any LeaseKeeper
+    private let supervisor: Supervisor?
+    /// One role change at a time; a second one is refused, not queued.
+    private let changing = Atomic(false)
+
+    init(config: Config, controller: RoleController, lease: any LeaseKeeper, supervisor: Supervisor?) {
+        self.config = config
+        self.controller = controller
+        self.lease = lease
+        self.supervisor = supervisor
+    }
+
+    private var store: Store { controller.store }
+
+    func status() -> AdminStatus {
+        let snapshot = controller.snapshot
+        let leaseStatus = lease.status
+        let databases = store.databaseSummaries.map { summary in
+            AdminStatus.Database(
+                name: summary.path, txid: summary.position.txid.rawValue, checksum: HexFormat.sixteenDigits(summary.position.checksum.rawValue),
+                pageCount: summary.pageCount, pageSize: UInt32(summary.pageSize))
+        }
+        let now = ContinuousClock.now
+        let replicas = snapshot.replicas.sorted { $0.name < $1.name }.map { replica in
+            AdminStatus.Replica(
+                node: replica.name, address: replica.address, connected: true,
+                databases: databases.map { database in
+                    let acknowledged = replica.acknowledged[database.name]?.rawValue ?? 0
+                    return .init(name: database.name, txid: acknowledged, lagTransactions: database.txid > acknowledged ? database.txid - acknowledged : 0)
+                },
+                lastAckMsAgo: replica.lastAcknowledgement.map { Int(($0.duration(to: now)).milliseconds) })
+        }
+        let upstream = snapshot.upstream.map { client in
+            AdminStatus.Upstream(primary: snapshot.primary.map { "\($0)" } ?? client.primary ?? "?", connected: client.connected, lastError: client.lastError)
+        }
+        let process = supervisor.map { supervisor in
+            let status = supervisor.status
+            var state = "stopped"
+            var pid: Int32?
+            switch status.state {
+            case .stopped: state = "stopped"
+            case .starting: state = "starting"
+            case .running(let value, _):
+                state = "running"
+                pid = value
+            case .restarting: state = "restarting"
+            }
+            return AdminStatus.Process(
+                command: status.command, state: state, pid: pid, restarts: status.restarts,
+                lastExit: status.lastExit.map { "\($0)" } ?? status.lastError.map { "\($0)" })
+        }
+        return AdminStatus(
+            node: config.node, cluster: config.cluster, role: snapshot.role.rawValue, writable: snapshot.writable, epoch: snapshot.epoch,
+            primary: snapshot.primary.map { AdminStatus.Peer(name: $0.name, address: $0.address) },
+            lease: AdminStatus.Lease(
+                type: leaseStatus.type, candidate: leaseStatus.candidate, state: leaseStatus.state, key: leaseStatus.key,
+                expiresInMs: leaseStatus.expiresIn.map { Int($0.milliseconds) }, lastError: leaseStatus.lastError),
+            databases: databases, replicas: replicas, upstream: upstream, process: process, asides: store.movedAside,
+            lastError: snapshot.lastError ?? leaseStatus.lastError)
+    }
+
+    private func exclusively(_ body: () -> Result<AdminActionResult, AdminError>) -> Result<AdminActionResult, AdminError> {
+        guard changing.compareExchange(expected: false, desired: true, ordering: .acquiringAndReleasing).exchanged else {
+            return .failure(AdminError(.conflict, "another promote, demote or import is in progress"))
+        }
+        defer { changing.store(false, ordering: .releasing) }
+        return body()
+    }
+
+    private static func adminError(_ error: RoleError) -> AdminError {
+        switch error.code {
+        case .notPrimary: return AdminError(.notPrimary, error.message)
+        case .notCandidate: return AdminError(.notCandidate, error.message)
+        case .noCandidate: return AdminError(.noCandidate, error.message)
+        case .unreachable, .conflict: return AdminError(.conflict, error.message)
+        case .failed: return AdminError(.failed, error.message)
+        }
+    }
+
+    private static func result(_ change: RoleChange, verb: String) -> AdminActionResult {
+        let took = Int(change.duration.milliseconds)
+        return AdminActionResult(
+            message: "\(verb): \(change.primary) is the primary at epoch \(change.epoch) (took \(took) ms)", epoch: change.epoch,
+            primary: change.primary, tookMs: took)
+    }
+
+    func promote(force: Bool) -> Result<AdminActionResult, AdminError> {
+        exclusively {
+            controller.promote(force: force).map { Self.result($0, verb: "promoted") }.mapError(Self.adminError)
+        }
+    }
+
+    func demote() -> Result<AdminActionResult, AdminError> {
+        exclusively {
+            controller.demote().map { Self.result($0, verb: "demoted \(config.node)") }.mapError(Self.adminError)
+        }
+    }
+
+    func export(database: String, to path: String) -> Result<AdminActionResult, AdminError> {
+        guard store.position(of: database) != nil else { return .failure(AdminError(.notFound, "no database \(database) on \(config.node)")) }
+        let snapshot: DatabaseSnapshot
+        switch store.snapshot(database: database) {
+        case .success(let value): snapshot = value
+        case .failure(let error): return .failure(AdminError(.failed, "cannot copy \(database): \(error)"))
+        }
+        defer { _ = Syscall.unlink(at: AT_FDCWD, snapshot.path) }
+        let temporary = path + ".replfs-export"
+        do {
+            try? FileManager.default.removeItem(atPath: temporary)
+            try FileManager.default.copyItem(atPath: snapshot.path, toPath: temporary)
+            if case .success(let fd) = Syscall.open(at: AT_FDCWD, temporary, flags: O_RDONLY) {
+                _ = Syscall.fsync(fd)
+                Syscall.close(fd)
+            }
+            if case .failure(let error) = Syscall.rename(at: AT_FDCWD, temporary, to: path) {
+                try? FileManager.default.removeItem(atPath: temporary)
+                return .failure(AdminError(.failed, "cannot write \(path): \(error)"))
+            }
+        } catch {
+            try? FileManager.default.removeItem(atPath: temporary)
+            return .failure(AdminError(.failed, "cannot write \(path): \(error.localizedDescription)"))
+        }
+        return .success(AdminActionResult(
+            message: "exported \(database) at txid \(snapshot.position.txid) (checksum \(snapshot.position.checksum)) to \(path)",
+            epoch: controller.epoch, primary: controller.primary?.name))
+    }
+
+    func importDatabase(_ database: String, from path: String) -> Result<AdminActionResult, AdminError> {
+        exclusively {
+            guard controller.role == .primary, store.isWritable else {
+                let primary = controller.primary.map { " (the primary is \($0.name))" } ?? ""
+                return .failure(AdminError(.notPrimary, "\(config.node) is not the primary\(primary): import runs on the primary"))
+            }
+            if case .failure(let error) = SQLiteBackup.check(path) { return .failure(AdminError(.badRequest, "\(error)")) }
+            // Written through the mount: one transaction, captured and
+            // replicated like any other (a full image of the database).
+            let destination = config.mount + "/" + database
+            if case .failure(let error) = SQLiteBackup.copy(from: path, to: destination) {
+                return .failure(AdminError(.failed, "import into \(database) failed, nothing changed: \(error)"))
+            }
+            let position = store.position(of: database)
+            return .success(AdminActionResult(
+                message: "imported \(path) into \(database)" + (position.map { " at txid \($0.txid)" } ?? ""), epoch: controller.epoch,
+                primary: config.node))
+        }
+    }
+}
+
+extension Duration {
+    var milliseconds: Int64 { nanoseconds / 1_000_000 }
+}

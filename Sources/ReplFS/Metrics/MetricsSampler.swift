@@ -1,0 +1,80 @@
+import Foundation
+import Synchronization
+
+/// Copies the node's state into the metrics once a second: role, epoch,
+/// per-database positions and commits, LTX bytes, snapshots, lease renewal
+/// failures and replica lag. (FUSE operations are recorded as they happen.)
+///
+/// Sampling keeps every counter off the commit path: the store and the
+/// replication server keep plain atomic totals, and only their increase
+/// since the last sample is added here.
+public final class MetricsSampler: @unchecked Sendable {
+    private let metrics: ReplFSMetrics
+    private let controller: RoleController
+    private let lease: any LeaseKeeper
+    private let running = Atomic(true)
+    private let wake = Semaphore()
+    private let stopped = Semaphore()
+    private var lastTXIDs: [String: UInt64] = [:]
+    private var lastLTXBytes = 0
+    private var lastSnapshots = 0
+    private var lastRenewFailures = 0
+    private var replicas = Set<String>()
+
+    public init(metrics: ReplFSMetrics, controller: RoleController, lease: any LeaseKeeper) {
+        self.metrics = metrics
+        self.controller = controller
+        self.lease = lease
+    }
+
+    public func start() {
+        DetachedThread { [self] in
+            while running.load(ordering: .acquiring) {
+                sample()
+                _ = wake.wait(timeout: .seconds(1))
+            }
+            stopped.post()
+        }.start()
+    }
+
+    public func stop() {
+        running.store(false, ordering: .releasing)
+        wake.post()
+        stopped.wait()
+    }
+
+    /// One sample (also called directly by tests).
+    public func sample() {
+        let snapshot = controller.snapshot
+        metrics.setRole(primary: snapshot.role == .primary)
+        metrics.setEpoch(snapshot.epoch)
+        var primaryTXIDs: [String: UInt64] = [:]
+        for database in controller.store.databaseSummaries {
+            let txid = database.position.txid.rawValue
+            primaryTXIDs[database.path] = txid
+            let handles = metrics.database(database.path)
+            if let last = lastTXIDs[database.path], txid > last { handles.commits.increment(by: Int64(txid - last)) }
+            lastTXIDs[database.path] = txid
+            handles.txid.set(Double(txid))
+        }
+        let ltxBytes = controller.store.counters.ltxBytes.load(ordering: .relaxed)
+        metrics.recordLTXBytes(ltxBytes - lastLTXBytes)
+        lastLTXBytes = ltxBytes
+        let snapshots = controller.server.counters.snapshotsSent.load(ordering: .relaxed)
+        for _ in lastSnapshots..<max(lastSnapshots, snapshots) { metrics.recordSnapshotSent() }
+        lastSnapshots = snapshots
+        let failures = lease.status.renewFailures
+        for _ in lastRenewFailures..<max(lastRenewFailures, failures) { metrics.recordLeaseRenewFailure() }
+        lastRenewFailures = failures
+        var present = Set<String>()
+        for replica in snapshot.replicas {
+            present.insert(replica.name)
+            for (database, txid) in primaryTXIDs {
+                let acknowledged = replica.acknowledged[database]?.rawValue ?? 0
+                metrics.setReplicaLag(txid > acknowledged ? txid - acknowledged : 0, replica: replica.name, database: database)
+            }
+        }
+        for gone in replicas.subtracting(present) { metrics.removeReplica(gone) }
+        replicas = present
+    }
+}

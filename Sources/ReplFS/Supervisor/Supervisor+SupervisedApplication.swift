@@ -1,0 +1,2 @@
+/// The role controller starts and stops the application through this.
+extension Supervisor: SupervisedApplication {}
