@@ -49,6 +49,10 @@ extension Database {
         _ sources: [LTXContent], mount: any MountAccess, aside: (String) -> String?, keepAside: Bool
     ) -> (position: Position?, refusal: ApplyRefusal?) {
         state.withLock { state in
+            // Frames this node committed to its WAL as primary (it was demoted
+            // since): folded into the main file before the first apply.
+            let ownFrames = state.wal.committedPages
+            let ownPageSize = state.pageSize
             // Pass 1, file by file: verify, record in this node's log, and move
             // the position (the next file's pre-apply checksum follows it).
             var pages: [UInt32: [UInt8]] = [:]
@@ -115,6 +119,11 @@ extension Database {
             // Pass 2, once for the batch: readers held off, pages written.
             let gate = mount.excludeReaders(database: path, walMode: wal || state.isWAL)
             defer { gate.release() }
+            if case .failure(let error) = retireWAL(frames: resetFile ? [:] : ownFrames, pageSize: ownPageSize) {
+                logger.error("cannot fold this node's WAL into the database", metadata: ["database": "\(path)", "error": "\(error)"])
+                return (nil, .io(database: path, error))
+            }
+            state.wal.reset()
             let written = writePages(pages, streamed: streamed, reset: resetFile, commit: commit, pageSize: pageSize)
             closeReadFD(&state)
             if case .failure(let error) = written {
@@ -272,6 +281,45 @@ extension Database {
 
     /// Writes the batch's pages into the database file (deleting it for
     /// commit 0): the last version of each page, or a streamed file's pages.
+    /// A replica keeps its WAL empty (applied pages go to the main file). A
+    /// node that was primary until now may still have committed frames in
+    /// its WAL: they are copied into the main file (a checkpoint, done here
+    /// because SQLite cannot write through a read-only mount), made durable,
+    /// and the WAL is emptied. Readers are held off by the caller.
+    private func retireWAL(frames: [UInt32: Int], pageSize: Int) -> Result<Void, Errno> {
+        let walPath = path + "-wal"
+        guard case .success(let info) = Syscall.lstat(at: environment.filesFD, walPath), info.st_size > 0 else { return .success(()) }
+        if !frames.isEmpty, pageSize > 0 {
+            let wal: Int32
+            switch Syscall.open(at: environment.filesFD, walPath, flags: O_RDONLY) {
+            case .success(let value): wal = value
+            case .failure(let error): return .failure(error)
+            }
+            defer { Syscall.close(wal) }
+            let main: Int32
+            switch Syscall.open(at: environment.filesFD, path, flags: O_RDWR) {
+            case .success(let value): main = value
+            case .failure(let error): return .failure(error)
+            }
+            defer { Syscall.close(main) }
+            let page = UnsafeMutableRawBufferPointer.allocate(byteCount: pageSize, alignment: 16)
+            defer { page.deallocate() }
+            for (pgno, frame) in frames.sorted(by: { $0.key < $1.key }) {
+                let offset = Int64(WALHeader.size) + Int64(frame - 1) * Int64(WALFrameHeader.size + pageSize) + Int64(WALFrameHeader.size)
+                guard case .success(pageSize) = Syscall.pread(wal, into: page, at: offset) else { return .failure(.io) }
+                if case .failure(let error) = Syscall.pwrite(main, UnsafeRawBufferPointer(page), at: Int64(pgno - 1) * Int64(pageSize)) {
+                    return .failure(error)
+                }
+            }
+            if case .failure(let error) = Syscall.fsync(main) { return .failure(error) }
+            logger.notice("folded this node's WAL into the database before following the primary", metadata: ["database": "\(path)", "pages": "\(frames.count)"])
+        }
+        return Syscall.open(at: environment.filesFD, walPath, flags: O_WRONLY).flatMap { fd in
+            defer { Syscall.close(fd) }
+            return Syscall.ftruncate(fd, 0)
+        }
+    }
+
     private func writePages(_ pages: [UInt32: [UInt8]], streamed: (LTXContent, LTXHeader)?, reset: Bool, commit: UInt32, pageSize: Int) -> Result<Void, Errno> {
         if commit == 0 {
             switch Syscall.unlink(at: environment.filesFD, path) {

@@ -111,6 +111,9 @@ extension Store {
         if replica == current { return .upToDate }
         if replica.txid > current.txid { return .snapshot(divergent: true) }
         database.waitForLogFiles()
+        // Files of transactions committed after this point may still be
+        // being written: they are left to the change feed.
+        let limit = database.position.txid
         let directory = environment.logDirectory(for: path)
         let names = (try? LTXChainVerifier.files(inDirectory: directory)) ?? []
         var headers: [(LTXHeader, String)] = []
@@ -118,7 +121,7 @@ extension Store {
             guard let source = try? LTXFileSource(path: file) else { continue }
             defer { source.close() }
             var decoder = LTXDecoder(source: source)
-            guard let header = try? decoder.decodeHeader(), header.maxTXID > replica.txid else { continue }
+            guard let header = try? decoder.decodeHeader(), header.maxTXID > replica.txid, header.maxTXID <= limit else { continue }
             headers.append((header, file))
         }
         headers.sort { $0.0.minTXID < $1.0.minTXID }
@@ -129,12 +132,17 @@ extension Store {
             return .snapshot(divergent: true)
         }
         if first.0.tracksChecksums && first.0.preApplyChecksum != replica.checksum { return .snapshot(divergent: true) }
+        // The replica's history is this node's (the first file follows it);
+        // send the unbroken run of files from there. Anything after a break
+        // (a file being replaced by retention) comes on the next catch-up.
         var expected = replica.txid.next
-        for (header, _) in headers {
-            guard header.minTXID == expected else { return .snapshot(divergent: true) }
+        var run: [String] = []
+        for (header, file) in headers {
+            guard header.minTXID == expected else { break }
+            run.append(file)
             expected = header.maxTXID.next
         }
-        return .files(headers.map(\.1))
+        return .files(run)
     }
 
     /// A consistent copy of a database at its current position (in `DATA/tmp`).
