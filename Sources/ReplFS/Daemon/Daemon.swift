@@ -155,6 +155,7 @@ public final class Daemon: Sendable {
     public func run() {
         logger.info("mounted", metadata: ["mount": "\(config.mount)", "data": "\(config.data)", "node": "\(config.node)"])
         lease.start()
+        controller.watchDeadline()
         retention.start()
         sampler?.start()
         let result = session.run()

@@ -188,12 +188,14 @@ public final class EtcdLease: LeaseKeeper, @unchecked Sendable {
                 return
             }
             if holder.node == me {
-                // Held by this node's previous run (this process holds the
-                // data directory lock, so that run is over): free it now.
-                if state.withLock({ $0.lease }) != current.lease {
-                    logger.notice("releasing the lease a previous run of this node left", metadata: ["key": "\(key)"])
-                    try? client.revoke(current.lease)
-                }
+                // Held by this node while it is not primary: left by a
+                // previous run (this process holds the data directory lock,
+                // so that run is over), or kept past a fence. Free it, then
+                // campaign like everyone else.
+                logger.notice("releasing a lease this node holds but does not act on", metadata: ["key": "\(key)"])
+                try? client.revoke(current.lease)
+                state.withLock { if $0.lease == current.lease { $0.lease = nil } }
+                sleep(.milliseconds(20))
                 return
             }
             let acted = state.withLock { $0.lastHolder.map { $0 == (holder.node, current.createRevision) } ?? false }

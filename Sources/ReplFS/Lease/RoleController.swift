@@ -266,6 +266,21 @@ public final class RoleController: ReplicationRole, ReplicaClientDelegate, @unch
         }
     }
 
+    /// Watches for the lease deadline passing while this node is primary
+    /// (the store already refuses writes then): fences at once, so the
+    /// application stops within 50 ms of the deadline, or of this process
+    /// resuming after it was stopped past it.
+    public func watchDeadline() {
+        DetachedThread { [self] in
+            while !state.withLock({ $0.closed }) {
+                usleep(50_000)
+                if role == .primary, !store.isWritable, lease?.currentDeadline.map({ MonotonicClock.nanoseconds() >= $0 }) == true {
+                    fence(reason: "the lease deadline passed without a renewal")
+                }
+            }
+        }.start()
+    }
+
     // MARK: - Handoff
 
     /// Hands the primary role to `target` (a connected replica): stops the
