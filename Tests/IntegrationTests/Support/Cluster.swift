@@ -12,20 +12,61 @@ final class Cluster: @unchecked Sendable {
     let root: String
     let nodes: [Node]
     let ports: [Int]
-    var primary: Node { nodes[0] }
-    var replicas: [Node] { Array(nodes.dropFirst()) }
+    /// The node tests treat as primary (the configured one until a test moves it).
+    var primary: Node
+    var replicas: [Node] { nodes.filter { $0 !== primary } }
     var tokenPath: String { root + "/token" }
+    /// The supervised stand-in application (`exec.command`), when configured.
+    var applicationScript: String { root + "/app.sh" }
+    var applicationLog: String { root + "/app.log" }
 
-    init(size: Int = 3, retention: String = "10m", extra: String = "") throws {
+    /// How the nodes decide who is primary.
+    enum LeaseKind {
+        case staticLease
+        /// etcd at `endpoint`, with this TTL.
+        case etcd(endpoint: String, ttl: String = "2s")
+    }
+
+    init(size: Int = 3, retention: String = "10m", extra: String = "", lease: LeaseKind = .staticLease, application: Bool = false) throws {
         root = NSTemporaryDirectory() + "replfs-cluster-\(UUID().uuidString.prefix(8))"
         try FileManager.default.createDirectory(atPath: root, withIntermediateDirectories: true)
         try "cluster-secret-\(UUID().uuidString)\n".write(toFile: root + "/token", atomically: true, encoding: .utf8)
         ports = Cluster.freePorts(size)
         let names = (0..<size).map { "node-" + String(UnicodeScalar(UInt8(97 + $0))) }
         let peers = zip(names, ports).map { "\($0): 127.0.0.1:\($1)" }.joined(separator: ", ")
+        if application {
+            // Records where and when it runs; stops on SIGTERM.
+            try """
+                #!/bin/sh
+                echo "$1 start $(date +%s.%N)" >> \(root)/app.log
+                trap 'echo "$1 stop $(date +%s.%N)" >> \(root)/app.log; exit 0' TERM
+                while true; do sleep 0.05; done
+                """.write(toFile: root + "/app.sh", atomically: true, encoding: .utf8)
+            chmod(root + "/app.sh", 0o755)
+        }
         var nodes: [Node] = []
         for (index, name) in names.enumerated() {
             let node = try Node(name: name, root: root + "/" + name)
+            let leaseSection: String
+            switch lease {
+            case .staticLease:
+                leaseSection = """
+                    lease:
+                      static:
+                        primary: node-a
+                        peers: {\(peers)}
+                    """
+            case .etcd(let endpoint, let ttl):
+                leaseSection = """
+                    lease:
+                      type: etcd
+                      etcd:
+                        endpoints: [\(endpoint)]
+                        key: /replfs/\(root.split(separator: "/").last!)/primary
+                        ttl: \(ttl)
+                    """
+            }
+            let execSection = application ? "exec:\n  command: [\(root)/app.sh, \(name)]\n  stop-timeout: 2s" : ""
             try node.writeConfig("""
                 node: \(name)
                 mount: \(node.mount)
@@ -34,15 +75,14 @@ final class Cluster: @unchecked Sendable {
                 replication:
                   listen: 127.0.0.1:\(ports[index])
                   token-file: \(root)/token
-                lease:
-                  static:
-                    primary: node-a
-                    peers: {\(peers)}
+                \(leaseSection)
+                \(execSection)
                 \(extra)
                 """)
             nodes.append(node)
         }
         self.nodes = nodes
+        primary = nodes[0]
     }
 
     /// Ports nobody listens on now (bound to port 0 and released).

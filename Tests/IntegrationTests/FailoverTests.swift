@@ -1,0 +1,251 @@
+import Foundation
+import ReplFS
+import Testing
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+extension IntegrationTests {
+    /// Roles that change at run time: handoffs by hand (static lease and
+    /// etcd), automatic failover with etcd, fencing, and the supervised
+    /// application following the primary role.
+    @Suite("Failover")
+    struct FailoverTests {
+        /// Every acknowledged transaction is in `database` on `node`.
+        static func expectAllAcknowledged(_ writer: FailoverWriter, on node: Node, _ database: String = "app.db") throws {
+            let acknowledged = Set(writer.acknowledged)
+            let present = try Command.sqlite(node.mount + "/" + database, "SELECT seq FROM acks")
+            let stored = Set(present.split(separator: "\n").compactMap { Int($0) })
+            let missing = acknowledged.subtracting(stored)
+            #expect(missing.isEmpty, "\(missing.count) acknowledged transactions missing on \(node.name): \(missing.sorted().prefix(10))")
+            #expect(!acknowledged.isEmpty)
+        }
+
+        @Test("static lease: promote and demote under continuous writes lose nothing, and a restarted old primary stays a replica")
+        func staticHandoff() throws {
+            let cluster = try Cluster(application: true)
+            defer { cluster.destroy() }
+            try cluster.start()
+            try cluster.waitForPrimary()
+            let sampler = ApplicationSampler(cluster: cluster)
+            let writer = try FailoverWriter(cluster: cluster)
+            try writer.waitForCommits(300)
+
+            // promote on a replica: the primary hands over to it.
+            let b = cluster.nodes[1]
+            let promoted = try b.admin(["promote"])
+            #expect(promoted.status == 0, "\(promoted)")
+            #expect(promoted.output.contains("node-b is the primary at epoch 2"), "\(promoted)")
+            #expect(try cluster.waitForPrimary() === b)
+            try writer.waitForCommits(300)
+
+            // demote on the primary: the most caught-up candidate takes over.
+            let demoted = try b.admin(["demote"])
+            #expect(demoted.status == 0, "\(demoted)")
+            let third = try cluster.waitForPrimary(not: b)
+            #expect(try third.status().epoch == 3)
+            try writer.waitForCommits(300)
+
+            let summary = try writer.stop()
+            try cluster.waitForConvergence(["app.db"], nodes: cluster.replicas)
+            try Self.expectAllAcknowledged(writer, on: third)
+            for node in cluster.nodes { #expect(try node.status().asides.isEmpty, "\(node.name) moved a database aside") }
+            print("static handoff: \(summary.commits) commits, longest write gap \(summary.max_gap_ms) ms")
+            #expect(summary.max_gap_ms < 5_000)
+
+            // The application ran on one node at a time, and now on the primary.
+            try waitUntil(timeout: 10, "the application runs on \(third.name)") {
+                ApplicationSampler.runningNodes(script: cluster.applicationScript, names: cluster.nodes.map(\.name)) == [third.name]
+            }
+            let runs = sampler.stop()
+            #expect(runs.maximum == 1, "the application ran on several nodes at once: \(runs.violations.prefix(5))")
+
+            // The epoch is persisted: node-a (configured primary) restarts as a replica.
+            let a = cluster.nodes[0]
+            if a !== third {
+                try a.stop()
+                try a.start()
+                let status = try a.status()
+                #expect(status.role == "replica")
+                #expect(status.primary?.name == third.name)
+                #expect(status.epoch == 3)
+            }
+        }
+
+        @Test("promote on a non-candidate, demote with no candidate or on a replica, a malformed admin request: clear errors, nothing changed")
+        func badRequests() throws {
+            let cluster = try Cluster(size: 2, extra: "")
+            defer { cluster.destroy() }
+            // node-b may never become primary.
+            let b = cluster.nodes[1]
+            let text = try String(contentsOfFile: b.configPath, encoding: .utf8)
+            try b.writeConfig(text.replacingOccurrences(of: "lease:\n", with: "lease:\n  candidate: false\n"))
+            try cluster.start()
+            let a = try cluster.waitForPrimary()
+            #expect(a.name == "node-a")
+
+            let promote = try b.admin(["promote"])
+            #expect(promote.status == 1)
+            #expect(promote.error.contains("candidate: false"), "\(promote)")
+            let demoteReplica = try b.admin(["demote"])
+            #expect(demoteReplica.status == 1)
+            #expect(demoteReplica.error.contains("not the primary"), "\(demoteReplica)")
+            let demote = try a.admin(["demote"])
+            #expect(demote.status == 1)
+            #expect(demote.error.contains("no candidate"), "\(demote)")
+
+            // A malformed request on the socket is refused with a message.
+            let reply = try Command.run("/usr/bin/curl", ["-s", "--unix-socket", a.adminSocket, "-X", "POST", "-d", "{not json", "http://replfsd/promote"])
+            #expect(reply.output.contains("bad-request"), "\(reply)")
+
+            let status = try a.status()
+            #expect(status.role == "primary" && status.writable && status.epoch == 1)
+            #expect(try b.status().role == "replica")
+        }
+
+        @Test("export gives a consistent copy on any node; import on the primary replaces a database everywhere")
+        func exportImport() throws {
+            try withCluster(size: 2) { cluster in
+                try cluster.waitForPrimary()
+                _ = try cluster.primary.workload("app.db", ["--transactions", "200", "--journal-mode", "wal"])
+                try cluster.waitForConvergence(["app.db"])
+                let copy = cluster.root + "/copy.db"
+                let exported = try cluster.replicas[0].admin(["export", "app.db", copy])
+                #expect(exported.status == 0, "\(exported)")
+                #expect(try Command.sqlite(copy, "PRAGMA integrity_check") == "ok")
+                #expect(try Command.dbhash(copy) == Command.dbhash(cluster.primary.mount + "/app.db"))
+
+                let source = cluster.root + "/source.db"
+                _ = try Command.sqlite(source, "CREATE TABLE t(x); INSERT INTO t VALUES (42);")
+                let refused = try cluster.replicas[0].admin(["import", "app.db", source])
+                #expect(refused.status == 1 && refused.error.contains("not the primary"), "\(refused)")
+                let imported = try cluster.primary.admin(["import", "app.db", source])
+                #expect(imported.status == 0, "\(imported)")
+                try cluster.waitForConvergence(["app.db"])
+                #expect(try Command.sqlite(cluster.replicas[0].mount + "/app.db", "SELECT x FROM t") == "42")
+                let bad = try cluster.primary.admin(["import", "app.db", cluster.root + "/token"])
+                #expect(bad.status == 1, "\(bad)")
+                #expect(try Command.sqlite(cluster.primary.mount + "/app.db", "SELECT x FROM t") == "42")
+            }
+        }
+
+        @Test(
+            "etcd: kill -9 of the primary under writes: another node takes over, writes resume; the killed node rejoins and converges",
+            .enabled(if: EtcdServer.isInstalled))
+        func etcdCrashFailover() throws {
+            let etcd = try EtcdServer()
+            defer { etcd.stop() }
+            let cluster = try Cluster(lease: .etcd(endpoint: etcd.endpoint), application: true)
+            defer { cluster.destroy() }
+            try cluster.start()
+            let first = try cluster.waitForPrimary()
+            let sampler = ApplicationSampler(cluster: cluster)
+            let writer = try FailoverWriter(cluster: cluster)
+            try writer.waitForCommits(300)
+
+            let killed = Date()
+            try first.kill9()
+            try writer.waitForCommits(1, timeout: 30)
+            let failover = Date().timeIntervalSince(killed)
+            print("etcd crash failover: kill -9 to the first acknowledged write on the new primary: \(Int(failover * 1000)) ms")
+            #expect(failover < 10)
+            let second = try cluster.waitForPrimary(not: first)
+            try writer.waitForCommits(300)
+            let summary = try writer.stop()
+
+            // The killed node comes back as a replica and converges.
+            try first.start()
+            try cluster.waitForPrimary()
+            #expect(cluster.primary === second)
+            try cluster.waitForConvergence(["app.db"], nodes: cluster.replicas)
+            #expect(try first.status().role == "replica")
+            let runs = sampler.stop()
+            #expect(runs.maximum == 1, "the application ran on several nodes at once: \(runs.violations.prefix(5))")
+            #expect(ApplicationSampler.runningNodes(script: cluster.applicationScript, names: cluster.nodes.map(\.name)) == [second.name])
+            print("etcd crash failover: \(summary.commits) commits, longest write gap \(summary.max_gap_ms) ms")
+        }
+
+        @Test(
+            "etcd: a hung primary (SIGSTOP past the TTL) has stopped writing when another is elected, and follows it after resuming",
+            .enabled(if: EtcdServer.isInstalled))
+        func etcdHungPrimary() throws {
+            let etcd = try EtcdServer()
+            defer { etcd.stop() }
+            let cluster = try Cluster(lease: .etcd(endpoint: etcd.endpoint), application: true)
+            defer { cluster.destroy() }
+            try cluster.start()
+            let hung = try cluster.waitForPrimary()
+            _ = try Command.sqlite(hung.mount + "/app.db", "PRAGMA journal_mode=wal; CREATE TABLE acks(seq INTEGER PRIMARY KEY, node, at);")
+            let sampler = ApplicationSampler(cluster: cluster)
+            // The whole node hangs: the daemon and its application.
+            let application = ApplicationSampler.pids(script: cluster.applicationScript, node: hung.name)
+            let stopped = Date()
+            for pid in [hung.pid!] + application { kill(pid, SIGSTOP) }
+            var elected: Node?
+            try waitUntil(timeout: 20, interval: 0.05, "another node is elected") {
+                elected = cluster.nodes.first { $0 !== hung && (try? $0.status().role) == "primary" }
+                return elected != nil
+            }
+            print("etcd hung primary: SIGSTOP to a new primary elected: \(Int(Date().timeIntervalSince(stopped) * 1000)) ms")
+            for pid in [hung.pid!] + application { kill(pid, SIGCONT) }
+            // After resuming, a write on it fails: its lease ran out while it was stopped.
+            let write = try Command.run("/usr/bin/sqlite3", [hung.mount + "/app.db", "INSERT INTO acks VALUES (1, 'hung', 0)"])
+            #expect(write.status != 0, "a write on the resumed old primary must fail: \(write)")
+            let primary = try cluster.waitForPrimary()
+            #expect(primary === elected)
+            #expect(try hung.status().role == "replica")
+            _ = try Command.sqlite(primary.mount + "/app.db", "INSERT INTO acks VALUES (2, 'new', 0)")
+            try cluster.waitForConvergence(["app.db"], nodes: cluster.replicas)
+            #expect(try Command.sqlite(hung.mount + "/app.db", "SELECT group_concat(seq) FROM acks") == "2")
+            let runs = sampler.stop()
+            #expect(runs.maximum == 1, "the application ran on several nodes at once: \(runs.violations.prefix(5))")
+        }
+
+        @Test("etcd: promote and demote hand over through the lease and lose nothing", .enabled(if: EtcdServer.isInstalled))
+        func etcdHandoff() throws {
+            let etcd = try EtcdServer()
+            defer { etcd.stop() }
+            let cluster = try Cluster(lease: .etcd(endpoint: etcd.endpoint), application: true)
+            defer { cluster.destroy() }
+            try cluster.start()
+            let first = try cluster.waitForPrimary()
+            let sampler = ApplicationSampler(cluster: cluster)
+            let writer = try FailoverWriter(cluster: cluster)
+            try writer.waitForCommits(300)
+            let target = cluster.replicas[0]
+            let promoted = try target.admin(["promote"])
+            #expect(promoted.status == 0, "\(promoted)")
+            #expect(try cluster.waitForPrimary() === target)
+            let epochAfterPromote = try target.status().epoch
+            #expect(epochAfterPromote > (try first.status().epoch) - 1)
+            try writer.waitForCommits(300)
+            let demoted = try target.admin(["demote"])
+            #expect(demoted.status == 0, "\(demoted)")
+            let last = try cluster.waitForPrimary(not: target)
+            #expect(try last.status().epoch > epochAfterPromote)
+            try writer.waitForCommits(300)
+            let summary = try writer.stop()
+            try cluster.waitForConvergence(["app.db"], nodes: cluster.replicas)
+            try Self.expectAllAcknowledged(writer, on: last)
+            for node in cluster.nodes { #expect(try node.status().asides.isEmpty, "\(node.name) moved a database aside") }
+            print("etcd handoff: \(summary.commits) commits, longest write gap \(summary.max_gap_ms) ms")
+            #expect(summary.max_gap_ms < 5_000)
+            let runs = sampler.stop()
+            #expect(runs.maximum == 1, "the application ran on several nodes at once: \(runs.violations.prefix(5))")
+        }
+    }
+}
+
+extension ApplicationSampler {
+    /// The processes of the application of `node`.
+    static func pids(script: String, node: String) -> [Int32] {
+        var pids: [Int32] = []
+        for entry in (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? [] {
+            guard let pid = Int32(entry), let raw = FileManager.default.contents(atPath: "/proc/\(entry)/cmdline") else { continue }
+            let arguments = raw.split(separator: 0).map { String(decoding: $0, as: UTF8.self) }
+            if arguments.contains(script), arguments.last == node { pids.append(pid) }
+        }
+        return pids
+    }
+}
