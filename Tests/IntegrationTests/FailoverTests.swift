@@ -202,6 +202,60 @@ extension IntegrationTests {
             #expect(runs.maximum == 1, "the application ran on several nodes at once: \(runs.violations.prefix(5))")
         }
 
+        @Test(
+            "etcd: a primary cut off by a network partition stops writing within its TTL, before another is elected, and rejoins",
+            .enabled(if: EtcdServer.isInstalled && NetworkNamespace.isAvailable))
+        func etcdPartition() throws {
+            let namespace = try NetworkNamespace()
+            defer { namespace.destroy() }
+            let etcd = try EtcdServer(start: false)
+            etcd.extraClientHost = namespace.hostAddress
+            try etcd.start()
+            defer { etcd.stop() }
+            let cluster = try Cluster(lease: .etcd(endpoint: etcd.extraEndpoint!))
+            defer { cluster.destroy() }
+            // node-a lives in the namespace; the others on the host side of the link.
+            for (index, node) in cluster.nodes.enumerated() {
+                let address = index == 0 ? namespace.namespaceAddress : namespace.hostAddress
+                let text = try String(contentsOfFile: node.configPath, encoding: .utf8)
+                try node.writeConfig(text.replacingOccurrences(of: "listen: 127.0.0.1:", with: "listen: \(address):"))
+            }
+            let a = cluster.nodes[0]
+            a.launcher = ["/usr/bin/nsenter", "--net=\(namespace.path)"]
+            try a.start()
+            try waitUntil(timeout: 20, "node-a is primary") { (try? a.status().role) == "primary" }
+            for node in cluster.replicas { try node.start() }
+            #expect(try cluster.waitForPrimary() === a)
+            _ = try Command.sqlite(a.mount + "/app.db", "PRAGMA journal_mode=wal; CREATE TABLE acks(seq INTEGER PRIMARY KEY, node, at);")
+            try cluster.waitForConvergence(["app.db"])
+
+            let cut = Date()
+            try namespace.cut()
+            var refusedAt: Date?
+            var electedAt: Date?
+            var seq = 1
+            try waitUntil(timeout: 30, interval: 0.02, "node-a refuses writes and another node is elected") {
+                if refusedAt == nil {
+                    let write = try Command.run("/usr/bin/sqlite3", [a.mount + "/app.db", "INSERT INTO acks VALUES (\(seq), 'a', 0)"], timeout: 10)
+                    if write.status == 0 { seq += 1 } else { refusedAt = Date() }
+                }
+                if electedAt == nil, cluster.replicas.contains(where: { (try? $0.status().role) == "primary" }) { electedAt = Date() }
+                return refusedAt != nil && electedAt != nil
+            }
+            let refused = refusedAt!.timeIntervalSince(cut)
+            let elected = electedAt!.timeIntervalSince(cut)
+            print("etcd partition: node-a refused writes after \(Int(refused * 1000)) ms, another node elected after \(Int(elected * 1000)) ms")
+            #expect(refused < 2.0, "the cut-off primary must stop writing within its TTL (2 s)")
+            #expect(refused < elected, "the cut-off primary must stop writing before another node is elected")
+
+            try namespace.heal()
+            let primary = try cluster.waitForPrimary(timeout: 30)
+            #expect(primary !== a)
+            _ = try Command.sqlite(primary.mount + "/app.db", "INSERT INTO acks VALUES (100000, 'new', 0)")
+            try cluster.waitForConvergence(["app.db"], nodes: cluster.replicas)
+            #expect(try a.status().role == "replica")
+        }
+
         @Test("etcd: promote and demote hand over through the lease and lose nothing", .enabled(if: EtcdServer.isInstalled))
         func etcdHandoff() throws {
             let etcd = try EtcdServer()
@@ -247,5 +301,59 @@ extension ApplicationSampler {
             if arguments.contains(script), arguments.last == node { pids.append(pid) }
         }
         return pids
+    }
+}
+
+/// A network namespace joined to the host by a veth pair, to cut a node off
+/// (link down: packets vanish, as in a real partition).
+final class NetworkNamespace {
+    let name: String
+    let hostDevice: String
+    let hostAddress: String
+    let namespaceAddress: String
+    var path: String { "/run/netns/" + name }
+
+    static var isAvailable: Bool {
+        FileManager.default.isExecutableFile(atPath: "/usr/sbin/ip") && FileManager.default.isExecutableFile(atPath: "/usr/bin/nsenter")
+    }
+
+    init() throws {
+        let tag = String(UUID().uuidString.prefix(4)).lowercased()
+        name = "rfs-" + tag
+        hostDevice = "rfsh" + tag
+        let subnet = Int.random(in: 1...250)
+        hostAddress = "10.201.\(subnet).1"
+        namespaceAddress = "10.201.\(subnet).2"
+        for arguments in [
+            ["netns", "add", name],
+            ["link", "add", hostDevice, "type", "veth", "peer", "name", "rfsn" + tag],
+            ["link", "set", "rfsn" + tag, "netns", name],
+            ["addr", "add", hostAddress + "/24", "dev", hostDevice],
+            ["link", "set", hostDevice, "up"],
+            ["netns", "exec", name, "ip", "addr", "add", namespaceAddress + "/24", "dev", "rfsn" + tag],
+            ["netns", "exec", name, "ip", "link", "set", "rfsn" + tag, "up"],
+            ["netns", "exec", name, "ip", "link", "set", "lo", "up"],
+        ] {
+            let result = try Command.run("/usr/sbin/ip", arguments)
+            guard result.status == 0 else {
+                destroy()
+                throw Failure("ip \(arguments.joined(separator: " ")): \(result)")
+            }
+        }
+    }
+
+    func cut() throws {
+        let result = try Command.run("/usr/sbin/ip", ["link", "set", hostDevice, "down"])
+        guard result.status == 0 else { throw Failure("cannot cut the link: \(result)") }
+    }
+
+    func heal() throws {
+        let result = try Command.run("/usr/sbin/ip", ["link", "set", hostDevice, "up"])
+        guard result.status == 0 else { throw Failure("cannot restore the link: \(result)") }
+    }
+
+    func destroy() {
+        _ = try? Command.run("/usr/sbin/ip", ["link", "del", hostDevice])
+        _ = try? Command.run("/usr/sbin/ip", ["netns", "del", name])
     }
 }

@@ -104,7 +104,18 @@ final class DaemonAdmin: AdminHandler {
 
     func demote() -> Result<AdminActionResult, AdminError> {
         exclusively {
-            controller.demote().map { Self.result($0, verb: "demoted \(config.node)") }.mapError(Self.adminError)
+            let before = controller.epoch
+            return controller.demote().map { change in
+                var change = change
+                if change.epoch == 0 {
+                    // etcd: the new primary's epoch is its key's revision, known
+                    // here once this node follows it.
+                    let deadline = ContinuousClock.now + .seconds(3)
+                    while controller.epoch <= before, ContinuousClock.now < deadline { Thread.sleep(forTimeInterval: 0.01) }
+                    change.epoch = controller.epoch
+                }
+                return Self.result(change, verb: "demoted \(config.node)")
+            }.mapError(Self.adminError)
         }
     }
 

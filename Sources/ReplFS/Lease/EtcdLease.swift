@@ -48,8 +48,11 @@ public final class EtcdLease: LeaseKeeper, @unchecked Sendable {
         var lastHolder: (String, Int64)?
         /// Take the key as soon as it is free (this node is a handoff's target).
         var takeover = false
-        /// Do not campaign before this (another node is taking over).
+        /// Do not campaign before this (another node is taking over, or this
+        /// node is new and others may hold the data).
         var holdBackUntil: ContinuousClock.Instant?
+        /// Never part of a term, and not yet caught up with a primary.
+        var freshNode = false
         var description = "starting"
         var lastError: String?
     }
@@ -74,7 +77,10 @@ public final class EtcdLease: LeaseKeeper, @unchecked Sendable {
     public func start() {
         if controller.storedState().epoch == 0 {
             // Never part of a term: let nodes that hold data campaign first.
-            state.withLock { $0.holdBackUntil = .now + ttl * 3 }
+            state.withLock {
+                $0.holdBackUntil = .now + ttl * 3
+                $0.freshNode = true
+            }
         }
         DetachedThread { [self] in run() }.start()
     }
@@ -179,6 +185,11 @@ public final class EtcdLease: LeaseKeeper, @unchecked Sendable {
             note("etcd unreachable", error: "\(error)")
             sleep(.milliseconds(200))
             return
+        }
+        if controller.snapshot.upstream?.connected == true {
+            // Following a primary: this node holds the data now, so the
+            // fresh-node hold-back is over.
+            state.withLock { if $0.freshNode { $0.freshNode = false; $0.holdBackUntil = nil } }
         }
         let (takeover, holdBack) = state.withLock { ($0.takeover, $0.holdBackUntil) }
         if let current {

@@ -25,6 +25,10 @@ final class EtcdServer: @unchecked Sendable {
     private(set) var peerPort: Int
     /// The client URL, for `EtcdClient(endpoints:)` and replfsd's `lease.etcd.endpoints`.
     var endpoint: String { "http://127.0.0.1:\(clientPort)" }
+    /// Another address to serve clients on (a partition test's veth), set before ``start(timeout:)``.
+    var extraClientHost: String?
+    /// The client URL on ``extraClientHost``.
+    var extraEndpoint: String? { extraClientHost.map { "http://\($0):\(clientPort)" } }
 
     private let lock = NSLock()
     private var process: Process?
@@ -86,7 +90,7 @@ final class EtcdServer: @unchecked Sendable {
             process.executableURL = URL(fileURLWithPath: EtcdServer.binary)
             process.arguments = [
                 "--name", "t", "--data-dir", dataDirectory, "--logger", "zap",
-                "--listen-client-urls", endpoint, "--advertise-client-urls", endpoint,
+                "--listen-client-urls", ([endpoint] + (extraEndpoint.map { [$0] } ?? [])).joined(separator: ","), "--advertise-client-urls", endpoint,
                 "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
                 "--initial-cluster", "t=\(peer)",
             ]

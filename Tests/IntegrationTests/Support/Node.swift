@@ -15,6 +15,9 @@ final class Node: @unchecked Sendable {
     /// Each node its own admin socket (several run on one machine).
     var adminSocket: String { root + "/admin.sock" }
     private(set) var process: Command.Started?
+    /// A command that runs replfsd (for example `nsenter --net=...`, to put
+    /// the node in a network namespace of its own).
+    var launcher: [String] = []
     private(set) var logs: [String] = []
 
     /// Creates the directory layout and a config (`extraConfig` is appended
@@ -40,7 +43,9 @@ final class Node: @unchecked Sendable {
     /// Starts `replfsd mount` and waits until the mount serves requests.
     func start(timeout: Double = 30) throws {
         precondition(process == nil, "already running")
-        let started = try Command.start(TestEnvironment.replfsd, ["mount", "--config", configPath, "--log-level", "info"])
+        let arguments = [TestEnvironment.replfsd, "mount", "--config", configPath, "--log-level", "info"]
+        let command = launcher + arguments
+        let started = try Command.start(command[0], Array(command.dropFirst()))
         process = started
         do {
             try waitUntil(timeout: timeout, "\(name) is mounted") {
