@@ -1,0 +1,94 @@
+import Foundation
+import ReplFS
+import Testing
+
+extension IntegrationTests {
+    /// What an operator sees: `replfsd status`, and the Prometheus metrics.
+    @Suite("Operations")
+    struct OperationsTests {
+        @Test("status shows role, epoch, positions, replicas with their lag, and the upstream link; --json parses")
+        func status() throws {
+            try withCluster(size: 2) { cluster in
+                try cluster.waitForPrimary()
+                _ = try cluster.primary.workload("app.db", ["--transactions", "50", "--journal-mode", "wal"])
+                try cluster.waitForConvergence(["app.db"])
+                let primary = try cluster.primary.status()
+                #expect(primary.role == "primary" && primary.writable && primary.epoch == 1)
+                let txid = try #require(primary.databases.first { $0.name == "app.db" }).txid
+                #expect(txid >= 50)
+                try waitUntil(timeout: 10, "the replica's acknowledgement is shown") {
+                    let replica = try cluster.primary.status().replicas.first { $0.node == "node-b" }
+                    return replica?.databases.first?.lagTransactions == 0
+                }
+                let replica = try cluster.replicas[0].status()
+                #expect(replica.role == "replica" && !replica.writable)
+                #expect(replica.upstream?.connected == true)
+                #expect(replica.primary?.name == "node-a")
+                #expect(replica.databases.first { $0.name == "app.db" }?.txid == txid)
+
+                let text = try cluster.primary.admin(["status"])
+                #expect(text.status == 0)
+                #expect(text.output.contains("primary, writable, epoch 1"), "\(text.output)")
+                #expect(text.output.contains("node-b"), "\(text.output)")
+                let json = try cluster.replicas[0].admin(["status", "--json"])
+                let decoded = try JSONDecoder().decode(AdminStatus.self, from: Data(json.output.utf8))
+                #expect(decoded.node == "node-b")
+
+                // A daemon that is not running: a clear error naming the socket.
+                let missing = try Command.run(TestEnvironment.replfsd, ["status", "--socket", cluster.root + "/nobody.sock"])
+                #expect(missing.status == 1)
+                #expect(missing.error.contains("nobody.sock"), "\(missing)")
+            }
+        }
+
+        @Test("metrics.listen serves role, epoch, positions, commits, replica lag and FUSE operations")
+        func metrics() throws {
+            let port = Cluster.freePorts(1)[0]
+            try withCluster(size: 2) { cluster in
+                let a = cluster.nodes[0]
+                try a.stop()
+                let text = try String(contentsOfFile: a.configPath, encoding: .utf8)
+                try a.writeConfig(text + "\nmetrics:\n  listen: 127.0.0.1:\(port)\n")
+                try a.start()
+                try cluster.waitForPrimary()
+                _ = try a.workload("app.db", ["--transactions", "30", "--journal-mode", "wal"])
+                var body = ""
+                try waitUntil(timeout: 10, interval: 0.2, "the metrics show the commits") {
+                    body = (try? Command.run("/usr/bin/curl", ["-s", "http://127.0.0.1:\(port)/metrics"]).output) ?? ""
+                    return body.contains("replfs_database_txid{database=\"app.db\"}") && body.contains("replfs_commits_total{database=\"app.db\"}")
+                        && body.contains("replfs_replica_lag_transactions{")
+                }
+                #expect(body.contains("replfs_role 1"), "\(body.prefix(2000))")
+                #expect(body.contains("replfs_epoch 1"))
+                let writes = body.split(separator: "\n").first { $0.hasPrefix("replfs_fuse_ops_total{op=\"write\"}") }
+                let count = writes.flatMap { Double($0.split(separator: " ").last!) } ?? 0
+                #expect(count > 0, "FUSE writes counted: \(writes ?? "none")")
+                #expect(body.contains("replfs_fuse_op_seconds_bucket{op=\"write\""))
+                #expect(body.contains("replfs_ltx_bytes_total"))
+            }
+        }
+
+        @Test("the supervised application runs on the primary; SIGTERM stops it before unmounting; it dies with replfsd")
+        func supervision() throws {
+            let cluster = try Cluster(size: 1, application: true)
+            defer { cluster.destroy() }
+            let node = cluster.nodes[0]
+            let running = { ApplicationSampler.runningNodes(script: cluster.applicationScript, names: ["node-a"]) }
+            try cluster.start()
+            try waitUntil(timeout: 10, "the application runs") { running() == ["node-a"] }
+            let status = try node.status()
+            #expect(status.process?.state == "running", "\(status)")
+            let stopped = try node.stop()
+            #expect(stopped.status == 0)
+            #expect(running().isEmpty)
+            let log = try String(contentsOfFile: cluster.applicationLog, encoding: .utf8)
+            #expect(log.contains("node-a stop"), "stopped with SIGTERM: \(log)")
+            #expect(stopped.error.range(of: "stopping")!.lowerBound < stopped.error.range(of: "unmounted")!.lowerBound, "\(stopped.error)")
+
+            try node.start()
+            try waitUntil(timeout: 10, "the application runs again") { running() == ["node-a"] }
+            try node.kill9()
+            try waitUntil(timeout: 5, "the application dies with replfsd") { running().isEmpty }
+        }
+    }
+}
