@@ -50,7 +50,7 @@ integration-test: build
 bench: release
 	REPLFS_BIN_DIR=$$($(SWIFT) build -c release --show-bin-path) REPLFS_TOOLS=$(TOOLS) ./scripts/bench.sh
 
-## demo: mount a directory, run SQLite through it, show LTX files and positions.
+## demo: three nodes with etcd, a supervised stand-in app, a switchover and a crash failover.
 demo: release
 	REPLFS_BIN_DIR=$$($(SWIFT) build -c release --show-bin-path) REPLFS_TOOLS=$(TOOLS) ./scripts/demo.sh
 
