@@ -9,6 +9,9 @@ ROOT=${BENCH_DIR:-/var/tmp/replfs-bench}     # must be on the same disk as nativ
 SECONDS_PER_RUN=${BENCH_SECONDS:-3}
 ROUNDS=${BENCH_ROUNDS:-3}
 DB_MIB=${BENCH_DB_MIB:-1024}
+SNAP_MIB=${BENCH_SNAPSHOT_MIB:-256}
+FAILOVER_RUNS=${BENCH_FAILOVER_RUNS:-10}
+HANDOFF_RUNS=${BENCH_HANDOFF_RUNS:-6}
 REPORT=$(pwd)/.build/bench.md
 # BENCH_ONLY="local memory replication failover" picks sections (default: all).
 want() { [[ -z ${BENCH_ONLY:-} || " $BENCH_ONLY " == *" $1 "* ]]; }
@@ -175,7 +178,6 @@ echo "|---:|---:|---:|---:|"
 printf '| %d | %d | %.2fx | >= 0.90x |\n' "$a" "$d" "$(echo "$a / $d" | bc -l)"
 echo
 # Snapshot catch-up: a new replica joins a primary holding a large database.
-SNAP_MIB=${BENCH_SNAPSHOT_MIB:-256}
 sqlite3 "$ROOT/cluster/a/mnt/snap.db" "PRAGMA journal_mode=wal; CREATE TABLE t(id INTEGER PRIMARY KEY, v BLOB);
   WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i+1 FROM n WHERE i < $(( SNAP_MIB * 1024 * 1024 / 1100 )))
   INSERT INTO t(v) SELECT randomblob(1000) FROM n;" >/dev/null
@@ -213,7 +215,124 @@ printf '| %d MiB | %.1f s | %.0f MB/s | %d MiB | %d MiB | %d MiB |\n' $(( size /
 for pid in "${CLUSTER_PIDS[@]}"; do stop_pid "$pid"; done
 echo
 fi
-echo "Command: \`make bench\` (BENCH_SECONDS=$SECONDS_PER_RUN BENCH_ROUNDS=$ROUNDS BENCH_DB_MIB=$DB_MIB BENCH_SNAPSHOT_MIB=$SNAP_MIB)"
+if want failover; then
+echo "### Failover: three nodes with an etcd lease (TTL 2 s) on this machine (loopback)"
+echo
+rm -rf "$ROOT/failover"; mkdir -p "$ROOT/failover"
+F=$ROOT/failover
+echo "bench-token-$RANDOM$RANDOM" >"$F/token"
+fport=$(( 24000 + RANDOM % 2000 ))
+etcd --name bench --data-dir "$F/etcd" --listen-client-urls "http://127.0.0.1:$(( fport + 10 ))" \
+  --advertise-client-urls "http://127.0.0.1:$(( fport + 10 ))" --listen-peer-urls "http://127.0.0.1:$(( fport + 11 ))" \
+  --initial-advertise-peer-urls "http://127.0.0.1:$(( fport + 11 ))" --initial-cluster "bench=http://127.0.0.1:$(( fport + 11 ))" \
+  >"$F/etcd.log" 2>&1 &
+ETCD_PID=$!
+for _ in $(seq 100); do curl -sf "http://127.0.0.1:$(( fport + 10 ))/health" >/dev/null && break; sleep 0.1; done
+declare -A FPID
+for name in a b c; do
+  mkdir -p "$F/$name"
+  cat >"$F/$name/replfsd.yml" <<YAML
+node: node-$name
+mount: $F/$name/mnt
+data: $F/$name/data
+admin: {socket: $F/$name/replfsd.sock}
+replication:
+  listen: 127.0.0.1:$(( fport + $(printf '%d' "'$name") - 97 ))
+  token-file: $F/token
+lease:
+  type: etcd
+  etcd: {endpoints: ["http://127.0.0.1:$(( fport + 10 ))"], key: /replfs/bench/primary, ttl: 2s}
+YAML
+done
+fstart() {
+  "$BIN/replfsd" mount --config "$F/$1/replfsd.yml" --log-level "${BENCH_LOG_LEVEL:-warning}" >/dev/null 2>>"$F/$1/log" &
+  FPID[$1]=$!
+  for _ in $(seq 300); do grep -q " $F/$1/mnt " /proc/self/mountinfo && stat -f "$F/$1/mnt" >/dev/null 2>&1 && return; sleep 0.05; done
+}
+frole() { "$BIN/replfsd" status --json --config "$F/$1/replfsd.yml" 2>/dev/null | python3 -c 'import json,sys; d=json.load(sys.stdin); print(d["role"], (d.get("upstream") or {}).get("connected", False))' 2>/dev/null || echo "down False"; }
+# Waits until one node is primary and the two others follow it, connected; prints the primary.
+fsettled() {
+  for _ in $(seq 600); do
+    local primary="" followers=0
+    for name in a b c; do
+      case "$(frole "$name")" in
+        "primary "*) primary=$name ;;
+        "replica True") followers=$(( followers + 1 )) ;;
+      esac
+    done
+    if [[ -n $primary && $followers == 2 ]]; then echo "$primary"; return; fi
+    sleep 0.05
+  done
+  echo none
+}
+for name in a b c; do fstart "$name"; done
+fsettled >/dev/null
+mounts="$F/a/mnt,$F/b/mnt,$F/c/mnt"
+"$BIN/replfs-testkit" writer --mounts "$mounts" --seconds 100000 --stop-file "$F/stop" --ack-file "$F/acks" >"$F/writer.json" 2>&1 &
+WRITER=$!
+crash=()
+for run in $(seq "$FAILOVER_RUNS"); do
+  primary=$(fsettled)
+  sleep 1
+  t0=$(now)
+  kill -9 "${FPID[$primary]}"
+  wait "${FPID[$primary]}" 2>/dev/null || true
+  index=$(( $(printf '%d' "'$primary") - 97 ))
+  # The first write acknowledged after the kill by another node (the mount's index is column 2).
+  while true; do
+    last=$(awk -v t0="$t0" -v dead="$index" '$2 != dead && $3 > t0 {print $3; exit}' "$F/acks")
+    [[ -n $last ]] && break
+    sleep 0.005
+  done
+  crash+=("$(echo "$last - $t0" | bc -l)")
+  fstart "$primary"
+done
+touch "$F/stop"; wait "$WRITER" || true
+sorted=$(printf '%s\n' "${crash[@]}" | sort -n)
+echo "Crash failover, \`kill -9\` of the primary's replfsd under a write load, to the first write acknowledged by the new primary ($FAILOVER_RUNS runs; the killed node restarts and rejoins between runs):"
+echo
+echo "| runs | min | median | max | target |"
+echo "|---:|---:|---:|---:|---:|"
+printf '| %d | %.2f s | %.2f s | %.2f s | max <= 3 s |\n' "$FAILOVER_RUNS" "$(echo "$sorted" | head -1)" "$(echo "$sorted" | sed -n "$(( (FAILOVER_RUNS + 1) / 2 ))p")" "$(echo "$sorted" | tail -1)"
+echo
+gaps=(); lost=0; total=0
+for run in $(seq "$HANDOFF_RUNS"); do
+  primary=$(fsettled)
+  rm -f "$F/acks" "$F/stop"
+  "$BIN/replfs-testkit" writer --mounts "$mounts" --seconds 100000 --stop-file "$F/stop" --ack-file "$F/acks" >"$F/writer.json" 2>&1 &
+  WRITER=$!
+  sleep 1
+  if (( run % 2 == 1 )); then
+    target=$(for name in a b c; do [[ $name != "$primary" ]] && echo "$name" && break; done)
+    "$BIN/replfsd" promote --config "$F/$target/replfsd.yml" >/dev/null
+  else
+    "$BIN/replfsd" demote --config "$F/$primary/replfsd.yml" >/dev/null
+  fi
+  sleep 1
+  touch "$F/stop"; wait "$WRITER" || true
+  gaps+=("$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["max_gap_ms"])' "$F/writer.json")")
+  now_primary=$(fsettled)
+  missing=$(python3 - "$F/acks" "$F/$now_primary/mnt/app.db" <<'PY'
+import sqlite3, sys
+acked = {int(line.split()[0]) for line in open(sys.argv[1]) if line.strip()}
+stored = {row[0] for row in sqlite3.connect(sys.argv[2]).execute("SELECT seq FROM acks")}
+print(len(acked - stored), len(acked))
+PY
+)
+  lost=$(( lost + ${missing%% *} )); total=$(( total + ${missing##* } ))
+done
+sorted=$(printf '%s\n' "${gaps[@]}" | sort -n)
+echo "Planned handoff under continuous writes (\`replfsd promote\` and \`replfsd demote\` alternately, $HANDOFF_RUNS runs): longest time without an acknowledged write, and acknowledged transactions missing afterwards:"
+echo
+echo "| runs | median gap | max gap | acknowledged | lost | target |"
+echo "|---:|---:|---:|---:|---:|---:|"
+printf '| %d | %d ms | %d ms | %d | %d | < 500 ms, 0 lost |\n' "$HANDOFF_RUNS" "$(echo "$sorted" | sed -n "$(( (HANDOFF_RUNS + 1) / 2 ))p")" "$(echo "$sorted" | tail -1)" "$total" "$lost"
+echo
+for name in a b c; do kill "${FPID[$name]}" 2>/dev/null || true; done
+for name in a b c; do while kill -0 "${FPID[$name]}" 2>/dev/null; do sleep 0.1; done; done
+kill "$ETCD_PID"; wait "$ETCD_PID" 2>/dev/null || true
+fi
+echo "Command: \`make bench\` (BENCH_SECONDS=$SECONDS_PER_RUN BENCH_ROUNDS=$ROUNDS BENCH_DB_MIB=$DB_MIB BENCH_SNAPSHOT_MIB=$SNAP_MIB BENCH_FAILOVER_RUNS=$FAILOVER_RUNS BENCH_HANDOFF_RUNS=$HANDOFF_RUNS)"
 } | tee "$REPORT"
 stop_node
 rm -rf "$ROOT"

@@ -161,7 +161,6 @@ start_ns=$(now)
 run kill -9 "${PID[$killed]}"
 wait "${PID[$killed]}" 2>/dev/null || true
 PID[$killed]=""
-umount -l "$ROOT/$killed/mnt" 2>/dev/null || true
 while true; do
   for name in a b c; do
     [[ -z ${PID[$name]:-} ]] && continue

@@ -15,7 +15,7 @@ struct WriterCommand: ParsableCommand {
         discussion: """
             Each transaction inserts (seq, node) into `acks` of --database in every
             mount tried in turn (`--mounts a,b,c`). After COMMIT returns, seq and the
-            mount's index are appended to --ack-file: every line there is a transaction
+            mount's index and the wall-clock time are appended to --ack-file: every line there is a transaction
             SQLite acknowledged, which must survive any failover. Runs until
             --seconds have passed or --stop-file exists. Prints a JSON summary:
             commits, failures, and the longest time without a successful commit
@@ -64,7 +64,9 @@ struct WriterCommand: ParsableCommand {
                     continue
                 }
                 seq = next
-                log.append("\(seq) \(current)")
+                var wall = timespec()
+                clock_gettime(CLOCK_REALTIME, &wall)
+                log.append("\(seq) \(current) \(wall.tv_sec).\(String(wall.tv_nsec + 1_000_000_000).dropFirst())")
                 commits += 1
                 let time = now()
                 if time - lastSuccess > longestGap {

@@ -188,7 +188,14 @@ extension IntegrationTests {
                 return elected != nil
             }
             print("etcd hung primary: SIGSTOP to a new primary elected: \(Int(Date().timeIntervalSince(stopped) * 1000)) ms")
-            for pid in [hung.pid!] + application { kill(pid, SIGCONT) }
+            // replfsd resumes first and fences itself within 50 ms (its lease
+            // deadline passed); its application, frozen with it, resumes after
+            // that and finds SIGTERM waiting. (Resumed at the same instant, the
+            // application could run for that moment without being able to
+            // write: the mount refuses writes from the deadline on.)
+            kill(hung.pid!, SIGCONT)
+            try waitUntil(timeout: 5, interval: 0.01, "the resumed old primary fences itself") { (try? hung.status().role) != "primary" }
+            for pid in application { kill(pid, SIGCONT) }
             // After resuming, a write on it fails: its lease ran out while it was stopped.
             let write = try Command.run("/usr/bin/sqlite3", [hung.mount + "/app.db", "INSERT INTO acks VALUES (1, 'hung', 0)"])
             #expect(write.status != 0, "a write on the resumed old primary must fail: \(write)")

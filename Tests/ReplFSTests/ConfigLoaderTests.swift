@@ -1,3 +1,4 @@
+import Foundation
 import Testing
 
 @testable import ReplFS
@@ -96,5 +97,22 @@ struct ConfigLoaderTests {
         #expect(ConfigLoader.parseDuration("2") == nil)
         #expect(ConfigLoader.parseDuration("2x") == nil)
         #expect(ConfigLoader.parseDuration("") == nil)
+    }
+
+    @Test("the example configurations in etc/ load, with the keys an operator expects")
+    func examples() throws {
+        let etc = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent().path + "/etc"
+        for name in ["replfsd.yml", "replfsd-cluster.yml"] {
+            _ = try ConfigLoader.load(path: etc + "/" + name)
+        }
+        for node in ["a", "b", "c"] {
+            let config = try ConfigLoader.load(path: etc + "/headscale/replfsd-node-\(node).yml")
+            #expect(config.node == "node-\(node)")
+            #expect(config.lease.type == .etcd)
+            #expect(config.lease.etcdTTL == .seconds(2))
+            #expect(config.exec?.command.first == "/usr/bin/headscale")
+            #expect(config.mount == "/var/lib/headscale")
+            #expect(config.advertisedAddress.hasSuffix(":20202"))
+        }
     }
 }

@@ -177,9 +177,14 @@ final class ReplicaStream: @unchecked Sendable {
             switch store.catchUp(database: database, from: sent[database]) {
             case .upToDate:
                 continue
-            case .files(let paths):
-                for path in paths {
-                    guard let position = sendLTX(database: database, .file(path), divergent: false) else { return false }
+            case .files(let paths, let rebase):
+                for (index, path) in paths.enumerated() {
+                    var content = LTXContent.file(path)
+                    if index == 0, let rebase {
+                        guard let bytes = Self.rebased(path, from: rebase) else { return false }
+                        content = .bytes(bytes)
+                    }
+                    guard let position = sendLTX(database: database, content, divergent: false) else { return false }
                     sent[database] = position
                 }
             case .snapshot(let divergent):
@@ -254,6 +259,34 @@ final class ReplicaStream: @unchecked Sendable {
         guard (try? encoder.finish(postApplyChecksum: snapshot.position.checksum)) != nil else { return nil }
         emit(last: true)
         return snapshot.position
+    }
+
+    /// The LTX file at `path` re-encoded to start right after `position`
+    /// (which lies inside it): the same pages and post-apply checksum, with
+    /// the replica's position as pre-apply checksum. Applying a merged
+    /// file's pages (their values after its last transaction) to any state
+    /// it went through gives the same result; the replica still verifies
+    /// the post-apply checksum.
+    static func rebased(_ path: String, from position: Position) -> [UInt8]? {
+        do {
+            let source = try LTXFileSource(path: path)
+            defer { source.close() }
+            var decoder = LTXDecoder(source: source)
+            let original = try decoder.decodeHeader()
+            var header = original
+            header.minTXID = position.txid.next
+            header.preApplyChecksum = position.checksum
+            var encoder = try LTXEncoder(header: header)
+            var page = [UInt8](repeating: 0, count: Int(original.pageSize))
+            while let pgno = try decoder.nextPage(into: &page) {
+                try encoder.append(pgno, page: page)
+            }
+            let trailer = try decoder.finish()
+            try encoder.finish(postApplyChecksum: trailer.postApplyChecksum)
+            return encoder.takeBytes()
+        } catch {
+            return nil
+        }
     }
 
     /// Sends one LTX file (from memory or disk) in parts; returns the

@@ -72,6 +72,8 @@ final class Database: Sendable {
         var unjournaledWrites = false
 
         var wal = WALTracker()
+        /// Positions of the last transactions (to confirm a replica's history).
+        var recent = RecentPositions()
         /// SQLite synced the WAL after the last commit (synchronous=FULL):
         /// expect the same after the next one.
         var walSyncsCommits = false
@@ -94,6 +96,11 @@ final class Database: Sendable {
 
     /// The database's current position.
     var position: Position { state.withLock { $0.position } }
+
+    /// The checksum right after `txid`, if it is among the recent positions.
+    func recentChecksum(at txid: TXID) -> Checksum? {
+        state.withLock { $0.recent.checksum(at: txid) }
+    }
 
     var summary: DatabaseSummary {
         state.withLock { DatabaseSummary(path: path, position: $0.position, pageSize: $0.pageSize, pageCount: $0.pageCount, isWAL: $0.isWAL) }
@@ -515,6 +522,8 @@ final class Database: Sendable {
         for (pgno, value) in transaction.updates { state.pageChecksums[Int(pgno - 1)] = value }
         if let isWAL = transaction.isWAL { state.isWAL = isWAL }
         state.position = Position(txid: transaction.txid, checksum: transaction.checksum)
+        if transaction.allPages { state.recent.removeAll() }
+        state.recent.record(state.position)
         state.pageCount = transaction.commitSize
         if commitSize > 0 {
             state.pageSize = transaction.pageSize

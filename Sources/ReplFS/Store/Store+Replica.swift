@@ -98,7 +98,11 @@ extension Store {
     /// the replica's checksum matches this node's history at that TXID.
     public enum CatchUp: Sendable {
         case upToDate
-        case files([String])
+        /// LTX files to send in order. With `rebasedFrom`, the replica stands
+        /// inside the first file (a merged file of a former replica) at a
+        /// position this node went through: send that file's pages as a file
+        /// starting right after the replica's position.
+        case files([String], rebasedFrom: Position?)
         /// A snapshot is needed; `divergent` when the replica's history could
         /// not be confirmed as this node's (it keeps its copy aside).
         case snapshot(divergent: Bool)
@@ -128,21 +132,29 @@ extension Store {
         // The chain must start right after the replica, from its checksum.
         // If the files that would show it were pruned, the replica's history
         // cannot be confirmed as this node's: it keeps its copy aside.
-        guard let first = headers.first, first.0.minTXID == replica.txid.next else {
+        guard let first = headers.first, first.0.minTXID <= replica.txid.next else {
             return .snapshot(divergent: true)
         }
-        if first.0.tracksChecksums && first.0.preApplyChecksum != replica.checksum { return .snapshot(divergent: true) }
+        var rebase: Position?
+        if first.0.minTXID == replica.txid.next {
+            if first.0.tracksChecksums && first.0.preApplyChecksum != replica.checksum { return .snapshot(divergent: true) }
+        } else {
+            // Inside a merged file: confirmed only if this node went through
+            // the very same position.
+            guard database.recentChecksum(at: replica.txid) == replica.checksum else { return .snapshot(divergent: true) }
+            rebase = replica
+        }
         // The replica's history is this node's (the first file follows it);
         // send the unbroken run of files from there. Anything after a break
         // (a file being replaced by retention) comes on the next catch-up.
-        var expected = replica.txid.next
+        var expected = first.0.minTXID
         var run: [String] = []
         for (header, file) in headers {
             guard header.minTXID == expected else { break }
             run.append(file)
             expected = header.maxTXID.next
         }
-        return .files(run)
+        return .files(run, rebasedFrom: rebase)
     }
 
     /// A consistent copy of a database at its current position (in `DATA/tmp`).
