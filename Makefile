@@ -3,7 +3,7 @@ SHELL := /bin/bash
 SWIFT ?= swift
 JOBS ?= $(shell nproc)
 TOOLS := $(CURDIR)/.tools
-DEBIAN_PACKAGES := fuse3 libfuse3-dev liblz4-dev libsqlite3-dev sqlite3 etcd-server bc
+DEBIAN_PACKAGES := fuse3 libfuse3-dev liblz4-dev libsqlite3-dev sqlite3 etcd-server bc curl iproute2 util-linux
 PYTHON ?= python3
 
 .PHONY: all deps build release test unit-test integration-test bench demo install clean
