@@ -168,7 +168,3 @@ final class DaemonAdmin: AdminHandler {
         }
     }
 }
-
-extension Duration {
-    var milliseconds: Int64 { nanoseconds / 1_000_000 }
-}

@@ -357,11 +357,3 @@ public final class EtcdLease: LeaseKeeper, @unchecked Sendable {
             lastError: snapshot.lastError, renewFailures: renewFailures.load(ordering: .relaxed))
     }
 }
-
-extension Duration {
-    /// Whole nanoseconds (durations here are far below the 292-year limit).
-    var nanoseconds: Int64 {
-        let (seconds, attoseconds) = components
-        return seconds * 1_000_000_000 + attoseconds / 1_000_000_000
-    }
-}

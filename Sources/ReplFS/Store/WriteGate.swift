@@ -68,13 +68,3 @@ final class WriteGate: Sendable {
         return limit == 0 || MonotonicClock.nanoseconds() < limit
     }
 }
-
-/// CLOCK_MONOTONIC, which does not jump with wall-clock changes: lease
-/// deadlines are measured on it.
-public enum MonotonicClock {
-    public static func nanoseconds() -> UInt64 {
-        var now = timespec()
-        clock_gettime(CLOCK_MONOTONIC, &now)
-        return UInt64(now.tv_sec) * 1_000_000_000 + UInt64(now.tv_nsec)
-    }
-}
