@@ -48,6 +48,7 @@ cat >"$ROOT/replfsd.yml" <<YAML
 node: bench
 mount: $ROOT/mnt
 data: $ROOT/data
+admin: {socket: $ROOT/replfsd.sock}
 YAML
 start_node
 
@@ -141,6 +142,7 @@ for name in a b c; do
 node: node-$name
 mount: $ROOT/cluster/$name/mnt
 data: $ROOT/cluster/$name/data
+admin: {socket: $ROOT/cluster/$name/replfsd.sock}
 replication:
   listen: 127.0.0.1:$(( port + $(printf '%d' "'$name") - 97 ))
   token-file: $ROOT/token

@@ -138,8 +138,13 @@ extension IntegrationTests {
             defer { etcd.stop() }
             let cluster = try Cluster(lease: .etcd(endpoint: etcd.endpoint), application: true)
             defer { cluster.destroy() }
+            // node-c may never campaign: the other survivor must win.
+            let c = cluster.nodes[2]
+            let text = try String(contentsOfFile: c.configPath, encoding: .utf8)
+            try c.writeConfig(text.replacingOccurrences(of: "lease:\n", with: "lease:\n  candidate: false\n"))
             try cluster.start()
             let first = try cluster.waitForPrimary()
+            #expect(first !== c)
             let sampler = ApplicationSampler(cluster: cluster)
             let writer = try FailoverWriter(cluster: cluster)
             try writer.waitForCommits(300)
@@ -151,6 +156,7 @@ extension IntegrationTests {
             print("etcd crash failover: kill -9 to the first acknowledged write on the new primary: \(Int(failover * 1000)) ms")
             #expect(failover < 10)
             let second = try cluster.waitForPrimary(not: first)
+            #expect(second !== c, "a node with lease.candidate: false became primary")
             try writer.waitForCommits(300)
             let summary = try writer.stop()
 
