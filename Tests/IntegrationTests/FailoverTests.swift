@@ -282,13 +282,13 @@ extension IntegrationTests {
             try writer.waitForCommits(300)
             let target = cluster.replicas[0]
             let promoted = try target.admin(["promote"])
-            #expect(promoted.status == 0, "\(promoted)")
+            #expect(promoted.status == 0, "\(promoted)\n\(cluster.currentLogs)")
             #expect(try cluster.waitForPrimary() === target)
             let epochAfterPromote = try target.status().epoch
             #expect(epochAfterPromote > (try first.status().epoch) - 1)
             try writer.waitForCommits(300)
             let demoted = try target.admin(["demote"])
-            #expect(demoted.status == 0, "\(demoted)")
+            #expect(demoted.status == 0, "\(demoted)\n\(cluster.currentLogs)")
             let last = try cluster.waitForPrimary(not: target)
             #expect(try last.status().epoch > epochAfterPromote)
             try writer.waitForCommits(300)

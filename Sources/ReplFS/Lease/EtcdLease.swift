@@ -48,11 +48,22 @@ public final class EtcdLease: LeaseKeeper, @unchecked Sendable {
         var lastHolder: (String, Int64)?
         /// Take the key as soon as it is free (this node is a handoff's target).
         var takeover = false
-        /// Do not campaign before this (another node is taking over, or this
-        /// node is new and others may hold the data).
-        var holdBackUntil: ContinuousClock.Instant?
-        /// Never part of a term, and not yet caught up with a primary.
-        var freshNode = false
+        /// Do not campaign before this: another node is taking over in a
+        /// handoff.
+        var handoffHoldBackUntil: ContinuousClock.Instant?
+        /// Do not campaign before this: this node has never been part of a
+        /// term, and nodes that hold the data should win a fresh start.
+        /// Cleared once it follows a primary. Kept apart from the handoff
+        /// hold-back so that clearing one never cancels the other.
+        var freshHoldBackUntil: ContinuousClock.Instant?
+
+        /// The later of the two hold-backs, if any.
+        var holdBackUntil: ContinuousClock.Instant? {
+            switch (handoffHoldBackUntil, freshHoldBackUntil) {
+            case (let a?, let b?): max(a, b)
+            case (let a, let b): a ?? b
+            }
+        }
         var description = "starting"
         var lastError: String?
     }
@@ -77,10 +88,7 @@ public final class EtcdLease: LeaseKeeper, @unchecked Sendable {
     public func start() {
         if controller.storedState().epoch == 0 {
             // Never part of a term: let nodes that hold data campaign first.
-            state.withLock {
-                $0.holdBackUntil = .now + ttl * 3
-                $0.freshNode = true
-            }
+            state.withLock { $0.freshHoldBackUntil = .now + ttl * 3 }
         }
         DetachedThread { [self] in run() }.start()
     }
@@ -189,7 +197,7 @@ public final class EtcdLease: LeaseKeeper, @unchecked Sendable {
         if controller.snapshot.upstream?.connected == true {
             // Following a primary: this node holds the data now, so the
             // fresh-node hold-back is over.
-            state.withLock { if $0.freshNode { $0.freshNode = false; $0.holdBackUntil = nil } }
+            state.withLock { $0.freshHoldBackUntil = nil }
         }
         let (takeover, holdBack) = state.withLock { ($0.takeover, $0.holdBackUntil) }
         if let current {
@@ -210,6 +218,12 @@ public final class EtcdLease: LeaseKeeper, @unchecked Sendable {
                 return
             }
             let acted = state.withLock { $0.lastHolder.map { $0 == (holder.node, current.createRevision) } ?? false }
+            if takeover, !acted {
+                // Another node started a new term: the handoff to this node
+                // did not happen, so stop waiting to take the key.
+                state.withLock { $0.takeover = false }
+                logger.warning("another node took the lease during a handoff to this node", metadata: ["holder": "\(holder.node)"])
+            }
             if !acted || controller.role == .fenced {
                 state.withLock { $0.lastHolder = (holder.node, current.createRevision) }
                 note("following \(holder.node)")
@@ -217,7 +231,7 @@ public final class EtcdLease: LeaseKeeper, @unchecked Sendable {
                     controller.follow(Peer(name: holder.node, address: holder.address), epoch: UInt64(current.createRevision))
                 }
             }
-            if takeover {
+            if takeover, acted {
                 // The old primary revokes its lease once we confirmed: poll.
                 sleep(.milliseconds(10))
             } else {
@@ -267,7 +281,8 @@ public final class EtcdLease: LeaseKeeper, @unchecked Sendable {
             $0.epoch = UInt64(revision)
             $0.deadline = deadline
             $0.takeover = false
-            $0.holdBackUntil = nil
+            $0.handoffHoldBackUntil = nil
+            $0.freshHoldBackUntil = nil
             $0.lastHolder = (me, revision)
             $0.description = "primary"
         }
@@ -298,7 +313,7 @@ public final class EtcdLease: LeaseKeeper, @unchecked Sendable {
         }
         state.withLock {
             $0.lease = nil
-            $0.holdBackUntil = .now + ttl * 2
+            $0.handoffHoldBackUntil = .now + ttl * 2
         }
     }
 
@@ -314,7 +329,7 @@ public final class EtcdLease: LeaseKeeper, @unchecked Sendable {
             note("taking over")
             wake.post()
         } else {
-            state.withLock { $0.holdBackUntil = .now + ttl * 2 }
+            state.withLock { $0.handoffHoldBackUntil = .now + ttl * 2 }
             controller.follow(Peer(name: handoff.node, address: handoff.address), epoch: controller.epoch)
         }
     }
@@ -332,7 +347,8 @@ public final class EtcdLease: LeaseKeeper, @unchecked Sendable {
         }
         state.withLock {
             $0.takeover = true
-            $0.holdBackUntil = nil
+            $0.handoffHoldBackUntil = nil
+            $0.freshHoldBackUntil = nil
         }
         wake.post()
         let deadline = ContinuousClock.now + ttl * 3

@@ -365,15 +365,21 @@ public final class RoleController: ReplicationRole, ReplicaClientDelegate, @unch
         guard identity.candidate else {
             return .failure(RoleError(.notCandidate, "\(identity.node) has lease.candidate: false and cannot become primary"))
         }
-        let (role, client) = state.withLock { ($0.role, $0.client) }
+        let (role, client, asked) = state.withLock { ($0.role, $0.client, $0.primary) }
         if role == .primary {
             return .success(RoleChange(primary: identity.node, epoch: epoch, duration: .zero))
         }
         if let client, client.requestHandoff() {
             let deadline = ContinuousClock.now + timeout
             while ContinuousClock.now < deadline {
-                if state.withLock({ $0.role }) == .primary {
+                let (role, primary) = state.withLock { ($0.role, $0.primary) }
+                if role == .primary {
                     return .success(RoleChange(primary: identity.node, epoch: epoch, duration: ContinuousClock.now - started))
+                }
+                if role == .replica, let primary, primary.name != identity.node, primary.name != asked?.name {
+                    // Another node took over meanwhile (a lease race or an
+                    // operator elsewhere): this node follows it, not in charge.
+                    return .failure(RoleError(.conflict, "\(primary.name) became the primary instead; \(identity.node) follows it"))
                 }
                 Thread.sleep(forTimeInterval: 0.01)
             }

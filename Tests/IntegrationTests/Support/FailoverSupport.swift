@@ -18,6 +18,14 @@ extension Node {
 }
 
 extension Cluster {
+    /// Every node's log so far (the last 40 lines each), for a failure message.
+    var currentLogs: String {
+        nodes.map { node in
+            let lines = (node.logs.joined() + node.currentLog).split(separator: "\n", omittingEmptySubsequences: false).suffix(40)
+            return "--- \(node.name) ---\n" + lines.joined(separator: "\n")
+        }.joined(separator: "\n")
+    }
+
     /// The running nodes that say they are primary.
     func primaries() -> [Node] {
         nodes.filter { $0.pid != nil && (try? $0.status().role) == "primary" }
