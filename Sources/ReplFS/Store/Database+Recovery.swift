@@ -30,10 +30,18 @@ extension Database {
     /// 2. The newest LTX files are decoded in full; torn ones (a crash during
     ///    their write, before their transaction was acknowledged) are removed.
     /// 3. The content is checksummed and compared with the log: equal is the
-    ///    normal case; equal to the last file's pre-apply checksum means the
-    ///    crash fell between logging and the commit point, so the file is
-    ///    applied (it may already be on replicas); anything else is recorded as
-    ///    a new transaction holding every page, and logged loudly.
+    ///    normal case; if applying the last file to the content reaches the
+    ///    log's position, the crash fell between logging and the commit point,
+    ///    so the file is applied (it may already be on replicas). That holds
+    ///    when the content is the file's pre-apply state, and also when a
+    ///    hot-journal rollback left free pages the transaction reused with
+    ///    its bytes (SQLite does not journal them; the file rewrites them).
+    ///    The second form is only trusted after a hot-journal rollback: a
+    ///    database edited behind the daemon's back must not be overwritten.
+    ///    A rollback of a transaction that was never logged can leave such
+    ///    pages too: they are recorded as a transaction of their own.
+    ///    Anything else is recorded as a new transaction holding every page,
+    ///    and logged loudly.
     func recover(absoluteFilesPath: String) -> [RecoveryOutcome] {
         var outcomes: [RecoveryOutcome] = []
         let databasePath = absoluteFilesPath + "/" + path
@@ -77,7 +85,10 @@ extension Database {
                 let before = last.header.isSnapshot ? Checksum.emptyDatabase : last.header.preApplyChecksum
                 if content.checksum == state.position.checksum {
                     outcomes.append(.consistent)
-                } else if content.checksum == before, case .success = redo(last.name, in: &state) {
+                } else if content.checksum == before
+                    || (hasJournal && checksum(afterApplying: last.name, in: state, onto: content) == state.position.checksum),
+                    case .success = redo(last.name, in: &state)
+                {
                     logger.notice("applied a logged transaction the crash kept from the database file", metadata: ["database": "\(path)", "txid": "\(last.header.maxTXID)"])
                     closeReadFD(&state)
                     content = loadContent(&state)
@@ -200,6 +211,43 @@ extension Database {
         state.pageChecksums = content.pageChecksums
         state.isWAL = content.isWAL
         state.position = position
+    }
+
+    /// The checksum `content` would have after the pages of one logged file
+    /// were written over it and the file cut to the file's commit size;
+    /// nil if the file cannot be read.
+    private func checksum(afterApplying name: LTXFileName, in state: borrowing State, onto content: Content) -> Checksum? {
+        guard let log = state.log else { return nil }
+        do {
+            let source = try LTXFileSource(path: log.directory + "/" + name.description)
+            defer { source.close() }
+            var decoder = LTXDecoder(source: source)
+            let header = try decoder.decodeHeader()
+            guard header.commit > 0 else { return Checksum.emptyDatabase }
+            let pageSize = Int(header.pageSize)
+            guard pageSize == content.pageSize || content.pageCount == 0 else { return nil }
+            var checksums = content.pageChecksums
+            let lockPage = PageNumber.lockPage(pageSize: pageSize).rawValue
+            let zeros = UnsafeMutableRawBufferPointer.allocate(byteCount: pageSize, alignment: 16)
+            defer { zeros.deallocate() }
+            zeros.initializeMemory(as: UInt8.self, repeating: 0)
+            // Cut or grow to the commit size (grown pages read as zeros).
+            if checksums.count > Int(header.commit) { checksums.removeLast(checksums.count - Int(header.commit)) }
+            while checksums.count < Int(header.commit) {
+                let pgno = UInt32(checksums.count + 1)
+                checksums.append(pgno == lockPage ? .zero : Checksum.page(PageNumber(pgno), UnsafeRawBufferPointer(zeros)))
+            }
+            let page = UnsafeMutableRawBufferPointer.allocate(byteCount: pageSize, alignment: 16)
+            defer { page.deallocate() }
+            while let pgno = try decoder.nextPage(into: page) {
+                guard pgno.rawValue >= 1, pgno.rawValue <= header.commit else { return nil }
+                checksums[Int(pgno.rawValue - 1)] = Checksum.page(pgno, UnsafeRawBufferPointer(page))
+            }
+            _ = try decoder.finish()
+            return checksums.reduce(Checksum.emptyDatabase) { $0.replacingPage(old: .zero, new: $1) }
+        } catch {
+            return nil
+        }
     }
 
     /// Applies the pages of one logged file to the database file.
