@@ -183,7 +183,11 @@ run status "$killed"
 run "$TOOLS/dbhash" "$ROOT/a/mnt/db.sqlite" "$ROOT/b/mnt/db.sqlite" "$ROOT/c/mnt/db.sqlite"
 
 say "SIGTERM: the application stops first, then the mounts go away"
-for name in a b c; do stop "$name"; done
+# Replicas first: a primary that stops cleanly frees the lease at once, and
+# a replica still running would take it over for a moment.
+last=$(primary)
+for name in a b c; do [ "$name" = "$last" ] || stop "$name"; done
+stop "$last"
 app_log 1
 echo
 echo "Everything is in $ROOT (configs, logs, data). Heartbeats by node:"
