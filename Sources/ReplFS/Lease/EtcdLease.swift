@@ -48,9 +48,12 @@ public final class EtcdLease: LeaseKeeper, @unchecked Sendable {
         var lastHolder: (String, Int64)?
         /// Take the key as soon as it is free (this node is a handoff's target).
         var takeover = false
-        /// Do not campaign before this: another node is taking over in a
-        /// handoff.
+        /// Do not campaign before this: another node (`handoffTarget`) is
+        /// taking over in a handoff. Cleared as soon as it holds the key, so
+        /// a crash of the new primary right after a switchover fails over in
+        /// one TTL, not after the hold-back.
         var handoffHoldBackUntil: ContinuousClock.Instant?
+        var handoffTarget: String?
         /// Do not campaign before this: this node has never been part of a
         /// term, and nodes that hold the data should win a fresh start.
         /// Cleared once it follows a primary. Kept apart from the handoff
@@ -218,6 +221,12 @@ public final class EtcdLease: LeaseKeeper, @unchecked Sendable {
                 return
             }
             let acted = state.withLock { $0.lastHolder.map { $0 == (holder.node, current.createRevision) } ?? false }
+            state.withLock {
+                if $0.handoffTarget == holder.node {
+                    $0.handoffTarget = nil
+                    $0.handoffHoldBackUntil = nil
+                }
+            }
             if takeover, !acted {
                 // Another node started a new term: the handoff to this node
                 // did not happen, so stop waiting to take the key.
@@ -314,6 +323,7 @@ public final class EtcdLease: LeaseKeeper, @unchecked Sendable {
         state.withLock {
             $0.lease = nil
             $0.handoffHoldBackUntil = .now + ttl * 2
+            $0.handoffTarget = target.name
         }
     }
 
@@ -329,7 +339,10 @@ public final class EtcdLease: LeaseKeeper, @unchecked Sendable {
             note("taking over")
             wake.post()
         } else {
-            state.withLock { $0.handoffHoldBackUntil = .now + ttl * 2 }
+            state.withLock {
+                $0.handoffHoldBackUntil = .now + ttl * 2
+                $0.handoffTarget = handoff.node
+            }
             controller.follow(Peer(name: handoff.node, address: handoff.address), epoch: controller.epoch)
         }
     }
