@@ -27,6 +27,12 @@ struct MountCommand: ParsableCommand {
         let configuration: Config
         do {
             configuration = try ConfigLoader.load(path: config)
+            do {
+                try configuration.requireImplemented()
+            } catch var error {
+                error.file = config
+                throw error
+            }
         } catch {
             printError("replfsd: \(error)")
             throw ExitCode(2)

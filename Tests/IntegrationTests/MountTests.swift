@@ -110,6 +110,11 @@ extension IntegrationTests {
                 ),
                 ("mount: /tmp/x-mnt\ndata: /tmp/x-mnt/data\n", "data: must not be inside the mount point"),
                 ("mount: [unclosed\n", "invalid YAML"),
+                (
+                    "mount: /tmp/x-mnt\ndata: /tmp/x-data\nreplication:\n  tls: {cert: /c.pem, key: /k.pem, ca: /ca.pem}\n",
+                    "replication.tls: not supported by this version"
+                ),
+                ("mount: /tmp/x-mnt\ndata: /tmp/x-data\nreplication:\n  sync-replicas: 1\n", "replication.sync-replicas: 1 is not supported by this version"),
             ]
             let directory = NSTemporaryDirectory() + "replfs-config-\(UUID().uuidString.prefix(8))"
             try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)

@@ -264,3 +264,21 @@ private final class Section {
         }
     }
 }
+
+extension Config {
+    /// Refuses keys of the design that this version parses but does not act
+    /// on. An operator who asks for encryption or for commits that wait for
+    /// replicas must not silently run without them.
+    public func requireImplemented() throws(ConfigError) {
+        if replication.tls != nil {
+            throw ConfigError(
+                key: "replication.tls",
+                "not supported by this version: replication is authenticated (replication.token-file) but not encrypted; remove the key, and carry it over a private network or a VPN")
+        }
+        if replication.syncReplicas > 0 {
+            throw ConfigError(
+                key: "replication.sync-replicas",
+                "\(replication.syncReplicas) is not supported by this version: replication is asynchronous (a crashed primary's unsent tail is kept aside); set 0")
+        }
+    }
+}
