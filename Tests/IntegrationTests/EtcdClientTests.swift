@@ -73,6 +73,35 @@ extension IntegrationTests {
             }
         }
 
+        @Test("handOver replaces the key by a notice only for the holding lease; the notice ends with that lease")
+        func handOverLeavesNotice() throws {
+            try withEtcd { _, client in
+                let key = uniqueKey()
+                let holder = try client.grant(ttl: .seconds(10))
+                let other = try client.grant(ttl: .seconds(10))
+                guard case .created = try client.createIfAbsent(key, value: Array("a".utf8), lease: holder.id) else {
+                    Issue.record("the first create must win")
+                    return
+                }
+                #expect(try client.handOver(key, lease: other.id, noticeKey: key + ".handoff", notice: Array("b".utf8)) == false)
+                #expect(try client.get(key)?.lease == holder.id, "another lease cannot hand the key over")
+                #expect(try client.get(key + ".handoff") == nil)
+
+                #expect(try client.handOver(key, lease: holder.id, noticeKey: key + ".handoff", notice: Array("b".utf8)))
+                #expect(try client.get(key) == nil)
+                let notice = try #require(try client.get(key + ".handoff"))
+                #expect(notice.value == Array("b".utf8))
+                #expect(notice.lease == holder.id)
+                guard case .created = try client.createIfAbsent(key, value: Array("b".utf8), lease: other.id) else {
+                    Issue.record("the target creates the key")
+                    return
+                }
+                try client.revoke(holder.id)
+                #expect(try client.get(key + ".handoff") == nil, "the notice ends with the old lease")
+                #expect(try client.get(key)?.lease == other.id)
+            }
+        }
+
         @Test("a second createIfAbsent with another lease gets .exists with the first holder")
         func secondCreateFindsHolder() throws {
             try withEtcd { _, client in

@@ -281,7 +281,22 @@ extension IntegrationTests {
             let writer = try FailoverWriter(cluster: cluster)
             try writer.waitForCommits(300)
             let target = cluster.replicas[0]
+            // A long read on the other replica holds its apply back, so it
+            // sees the old primary's key go before it reads the handoff
+            // marker: it must still not campaign (the key is handed over
+            // through etcd, not only through the stream).
+            let bystander = cluster.replicas[1]
+            let reader = try Command.start("/usr/bin/env", [
+                "python3", "-c",
+                "import sqlite3,sys,time; c=sqlite3.connect(sys.argv[1], isolation_level=None); c.execute('BEGIN'); "
+                    + "c.execute('SELECT count(*) FROM acks').fetchall(); sys.stderr.write('held\\n'); sys.stderr.flush(); time.sleep(60)",
+                bystander.mount + "/app.db",
+            ])
+            try waitUntil(timeout: 30, "a read transaction is open on \(bystander.name)") { reader.errorSoFar.contains("held") }
+            try writer.waitForCommits(100)
             let promoted = try target.admin(["promote"])
+            kill(reader.process.processIdentifier, SIGKILL)
+            _ = reader.finish()
             #expect(promoted.status == 0, "\(promoted)\n\(cluster.currentLogs)")
             #expect(try cluster.waitForPrimary() === target)
             let epochAfterPromote = try target.status().epoch

@@ -169,6 +169,29 @@ public final class EtcdClient: Sendable {
         return try reply.bool("succeeded")
     }
 
+    /// Hands `key` over in one transaction, only while `lease` still holds
+    /// it: deletes the key and puts `notice` (naming the new holder) at
+    /// `noticeKey`, attached to the same lease. Returns whether it happened.
+    ///
+    /// The key never looks simply free: until the target creates it, others
+    /// see the notice and hold back. The old holder stops renewing, so the
+    /// lease, and the notice with it, ends within a TTL even if the target
+    /// never takes over.
+    public func handOver(_ key: String, lease: Int64, noticeKey: String, notice: [UInt8]) throws(EtcdError) -> Bool {
+        let operation = "kv txn (hand over)"
+        try check(key, operation)
+        try check(noticeKey, operation)
+        let encodedKey = EtcdJSON.base64(key.utf8)
+        let reply = try call(operation, "/v3/kv/txn", [
+            "compare": [["target": "LEASE", "result": "EQUAL", "key": encodedKey, "lease": String(lease)]],
+            "success": [
+                ["request_delete_range": ["key": encodedKey]],
+                ["request_put": ["key": EtcdJSON.base64(noticeKey.utf8), "value": EtcdJSON.base64(notice), "lease": String(lease)]],
+            ],
+        ])
+        return try reply.bool("succeeded")
+    }
+
     /// Waits up to `timeout` for changes to `key` at or after `fromRevision`
     /// (0: from now) and returns the first batch, or `[]` when nothing
     /// changed in time. Events already in the history since `fromRevision`

@@ -21,9 +21,10 @@ import Synchronization
 ///   before campaigning, so a node holding the data wins a fresh start.
 /// - A handoff (`promote`/`demote`) goes through the lease: the old primary
 ///   stops writing and streams a marker, the target confirms it applied
-///   everything, the old primary revokes its lease, and the target creates
-///   the key. The other replicas, having seen the marker, hold back from
-///   campaigning meanwhile.
+///   everything, the old primary replaces the key by a notice naming the
+///   target (one transaction, under its own lease, which it stops renewing),
+///   and the target creates the key. The others hold back while the notice
+///   names someone else, whatever their stream has reached.
 public final class EtcdLease: LeaseKeeper, @unchecked Sendable {
     private let controller: RoleController
     private let client: EtcdClient
@@ -87,6 +88,9 @@ public final class EtcdLease: LeaseKeeper, @unchecked Sendable {
     }
 
     private var me: String { controller.identity.node }
+
+    /// Where a handing-over primary names its successor (see ``released(to:)``).
+    private var noticeKey: String { key + ".handoff" }
 
     public func start() {
         if controller.storedState().epoch == 0 {
@@ -254,7 +258,15 @@ public final class EtcdLease: LeaseKeeper, @unchecked Sendable {
             _ = try? client.watch(key, fromRevision: 0, timeout: .milliseconds(500))
             return
         }
-        if !takeover, let holdBack, ContinuousClock.now < holdBack {
+        let notice = (try? client.get(noticeKey)).flatMap { $0 }.flatMap { try? JSONDecoder().decode(Holder.self, from: Data($0.value)) }
+        if let notice, notice.node != me {
+            // Being handed to another node: it creates the key shortly, or
+            // the notice ends with the old primary's lease.
+            note("holding back: handing over to \(notice.node)")
+            sleep(.milliseconds(10))
+            return
+        }
+        if notice == nil, !takeover, let holdBack, ContinuousClock.now < holdBack {
             note("holding back")
             sleep(.milliseconds(50))
             return
@@ -315,10 +327,19 @@ public final class EtcdLease: LeaseKeeper, @unchecked Sendable {
 
     public func released(to target: Peer) {
         guard let lease = state.withLock({ $0.lease }) else { return }
-        do {
-            try client.revoke(lease)
-        } catch {
-            logger.warning("could not revoke the lease for the handoff; it expires by itself", metadata: ["error": "\(error)"])
+        // Replace the key by a notice naming the target, under this node's
+        // lease, which is no longer renewed: others hold back until the
+        // target creates the key, or the lease ends. (The handoff marker in
+        // the stream may reach them after the key is gone, so it cannot be
+        // what holds them back.)
+        let notice = (try? Array(JSONEncoder().encode(Holder(node: target.name, address: target.address)))) ?? []
+        let handedOver = (try? client.handOver(key, lease: lease, noticeKey: noticeKey, notice: notice)) ?? false
+        if !handedOver {
+            do {
+                try client.revoke(lease)
+            } catch {
+                logger.warning("could not revoke the lease for the handoff; it expires by itself", metadata: ["error": "\(error)"])
+            }
         }
         state.withLock {
             $0.lease = nil
