@@ -61,10 +61,10 @@ extension Database {
                 var names = log.fileNames()
                 var torn = 0
                 while let name = names.last {
-                    switch Self.decodeFully(log.directory + "/" + name.description) {
-                    case .success(let decoded):
+                    do {
+                        let decoded = try Self.walkLTXFile(log.directory + "/" + name.description)
                         last = (decoded.header, decoded.trailer, name)
-                    case .failure(let error):
+                    } catch {
                         logger.warning("removing torn LTX file", metadata: ["database": "\(path)", "file": "\(name)", "reason": "\(error)"])
                         log.remove(name)
                         names.removeLast()
@@ -218,88 +218,77 @@ extension Database {
     /// nil if the file cannot be read.
     private func checksum(afterApplying name: LTXFileName, in state: borrowing State, onto content: Content) -> Checksum? {
         guard let log = state.log else { return nil }
+        var checksums = content.pageChecksums
+        var commit: UInt32 = 0
         do {
-            let source = try LTXFileSource(path: log.directory + "/" + name.description)
-            defer { source.close() }
-            var decoder = LTXDecoder(source: source)
-            let header = try decoder.decodeHeader()
-            guard header.commit > 0 else { return Checksum.emptyDatabase }
-            let pageSize = Int(header.pageSize)
-            guard pageSize == content.pageSize || content.pageCount == 0 else { return nil }
-            var checksums = content.pageChecksums
-            let lockPage = PageNumber.lockPage(pageSize: pageSize).rawValue
-            let zeros = UnsafeMutableRawBufferPointer.allocate(byteCount: pageSize, alignment: 16)
-            defer { zeros.deallocate() }
-            zeros.initializeMemory(as: UInt8.self, repeating: 0)
-            // Cut or grow to the commit size (grown pages read as zeros).
-            if checksums.count > Int(header.commit) { checksums.removeLast(checksums.count - Int(header.commit)) }
-            while checksums.count < Int(header.commit) {
-                let pgno = UInt32(checksums.count + 1)
-                checksums.append(pgno == lockPage ? .zero : Checksum.page(PageNumber(pgno), UnsafeRawBufferPointer(zeros)))
+            _ = try Self.walkLTXFile(log.directory + "/" + name.description) { header in
+                commit = header.commit
+                let pageSize = Int(header.pageSize)
+                guard pageSize == content.pageSize || content.pageCount == 0 else { throw Errno.io }
+                // Cut or grow to the commit size (grown pages read as zeros).
+                if checksums.count > Int(commit) { checksums.removeLast(checksums.count - Int(commit)) }
+                let lockPage = PageNumber.lockPage(pageSize: pageSize).rawValue
+                let zeros = [UInt8](repeating: 0, count: pageSize)
+                while checksums.count < Int(commit) {
+                    let pgno = UInt32(checksums.count + 1)
+                    checksums.append(pgno == lockPage ? .zero : zeros.withUnsafeBytes { Checksum.page(PageNumber(pgno), $0) })
+                }
+            } page: { pgno, page in
+                guard pgno.rawValue >= 1, pgno.rawValue <= commit else { throw Errno.io }
+                checksums[Int(pgno.rawValue - 1)] = Checksum.page(pgno, page)
             }
-            let page = UnsafeMutableRawBufferPointer.allocate(byteCount: pageSize, alignment: 16)
-            defer { page.deallocate() }
-            while let pgno = try decoder.nextPage(into: page) {
-                guard pgno.rawValue >= 1, pgno.rawValue <= header.commit else { return nil }
-                checksums[Int(pgno.rawValue - 1)] = Checksum.page(pgno, UnsafeRawBufferPointer(page))
-            }
-            _ = try decoder.finish()
-            return checksums.reduce(Checksum.emptyDatabase) { $0.replacingPage(old: .zero, new: $1) }
         } catch {
             return nil
         }
+        guard commit > 0 else { return Checksum.emptyDatabase }
+        return checksums.reduce(Checksum.emptyDatabase) { $0.replacingPage(old: .zero, new: $1) }
     }
 
     /// Applies the pages of one logged file to the database file.
     private func redo(_ name: LTXFileName, in state: inout State) -> Result<Void, Errno> {
         guard let log = state.log else { return .failure(.io) }
-        let filePath = log.directory + "/" + name.description
         let fd: Int32
         switch Syscall.open(at: environment.filesFD, path, flags: O_RDWR | O_CREAT, mode: 0o644) {
         case .success(let value): fd = value
         case .failure(let error): return .failure(error)
         }
         defer { Syscall.close(fd) }
+        let decoded: (header: LTXHeader, trailer: LTXTrailer)
         do {
-            let source = try LTXFileSource(path: filePath)
-            defer { source.close() }
-            var decoder = LTXDecoder(source: source)
-            let header = try decoder.decodeHeader()
-            let pageSize = Int(header.pageSize)
-            let page = UnsafeMutableRawBufferPointer.allocate(byteCount: pageSize, alignment: 16)
-            defer { page.deallocate() }
-            while let pgno = try decoder.nextPage(into: page) {
-                if case .failure(let error) = Syscall.pwrite(fd, UnsafeRawBufferPointer(page), at: Int64(pgno.rawValue - 1) * Int64(pageSize)) {
-                    return .failure(error)
-                }
-            }
-            _ = try decoder.finish()
-            if header.commit == 0 {
-                return Syscall.unlink(at: environment.filesFD, path)
-            }
-            if case .failure(let error) = Syscall.ftruncate(fd, Int64(header.commit) * Int64(pageSize)) { return .failure(error) }
+            decoded = try Self.walkLTXFile(log.directory + "/" + name.description, page: { pgno, page in
+                _ = try Syscall.pwrite(fd, page, at: Int64(pgno.rawValue - 1) * Int64(page.count)).get()
+            })
+        } catch let error as Errno {
+            return .failure(error)
         } catch {
             logger.error("cannot redo transaction", metadata: ["database": "\(path)", "file": "\(name)", "error": "\(error)"])
             return .failure(.io)
         }
+        if decoded.header.commit == 0 {
+            return Syscall.unlink(at: environment.filesFD, path)
+        }
+        if case .failure(let error) = Syscall.ftruncate(fd, Int64(decoded.header.commit) * Int64(decoded.header.pageSize)) { return .failure(error) }
         return Syscall.fsync(fd)
     }
 
-    /// Decodes a whole LTX file, checking every checksum.
-    static func decodeFully(_ filePath: String) -> Result<(header: LTXHeader, trailer: LTXTrailer), LTXError> {
-        do {
-            let source = try LTXFileSource(path: filePath)
-            defer { source.close() }
-            var decoder = LTXDecoder(source: source)
-            let header = try decoder.decodeHeader()
-            let page = UnsafeMutableRawBufferPointer.allocate(byteCount: Int(header.pageSize), alignment: 16)
-            defer { page.deallocate() }
-            while try decoder.nextPage(into: page) != nil {}
-            let trailer = try decoder.finish()
-            return .success((header, trailer))
-        } catch {
-            return .failure(error)
+    /// Decodes a whole LTX file, checking every checksum. `header` sees the
+    /// header first, then `page` each page in order; either may throw to
+    /// stop.
+    static func walkLTXFile(
+        _ filePath: String, header onHeader: (LTXHeader) throws -> Void = { _ in },
+        page onPage: (PageNumber, UnsafeRawBufferPointer) throws -> Void = { _, _ in }
+    ) throws -> (header: LTXHeader, trailer: LTXTrailer) {
+        let source = try LTXFileSource(path: filePath)
+        defer { source.close() }
+        var decoder = LTXDecoder(source: source)
+        let header = try decoder.decodeHeader()
+        try onHeader(header)
+        let page = UnsafeMutableRawBufferPointer.allocate(byteCount: Int(header.pageSize), alignment: 16)
+        defer { page.deallocate() }
+        while let pgno = try decoder.nextPage(into: page) {
+            try onPage(pgno, UnsafeRawBufferPointer(page))
         }
+        return (header, try decoder.finish())
     }
 
     static func fileSize(_ path: String) -> Int64? {
