@@ -268,6 +268,29 @@ fsettled() {
   done
   echo none
 }
+# kill -9 NODE; sets FTIME to the seconds until a write is acknowledged by
+# another node (the ack file's column 2 is the mount's index, 3 the time).
+fkill_timed() {
+  local t0 index last
+  t0=$(now)
+  kill -9 "${FPID[$1]}"
+  wait "${FPID[$1]}" 2>/dev/null || true
+  index=$(( $(printf '%d' "'$1") - 97 ))
+  while true; do
+    last=$(awk -v t0="$t0" -v dead="$index" '$2 != dead && $3 > t0 {print $3; exit}' "$F/acks")
+    [[ -n $last ]] && break
+    sleep 0.005
+  done
+  FTIME=$(echo "$last - $t0" | bc -l)
+}
+# A table row of min / median / max seconds over the arguments.
+ftimes_table() {
+  local sorted
+  sorted=$(printf '%s\n' "$@" | sort -n)
+  echo "| runs | min | median | max | target |"
+  echo "|---:|---:|---:|---:|---:|"
+  printf '| %d | %.2f s | %.2f s | %.2f s | max <= 3 s |\n' "$#" "$(echo "$sorted" | head -1)" "$(echo "$sorted" | sed -n "$(( ($# + 1) / 2 ))p")" "$(echo "$sorted" | tail -1)"
+}
 for name in a b c; do fstart "$name"; done
 fsettled >/dev/null
 mounts="$F/a/mnt,$F/b/mnt,$F/c/mnt"
@@ -277,26 +300,14 @@ crash=()
 for run in $(seq "$FAILOVER_RUNS"); do
   primary=$(fsettled)
   sleep 1
-  t0=$(now)
-  kill -9 "${FPID[$primary]}"
-  wait "${FPID[$primary]}" 2>/dev/null || true
-  index=$(( $(printf '%d' "'$primary") - 97 ))
-  # The first write acknowledged after the kill by another node (the mount's index is column 2).
-  while true; do
-    last=$(awk -v t0="$t0" -v dead="$index" '$2 != dead && $3 > t0 {print $3; exit}' "$F/acks")
-    [[ -n $last ]] && break
-    sleep 0.005
-  done
-  crash+=("$(echo "$last - $t0" | bc -l)")
+  fkill_timed "$primary"
+  crash+=("$FTIME")
   fstart "$primary"
 done
 touch "$F/stop"; wait "$WRITER" || true
-sorted=$(printf '%s\n' "${crash[@]}" | sort -n)
 echo "Crash failover, \`kill -9\` of the primary's replfsd under a write load, to the first write acknowledged by the new primary ($FAILOVER_RUNS runs; the killed node restarts and rejoins between runs):"
 echo
-echo "| runs | min | median | max | target |"
-echo "|---:|---:|---:|---:|---:|"
-printf '| %d | %.2f s | %.2f s | %.2f s | max <= 3 s |\n' "$FAILOVER_RUNS" "$(echo "$sorted" | head -1)" "$(echo "$sorted" | sed -n "$(( (FAILOVER_RUNS + 1) / 2 ))p")" "$(echo "$sorted" | tail -1)"
+ftimes_table "${crash[@]}"
 echo
 gaps=(); lost=0; total=0
 for run in $(seq "$HANDOFF_RUNS"); do
@@ -344,25 +355,14 @@ for run in $(seq "$AFTER_HANDOFF_RUNS"); do
   target=$(for name in a b c; do [[ $name != "$primary" ]] && echo "$name" && break; done)
   "$BIN/replfsd" promote --config "$F/$target/replfsd.yml" >/dev/null
   sleep 0.5
-  t0=$(now)
-  kill -9 "${FPID[$target]}"
-  wait "${FPID[$target]}" 2>/dev/null || true
-  index=$(( $(printf '%d' "'$target") - 97 ))
-  while true; do
-    last=$(awk -v t0="$t0" -v dead="$index" '$2 != dead && $3 > t0 {print $3; exit}' "$F/acks")
-    [[ -n $last ]] && break
-    sleep 0.005
-  done
-  after+=("$(echo "$last - $t0" | bc -l)")
+  fkill_timed "$target"
+  after+=("$FTIME")
   touch "$F/stop"; wait "$WRITER" || true
   fstart "$target"
 done
-sorted=$(printf '%s\n' "${after[@]}" | sort -n)
 echo "Crash of the new primary 0.5 s after a \`promote\` (inside the handoff's hold-back), to the first write acknowledged by another node ($AFTER_HANDOFF_RUNS runs):"
 echo
-echo "| runs | min | median | max | target |"
-echo "|---:|---:|---:|---:|---:|"
-printf '| %d | %.2f s | %.2f s | %.2f s | max <= 3 s |\n' "$AFTER_HANDOFF_RUNS" "$(echo "$sorted" | head -1)" "$(echo "$sorted" | sed -n "$(( (AFTER_HANDOFF_RUNS + 1) / 2 ))p")" "$(echo "$sorted" | tail -1)"
+ftimes_table "${after[@]}"
 echo
 for name in a b c; do kill "${FPID[$name]}" 2>/dev/null || true; done
 for name in a b c; do while kill -0 "${FPID[$name]}" 2>/dev/null; do sleep 0.1; done; done
