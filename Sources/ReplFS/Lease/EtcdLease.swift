@@ -49,25 +49,11 @@ public final class EtcdLease: LeaseKeeper, @unchecked Sendable {
         var lastHolder: (String, Int64)?
         /// Take the key as soon as it is free (this node is a handoff's target).
         var takeover = false
-        /// Do not campaign before this: another node (`handoffTarget`) is
-        /// taking over in a handoff. Cleared as soon as it holds the key, so
-        /// a crash of the new primary right after a switchover fails over in
-        /// one TTL, not after the hold-back.
-        var handoffHoldBackUntil: ContinuousClock.Instant?
-        var handoffTarget: String?
         /// Do not campaign before this: this node has never been part of a
         /// term, and nodes that hold the data should win a fresh start.
-        /// Cleared once it follows a primary. Kept apart from the handoff
-        /// hold-back so that clearing one never cancels the other.
+        /// Cleared once it follows a primary. (A handoff holds others back
+        /// through the notice in etcd, see ``released(to:)``.)
         var freshHoldBackUntil: ContinuousClock.Instant?
-
-        /// The later of the two hold-backs, if any.
-        var holdBackUntil: ContinuousClock.Instant? {
-            switch (handoffHoldBackUntil, freshHoldBackUntil) {
-            case (let a?, let b?): max(a, b)
-            case (let a, let b): a ?? b
-            }
-        }
         var description = "starting"
         var lastError: String?
     }
@@ -206,7 +192,7 @@ public final class EtcdLease: LeaseKeeper, @unchecked Sendable {
             // fresh-node hold-back is over.
             state.withLock { $0.freshHoldBackUntil = nil }
         }
-        let (takeover, holdBack) = state.withLock { ($0.takeover, $0.holdBackUntil) }
+        let (takeover, holdBack) = state.withLock { ($0.takeover, $0.freshHoldBackUntil) }
         if let current {
             guard let holder = try? JSONDecoder().decode(Holder.self, from: Data(current.value)) else {
                 note("waiting", error: "the key \(key) holds something that is not a replfsd holder")
@@ -225,12 +211,6 @@ public final class EtcdLease: LeaseKeeper, @unchecked Sendable {
                 return
             }
             let acted = state.withLock { $0.lastHolder.map { $0 == (holder.node, current.createRevision) } ?? false }
-            state.withLock {
-                if $0.handoffTarget == holder.node {
-                    $0.handoffTarget = nil
-                    $0.handoffHoldBackUntil = nil
-                }
-            }
             if takeover, !acted {
                 // Another node started a new term: the handoff to this node
                 // did not happen, so stop waiting to take the key.
@@ -302,7 +282,6 @@ public final class EtcdLease: LeaseKeeper, @unchecked Sendable {
             $0.epoch = UInt64(revision)
             $0.deadline = deadline
             $0.takeover = false
-            $0.handoffHoldBackUntil = nil
             $0.freshHoldBackUntil = nil
             $0.lastHolder = (me, revision)
             $0.description = "primary"
@@ -335,17 +314,14 @@ public final class EtcdLease: LeaseKeeper, @unchecked Sendable {
         let notice = (try? Array(JSONEncoder().encode(Holder(node: target.name, address: target.address)))) ?? []
         let handedOver = (try? client.handOver(key, lease: lease, noticeKey: noticeKey, notice: notice)) ?? false
         if !handedOver {
+            logger.warning("could not hand the key over in etcd; revoking the lease, so any candidate may take the key")
             do {
                 try client.revoke(lease)
             } catch {
                 logger.warning("could not revoke the lease for the handoff; it expires by itself", metadata: ["error": "\(error)"])
             }
         }
-        state.withLock {
-            $0.lease = nil
-            $0.handoffHoldBackUntil = .now + ttl * 2
-            $0.handoffTarget = target.name
-        }
+        state.withLock { $0.lease = nil }
     }
 
     public func resumeAfterFailedHandoff(offered: UInt64) -> UInt64? {
@@ -360,10 +336,6 @@ public final class EtcdLease: LeaseKeeper, @unchecked Sendable {
             note("taking over")
             wake.post()
         } else {
-            state.withLock {
-                $0.handoffHoldBackUntil = .now + ttl * 2
-                $0.handoffTarget = handoff.node
-            }
             controller.follow(Peer(name: handoff.node, address: handoff.address), epoch: controller.epoch)
         }
     }
@@ -381,7 +353,6 @@ public final class EtcdLease: LeaseKeeper, @unchecked Sendable {
         }
         state.withLock {
             $0.takeover = true
-            $0.handoffHoldBackUntil = nil
             $0.freshHoldBackUntil = nil
         }
         wake.post()
