@@ -130,22 +130,43 @@ final class Cluster: @unchecked Sendable {
     }
 
     /// Waits until every replica holds the primary's content and position
-    /// for each database (dbhash through the mounts, positions in the logs).
+    /// for each database (positions in the logs, dbhash through the mounts).
+    ///
+    /// A replica records a batch in its log before the pages land, and while
+    /// they land it holds readers off with SQLite's locks; dbhash sets no busy
+    /// timeout, so it can fail then. Both are part of the poll: at the
+    /// deadline the failure names the last difference seen.
     func waitForConvergence(_ databases: [String], timeout: Double = 60, nodes: [Node]? = nil) throws {
         let followers = nodes ?? replicas
-        try waitUntil(timeout: timeout, interval: 0.1, "replicas converge on \(databases)") {
-            for database in databases {
-                guard let position = Cluster.position(of: primary, database) else { return false }
-                for node in followers where Cluster.position(of: node, database) != position { return false }
+        var difference = "no position yet"
+        do {
+            try waitUntil(timeout: timeout, interval: 0.1, "replicas converge on \(databases)") {
+                for database in databases {
+                    guard let position = Cluster.position(of: primary, database) else { return false }
+                    for node in followers where Cluster.position(of: node, database) != position {
+                        difference = "\(node.name): \(database) at \(String(describing: Cluster.position(of: node, database))), primary at \(position)"
+                        return false
+                    }
+                }
+                for database in databases {
+                    let expected = try Command.dbhash(primary.mount + "/" + database)
+                    for node in followers {
+                        do {
+                            let hash = try Command.dbhash(node.mount + "/" + database)
+                            guard hash == expected else {
+                                difference = "\(node.name): \(database) dbhash \(hash) != primary's \(expected)"
+                                return false
+                            }
+                        } catch {
+                            difference = "\(node.name): \(error)"
+                            return false
+                        }
+                    }
+                }
+                return true
             }
-            return true
-        }
-        for database in databases {
-            let expected = try Command.dbhash(primary.mount + "/" + database)
-            for node in followers {
-                let hash = try Command.dbhash(node.mount + "/" + database)
-                guard hash == expected else { throw Failure("\(node.name): \(database) dbhash \(hash) != primary's \(expected)") }
-            }
+        } catch {
+            throw Failure("\(error); last difference: \(difference)")
         }
     }
 }
