@@ -47,6 +47,48 @@ extension IntegrationTests {
             }
         }
 
+        @Test("an apply drops from the kernel's cache only the pages it changed", arguments: ["wal", "delete"])
+        func applyKeepsUnchangedPagesCached(mode: String) throws {
+            try withCluster(size: 2) { cluster in
+                let db = "cached-\(mode).db"
+                _ = try Command.sqlite(cluster.primary.mount + "/" + db, """
+                    PRAGMA journal_mode=\(mode); CREATE TABLE t(id INTEGER PRIMARY KEY, v BLOB);
+                    WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 4000) INSERT INTO t SELECT i, randomblob(900) FROM n;
+                    """)
+                try cluster.waitForConvergence([db])
+                let path = cluster.replicas[0].mount + "/" + db
+                _ = FileManager.default.contents(atPath: path)
+                let warm = try Self.residentPages(path)
+                #expect(warm.total > 900 && warm.resident == warm.total, "the whole file is cached after reading it: \(warm)")
+
+                _ = try Command.sqlite(cluster.primary.mount + "/" + db, "UPDATE t SET v = x'C0FFEE' WHERE id = 2000")
+                try waitUntil(timeout: 30, "a reader on the replica sees the update") {
+                    (try? Command.sqlite(path, "SELECT hex(v) FROM t WHERE id = 2000")) == "C0FFEE"
+                }
+                let after = try Self.residentPages(path)
+                #expect(after.resident >= warm.resident - 8, "the pages the update did not change stay cached: \(warm) then \(after)")
+                #expect(try Command.sqlite(path, "PRAGMA integrity_check") == "ok")
+                try cluster.waitForConvergence([db])
+            }
+        }
+
+        /// How many of a file's pages are in the kernel's page cache
+        /// (mincore over a shared read-only mapping).
+        static func residentPages(_ path: String) throws -> (resident: Int, total: Int) {
+            let fd = open(path, O_RDONLY)
+            guard fd >= 0 else { throw Failure("open \(path): errno \(errno)") }
+            defer { close(fd) }
+            var info = stat()
+            guard fstat(fd, &info) == 0, info.st_size > 0 else { throw Failure("fstat \(path): errno \(errno)") }
+            let size = Int(info.st_size)
+            guard let mapping = mmap(nil, size, PROT_READ, MAP_SHARED, fd, 0), mapping != MAP_FAILED else { throw Failure("mmap \(path): errno \(errno)") }
+            defer { munmap(mapping, size) }
+            let pageSize = Int(sysconf(Int32(_SC_PAGESIZE)))
+            var vector = [UInt8](repeating: 0, count: (size + pageSize - 1) / pageSize)
+            guard mincore(mapping, size, &vector) == 0 else { throw Failure("mincore \(path): errno \(errno)") }
+            return (vector.filter { $0 & 1 != 0 }.count, vector.count)
+        }
+
         @Test("writes on a replica fail with EROFS (SQLite: readonly database) and change nothing")
         func readOnlyReplica() throws {
             try withCluster(size: 2) { cluster in

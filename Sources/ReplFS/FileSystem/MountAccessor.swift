@@ -24,9 +24,20 @@ public final class MountAccessor: MountAccess {
         self.logger = logger
     }
 
-    public func invalidateContent(path: String) {
+    public func invalidateContent(path: String, _ what: CacheInvalidation) {
         guard let id = fileSystem.inodes.id(of: path) else { return }
-        session.invalidateInode(id)
+        switch what {
+        case .wholeFile:
+            session.invalidateInode(id)
+        case .byteRanges(let ranges) where ranges.isEmpty:
+            // Attributes only (a negative offset leaves the pages alone).
+            session.invalidateInode(id, offset: -1)
+        case .byteRanges(let ranges):
+            for range in ranges {
+                // Length 0: to the end of the file.
+                session.invalidateInode(id, offset: range.lowerBound, length: range.upperBound == Int64.max ? 0 : Int64(range.count))
+            }
+        }
     }
 
     public func invalidateName(path: String) {

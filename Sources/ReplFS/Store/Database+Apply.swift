@@ -53,6 +53,7 @@ extension Database {
             // since): folded into the main file before the first apply.
             let ownFrames = state.wal.committedPages
             let ownPageSize = state.pageSize
+            let startPageCount = state.pageCount
             // Pass 1, file by file: verify, record in this node's log, and move
             // the position (the next file's pre-apply checksum follows it).
             var pages: [UInt32: [UInt8]] = [:]
@@ -140,7 +141,12 @@ extension Database {
             if commit == 0 || !existed {
                 mount.invalidateName(path: path)
             }
-            mount.invalidateContent(path: path)
+            // Readers keep the kernel's cached pages of everything the batch
+            // did not change.
+            let wholeFile = resetFile || streamed != nil || !ownFrames.isEmpty || pageSize != ownPageSize || !existed
+            mount.invalidateContent(
+                path: path,
+                wholeFile ? .wholeFile : .pages(pages.keys, pageSize: pageSize, oldPageCount: startPageCount, newPageCount: commit))
             return (state.position, refusal)
         }
     }

@@ -2,8 +2,9 @@
 /// applications (on a replica), without knowing FUSE: the file-system layer
 /// implements it (`MountAccessor`), the store only calls it.
 public protocol MountAccess: Sendable {
-    /// Drops the kernel's cached pages and attributes of the file at `path`.
-    func invalidateContent(path: String)
+    /// Drops the kernel's cached attributes of the file at `path`, and the
+    /// cached pages `what` names.
+    func invalidateContent(path: String, _ what: CacheInvalidation)
     /// Drops the kernel's cached name `path` (created, removed or replaced).
     func invalidateName(path: String)
     /// Keeps SQLite's readers out of the database at `path` (taking the
@@ -24,7 +25,7 @@ public protocol ReaderGate: Sendable {
 /// No mount (tests, tools): nothing to invalidate or exclude.
 public struct NoMountAccess: MountAccess {
     public init() {}
-    public func invalidateContent(path: String) {}
+    public func invalidateContent(path: String, _ what: CacheInvalidation) {}
     public func invalidateName(path: String) {}
     public func excludeReaders(database path: String, walMode: Bool) -> any ReaderGate { NoReaderGate() }
 
