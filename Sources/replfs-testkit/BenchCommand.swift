@@ -50,23 +50,13 @@ struct BenchCommand: ParsableCommand {
                     nativeRates.append(try scenario.measure(native, seconds))
                 }
             }
-            let nativeRate = median(nativeRates)
-            let mountedRate = median(mountedRates)
+            let nativeRate = median(of: nativeRates)
+            let mountedRate = median(of: mountedRates)
             let ratio = mountedRate / nativeRate
             print(
-                "| \(scenario.title) | \(Int(nativeRate)) | \(Int(mountedRate)) | \(format(ratio))x | >= \(format(scenario.target))x \(ratio >= scenario.target ? "(met)" : "(NOT met)") |"
+                "| \(scenario.title) | \(Int(nativeRate)) | \(Int(mountedRate)) | \(formatHundredths(ratio))x | >= \(formatHundredths(scenario.target))x \(ratio >= scenario.target ? "(met)" : "(NOT met)") |"
             )
         }
-    }
-
-    private func median(_ values: [Double]) -> Double {
-        let sorted = values.sorted()
-        return sorted[sorted.count / 2]
-    }
-
-    private func format(_ value: Double) -> String {
-        let hundredths = Int((value * 100).rounded())
-        return "\(hundredths / 100).\(hundredths % 100 < 10 ? "0" : "")\(hundredths % 100)"
     }
 
     private func freshDatabase(_ dir: String, _ name: String) -> String {
@@ -126,16 +116,7 @@ struct BenchCommand: ParsableCommand {
             try connection.execute("COMMIT")
             try connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")
             _ = try connection.integers("SELECT count(*) FROM nodes")
-            var random = SeededRandom(seed: 7)
-            let start = now()
-            var count = 0
-            while now() - start < seconds {
-                for _ in 0..<100 {
-                    _ = try connection.integer("SELECT last_seen FROM nodes WHERE id = ?", [.integer(Int64.random(in: 1...10_000, using: &random))])
-                }
-                count += 100
-            }
-            rate = Double(count) / (now() - start)
+            rate = try pointSelects(connection, rows: 10_000, seconds: seconds, seed: 7)
         }
         return rate
     }

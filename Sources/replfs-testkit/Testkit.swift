@@ -12,7 +12,7 @@ struct Testkit: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "replfs-testkit",
         abstract: "SQLite workloads and checks for ReplFS tests, benchmarks and demos.",
-        subcommands: [WorkloadCommand.self, CheckCommand.self, BenchCommand.self, BankCommand.self, LagCommand.self, WriterCommand.self]
+        subcommands: [WorkloadCommand.self, CheckCommand.self, BenchCommand.self, BankCommand.self, LagCommand.self, ReplicaReadsCommand.self, WriterCommand.self]
     )
 }
 
@@ -221,4 +221,31 @@ extension String {
         }
         self = String(decoding: bytes, as: UTF8.self)
     }
+}
+
+/// The middle value (the upper one of an even count).
+func median(of values: [Double]) -> Double {
+    let sorted = values.sorted()
+    return sorted[sorted.count / 2]
+}
+
+/// `value` with two decimals ("0.25"), for ratios in tables.
+func formatHundredths(_ value: Double) -> String {
+    let hundredths = Int((value * 100).rounded())
+    return "\(hundredths / 100).\(hundredths % 100 < 10 ? "0" : "")\(hundredths % 100)"
+}
+
+/// Selects `last_seen` of random rows of `nodes` (ids 1...rows) for
+/// `seconds`; returns selects per second.
+func pointSelects(_ connection: SQLiteConnection, rows: Int, seconds: Double, seed: UInt64) throws -> Double {
+    var random = SeededRandom(seed: seed)
+    let start = now()
+    var count = 0
+    while now() - start < seconds {
+        for _ in 0..<100 {
+            _ = try connection.integer("SELECT last_seen FROM nodes WHERE id = ?", [.integer(Int64.random(in: 1...Int64(rows), using: &random))])
+        }
+        count += 100
+    }
+    return Double(count) / (now() - start)
 }
