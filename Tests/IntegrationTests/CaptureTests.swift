@@ -18,12 +18,7 @@ extension IntegrationTests {
                 try waitUntil(timeout: 30, "\(db) has \(count) LTX files") { node.ltxFiles(db).count >= count }
                 #expect(node.ltxFiles(db).count == count, "one LTX file per committed transaction", sourceLocation: sourceLocation)
             } else {
-                // Files are written just after each commit by a background
-                // thread at the lowest priority: wait until the newest reaches
-                // the position the node reports (a pause in the count is not
-                // the end under load).
-                let txid = try #require(try node.status().databases.first { $0.name == db }?.txid, "\(db) in the status", sourceLocation: sourceLocation)
-                try waitUntil(timeout: 60, interval: 0.05, "\(db) log reaches TXID \(txid)") { Cluster.position(of: node, db)?.txid.rawValue == txid }
+                try node.waitForLog(db)
             }
             let rebuilt = try node.rebuild(db)
             #expect(try Command.dbhash(rebuilt) == Command.dbhash(node.mount + "/" + db), "rebuilt from the chain = mounted", sourceLocation: sourceLocation)

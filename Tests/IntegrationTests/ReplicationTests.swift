@@ -177,6 +177,7 @@ extension IntegrationTests {
                 try cluster.nodes[1].start()
                 let result = writer.finish()
                 #expect(result.status == 0, "\(result)")
+                try cluster.primary.waitForLog("app.db")
                 #expect((Cluster.position(of: cluster.primary, "app.db")?.txid.rawValue ?? 0) >= 10000)
                 try cluster.nodes[2].start()
                 try cluster.waitForConvergence(["app.db"], timeout: 120)
@@ -220,6 +221,7 @@ extension IntegrationTests {
                 for round in 0..<4 {
                     try cluster.primary.workload("app.db", ["--journal-mode", "wal", "--transactions", "300", "--seed", "\(round)"])
                     usleep(1_500_000)
+                    try cluster.primary.waitForLog("app.db")
                     counts.append(cluster.primary.ltxFiles("app.db").count)
                 }
                 #expect(counts.last! < 700, "retention removes old files: \(counts)")
