@@ -68,6 +68,10 @@ extension IntegrationTests {
                 try FileManager.default.removeItem(atPath: node.data + "/files/removed.db")
                 try node.start()
                 #expect(node.currentLog.contains("does not match its log"), "the mismatch is logged: \(node.currentLog)")
+                // Recorded at start; the files are written just after, in the background.
+                try waitUntil(timeout: 60, "both changes are logged") {
+                    node.ltxFiles("edited.db").count >= before.0 + 1 && node.ltxFiles("removed.db").count >= before.1 + 1
+                }
                 #expect(node.ltxFiles("edited.db").count == before.0 + 1)
                 #expect(node.ltxFiles("removed.db").count == before.1 + 1)
                 try CaptureTests.expectLogMatches(node, "edited.db")
