@@ -65,5 +65,31 @@ extension IntegrationTests {
                 #expect(try Command.sqlite(out, "SELECT group_concat(x) FROM t") == "1,2,3")
             }
         }
+
+        @Test("verify passes on a live log while transactions commit: a file under an LTX name is always complete")
+        func liveLog() throws {
+            try withNode { node in
+                try node.workload("live.db", ["--journal-mode", "wal", "--transactions", "0"])
+                let writer = try Command.start(TestEnvironment.testkit, [
+                    "workload", "--db", node.mount + "/live.db", "--journal-mode", "wal", "--transactions", "3000", "--max-payload", "3000",
+                ])
+                // The newest file listed is the one most likely still being
+                // written. (A listing of a live directory is not a snapshot:
+                // the whole chain is checked after the writer stops.)
+                var runs = 0
+                while writer.process.isRunning {
+                    guard let newest = node.ltxFiles("live.db").last else { continue }
+                    let result = try Command.run(TestEnvironment.replfsd, ["verify", newest])
+                    #expect(result.status == 0, "run \(runs): \(result)")
+                    guard result.status == 0 else { break }
+                    runs += 1
+                }
+                #expect(writer.finish().status == 0)
+                #expect(runs > 0)
+                try node.waitForLog("live.db")
+                let whole = try Command.run(TestEnvironment.replfsd, ["verify", node.ltxDirectory("live.db")])
+                #expect(whole.status == 0, "\(whole)")
+            }
+        }
     }
 }

@@ -29,6 +29,11 @@ final class LTXLog: Sendable {
         case .success(let fd): directoryFD = fd
         case .failure(let error): throw StoreError(.io, "cannot open LTX directory", path: directory, errno: error)
         }
+        // A file being written when the daemon died: its record is still in
+        // the spool, or its transaction was never acknowledged.
+        if case .success(let entries) = Syscall.directoryEntries(directoryFD) {
+            for entry in entries where entry.name.hasSuffix(".ltx.tmp") { _ = Syscall.unlink(at: directoryFD, entry.name) }
+        }
     }
 
     deinit {

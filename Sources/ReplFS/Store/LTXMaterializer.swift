@@ -117,11 +117,19 @@ final class LTXMaterializer: Sendable {
         return fd
     }
 
-    /// Writes a whole file under its final name (no sync).
+    /// The name a file is written under before it is renamed into place.
+    static func temporaryName(_ name: String) -> String { name + ".tmp" }
+
+    /// Writes a whole file and then gives it its final name (no sync): a
+    /// file under an LTX name is always complete, for catch-up, `verify`
+    /// and anyone reading a live log.
     static func writeFile(directoryFD: Int32, name: String, bytes: [UInt8]) -> Result<Void, Errno> {
-        Syscall.open(at: directoryFD, name, flags: O_WRONLY | O_CREAT | O_TRUNC, mode: 0o644).flatMap { fd in
+        let temporary = temporaryName(name)
+        return Syscall.open(at: directoryFD, temporary, flags: O_WRONLY | O_CREAT | O_TRUNC, mode: 0o644).flatMap { fd in
             defer { Syscall.close(fd) }
             return bytes.withUnsafeBytes { Syscall.write(fd, $0) }
+        }.flatMap { _ in
+            Syscall.rename(at: directoryFD, temporary, to: name)
         }
     }
 }

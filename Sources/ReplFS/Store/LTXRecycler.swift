@@ -54,15 +54,19 @@ final class LTXRecycler: Sendable {
     }
 
     /// Writes `bytes` as the file `name` in `directory`, reusing a pooled
-    /// file's inode when there is one.
+    /// file's inode when there is one. The pooled file is rewritten where it
+    /// lies and only then renamed to `name`, so the name never shows an
+    /// expired file's bytes or a partial write.
     func write(directoryFD directory: Int32, name: String, bytes: [UInt8]) -> Result<Void, Errno> {
-        if let reused = pool.withLock({ $0.names.popLast() }),
-            case .success = Syscall.rename(from: directoryFD, reused, to: directory, name)
-        {
-            return Syscall.open(at: directory, name, flags: O_WRONLY).flatMap { fd in
+        if let reused = pool.withLock({ $0.names.popLast() }) {
+            let rewritten = Syscall.open(at: directoryFD, reused, flags: O_WRONLY).flatMap { fd in
                 defer { Syscall.close(fd) }
                 return bytes.withUnsafeBytes { Syscall.pwrite(fd, $0, at: 0) }.flatMap { _ in Syscall.ftruncate(fd, Int64(bytes.count)) }
             }
+            if case .success = rewritten, case .success = Syscall.rename(from: directoryFD, reused, to: directory, name) {
+                return .success(())
+            }
+            _ = Syscall.unlink(at: directoryFD, reused)
         }
         return LTXMaterializer.writeFile(directoryFD: directory, name: name, bytes: bytes)
     }
