@@ -298,11 +298,19 @@ ftimes_table() {
   echo "|---:|---:|---:|---:|---:|"
   printf '| %d | %.2f s | %.2f s | %.2f s | max <= 3 s |\n' "$#" "$(echo "$sorted" | head -1)" "$(echo "$sorted" | sed -n "$(( ($# + 1) / 2 ))p")" "$(echo "$sorted" | tail -1)"
 }
+# A writer over every mount (it follows the primary), acknowledging into $F/acks.
+fwriter_start() {
+  rm -f "$F/acks" "$F/stop"
+  "$BIN/replfs-testkit" writer --mounts "$mounts" --seconds 100000 --stop-file "$F/stop" --ack-file "$F/acks" >"$F/writer.json" 2>&1 &
+  WRITER=$!
+}
+fwriter_stop() { touch "$F/stop"; wait "$WRITER" || true; }
+# The first node that is not NODE.
+fother() { for name in a b c; do [[ $name != "$1" ]] && echo "$name" && return; done; }
 for name in a b c; do fstart "$name"; done
 fsettled >/dev/null
 mounts="$F/a/mnt,$F/b/mnt,$F/c/mnt"
-"$BIN/replfs-testkit" writer --mounts "$mounts" --seconds 100000 --stop-file "$F/stop" --ack-file "$F/acks" >"$F/writer.json" 2>&1 &
-WRITER=$!
+fwriter_start
 crash=()
 for run in $(seq "$FAILOVER_RUNS"); do
   primary=$(fsettled)
@@ -311,7 +319,7 @@ for run in $(seq "$FAILOVER_RUNS"); do
   crash+=("$FTIME")
   fstart "$primary"
 done
-touch "$F/stop"; wait "$WRITER" || true
+fwriter_stop
 echo "Crash failover, \`kill -9\` of the primary's replfsd under a write load, to the first write acknowledged by the new primary ($FAILOVER_RUNS runs; the killed node restarts and rejoins between runs):"
 echo
 ftimes_table "${crash[@]}"
@@ -319,18 +327,16 @@ echo
 gaps=(); lost=0; total=0
 for run in $(seq "$HANDOFF_RUNS"); do
   primary=$(fsettled)
-  rm -f "$F/acks" "$F/stop"
-  "$BIN/replfs-testkit" writer --mounts "$mounts" --seconds 100000 --stop-file "$F/stop" --ack-file "$F/acks" >"$F/writer.json" 2>&1 &
-  WRITER=$!
+  fwriter_start
   sleep 1
   if (( run % 2 == 1 )); then
-    target=$(for name in a b c; do [[ $name != "$primary" ]] && echo "$name" && break; done)
+    target=$(fother "$primary")
     "$BIN/replfsd" promote --config "$F/$target/replfsd.yml" >/dev/null
   else
     "$BIN/replfsd" demote --config "$F/$primary/replfsd.yml" >/dev/null
   fi
   sleep 1
-  touch "$F/stop"; wait "$WRITER" || true
+  fwriter_stop
   gaps+=("$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["max_gap_ms"])' "$F/writer.json")")
   now_primary=$(fsettled)
   missing=$(python3 - "$F/acks" "$F/$now_primary/mnt/app.db" <<'PY'
@@ -355,16 +361,14 @@ echo
 after=()
 for run in $(seq "$AFTER_HANDOFF_RUNS"); do
   primary=$(fsettled)
-  rm -f "$F/acks" "$F/stop"
-  "$BIN/replfs-testkit" writer --mounts "$mounts" --seconds 100000 --stop-file "$F/stop" --ack-file "$F/acks" >"$F/writer.json" 2>&1 &
-  WRITER=$!
+  fwriter_start
   sleep 1
-  target=$(for name in a b c; do [[ $name != "$primary" ]] && echo "$name" && break; done)
+  target=$(fother "$primary")
   "$BIN/replfsd" promote --config "$F/$target/replfsd.yml" >/dev/null
   sleep 0.5
   fkill_timed "$target"
   after+=("$FTIME")
-  touch "$F/stop"; wait "$WRITER" || true
+  fwriter_stop
   fstart "$target"
 done
 echo "Crash of the new primary 0.5 s after a \`promote\` (inside the handoff's hold-back), to the first write acknowledged by another node ($AFTER_HANDOFF_RUNS runs):"

@@ -32,7 +32,7 @@ final class LTXLog: Sendable {
         // A file being written when the daemon died: its record is still in
         // the spool, or its transaction was never acknowledged.
         if case .success(let entries) = Syscall.directoryEntries(directoryFD) {
-            for entry in entries where entry.name.hasSuffix(".ltx.tmp") { _ = Syscall.unlink(at: directoryFD, entry.name) }
+            for entry in entries where entry.name.hasSuffix(LTXMaterializer.temporarySuffix) { _ = Syscall.unlink(at: directoryFD, entry.name) }
         }
     }
 

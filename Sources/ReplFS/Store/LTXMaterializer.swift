@@ -118,7 +118,9 @@ final class LTXMaterializer: Sendable {
     }
 
     /// The name a file is written under before it is renamed into place.
-    static func temporaryName(_ name: String) -> String { name + ".tmp" }
+    static func temporaryName(_ name: String) -> String { name + temporarySuffix }
+    /// Ends every temporary name: a leftover is a write a crash cut short.
+    static let temporarySuffix = ".tmp"
 
     /// Writes a whole file and then gives it its final name (no sync): a
     /// file under an LTX name is always complete, for catch-up, `verify`

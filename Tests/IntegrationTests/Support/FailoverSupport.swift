@@ -151,18 +151,3 @@ final class ApplicationSampler: @unchecked Sendable {
         return lock.withLock { (maximum, samples, violations) }
     }
 }
-
-extension Node {
-    /// Waits until the newest file of the node's log reaches the position
-    /// the node reports for `database`. The position moves at each commit;
-    /// the files are written just after by a thread at the lowest priority,
-    /// so under load the log trails the commits.
-    func waitForLog(_ database: String, timeout: Double = 60) throws {
-        guard let txid = try status().databases.first(where: { $0.name == database })?.txid else {
-            throw Failure("\(name) does not report \(database)")
-        }
-        try waitUntil(timeout: timeout, interval: 0.05, "\(name)'s log of \(database) reaches TXID \(txid)") {
-            Cluster.position(of: self, database)?.txid.rawValue == txid
-        }
-    }
-}
