@@ -21,9 +21,7 @@ $(TOOLS)/.deps:
 	  apt-get install -y -q $$missing >/dev/null 2>&1 || { apt-get update -q >/dev/null && apt-get install -y -q $$missing >/dev/null; }; \
 	fi
 	@$(PYTHON) -c 'import lz4.block' 2>/dev/null || $(PYTHON) -m pip install -q lz4
-	@tool=$$(for t in ../shared/tools/sqlite-tools /work/shared/tools/sqlite-tools; do [ -x $$t ] && echo $$t && break; done); \
-	  [ -n "$$tool" ] || { echo "sqlite-tools not found (../shared/tools/sqlite-tools)"; exit 1; }; \
-	  $$tool $(TOOLS)
+	@./scripts/sqlite-tools.sh $(TOOLS)
 	@test -e /dev/fuse || { echo "/dev/fuse is missing: ReplFS needs FUSE"; exit 1; }
 	@mkdir -p $(TOOLS) && touch $@
 
