@@ -115,6 +115,13 @@ extension IntegrationTests {
                     "replication.tls: not supported by this version"
                 ),
                 ("mount: /tmp/x-mnt\ndata: /tmp/x-data\nreplication:\n  sync-replicas: 1\n", "replication.sync-replicas: 1 is not supported by this version"),
+                ("mount: /tmp/x-mnt\ndata: /tmp/x-data\ndata: /tmp/x-data2\n", "data: appears twice (lines 2 and 3)"),
+                ("mount: /tmp/x-mnt\ndata: /tmp/x-data\nhttp:\n  listen: 127.0.0.1:20203\n", "http: not supported by this version yet"),
+                ("mount: /tmp/x-mnt\ndata: /tmp/x-mnt/../x-mnt/data\n", "data: must not be inside the mount point"),
+                (
+                    "node: node-c\nmount: /tmp/x-mnt\ndata: /tmp/x-data\nlease:\n  static:\n    primary: node-a\n    peers: {node-a: 10.0.0.1:20202}\n",
+                    "lease.static.peers: does not name this node \"node-c\""
+                ),
             ]
             let directory = NSTemporaryDirectory() + "replfs-config-\(UUID().uuidString.prefix(8))"
             try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
@@ -179,6 +186,26 @@ extension IntegrationTests {
             #expect(result.status == 2)
             #expect(result.error.contains("data directory is in use by another replfsd"), "\(result.error)")
             #expect(Node.isMounted(node.mount), "the running node is unaffected")
+        }
+
+        @Test("a token file that group or others can read is refused with exit 2, as ssh refuses such keys")
+        func tokenFileMode() throws {
+            let node = try Node()
+            defer { node.destroy() }
+            let token = node.root + "/token"
+            try "secret\n".write(toFile: token, atomically: true, encoding: .utf8)
+            for mode: mode_t in [0o644, 0o640, 0o604] {
+                chmod(token, mode)
+                try node.writeConfig("node: node-a\nmount: \(node.mount)\ndata: \(node.data)\nreplication: {token-file: \(token)}\n")
+                let result = try Command.run(TestEnvironment.replfsd, ["mount", "--config", node.configPath], timeout: 30)
+                #expect(result.status == 2, "mode \(String(mode, radix: 8)): \(result)")
+                #expect(result.error.contains("replication.token-file") && result.error.contains("chmod 600 \(token)"), "\(result.error)")
+                #expect(!Node.isMounted(node.mount))
+                #expect(!FileManager.default.fileExists(atPath: node.data), "data directory untouched")
+            }
+            chmod(token, 0o600)
+            try node.start()
+            #expect(Node.isMounted(node.mount))
         }
 
         @Test("after kill -9 the dead mount is cleared by the next start")

@@ -77,6 +77,26 @@ struct ConfigLoaderTests {
         ("mount: /m\ndata: /d\nlease: {etcd: {endpoints: [ftp://x]}}\n", "lease.etcd.endpoints"),
         ("mount: /m\ndata: /d\nlease: {etcd: {key: relative}}\n", "lease.etcd.key"),
         ("mount: /m\ndata: /d\nreplication: {tls: {cert: /c}}\n", "replication.tls.key"),
+        // Duplicates: YAML readers keep the last one; we refuse both.
+        ("mount: /m\ndata: /d\ndata: /e\n", "data"),
+        ("node: a\nmount: /m\ndata: /d\nlease:\n  static:\n    peers:\n      a: 10.0.0.1:1\n      a: 10.0.0.2:1\n", "lease.static.peers.a"),
+        // `..` folded: this data directory is inside the mount.
+        ("mount: /srv/m\ndata: /srv/d/../m/data\n", "data"),
+        ("mount: /srv/m/./x/..\ndata: /srv/m//data\n", "data"),
+        // A static membership must name this node at this node's address.
+        ("node: c\nmount: /m\ndata: /d\nlease:\n  static:\n    primary: a\n    peers: {a: 10.0.0.1:20202, b: 10.0.0.2:20202}\n", "lease.static.peers"),
+        (
+            "node: b\nmount: /m\ndata: /d\nreplication: {advertise: 10.0.0.9:20202}\nlease:\n  static:\n    primary: a\n    peers: {a: 10.0.0.1:20202, b: 10.0.0.2:20202}\n",
+            "lease.static.peers"
+        ),
+        (
+            "node: b\nmount: /m\ndata: /d\nreplication: {listen: 127.0.0.1:7001}\nlease:\n  static:\n    primary: a\n    peers: {a: 127.0.0.1:7000, b: 127.0.0.1:7002}\n",
+            "lease.static.peers"
+        ),
+        (
+            "node: b\nmount: /m\ndata: /d\nlease:\n  static:\n    primary: a\n    peers: {a: 10.0.0.1:20202, b: 10.0.0.2:20203}\n",
+            "lease.static.peers"
+        ),
     ])
     func errors(text: String, key: String) {
         #expect(throws: ConfigError.self) { try ConfigLoader.parse(text, hostname: "h") }
@@ -85,6 +105,128 @@ struct ConfigLoaderTests {
         } catch {
             #expect(error.key == key, "\(error)")
         }
+    }
+
+    /// Every key of docs/design.md's example, the ones not acted on yet
+    /// included: they are read and validated, and refused by mount.
+    static let designExample = """
+        node: node-a
+        mount: /var/lib/headscale
+        data: /var/lib/replfs
+        replication:
+          listen: 0.0.0.0:20202
+          advertise: 10.0.0.1:20202
+          token-file: /etc/replfs/token
+          tls: {cert: /etc/replfs/node.crt, key: /etc/replfs/node.key, ca: /etc/replfs/ca.crt}
+          sync-replicas: 0
+          sync-timeout: 10s
+          sync-degrade: true
+        lease:
+          type: static
+          candidate: true
+          static:
+            primary: node-a
+            peers: {node-a: 10.0.0.1:20202, node-b: 10.0.0.2:20202}
+          etcd:
+            endpoints: [http://127.0.0.1:2379]
+            key: /replfs/headscale/primary
+            ttl: 2s
+            tls: {cert: /etc/replfs/etcd.crt, key: /etc/replfs/etcd.key, ca: /etc/replfs/etcd-ca.crt}
+          max-lag: 5s
+        admin:
+          socket: /run/replfs/replfsd.sock
+        exec:
+          command: [headscale, serve]
+          stop-timeout: 10s
+        retention: 10m
+        http:
+          listen: 127.0.0.1:20203
+        hooks:
+          on-primary: [/usr/local/bin/on-primary, x]
+          on-replica: [/usr/local/bin/on-replica]
+          timeout: 10s
+        vip:
+          address: 10.0.0.100/24
+          interface: eth0
+        backup:
+          path: /mnt/backup/replfs
+          retention: 168h
+          snapshot-interval: 24h
+        fuse:
+          io-uring: on
+        metrics:
+          listen: 127.0.0.1:9090
+        """
+
+    @Test("every key of the design is read; the ones not acted on yet are refused by name, not as unknown")
+    func designKeys() throws {
+        let config = try ConfigLoader.parse(Self.designExample, hostname: "h")
+        #expect(config.replication.syncTimeout == .seconds(10))
+        #expect(config.replication.syncDegrade)
+        #expect(config.pending == ["replication.sync-degrade", "lease.max-lag", "lease.etcd.tls", "http", "hooks", "vip", "backup", "fuse.io-uring"])
+        var refused: ConfigError?
+        do { try config.requireImplemented() } catch { refused = error }
+        #expect(refused?.key == "replication.tls", "\(String(describing: refused))")
+        // The defaults of the pending keys ask for nothing and start.
+        let quiet = try ConfigLoader.parse(
+            "mount: /m\ndata: /d\nreplication: {sync-degrade: false, sync-timeout: 3s}\nlease: {max-lag: 0}\nfuse: {io-uring: auto}\n", hostname: "h")
+        #expect(quiet.pending.isEmpty)
+        try quiet.requireImplemented()
+        // Still validated: a typo inside a pending section is named.
+        #expect(throws: ConfigError(key: "backup.retension", "unknown key")) {
+            try ConfigLoader.parse("mount: /m\ndata: /d\nbackup: {path: /b, retension: 1h}\n", hostname: "h")
+        }
+        #expect(throws: ConfigError(key: "fuse.io-uring", "\"maybe\" is not auto, on or off")) {
+            try ConfigLoader.parse("mount: /m\ndata: /d\nfuse: {io-uring: maybe}\n", hostname: "h")
+        }
+    }
+
+    @Test("a duplicate key names both lines")
+    func duplicateLines() {
+        do {
+            _ = try ConfigLoader.parse("mount: /m\ndata: /d\nretention: 1m\ndata: /e\n", hostname: "h")
+            Issue.record("a duplicate data key was accepted")
+        } catch {
+            #expect(error.description == "data: appears twice (lines 2 and 4)")
+        }
+    }
+
+    @Test("a static membership naming this node at its own address is accepted")
+    func ownPeerEntry() throws {
+        let members = "lease:\n  static:\n    primary: a\n    peers: {a: 10.0.0.1:20202, b: 10.0.0.2:20202}\n"
+        // Listening on every address, at the port of its entry.
+        var config = try ConfigLoader.parse("node: b\nmount: /m\ndata: /d\n" + members, hostname: "h")
+        #expect(config.advertisedAddress == "10.0.0.2:20202")
+        // Advertising exactly its entry.
+        config = try ConfigLoader.parse("node: b\nmount: /m\ndata: /d\nreplication: {listen: 0.0.0.0:9999, advertise: 10.0.0.2:20202}\n" + members, hostname: "h")
+        #expect(config.advertisedAddress == "10.0.0.2:20202")
+        // No peers: a lone node needs no entry.
+        _ = try ConfigLoader.parse("node: z\nmount: /m\ndata: /d\n", hostname: "h")
+    }
+
+    @Test("a data directory that reaches into the mount through a symlink is refused")
+    func symlinkIntoMount() throws {
+        let root = NSTemporaryDirectory() + "replfs-paths-\(UUID().uuidString.prefix(8))"
+        try FileManager.default.createDirectory(atPath: root + "/mnt", withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        try FileManager.default.createSymbolicLink(atPath: root + "/link", withDestinationPath: root + "/mnt")
+        let path = root + "/replfsd.yml"
+        try "mount: \(root)/mnt\ndata: \(root)/link/data\n".write(toFile: path, atomically: true, encoding: .utf8)
+        do {
+            _ = try ConfigLoader.load(path: path)
+            Issue.record("data under a symlink into the mount was accepted")
+        } catch {
+            #expect(error.key == "data", "\(error)")
+            #expect(error.file == path)
+        }
+        // The mount point itself a symlink to a parent of the data directory.
+        try FileManager.default.createDirectory(atPath: root + "/real/data", withIntermediateDirectories: true)
+        try FileManager.default.createSymbolicLink(atPath: root + "/mnt2", withDestinationPath: root + "/real")
+        try "mount: \(root)/mnt2\ndata: \(root)/real/data\n".write(toFile: path, atomically: true, encoding: .utf8)
+        #expect(throws: ConfigError.self) { try ConfigLoader.load(path: path) }
+        // Separate directories through symlinks are fine.
+        try "mount: \(root)/link\ndata: \(root)/real/data\n".write(toFile: path, atomically: true, encoding: .utf8)
+        _ = try ConfigLoader.load(path: path)
     }
 
     @Test("durations")

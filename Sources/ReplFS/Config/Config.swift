@@ -18,6 +18,10 @@ public struct Config: Sendable, Equatable {
     public var admin = Admin()
     public var exec: Exec?
     public var metrics = Metrics()
+    /// Keys of the design that this version reads and validates but does
+    /// not act on yet, in the order they appear: ``requireImplemented()``
+    /// refuses them at start.
+    public var pending: [String] = []
     /// How long LTX files are kept for catch-up.
     public var retention: Duration = .seconds(600)
 
@@ -27,6 +31,8 @@ public struct Config: Sendable, Equatable {
         public var tokenFile: String?
         public var tls: TLS?
         public var syncReplicas = 0
+        public var syncTimeout: Duration = .seconds(10)
+        public var syncDegrade = false
     }
 
     public struct TLS: Sendable, Equatable {
@@ -73,10 +79,20 @@ public struct Config: Sendable, Equatable {
         if let advertise = replication.advertise { return advertise }
         if let own = lease.staticPeers[node] { return own }
         let listen = replication.listen
-        for wildcard in ["0.0.0.0:", "[::]:", ":::"] where listen.hasPrefix(wildcard) {
-            return ProcessInfo.processInfo.hostName + ":" + listen.dropFirst(wildcard.count)
+        if Config.isWildcard(listen), let port = Config.port(of: listen) {
+            return ProcessInfo.processInfo.hostName + ":" + port
         }
         return listen
+    }
+
+    /// Whether a `host:port` listens on every address (0.0.0.0, [::]).
+    static func isWildcard(_ address: String) -> Bool {
+        ["0.0.0.0:", "[::]:", ":::"].contains { address.hasPrefix($0) }
+    }
+
+    /// The port of a `host:port`.
+    static func port(of address: String) -> Substring? {
+        address.lastIndex(of: ":").map { address[address.index(after: $0)...] }
     }
 
     /// A stable 64-bit ID for this node, written into LTX headers.

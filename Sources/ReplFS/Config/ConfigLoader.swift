@@ -15,10 +15,22 @@ public enum ConfigLoader {
             throw ConfigError(file: path, key: nil, "cannot read config file")
         }
         do {
-            return try parse(text)
+            let config = try parse(text)
+            // The same check on the paths as the kernel resolves them: a
+            // symlink may lead `data` into the mount, which would hang the
+            // daemon on its own dead mount.
+            try checkSeparate(mount: ResolvedPath.resolved(config.mount), data: ResolvedPath.resolved(config.data))
+            return config
         } catch var error {
             error.file = path
             throw error
+        }
+    }
+
+    /// Refuses a data directory inside the mount point or containing it.
+    static func checkSeparate(mount: String, data: String) throws(ConfigError) {
+        if mount == data || ResolvedPath.isInside(data, mount) || ResolvedPath.isInside(mount, data) {
+            throw ConfigError(key: "data", "must not be inside the mount point or contain it (\(data) and \(mount) as resolved)")
         }
     }
 
@@ -38,9 +50,7 @@ public enum ConfigLoader {
         var config = Config(node: try top.string("node") ?? hostname, mount: mount, data: data)
         if let cluster = try top.string("cluster") { config.cluster = cluster }
         guard !config.node.isEmpty else { throw ConfigError(key: "node", "must not be empty") }
-        if config.mount == config.data || config.data.hasPrefix(config.mount + "/") || config.mount.hasPrefix(config.data + "/") {
-            throw ConfigError(key: "data", "must not be inside the mount point or contain it")
-        }
+        try checkSeparate(mount: ResolvedPath.lexical(config.mount), data: ResolvedPath.lexical(config.data))
         if let retention = try top.duration("retention") { config.retention = retention }
 
         if let replication = try top.section("replication") {
@@ -55,6 +65,11 @@ public enum ConfigLoader {
                 guard sync >= 0 else { throw ConfigError(key: "replication.sync-replicas", "must be 0 or more") }
                 config.replication.syncReplicas = sync
             }
+            if let timeout = try replication.duration("sync-timeout") { config.replication.syncTimeout = timeout }
+            if let degrade = try replication.bool("sync-degrade") {
+                config.replication.syncDegrade = degrade
+                if degrade { config.pending.append("replication.sync-degrade") }
+            }
             try replication.rejectUnknown()
         }
 
@@ -66,6 +81,12 @@ public enum ConfigLoader {
                 config.lease.type = kind
             }
             if let candidate = try lease.bool("candidate") { config.lease.candidate = candidate }
+            if let maxLag = try lease.string("max-lag"), maxLag != "0" {
+                guard ConfigLoader.parseDuration(maxLag) != nil else {
+                    throw ConfigError(key: "lease.max-lag", "\"\(maxLag)\" is not a duration (use 0, 500ms, 5s)")
+                }
+                config.pending.append("lease.max-lag")
+            }
             if let staticSection = try lease.section("static") {
                 config.lease.staticPrimary = try staticSection.string("primary")
                 if let peers = try staticSection.section("peers") {
@@ -92,6 +113,11 @@ public enum ConfigLoader {
                     guard ttl >= Duration.seconds(2) else { throw ConfigError(key: "lease.etcd.ttl", "must be at least 2s (etcd's minimum lease)") }
                     config.lease.etcdTTL = ttl
                 }
+                if let tls = try etcd.section("tls") {
+                    _ = (try tls.requiredPath("cert"), try tls.requiredPath("key"), try tls.requiredPath("ca"))
+                    try tls.rejectUnknown()
+                    config.pending.append("lease.etcd.tls")
+                }
                 try etcd.rejectUnknown()
             }
             try lease.rejectUnknown()
@@ -100,6 +126,9 @@ public enum ConfigLoader {
             config.lease.staticPeers[primary] == nil
         {
             throw ConfigError(key: "lease.static.primary", "\"\(primary)\" is not one of lease.static.peers")
+        }
+        if config.lease.type == Config.Lease.Kind.static, !config.lease.staticPeers.isEmpty {
+            try checkOwnPeerEntry(config)
         }
 
         if let admin = try top.section("admin") {
@@ -119,8 +148,69 @@ public enum ConfigLoader {
             config.metrics.listen = try metrics.address("listen")
             try metrics.rejectUnknown()
         }
+        try readPendingSections(top, into: &config)
         try top.rejectUnknown()
         return config
+    }
+
+    /// The design's sections this version does not act on yet: each is
+    /// validated like any other (so a typo is still named), and recorded
+    /// as pending so that `mount` refuses it instead of running without it.
+    private static func readPendingSections(_ top: Section, into config: inout Config) throws(ConfigError) {
+        if let http = try top.section("http") {
+            _ = try http.address("listen")
+            try http.rejectUnknown()
+            config.pending.append("http")
+        }
+        if let hooks = try top.section("hooks") {
+            _ = (try hooks.stringList("on-primary"), try hooks.stringList("on-replica"), try hooks.duration("timeout"))
+            try hooks.rejectUnknown()
+            config.pending.append("hooks")
+        }
+        if let vip = try top.section("vip") {
+            _ = (try vip.string("address"), try vip.string("interface"))
+            try vip.rejectUnknown()
+            config.pending.append("vip")
+        }
+        if let backup = try top.section("backup") {
+            _ = (try backup.path("path"), try backup.duration("retention"), try backup.duration("snapshot-interval"))
+            try backup.rejectUnknown()
+            config.pending.append("backup")
+        }
+        if let fuse = try top.section("fuse") {
+            if let mode = try fuse.string("io-uring") {
+                guard ["auto", "on", "off"].contains(mode) else {
+                    throw ConfigError(key: "fuse.io-uring", "\"\(mode)\" is not auto, on or off")
+                }
+                if mode == "on" { config.pending.append("fuse.io-uring") }
+            }
+            try fuse.rejectUnknown()
+        }
+    }
+
+    /// A static peers map is the cluster's membership: it must name this
+    /// node, at the address this node is reached at. Otherwise two daemons
+    /// can each believe they are the same member (design.md, invariant 5).
+    static func checkOwnPeerEntry(_ config: Config) throws(ConfigError) {
+        let peers = config.lease.staticPeers
+        guard let own = peers[config.node] else {
+            throw ConfigError(
+                key: "lease.static.peers", "does not name this node \"\(config.node)\" (config key node); every node lists every member, itself included")
+        }
+        if let advertise = config.replication.advertise {
+            guard own == advertise else {
+                throw ConfigError(
+                    key: "lease.static.peers",
+                    "entry for \"\(config.node)\" is \(own), but replication.advertise is \(advertise): they must be the same address")
+            }
+            return
+        }
+        let listen = config.replication.listen
+        guard own == listen || (Config.isWildcard(listen) && Config.port(of: own) == Config.port(of: listen)) else {
+            throw ConfigError(
+                key: "lease.static.peers",
+                "entry for \"\(config.node)\" is \(own), but replication.listen is \(listen): set replication.advertise, or make them the same")
+        }
     }
 
     /// Parses "500ms", "2s", "10m", "1h" (and combinations like "1m30s").
@@ -174,8 +264,16 @@ private final class Section {
         guard case .mapping(let mapping) = node else {
             throw ConfigError(key: path.isEmpty ? nil : path, "must be a mapping of keys to values")
         }
+        var lines: [String: Int] = [:]
         for (key, value) in mapping {
             guard let name = key.string else { throw ConfigError(key: path.isEmpty ? nil : path, "keys must be strings") }
+            let line = key.mark?.line ?? 0
+            // YAML leaves duplicates to the reader and Yams keeps the last one:
+            // a second `data:` must not silently win over the first.
+            if let first = lines[name] {
+                throw ConfigError(key: self.name(name), "appears twice (lines \(first) and \(line))")
+            }
+            lines[name] = line
             values[name] = value
             keys.append(name)
         }
@@ -279,6 +377,9 @@ extension Config {
             throw ConfigError(
                 key: "replication.sync-replicas",
                 "\(replication.syncReplicas) is not supported by this version: replication is asynchronous (a crashed primary's unsent tail is kept aside); set 0")
+        }
+        if let key = pending.first {
+            throw ConfigError(key: key, "not supported by this version yet (docs/design.md lists what is); remove the key")
         }
     }
 }

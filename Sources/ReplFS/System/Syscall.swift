@@ -101,6 +101,13 @@ public enum Syscall {
         return retrying({ Glibc.fstatat(AT_FDCWD, path, &st, 0) }, failed: { $0 != 0 }).map { _ in st }
     }
 
+    /// `realpath(3)`: the absolute path with every symlink, `.` and `..` resolved.
+    public static func realpath(_ path: String) -> Result<String, Errno> {
+        guard let resolved = Glibc.realpath(path, nil) else { return .failure(Errno.current) }
+        defer { free(resolved) }
+        return .success(String(cString: resolved))
+    }
+
     /// `ftruncate(2)`.
     public static func ftruncate(_ fd: Int32, _ size: Int64) -> Result<Void, Errno> {
         retrying({ Glibc.ftruncate(fd, off_t(size)) }, failed: { $0 != 0 }).map { _ in () }
