@@ -136,6 +136,7 @@ cluster_node_start() {
 stop_pid() { kill "$1" 2>/dev/null || true; while kill -0 "$1" 2>/dev/null; do sleep 0.1; done; }
 rm -rf "$ROOT/cluster"
 echo "bench-token-$RANDOM$RANDOM" >"$ROOT/token"
+chmod 600 "$ROOT/token"
 port=$(( 21000 + RANDOM % 2000 ))
 for name in a b c; do
   mkdir -p "$ROOT/cluster/$name"
@@ -231,6 +232,7 @@ echo
 rm -rf "$ROOT/failover"; mkdir -p "$ROOT/failover"
 F=$ROOT/failover
 echo "bench-token-$RANDOM$RANDOM" >"$F/token"
+chmod 600 "$F/token"
 fport=$(( 24000 + RANDOM % 2000 ))
 etcd --name bench --data-dir "$F/etcd" --listen-client-urls "http://127.0.0.1:$(( fport + 10 ))" \
   --advertise-client-urls "http://127.0.0.1:$(( fport + 10 ))" --listen-peer-urls "http://127.0.0.1:$(( fport + 11 ))" \

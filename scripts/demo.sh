@@ -70,6 +70,7 @@ cleanup
 rm -rf "$ROOT"
 mkdir -p "$ROOT"
 head -c 32 /dev/urandom | base64 >"$ROOT/token"
+chmod 600 "$ROOT/token"
 port=$(( 22000 + RANDOM % 2000 ))
 etcd_port=$(( port + 10 ))
 

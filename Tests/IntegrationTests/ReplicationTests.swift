@@ -263,6 +263,7 @@ extension IntegrationTests {
                 let replica = cluster.replicas[0]
                 try replica.stop()
                 try "another-token\n".write(toFile: cluster.root + "/other-token", atomically: true, encoding: .utf8)
+                chmod(cluster.root + "/other-token", 0o600)
                 let config = try String(contentsOfFile: replica.configPath, encoding: .utf8)
                 try config.replacingOccurrences(of: cluster.tokenPath, with: cluster.root + "/other-token").write(toFile: replica.configPath, atomically: true, encoding: .utf8)
                 try replica.start()

@@ -139,6 +139,12 @@ public final class Daemon: Sendable {
 
     private static func readToken(_ config: Config) throws -> [UInt8]? {
         guard let path = config.replication.tokenFile else { return nil }
+        // As ssh does with private keys: a secret others can read is no secret.
+        if case .success(let info) = Syscall.stat(path), info.st_mode & 0o077 != 0 {
+            throw ConfigError(
+                key: "replication.token-file",
+                "\(path) is accessible by group or others (mode \(String(info.st_mode & 0o777, radix: 8))): chmod 600 \(path)")
+        }
         guard let data = FileManager.default.contents(atPath: path) else {
             throw ConfigError(key: "replication.token-file", "cannot read \(path)")
         }

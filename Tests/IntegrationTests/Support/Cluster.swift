@@ -31,6 +31,7 @@ final class Cluster: @unchecked Sendable {
         root = NSTemporaryDirectory() + "replfs-cluster-\(UUID().uuidString.prefix(8))"
         try FileManager.default.createDirectory(atPath: root, withIntermediateDirectories: true)
         try "cluster-secret-\(UUID().uuidString)\n".write(toFile: root + "/token", atomically: true, encoding: .utf8)
+        chmod(root + "/token", 0o600)
         ports = Cluster.freePorts(size)
         let names = (0..<size).map { "node-" + String(UnicodeScalar(UInt8(97 + $0))) }
         let peers = zip(names, ports).map { "\($0): 127.0.0.1:\($1)" }.joined(separator: ", ")
