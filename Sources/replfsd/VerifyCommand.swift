@@ -11,12 +11,17 @@ struct VerifyCommand: ParsableCommand {
             checked as a chain: contiguous TXIDs, each file's pre-apply checksum equal
             to the previous file's post-apply checksum. With --rebuild OUT.db DIR the
             chain (which must start with a snapshot) is applied to a new database,
-            checking each post-apply checksum against the rebuilt content.
+            checking each post-apply checksum against the rebuilt content. The
+            database is built under a temporary name and renamed to OUT.db only on
+            success; an existing OUT.db is refused unless --force is given.
             Exits 1 with the file and reason on the first bad file.
             """)
 
     @Option(name: .long, help: "Rebuild the database of the chain in DIR into this file.")
     var rebuild: String?
+
+    @Flag(name: .long, help: "With --rebuild: replace an existing OUT.db.")
+    var force = false
 
     @Argument(help: "LTX files or directories of LTX files.")
     var paths: [String]
@@ -28,7 +33,7 @@ struct VerifyCommand: ParsableCommand {
                 throw ExitCode(2)
             }
             do {
-                let summary = try LTXRebuilder().rebuild(directory: paths[0], into: rebuild)
+                let summary = try LTXRebuilder().rebuild(directory: paths[0], intoNew: rebuild, overwrite: force)
                 print("ok: rebuilt \(rebuild) from \(paths[0]): \(summary)")
             } catch {
                 printError("replfsd verify: \(error)")

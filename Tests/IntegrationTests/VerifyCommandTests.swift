@@ -63,6 +63,30 @@ extension IntegrationTests {
                 result = try Command.run(TestEnvironment.replfsd, ["verify", "--rebuild", out, directory])
                 #expect(result.status == 0, "\(result)")
                 #expect(try Command.sqlite(out, "SELECT group_concat(x) FROM t") == "1,2,3")
+
+                // An existing OUT is not overwritten without --force.
+                try Data("precious".utf8).write(to: URL(fileURLWithPath: out))
+                result = try Command.run(TestEnvironment.replfsd, ["verify", "--rebuild", out, directory])
+                #expect(result.status == 1, "\(result)")
+                #expect(result.error.contains("\(out) exists") && result.error.contains("--force"), "\(result)")
+                #expect(try String(contentsOfFile: out, encoding: .utf8) == "precious")
+                result = try Command.run(TestEnvironment.replfsd, ["verify", "--rebuild", out, "--force", directory])
+                #expect(result.status == 0, "\(result)")
+                #expect(try Command.sqlite(out, "SELECT group_concat(x) FROM t") == "1,2,3")
+
+                // A chain that breaks part-way leaves nothing at OUT, not a
+                // valid-looking older database (nor a temporary file).
+                try copyLog()
+                let last = work + "/" + URL(fileURLWithPath: files[3]).lastPathComponent
+                bytes = try Array(Data(contentsOf: URL(fileURLWithPath: last)))
+                bytes[bytes.count - 30] ^= 0xFF
+                try Data(bytes).write(to: URL(fileURLWithPath: last))
+                let partial = node.root + "/partial.db"
+                result = try Command.run(TestEnvironment.replfsd, ["verify", "--rebuild", partial, work])
+                #expect(result.status == 1, "\(result)")
+                #expect(!FileManager.default.fileExists(atPath: partial), "no partial database at OUT")
+                let leftovers = try FileManager.default.contentsOfDirectory(atPath: node.root).filter { $0.hasPrefix("partial.db") }
+                #expect(leftovers.isEmpty, "\(leftovers)")
             }
         }
 

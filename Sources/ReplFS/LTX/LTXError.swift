@@ -56,6 +56,9 @@ public enum LTXError: Error, CustomStringConvertible, Equatable, Sendable {
     /// break, page size change) or the chain does not start where required.
     case brokenChain(file: String, reason: String)
 
+    /// An output file exists and the caller did not ask to replace it.
+    case outputExists(path: String)
+
     /// `underlying` happened while processing `file`, so multi-file tools can
     /// name the culprit.
     indirect case inFile(String, LTXError)
@@ -87,6 +90,8 @@ public enum LTXError: Error, CustomStringConvertible, Equatable, Sendable {
             return "\(operation) \(path): \(String(cString: strerror(errno))) (errno \(errno))"
         case .brokenChain(let file, let reason):
             return "\(file): \(reason)"
+        case .outputExists(let path):
+            return "\(path) exists: refusing to overwrite it (--force replaces it)"
         case .inFile(let file, let underlying):
             return "\(file): \(underlying)"
         }
