@@ -86,7 +86,7 @@ let package = Package(
         ),
         .testTarget(
             name: "IntegrationTests",
-            dependencies: ["ReplFS"],
+            dependencies: ["ReplFS", .product(name: "NIOCore", package: "swift-nio")],
             swiftSettings: librarySettings
         ),
     ],

@@ -15,7 +15,8 @@ struct RecordingLogHandler: LogHandler {
     }
 
     func log(event: LogEvent) {
-        messages.withLock { $0.append("\(event.level): \(event.message)") }
+        let fields = (event.metadata ?? [:]).sorted { $0.key < $1.key }.map { " \($0.key)=\($0.value)" }.joined()
+        messages.withLock { $0.append("\(event.level): \(event.message)" + fields) }
     }
 
     /// A logger that records into this handler.

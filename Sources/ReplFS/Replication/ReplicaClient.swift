@@ -146,15 +146,20 @@ public final class ReplicaClient: Sendable {
             noteError("\(error)")
             return false
         }
+        // Until the primary has proven the token, its frames are as small
+        // as a handshake: a stranger at the primary's address cannot make
+        // this node buffer megabytes.
+        let limit = FrameLimit(ReplicationFrameCodec.unauthenticatedFrameSize)
         let handler = ReplicaConnectionHandler(
-            settings: settings, applier: applier, positions: positions, files: files, statusSlot: statusSlot, client: self, delegate: delegate)
+            settings: settings, applier: applier, positions: positions, files: files, statusSlot: statusSlot, client: self, delegate: delegate,
+            limit: limit)
         let bootstrap = ClientBootstrap(group: group)
             .connectTimeout(.seconds(2))
             .channelOption(ChannelOptions.socketOption(.tcp_nodelay), value: 1)
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     try channel.pipeline.syncOperations.addHandler(IdleStateHandler(readTimeout: .seconds(3)))
-                    try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(ReplicationFrameDecoder()))
+                    try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(ReplicationFrameDecoder(limit: limit)))
                     try channel.pipeline.syncOperations.addHandler(handler)
                 }
             }
@@ -189,12 +194,14 @@ final class ReplicaConnectionHandler: ChannelInboundHandler, @unchecked Sendable
     private(set) var streamStarted = false
     private unowned let client: ReplicaClient
     private let delegate: any ReplicaClientDelegate
+    private let limit: FrameLimit
 
     init(
         settings: ReplicaClient.Settings, applier: ReplicaApplier, positions: [ReplicationMessage.DatabasePosition],
         files: [ReplicationMessage.FileDigest], statusSlot: Locked<ReplicaClient.Status>, client: ReplicaClient,
-        delegate: any ReplicaClientDelegate
+        delegate: any ReplicaClientDelegate, limit: FrameLimit
     ) {
+        self.limit = limit
         self.settings = settings
         self.applier = applier
         self.positions = positions
@@ -240,6 +247,7 @@ final class ReplicaConnectionHandler: ChannelInboundHandler, @unchecked Sendable
             else {
                 return refuse(context, "authentication failed: the primary does not know the token")
             }
+            limit.bytes = ReplicationFrameCodec.maximumFrameSize
             guard challenge.isPrimary else {
                 let primary = challenge.primary.isEmpty ? nil : Peer(name: challenge.primary, address: challenge.primaryAddress)
                 fail(context, "\(challenge.node) is not the primary" + (primary.map { "; it names \($0)" } ?? ""))

@@ -14,6 +14,10 @@ import NIOCore
 public enum ReplicationFrameCodec {
     /// Largest frame accepted (LTX files are sent in parts well below this).
     public static let maximumFrameSize = 32 << 20
+    /// Largest frame accepted from a peer that has not proven the token yet:
+    /// a handshake is a few hundred bytes, and a stranger's length prefix
+    /// must not make this node buffer megabytes (design.md, invariant 7).
+    public static let unauthenticatedFrameSize = 64 << 10
     /// Size of the LTX parts a large file is split into.
     public static let ltxPartSize = 1 << 20
 
@@ -133,10 +137,12 @@ public enum ReplicationFrameCodec {
 
     /// Decodes one frame from the front of `buffer`, or returns nil when the
     /// frame is not complete yet. Throws on a malformed frame.
-    public static func decode(_ buffer: inout ByteBuffer) throws(ReplicationProtocolError) -> ReplicationMessage? {
+    /// The length prefix is checked against `limit` before any of the frame
+    /// is waited for, so an oversized frame costs nothing to refuse.
+    public static func decode(_ buffer: inout ByteBuffer, limit: Int = maximumFrameSize) throws(ReplicationProtocolError) -> ReplicationMessage? {
         guard let length = buffer.getInteger(at: buffer.readerIndex, as: UInt32.self) else { return nil }
-        guard length >= 9, Int(length) <= maximumFrameSize else {
-            throw ReplicationProtocolError(.frameTooLarge, "frame length \(length) is outside 9...\(maximumFrameSize)")
+        guard length >= 9, Int(length) <= limit else {
+            throw ReplicationProtocolError(.frameTooLarge, "frame length \(length) is outside 9...\(limit)")
         }
         guard buffer.readableBytes >= 4 + Int(length) else { return nil }
         buffer.moveReaderIndex(forwardBy: 4)
@@ -249,10 +255,17 @@ extension ByteBuffer {
 public struct ReplicationFrameDecoder: ByteToMessageDecoder {
     public typealias InboundOut = ReplicationMessage
 
-    public init() {}
+    /// The largest frame accepted now; a listener starts at
+    /// ``ReplicationFrameCodec/unauthenticatedFrameSize`` and raises it once
+    /// the peer has proven the token.
+    public let limit: FrameLimit
+
+    public init(limit: FrameLimit = FrameLimit(ReplicationFrameCodec.maximumFrameSize)) {
+        self.limit = limit
+    }
 
     public mutating func decode(context: ChannelHandlerContext, buffer: inout ByteBuffer) throws -> DecodingState {
-        guard let message = try ReplicationFrameCodec.decode(&buffer) else { return .needMoreData }
+        guard let message = try ReplicationFrameCodec.decode(&buffer, limit: limit.bytes) else { return .needMoreData }
         context.fireChannelRead(Self.wrapInboundOut(message))
         return .continue
     }
@@ -275,4 +288,13 @@ public struct ReplicationFrameEncoder: MessageToByteEncoder {
     public func encode(data: ReplicationMessage, out: inout ByteBuffer) throws {
         ReplicationFrameCodec.encode(data, into: &out)
     }
+}
+
+/// The frame-size limit of one connection, shared by its decoder and its
+/// handler. Both run on the connection's event loop, which orders every
+/// access; it is never touched from another thread.
+public final class FrameLimit: @unchecked Sendable {
+    public var bytes: Int
+
+    public init(_ bytes: Int) { self.bytes = bytes }
 }

@@ -23,6 +23,8 @@ public final class ReplicationServer: Sendable {
         let logger: Logger
         let streams = Mutex<[ObjectIdentifier: ReplicaStream]>([:])
         let counters = ReplicationCounters()
+        let admission = ConnectionAdmission()
+        let refusals = RefusalLog()
 
         init(store: Store, feed: ChangeFeed, authenticator: Authenticator, cluster: String, node: String, logger: Logger) {
             self.store = store
@@ -65,8 +67,9 @@ public final class ReplicationServer: Sendable {
             .childChannelOption(ChannelOptions.socketOption(.tcp_nodelay), value: 1)
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(ReplicationFrameDecoder()))
-                    try channel.pipeline.syncOperations.addHandler(PrimaryConnectionHandler(context: context))
+                    let limit = FrameLimit(ReplicationFrameCodec.unauthenticatedFrameSize)
+                    try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(ReplicationFrameDecoder(limit: limit)))
+                    try channel.pipeline.syncOperations.addHandler(PrimaryConnectionHandler(context: context, limit: limit))
                 }
             }
         let bound = try bootstrap.bind(host: host, port: port).wait()
@@ -116,6 +119,12 @@ final class PrimaryConnectionHandler: ChannelInboundHandler, @unchecked Sendable
     typealias OutboundOut = ByteBuffer
 
     private let context: ReplicationServer.Context
+    /// This connection's frame limit, raised once the peer proves the token.
+    private let limit: FrameLimit
+    /// Counted in by ``ConnectionAdmission`` (false: refused at the door).
+    private var admitted = false
+    /// The peer proved the token.
+    private var authenticated = false
     private var replicaNonce: [UInt8] = []
     private var ownNonce: [UInt8] = []
     private var replicaName = "?"
@@ -123,22 +132,45 @@ final class PrimaryConnectionHandler: ChannelInboundHandler, @unchecked Sendable
     private var handshakeTimeout: Scheduled<Void>?
     private var challengedAsPrimary = false
 
-    init(context: ReplicationServer.Context) {
+    /// How long a peer has to prove the token.
+    static let handshakeDeadline = TimeAmount.seconds(5)
+
+    init(context: ReplicationServer.Context, limit: FrameLimit) {
         self.context = context
+        self.limit = limit
     }
 
     func channelActive(context channelContext: ChannelHandlerContext) {
         let channel = channelContext.channel
-        handshakeTimeout = channelContext.eventLoop.scheduleTask(in: .seconds(5)) { [context] in
-            context.logger.warning("replica did not complete the handshake in time", metadata: ["peer": "\(channel.remoteAddress?.description ?? "?")"])
+        guard context.admission.admit() else {
+            // Closed before a byte is read: a flood of strangers costs a
+            // socket each for a moment, and the log a line a minute.
+            let (total, waiting) = context.admission.current
+            context.refusals.refused(
+                host(channelContext), reason: "too many connections (\(total) open, \(waiting) not authenticated)", logger: context.logger)
+            channel.close(promise: nil)
+            return
+        }
+        admitted = true
+        handshakeTimeout = channelContext.eventLoop.scheduleTask(in: Self.handshakeDeadline) { [context] in
+            context.refusals.refused(
+                channel.remoteAddress?.ipAddress ?? "?", reason: "no authenticated handshake within 5 s", logger: context.logger)
             channel.close(promise: nil)
         }
         channelContext.fireChannelActive()
     }
 
-    private func refuse(_ channelContext: ChannelHandlerContext, _ reason: String) {
-        context.logger.warning("refused replica", metadata: ["peer": "\(peer(channelContext))", "replica": "\(replicaName)", "reason": "\(reason)"])
+    /// Refuses the peer: `reason` goes to the peer, `detail` (which may
+    /// name this node's settings) only to the log.
+    private func refuse(_ channelContext: ChannelHandlerContext, _ reason: String, detail: String? = nil) {
+        context.refusals.refused(
+            host(channelContext), reason: detail ?? reason, logger: context.logger, metadata: ["replica": "\(replicaName)"])
         channelContext.writeAndFlush(wrapOutboundOut(frame(channelContext, .refused(reason: reason)))).whenComplete { _ in channelContext.close(promise: nil) }
+    }
+
+    /// The peer's address without its port: refusals are counted per host.
+    private func host(_ channelContext: ChannelHandlerContext) -> String {
+        channelContext.channel.remoteAddress?.ipAddress ?? "?"
     }
 
     private func frame(_ channelContext: ChannelHandlerContext, _ message: ReplicationMessage) -> ByteBuffer {
@@ -158,7 +190,11 @@ final class PrimaryConnectionHandler: ChannelInboundHandler, @unchecked Sendable
                 return refuse(channelContext, "protocol version \(hello.version) is not \(ReplicationMessage.protocolVersion)")
             }
             guard hello.cluster == context.cluster else {
-                return refuse(channelContext, "wrong cluster ID \"\(hello.cluster)\" (this is \"\(context.cluster)\")")
+                // This node's cluster name is not told to a peer that has
+                // proven nothing.
+                return refuse(
+                    channelContext, "wrong cluster ID \"\(hello.cluster)\"",
+                    detail: "wrong cluster ID \"\(hello.cluster)\" (this is \"\(context.cluster)\")")
             }
             replicaNonce = hello.nonce
             ownNonce = Authenticator.nonce()
@@ -178,9 +214,12 @@ final class PrimaryConnectionHandler: ChannelInboundHandler, @unchecked Sendable
             else {
                 return refuse(channelContext, "authentication failed: wrong token")
             }
+            handshakeTimeout?.cancel()
+            authenticated = true
+            context.admission.authenticated()
+            limit.bytes = ReplicationFrameCodec.maximumFrameSize
             let view = context.view
             guard challengedAsPrimary, view.isPrimary else { return refuse(channelContext, "\(context.node) is not the primary") }
-            handshakeTimeout?.cancel()
             let stream = ReplicaStream(
                 replica: replicaName, peer: peer(channelContext), address: authenticate.address, candidate: authenticate.candidate,
                 channel: channelContext.channel, store: context.store, feed: context.feed,
@@ -207,6 +246,7 @@ final class PrimaryConnectionHandler: ChannelInboundHandler, @unchecked Sendable
 
     func channelInactive(context channelContext: ChannelHandlerContext) {
         handshakeTimeout?.cancel()
+        if admitted { context.admission.closed(authenticated: authenticated) }
         if let stream {
             stream.stop()
             context.streams.withLock { _ = $0.removeValue(forKey: ObjectIdentifier(stream)) }
@@ -215,7 +255,11 @@ final class PrimaryConnectionHandler: ChannelInboundHandler, @unchecked Sendable
     }
 
     func errorCaught(context channelContext: ChannelHandlerContext, error: any Error) {
-        context.logger.warning("closing replica connection", metadata: ["peer": "\(peer(channelContext))", "replica": "\(replicaName)", "error": "\(error)"])
+        if authenticated {
+            context.logger.warning("closing replica connection", metadata: ["peer": "\(peer(channelContext))", "replica": "\(replicaName)", "error": "\(error)"])
+        } else {
+            context.refusals.refused(host(channelContext), reason: "\(error)", logger: context.logger, metadata: ["replica": "\(replicaName)"])
+        }
         channelContext.close(promise: nil)
     }
 }

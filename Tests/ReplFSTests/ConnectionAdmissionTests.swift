@@ -1,0 +1,42 @@
+import Synchronization
+import Testing
+
+@testable import ReplFS
+
+@Suite("Connection admission and refusal log")
+struct ConnectionAdmissionTests {
+    @Test("strangers fill only the unauthenticated slots; a peer that proves the token frees its slot")
+    func caps() {
+        let admission = ConnectionAdmission(maximumUnauthenticated: 2, maximumConnections: 3)
+        #expect(admission.admit())
+        #expect(admission.admit())
+        #expect(!admission.admit(), "both handshake slots are taken")
+        admission.authenticated()
+        #expect(admission.admit(), "the authenticated peer no longer holds a handshake slot")
+        #expect(!admission.admit(), "all three connections are taken")
+        admission.closed(authenticated: true)
+        admission.closed(authenticated: false)
+        #expect(admission.current == (total: 1, unauthenticated: 1))
+        #expect(admission.admit())
+    }
+
+    @Test("one line per address per interval, carrying the count of refusals in between")
+    func rateLimited() {
+        let clock = Atomic<UInt64>(1_000_000_000)
+        let log = RefusalLog(interval: .seconds(60), capacity: 2, now: { clock.load(ordering: .relaxed) })
+        let recorder = RecordingLogHandler()
+        for _ in 0..<100 { log.refused("10.0.0.9", reason: "wrong token", logger: recorder.logger) }
+        log.refused("10.0.0.8", reason: "frame too large", logger: recorder.logger)
+        #expect(recorder.messages.value.count == 2, "\(recorder.messages.value)")
+        clock.add(61_000_000_000, ordering: .relaxed)
+        log.refused("10.0.0.9", reason: "wrong token", logger: recorder.logger)
+        let lines = recorder.messages.value
+        #expect(lines.count == 3)
+        #expect(lines.last?.contains("refused-since-last-line=99") == true, "\(lines)")
+        #expect(lines.last?.contains("peer=10.0.0.9") == true, "\(lines)")
+        // A third address evicts the oldest: memory stays bounded.
+        log.refused("10.0.0.7", reason: "x", logger: recorder.logger)
+        log.refused("10.0.0.8", reason: "x", logger: recorder.logger)
+        #expect(recorder.messages.value.count == 5, "the evicted address is logged again")
+    }
+}
