@@ -104,7 +104,7 @@ extension IntegrationTests {
                 let stranger = try #require(Stranger(port: cluster.ports[0]))
                 defer { stranger.close() }
                 let hello = ReplicationMessage.hello(
-                    .init(version: ReplicationMessage.protocolVersion, cluster: "guess", node: "x", nonce: Array(repeating: 1, count: 16)))
+                    .init(version: ReplicationMessage.protocolVersion, cluster: "guess", node: "x", nodeID: 1, nonce: Array(repeating: 1, count: 16)))
                 let frame = ReplicationFrameCodec.frame(hello, allocator: ByteBufferAllocator())
                 #expect(frame.withUnsafeReadableBytes { stranger.send($0) })
                 let answer = stranger.readAll(timeout: 10)

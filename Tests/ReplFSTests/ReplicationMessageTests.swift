@@ -7,9 +7,10 @@ import Testing
 @Suite("Replication messages")
 struct ReplicationMessageTests {
     static let messages: [ReplicationMessage] = [
-        .hello(.init(version: 2, cluster: "c", node: "node-b", nonce: [1, 2, 3])),
-        .challenge(.init(version: 2, cluster: "c", node: "node-a", epoch: 7, isPrimary: false, primary: "node-c", primaryAddress: "10.0.0.3:20202", nonce: [4], proof: [5, 6])),
-        .authenticate(.init(proof: [9], epoch: 7, candidate: true, address: "10.0.0.2:20202",
+        .hello(.init(version: 3, cluster: "c", node: "node-b", nodeID: 0xfeed_beef_0000_0001, nonce: [1, 2, 3])),
+        .challenge(.init(version: 3, nonce: [4], proof: [5, 6])),
+        .welcome(.init(node: "node-a", nodeID: 77, epoch: 7, isPrimary: false, primary: "node-c", primaryAddress: "10.0.0.3:20202", proof: [5, 6])),
+        .authenticate(.init(proof: [9], epoch: 7, candidate: true, probe: true, address: "10.0.0.2:20202",
             positions: [.init(database: "db.sqlite", position: Position(txid: TXID(12), checksum: Checksum(0x8000_0000_0000_0001)))],
             files: [.init(path: "noise_private.key", checksum: 42)])),
         .handoffRequest(node: "node-b"),
@@ -28,11 +29,11 @@ struct ReplicationMessageTests {
         }
     }
 
-    @Test("a proof covers the claims: a changed epoch or primary fails verification")
+    @Test("a proof covers the claims: a changed epoch, primary or node ID fails verification")
     func proofCoversClaims() {
         let authenticator = Authenticator(token: Array("secret".utf8))
-        var challenge = ReplicationMessage.Challenge(
-            version: 2, cluster: "c", node: "node-a", epoch: 3, isPrimary: true, primary: "node-a", primaryAddress: "a:1", nonce: [1], proof: [])
+        var challenge = ReplicationMessage.Welcome(
+            node: "node-a", nodeID: 5, epoch: 3, isPrimary: true, primary: "node-a", primaryAddress: "a:1", proof: [])
         challenge.proof = authenticator.proof(role: .primary, cluster: "c", challenge: [9], own: [1], claims: challenge.claims)
         #expect(authenticator.verify(challenge.proof, role: .primary, cluster: "c", challenge: [9], own: [1], claims: challenge.claims))
         var altered = challenge
@@ -41,6 +42,17 @@ struct ReplicationMessageTests {
         altered = challenge
         altered.primary = "node-x"
         #expect(!authenticator.verify(altered.proof, role: .primary, cluster: "c", challenge: [9], own: [1], claims: altered.claims))
+        altered = challenge
+        altered.nodeID = 6
+        #expect(!authenticator.verify(altered.proof, role: .primary, cluster: "c", challenge: [9], own: [1], claims: altered.claims))
+        // A replica's proof covers the name and node ID of its hello.
+        let hello = ReplicationMessage.Hello(version: 3, cluster: "c", node: "node-b", nodeID: 1, nonce: [2])
+        let authenticate = ReplicationMessage.Authenticate(proof: [], epoch: 0, candidate: true, address: "b:1", positions: [], files: [])
+        let proof = authenticator.proof(role: .replica, cluster: "c", challenge: [1], own: [2], claims: authenticate.claims(identity: hello))
+        var impostor = hello
+        impostor.nodeID = 2
+        #expect(authenticator.verify(proof, role: .replica, cluster: "c", challenge: [1], own: [2], claims: authenticate.claims(identity: hello)))
+        #expect(!authenticator.verify(proof, role: .replica, cluster: "c", challenge: [1], own: [2], claims: authenticate.claims(identity: impostor)))
         #expect(!Authenticator(token: Array("other".utf8)).verify(challenge.proof, role: .primary, cluster: "c", challenge: [9], own: [1], claims: challenge.claims))
     }
 

@@ -17,7 +17,7 @@ extension AdminStatus {
         func line(_ label: String, _ text: String) {
             lines.append(label.padding(toLength: 10, withPad: " ", startingAt: 0) + " " + text)
         }
-        line("node", "\(node) (cluster \(cluster)): \(role), \(writable ? "writable" : "read-only"), epoch \(epoch)")
+        line("node", "\(node)\(nodeID.map { " [\($0)]" } ?? "") (cluster \(cluster)): \(role), \(writable ? "writable" : "read-only"), epoch \(epoch)")
         if let primary {
             line("primary", "\(primary.name) \(primary.address)")
         } else {

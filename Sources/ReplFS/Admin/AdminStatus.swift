@@ -8,6 +8,8 @@
 public struct AdminStatus: Codable, Sendable, Equatable {
     /// This node's name (`node`).
     public var node: String
+    /// This node's ID (16 hex digits, random, made with its data directory).
+    public var nodeID: String?
     /// The cluster name (`cluster`).
     public var cluster: String
     /// "primary", "replica", "candidate", "fenced" or "handing-off".
@@ -107,6 +109,8 @@ public struct AdminStatus: Codable, Sendable, Equatable {
     /// A replica as the primary sees it.
     public struct Replica: Codable, Sendable, Equatable {
         public var node: String
+        /// Its node ID: a name is bound to one node ID while it is connected.
+        public var nodeID: String?
         public var address: String
         public var connected: Bool
         public var databases: [Position]

@@ -94,15 +94,4 @@ public struct Config: Sendable, Equatable {
     static func port(of address: String) -> Substring? {
         address.lastIndex(of: ":").map { address[address.index(after: $0)...] }
     }
-
-    /// A stable 64-bit ID for this node, written into LTX headers.
-    public var nodeID: UInt64 {
-        // FNV-1a: stable across runs and builds (Hasher is seeded per process).
-        var hash: UInt64 = 0xcbf2_9ce4_8422_2325
-        for byte in node.utf8 {
-            hash ^= UInt64(byte)
-            hash &*= 0x100_0000_01b3
-        }
-        return hash == 0 ? 1 : hash
-    }
 }

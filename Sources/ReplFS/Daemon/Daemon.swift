@@ -27,6 +27,8 @@ public final class Daemon: Sendable {
     /// listens for nobody).
     public let isClustered: Bool
     private let lockFD: Int32
+    /// This node's ID, from its data directory (random, made at creation).
+    public let nodeID: UInt64
     private let logger: Logger
 
     /// A startup failure: bad configuration or environment (exit code 2).
@@ -53,13 +55,14 @@ public final class Daemon: Sendable {
         do {
             try directory.prepare(cluster: config.cluster, node: config.node)
             lockFD = try directory.lock()
+            nodeID = try directory.readIdentity().nodeIDValue
         } catch {
             throw StartupError(description: "\(error)")
         }
         metrics = config.metrics.listen == nil ? nil : MetricsEndpoint(logger: logger)
         let fileSystem: FileSystem
         do {
-            store = try Store(directory: directory, nodeID: config.nodeID, logger: logger)
+            store = try Store(directory: directory, nodeID: nodeID, logger: logger)
             // Read-only until the lease decides.
             store.stopWrites()
             fileSystem = try FileSystem(store: store, metrics: metrics?.metrics)
@@ -83,9 +86,10 @@ public final class Daemon: Sendable {
         if isClustered && !authenticator.isEnabled {
             logger.warning("replication.token-file is not set: replication peers are not authenticated")
         }
-        server = ReplicationServer(store: store, feed: feed, authenticator: authenticator, cluster: config.cluster, node: config.node, logger: logger)
+        server = ReplicationServer(
+            store: store, feed: feed, authenticator: authenticator, cluster: config.cluster, node: config.node, nodeID: nodeID, logger: logger)
         let identity = ReplicaClient.Identity(
-            cluster: config.cluster, node: config.node, candidate: config.lease.candidate, address: config.advertisedAddress,
+            cluster: config.cluster, node: config.node, nodeID: nodeID, candidate: config.lease.candidate, address: config.advertisedAddress,
             authenticator: authenticator)
         supervisor = config.exec.map { exec in
             Supervisor(

@@ -34,13 +34,15 @@ final class DaemonAdmin: AdminHandler {
         }
         let now = ContinuousClock.now
         let replicas = snapshot.replicas.sorted { $0.name < $1.name }.map { replica in
-            AdminStatus.Replica(
+            var entry = AdminStatus.Replica(
                 node: replica.name, address: replica.address, connected: true,
                 databases: databases.map { database in
                     let acknowledged = replica.acknowledged[database.name]?.rawValue ?? 0
                     return .init(name: database.name, txid: acknowledged, lagTransactions: database.txid > acknowledged ? database.txid - acknowledged : 0)
                 },
                 lastAckMsAgo: replica.lastAcknowledgement.map { Int(($0.duration(to: now)).milliseconds) })
+            entry.nodeID = HexFormat.sixteenDigits(replica.nodeID)
+            return entry
         }
         let upstream = snapshot.upstream.map { client in
             AdminStatus.Upstream(primary: snapshot.primary.map { "\($0)" } ?? client.primary ?? "?", connected: client.connected, lastError: client.lastError)
@@ -61,7 +63,7 @@ final class DaemonAdmin: AdminHandler {
                 command: status.command, state: state, pid: pid, restarts: status.restarts,
                 lastExit: status.lastExit.map { "\($0)" } ?? status.lastError.map { "\($0)" })
         }
-        return AdminStatus(
+        var status = AdminStatus(
             node: config.node, cluster: config.cluster, role: snapshot.role.rawValue, writable: snapshot.writable, epoch: snapshot.epoch,
             primary: snapshot.primary.map { AdminStatus.Peer(name: $0.name, address: $0.address) },
             lease: AdminStatus.Lease(
@@ -69,6 +71,8 @@ final class DaemonAdmin: AdminHandler {
                 expiresInMs: leaseStatus.expiresIn.map { Int($0.milliseconds) }, lastError: leaseStatus.lastError),
             databases: databases, replicas: replicas, upstream: upstream, process: process, asides: store.movedAside,
             lastError: snapshot.lastError ?? leaseStatus.lastError)
+        status.nodeID = HexFormat.sixteenDigits(controller.identity.nodeID)
+        return status
     }
 
     private func exclusively(_ body: () -> Result<AdminActionResult, AdminError>) -> Result<AdminActionResult, AdminError> {

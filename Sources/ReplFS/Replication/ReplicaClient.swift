@@ -19,15 +19,18 @@ public final class ReplicaClient: Sendable {
     public struct Identity: Sendable {
         public var cluster: String
         public var node: String
+        /// This node's ID (its data directory's; see ``DataDirectory/Identity``).
+        public var nodeID: UInt64
         /// Whether this node may become primary (`lease.candidate`).
         public var candidate: Bool
         /// `replication.advertise`: how peers reach this node.
         public var address: String
         public var authenticator: Authenticator
 
-        public init(cluster: String, node: String, candidate: Bool, address: String, authenticator: Authenticator) {
+        public init(cluster: String, node: String, nodeID: UInt64, candidate: Bool, address: String, authenticator: Authenticator) {
             self.cluster = cluster
             self.node = node
+            self.nodeID = nodeID
             self.candidate = candidate
             self.address = address
             self.authenticator = authenticator
@@ -227,10 +230,15 @@ final class ReplicaConnectionHandler: ChannelInboundHandler, @unchecked Sendable
         context.close(promise: nil)
     }
 
+    private var hello: ReplicationMessage.Hello {
+        .init(version: ReplicationMessage.protocolVersion, cluster: settings.cluster, node: settings.node, nodeID: settings.identity.nodeID, nonce: nonce)
+    }
+
+    /// The primary's nonce, once its challenge was proven.
+    private var primaryNonce: [UInt8]?
+
     func channelActive(context: ChannelHandlerContext) {
-        context.writeAndFlush(
-            wrapOutboundOut(frame(context, .hello(.init(version: ReplicationMessage.protocolVersion, cluster: settings.cluster, node: settings.node, nonce: nonce)))),
-            promise: nil)
+        context.writeAndFlush(wrapOutboundOut(frame(context, .hello(hello))), promise: nil)
         context.fireChannelActive()
     }
 
@@ -238,35 +246,39 @@ final class ReplicaConnectionHandler: ChannelInboundHandler, @unchecked Sendable
         let message = unwrapInboundIn(data)
         switch message {
         case .challenge(let challenge):
-            guard challenge.cluster == settings.cluster else {
-                return refuse(context, "wrong cluster ID \"\(challenge.cluster)\" (this is \"\(settings.cluster)\")")
-            }
-            guard
-                settings.authenticator.verify(
-                    challenge.proof, role: .primary, cluster: settings.cluster, challenge: nonce, own: challenge.nonce, claims: challenge.claims)
+            guard primaryNonce == nil,
+                settings.authenticator.verify(challenge.proof, role: .primary, cluster: settings.cluster, challenge: nonce, own: challenge.nonce)
             else {
-                return refuse(context, "authentication failed: the primary does not know the token")
+                return refuse(context, "authentication failed: the peer does not know the token (or is of another cluster)")
+            }
+            primaryNonce = challenge.nonce
+            var authenticate = ReplicationMessage.Authenticate(
+                proof: [], epoch: applier.highestEpoch, candidate: settings.identity.candidate, address: settings.identity.address,
+                positions: positions, files: files)
+            authenticate.proof = settings.authenticator.proof(
+                role: .replica, cluster: settings.cluster, challenge: challenge.nonce, own: nonce, claims: authenticate.claims(identity: hello))
+            context.writeAndFlush(wrapOutboundOut(frame(context, .authenticate(authenticate))), promise: nil)
+        case .welcome(let welcome):
+            guard let primaryNonce, !authenticated,
+                settings.authenticator.verify(
+                    welcome.proof, role: .primary, cluster: settings.cluster, challenge: nonce, own: primaryNonce, claims: welcome.claims)
+            else {
+                return refuse(context, "authentication failed: the peer's welcome is not proven")
             }
             limit.bytes = ReplicationFrameCodec.maximumFrameSize
-            guard challenge.isPrimary else {
-                let primary = challenge.primary.isEmpty ? nil : Peer(name: challenge.primary, address: challenge.primaryAddress)
-                fail(context, "\(challenge.node) is not the primary" + (primary.map { "; it names \($0)" } ?? ""))
-                delegate.replicaClient(client, redirectedBy: challenge.node, to: ReplicationView(isPrimary: false, epoch: challenge.epoch, primary: primary))
+            guard welcome.isPrimary else {
+                let primary = welcome.primary.isEmpty ? nil : Peer(name: welcome.primary, address: welcome.primaryAddress)
+                fail(context, "\(welcome.node) is not the primary" + (primary.map { "; it names \($0)" } ?? ""))
+                delegate.replicaClient(client, redirectedBy: welcome.node, to: ReplicationView(isPrimary: false, epoch: welcome.epoch, primary: primary))
                 return
             }
             let highest = applier.highestEpoch
-            guard challenge.epoch >= highest else {
-                return refuse(context, "stale primary: epoch \(challenge.epoch) is older than \(highest)")
+            guard welcome.epoch >= highest else {
+                return refuse(context, "stale primary: epoch \(welcome.epoch) is older than \(highest)")
             }
-            applier.noteEpoch(challenge.epoch)
-            statusSlot.withLock { $0.epoch = challenge.epoch }
-            var authenticate = ReplicationMessage.Authenticate(
-                proof: [], epoch: highest, candidate: settings.identity.candidate, address: settings.identity.address, positions: positions,
-                files: files)
-            authenticate.proof = settings.authenticator.proof(
-                role: .replica, cluster: settings.cluster, challenge: challenge.nonce, own: nonce, claims: authenticate.claims)
-            context.writeAndFlush(wrapOutboundOut(frame(context, .authenticate(authenticate))), promise: nil)
-            delegate.replicaClient(client, following: challenge.node, epoch: challenge.epoch)
+            applier.noteEpoch(welcome.epoch)
+            statusSlot.withLock { $0.epoch = welcome.epoch }
+            delegate.replicaClient(client, following: welcome.node, epoch: welcome.epoch)
             authenticated = true
             streamStarted = true
             statusSlot.withLock {
@@ -274,13 +286,13 @@ final class ReplicaConnectionHandler: ChannelInboundHandler, @unchecked Sendable
                 $0.disconnectedSince = nil
                 $0.lastError = nil
             }
-            logger.info("following the primary", metadata: ["primary": "\(challenge.node)", "peer": "\(peer(context))", "epoch": "\(challenge.epoch)"])
+            logger.info("following the primary", metadata: ["primary": "\(welcome.node)", "peer": "\(peer(context))", "epoch": "\(welcome.epoch)"])
         case .refused(let reason):
             fail(context, "refused by the primary: \(reason)")
         case .heartbeat(let epoch):
             guard authenticated else { return fail(context, "heartbeat before the handshake") }
             if epoch < applier.highestEpoch { fail(context, "stale primary: epoch \(epoch) is older than \(applier.highestEpoch)") }
-        case .hello, .authenticate, .acknowledge, .challenge, .handoffRequest, .handoffAccepted:
+        case .hello, .authenticate, .acknowledge, .handoffRequest, .handoffAccepted:
             fail(context, "unexpected message from the primary")
         default:
             guard authenticated else { return fail(context, "stream before the handshake") }

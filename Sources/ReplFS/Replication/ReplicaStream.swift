@@ -15,6 +15,9 @@ import Synchronization
 /// only its own stream, and memory does not grow.
 final class ReplicaStream: @unchecked Sendable {
     let replica: String
+    /// The replica's node ID (its data directory's), which its name must
+    /// stay bound to while it is connected.
+    let replicaID: UInt64
     let peer: String
     /// The replica's advertised address, and whether it may take over.
     let address: String
@@ -36,12 +39,13 @@ final class ReplicaStream: @unchecked Sendable {
     private var outgoing: ByteBuffer
 
     init(
-        replica: String, peer: String, address: String, candidate: Bool, channel: any Channel, store: Store, feed: ChangeFeed, epoch: UInt64,
+        replica: String, replicaID: UInt64, peer: String, address: String, candidate: Bool, channel: any Channel, store: Store, feed: ChangeFeed, epoch: UInt64,
         positions: [ReplicationMessage.DatabasePosition], files: [ReplicationMessage.FileDigest], counters: ReplicationCounters,
         logger: Logger
     ) {
         self.counters = counters
         self.replica = replica
+        self.replicaID = replicaID
         self.peer = peer
         self.address = address
         self.candidate = candidate

@@ -26,6 +26,7 @@ public enum ReplicationFrameCodec {
         case challenge = 2
         case authenticate = 3
         case refused = 4
+        case welcome = 5
         case ltx = 10
         case putFile = 20
         case removePath = 21
@@ -56,23 +57,27 @@ public enum ReplicationFrameCodec {
             buffer.writeInteger(hello.version)
             buffer.writeShortString(hello.cluster)
             buffer.writeShortString(hello.node)
+            buffer.writeInteger(hello.nodeID)
             buffer.writeBlob(hello.nonce)
         case .challenge(let challenge):
             buffer.writeInteger(MessageType.challenge.rawValue)
             buffer.writeInteger(challenge.version)
-            buffer.writeShortString(challenge.cluster)
-            buffer.writeShortString(challenge.node)
-            buffer.writeInteger(challenge.epoch)
-            buffer.writeInteger(UInt8(challenge.isPrimary ? 1 : 0))
-            buffer.writeShortString(challenge.primary)
-            buffer.writeShortString(challenge.primaryAddress)
             buffer.writeBlob(challenge.nonce)
             buffer.writeBlob(challenge.proof)
+        case .welcome(let welcome):
+            buffer.writeInteger(MessageType.welcome.rawValue)
+            buffer.writeShortString(welcome.node)
+            buffer.writeInteger(welcome.nodeID)
+            buffer.writeInteger(welcome.epoch)
+            buffer.writeInteger(UInt8(welcome.isPrimary ? 1 : 0))
+            buffer.writeShortString(welcome.primary)
+            buffer.writeShortString(welcome.primaryAddress)
+            buffer.writeBlob(welcome.proof)
         case .authenticate(let authenticate):
             buffer.writeInteger(MessageType.authenticate.rawValue)
             buffer.writeBlob(authenticate.proof)
             buffer.writeInteger(authenticate.epoch)
-            buffer.writeInteger(UInt8(authenticate.candidate ? 1 : 0))
+            buffer.writeInteger(UInt8((authenticate.candidate ? 1 : 0) | (authenticate.probe ? 2 : 0)))
             buffer.writeShortString(authenticate.address)
             buffer.writeInteger(UInt32(authenticate.positions.count))
             for entry in authenticate.positions {
@@ -165,16 +170,22 @@ public enum ReplicationFrameCodec {
         guard let type = MessageType(rawValue: rawType) else { throw ReplicationProtocolError(.unknownMessage, "message type \(rawType)") }
         switch type {
         case .hello:
-            return .hello(.init(version: try body.read(UInt16.self), cluster: try body.readShortString(), node: try body.readShortString(), nonce: try body.readBlob()))
-        case .challenge:
-            return .challenge(.init(
+            return .hello(.init(
                 version: try body.read(UInt16.self), cluster: try body.readShortString(), node: try body.readShortString(),
-                epoch: try body.read(UInt64.self), isPrimary: try body.read(UInt8.self) != 0, primary: try body.readShortString(),
-                primaryAddress: try body.readShortString(), nonce: try body.readBlob(), proof: try body.readBlob()))
+                nodeID: try body.read(UInt64.self), nonce: try body.readBlob()))
+        case .challenge:
+            return .challenge(.init(version: try body.read(UInt16.self), nonce: try body.readBlob(), proof: try body.readBlob()))
+        case .welcome:
+            return .welcome(.init(
+                node: try body.readShortString(), nodeID: try body.read(UInt64.self), epoch: try body.read(UInt64.self),
+                isPrimary: try body.read(UInt8.self) != 0, primary: try body.readShortString(), primaryAddress: try body.readShortString(),
+                proof: try body.readBlob()))
         case .authenticate:
             let proof = try body.readBlob()
             let epoch = try body.read(UInt64.self)
-            let candidate = try body.read(UInt8.self) != 0
+            let flags = try body.read(UInt8.self)
+            let candidate = flags & 1 != 0
+            let probe = flags & 2 != 0
             let address = try body.readShortString()
             var positions: [ReplicationMessage.DatabasePosition] = []
             for _ in 0..<(try body.readCount()) {
@@ -187,7 +198,7 @@ public enum ReplicationFrameCodec {
             for _ in 0..<(try body.readCount()) {
                 files.append(.init(path: try body.readShortString(), checksum: try body.read(UInt64.self)))
             }
-            return .authenticate(.init(proof: proof, epoch: epoch, candidate: candidate, address: address, positions: positions, files: files))
+            return .authenticate(.init(proof: proof, epoch: epoch, candidate: candidate, probe: probe, address: address, positions: positions, files: files))
         case .refused:
             return .refused(reason: try body.readShortString())
         case .ltx:

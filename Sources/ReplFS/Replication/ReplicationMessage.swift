@@ -1,7 +1,8 @@
 /// One message of the replication protocol.
 ///
 /// A connection starts with a handshake (replica `hello`, primary
-/// `challenge`, replica `authenticate`), then the primary streams changes in
+/// `challenge`, replica `authenticate`, primary `welcome`), then the primary
+/// streams changes in
 /// the order they were committed: LTX files per database (in TXID order) and
 /// plain-file updates, with a heartbeat every second; the replica
 /// acknowledges what it has applied. See ``ReplicationFrameCodec`` for the
@@ -9,13 +10,18 @@
 public enum ReplicationMessage: Equatable, Sendable {
     /// Replica to primary, first: who it is, and a nonce for the primary to prove itself with.
     case hello(Hello)
-    /// Answer to `hello`: who it is, its epoch, whether it is the primary
-    /// (and if not, who is, as far as it knows), its proof, and a nonce for
-    /// the replica. A node that is not the primary closes after this: the
-    /// replica, or a node probing its peers, learns where to go.
+    /// Answer to `hello`: the node's proof that it knows the token, and a
+    /// nonce for the replica. Nothing about the node: a peer that has not
+    /// proven the token learns nothing (not the cluster, epoch or primary).
     case challenge(Challenge)
     /// Replica to primary: its proof and where it stands.
     case authenticate(Authenticate)
+    /// Answer to a proven `authenticate`: who the node is, its epoch,
+    /// whether it is the primary (and if not, who is, as far as it knows),
+    /// under a proof of its own. A node that is not the primary, or that
+    /// answers a probe, closes after this: the replica, or a node probing
+    /// its peers, learns where to go.
+    case welcome(Welcome)
     /// Either side: the connection is refused, and why (then it is closed).
     case refused(reason: String)
     /// Primary to replica: part of an LTX file for a database.
@@ -40,31 +46,46 @@ public enum ReplicationMessage: Equatable, Sendable {
     /// Replica to primary: everything before the handoff is applied here.
     case handoffAccepted(node: String)
 
-    public static let protocolVersion: UInt16 = 2
+    public static let protocolVersion: UInt16 = 3
 
     public struct Hello: Equatable, Sendable {
         public var version: UInt16
         public var cluster: String
         public var node: String
+        /// The random ID of the node's data directory: two daemons that
+        /// claim one name are told apart by it.
+        public var nodeID: UInt64
         public var nonce: [UInt8]
+
+        /// Who the peer says it is, covered by its `authenticate` proof.
+        public var identityClaims: [UInt8] {
+            var bytes = Array(node.utf8) + [0]
+            withUnsafeBytes(of: nodeID.bigEndian) { bytes += $0 }
+            return bytes
+        }
     }
 
     public struct Challenge: Equatable, Sendable {
         public var version: UInt16
-        public var cluster: String
+        public var nonce: [UInt8]
+        public var proof: [UInt8]
+    }
+
+    public struct Welcome: Equatable, Sendable {
         public var node: String
+        public var nodeID: UInt64
         /// The primary's epoch, or the highest a non-primary has seen.
         public var epoch: UInt64
         public var isPrimary: Bool
         /// The primary as this node knows it (itself when `isPrimary`); empty if unknown.
         public var primary: String
         public var primaryAddress: String
-        public var nonce: [UInt8]
         public var proof: [UInt8]
 
         /// The claims the proof covers.
         public var claims: [UInt8] {
             var bytes = Array(node.utf8) + [0]
+            withUnsafeBytes(of: nodeID.bigEndian) { bytes += $0 }
             withUnsafeBytes(of: epoch.bigEndian) { bytes += $0 }
             bytes.append(isPrimary ? 1 : 0)
             bytes += Array(primary.utf8) + [0] + Array(primaryAddress.utf8)
@@ -78,16 +99,21 @@ public enum ReplicationMessage: Equatable, Sendable {
         public var epoch: UInt64
         /// Whether the replica may become primary (`lease.candidate`).
         public var candidate: Bool
+        /// Only asking who is primary (``ReplicationProbe``): answered with
+        /// `welcome` and closed, never streamed to.
+        public var probe: Bool = false
         /// How peers reach the replica (`replication.advertise`), should it take over.
         public var address: String
         public var positions: [DatabasePosition]
         public var files: [FileDigest]
 
-        /// The claims the proof covers.
-        public var claims: [UInt8] {
-            var bytes: [UInt8] = []
+        /// The claims the proof covers, with the identity of the `hello`
+        /// before it.
+        public func claims(identity hello: Hello) -> [UInt8] {
+            var bytes = hello.identityClaims
             withUnsafeBytes(of: epoch.bigEndian) { bytes += $0 }
             bytes.append(candidate ? 1 : 0)
+            bytes.append(probe ? 1 : 0)
             bytes += Array(address.utf8)
             return bytes
         }

@@ -5,9 +5,10 @@ import NIOPosix
 /// Asks a peer, over the replication protocol, what it knows of the primary
 /// role: whether it is the primary, at which epoch, and who is.
 ///
-/// The answer is the handshake's first reply, whose claims the peer's proof
-/// covers (HMAC with the shared token), so a peer without the token cannot
-/// make a node step down or follow it. Used at startup (a restarted primary
+/// The probe completes the handshake as a replica would (flagged as a probe,
+/// so it is never streamed to) and reads the peer's `welcome`, whose claims
+/// the peer's proof covers (HMAC with the shared token): a peer without the
+/// token cannot make a node step down or follow it, and learns nothing. Used at startup (a restarted primary
 /// must not resume if another node took over) and by the static lease to
 /// find the primary after a promotion it did not see.
 public struct ReplicationProbe: Sendable {
@@ -30,7 +31,8 @@ public struct ReplicationProbe: Sendable {
             .connectTimeout(timeout)
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(ReplicationFrameDecoder()))
+                    try channel.pipeline.syncOperations.addHandler(
+                        ByteToMessageHandler(ReplicationFrameDecoder(limit: FrameLimit(ReplicationFrameCodec.unauthenticatedFrameSize))))
                     try channel.pipeline.syncOperations.addHandler(handler)
                 }
             }
@@ -60,24 +62,40 @@ private final class ProbeHandler: ChannelInboundHandler, @unchecked Sendable {
         self.promise = promise
     }
 
+    private var hello: ReplicationMessage.Hello {
+        .init(version: ReplicationMessage.protocolVersion, cluster: identity.cluster, node: identity.node, nodeID: identity.nodeID, nonce: nonce)
+    }
+
+    /// The peer's nonce, once its challenge was proven.
+    private var peerNonce: [UInt8]?
+
     func channelActive(context: ChannelHandlerContext) {
-        let hello = ReplicationMessage.hello(.init(version: ReplicationMessage.protocolVersion, cluster: identity.cluster, node: identity.node, nonce: nonce))
-        context.writeAndFlush(wrapOutboundOut(ReplicationFrameCodec.frame(hello, allocator: context.channel.allocator)), promise: nil)
+        context.writeAndFlush(wrapOutboundOut(ReplicationFrameCodec.frame(.hello(hello), allocator: context.channel.allocator)), promise: nil)
         context.fireChannelActive()
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        guard case .challenge(let challenge) = unwrapInboundIn(data), challenge.cluster == identity.cluster,
-            identity.authenticator.verify(
-                challenge.proof, role: .primary, cluster: identity.cluster, challenge: nonce, own: challenge.nonce, claims: challenge.claims)
-        else {
+        switch unwrapInboundIn(data) {
+        case .challenge(let challenge)
+        where peerNonce == nil
+            && identity.authenticator.verify(challenge.proof, role: .primary, cluster: identity.cluster, challenge: nonce, own: challenge.nonce):
+            peerNonce = challenge.nonce
+            var authenticate = ReplicationMessage.Authenticate(
+                proof: [], epoch: 0, candidate: identity.candidate, probe: true, address: identity.address, positions: [], files: [])
+            authenticate.proof = identity.authenticator.proof(
+                role: .replica, cluster: identity.cluster, challenge: challenge.nonce, own: nonce, claims: authenticate.claims(identity: hello))
+            context.writeAndFlush(wrapOutboundOut(ReplicationFrameCodec.frame(.authenticate(authenticate), allocator: context.channel.allocator)), promise: nil)
+        case .welcome(let welcome)
+        where peerNonce.map {
+            identity.authenticator.verify(welcome.proof, role: .primary, cluster: identity.cluster, challenge: nonce, own: $0, claims: welcome.claims)
+        } ?? false:
+            let primary = welcome.primary.isEmpty ? nil : Peer(name: welcome.primary, address: welcome.primaryAddress)
+            promise.succeed((welcome.node, ReplicationView(isPrimary: welcome.isPrimary, epoch: welcome.epoch, primary: primary)))
+            context.close(promise: nil)
+        default:
             promise.succeed(nil)
             context.close(promise: nil)
-            return
         }
-        let primary = challenge.primary.isEmpty ? nil : Peer(name: challenge.primary, address: challenge.primaryAddress)
-        promise.succeed((challenge.node, ReplicationView(isPrimary: challenge.isPrimary, epoch: challenge.epoch, primary: primary)))
-        context.close(promise: nil)
     }
 
     func channelInactive(context: ChannelHandlerContext) {

@@ -44,6 +44,8 @@ public protocol ReplicationRole: AnyObject, Sendable {
 /// handoff target.
 public struct ConnectedReplica: Sendable {
     public var name: String
+    /// Its node ID (random, made with its data directory).
+    public var nodeID: UInt64
     /// Its network peer address (as seen here).
     public var peer: String
     /// Its advertised replication address.

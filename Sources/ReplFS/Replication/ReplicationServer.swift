@@ -19,6 +19,7 @@ public final class ReplicationServer: Sendable {
         let authenticator: Authenticator
         let cluster: String
         let node: String
+        let nodeID: UInt64
         let role: Locked<(any ReplicationRole)?> = Locked(nil)
         let logger: Logger
         let streams = Mutex<[ObjectIdentifier: ReplicaStream]>([:])
@@ -26,8 +27,9 @@ public final class ReplicationServer: Sendable {
         let admission = ConnectionAdmission()
         let refusals = RefusalLog()
 
-        init(store: Store, feed: ChangeFeed, authenticator: Authenticator, cluster: String, node: String, logger: Logger) {
+        init(store: Store, feed: ChangeFeed, authenticator: Authenticator, cluster: String, node: String, nodeID: UInt64, logger: Logger) {
             self.store = store
+            self.nodeID = nodeID
             self.feed = feed
             self.authenticator = authenticator
             self.cluster = cluster
@@ -44,8 +46,8 @@ public final class ReplicationServer: Sendable {
     private let group: MultiThreadedEventLoopGroup
     private let channel: Mutex<(any Channel)?> = Mutex(nil)
 
-    public init(store: Store, feed: ChangeFeed, authenticator: Authenticator, cluster: String, node: String, logger: Logger) {
-        context = Context(store: store, feed: feed, authenticator: authenticator, cluster: cluster, node: node, logger: logger)
+    public init(store: Store, feed: ChangeFeed, authenticator: Authenticator, cluster: String, node: String, nodeID: UInt64, logger: Logger) {
+        context = Context(store: store, feed: feed, authenticator: authenticator, cluster: cluster, node: node, nodeID: nodeID, logger: logger)
         group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
     }
 
@@ -85,7 +87,7 @@ public final class ReplicationServer: Sendable {
         context.streams.withLock { Array($0.values) }.map { stream in
             let (acknowledged, at) = stream.acknowledged.withLock { ($0.txids, $0.at) }
             return ConnectedReplica(
-                name: stream.replica, peer: stream.peer, address: stream.address, candidate: stream.candidate, acknowledged: acknowledged,
+                name: stream.replica, nodeID: stream.replicaID, peer: stream.peer, address: stream.address, candidate: stream.candidate, acknowledged: acknowledged,
                 lastAcknowledgement: at)
         }
     }
@@ -125,12 +127,11 @@ final class PrimaryConnectionHandler: ChannelInboundHandler, @unchecked Sendable
     private var admitted = false
     /// The peer proved the token.
     private var authenticated = false
-    private var replicaNonce: [UInt8] = []
+    private var hello: ReplicationMessage.Hello?
     private var ownNonce: [UInt8] = []
-    private var replicaName = "?"
+    private var replicaName: String { hello?.node ?? "?" }
     private var stream: ReplicaStream?
     private var handshakeTimeout: Scheduled<Void>?
-    private var challengedAsPrimary = false
 
     /// How long a peer has to prove the token.
     static let handshakeDeadline = TimeAmount.seconds(5)
@@ -185,7 +186,8 @@ final class PrimaryConnectionHandler: ChannelInboundHandler, @unchecked Sendable
         let message = unwrapInboundIn(data)
         switch message {
         case .hello(let hello):
-            replicaName = hello.node
+            guard self.hello == nil else { return refuse(channelContext, "unexpected hello") }
+            self.hello = hello
             guard hello.version == ReplicationMessage.protocolVersion else {
                 return refuse(channelContext, "protocol version \(hello.version) is not \(ReplicationMessage.protocolVersion)")
             }
@@ -196,21 +198,19 @@ final class PrimaryConnectionHandler: ChannelInboundHandler, @unchecked Sendable
                     channelContext, "wrong cluster ID \"\(hello.cluster)\"",
                     detail: "wrong cluster ID \"\(hello.cluster)\" (this is \"\(context.cluster)\")")
             }
-            replicaNonce = hello.nonce
             ownNonce = Authenticator.nonce()
-            let view = context.view
-            var challenge = ReplicationMessage.Challenge(
-                version: ReplicationMessage.protocolVersion, cluster: context.cluster, node: context.node, epoch: view.epoch,
-                isPrimary: view.isPrimary, primary: view.primary?.name ?? "", primaryAddress: view.primary?.address ?? "", nonce: ownNonce, proof: [])
-            challenge.proof = context.authenticator.proof(
-                role: .primary, cluster: context.cluster, challenge: replicaNonce, own: ownNonce, claims: challenge.claims)
-            challengedAsPrimary = view.isPrimary
-            channelContext.writeAndFlush(wrapOutboundOut(frame(channelContext, .challenge(challenge))), promise: nil)
+            // Only a proof and a nonce: who this node is, its epoch and the
+            // primary are told in `welcome`, once the peer has proven the token.
+            let proof = context.authenticator.proof(role: .primary, cluster: context.cluster, challenge: hello.nonce, own: ownNonce)
+            channelContext.writeAndFlush(
+                wrapOutboundOut(frame(channelContext, .challenge(.init(version: ReplicationMessage.protocolVersion, nonce: ownNonce, proof: proof)))),
+                promise: nil)
         case .authenticate(let authenticate):
-            guard !ownNonce.isEmpty, stream == nil else { return refuse(channelContext, "unexpected authentication") }
+            guard let hello, !ownNonce.isEmpty, !authenticated else { return refuse(channelContext, "unexpected authentication") }
             guard
                 context.authenticator.verify(
-                    authenticate.proof, role: .replica, cluster: context.cluster, challenge: ownNonce, own: replicaNonce, claims: authenticate.claims)
+                    authenticate.proof, role: .replica, cluster: context.cluster, challenge: ownNonce, own: hello.nonce,
+                    claims: authenticate.claims(identity: hello))
             else {
                 return refuse(channelContext, "authentication failed: wrong token")
             }
@@ -218,10 +218,30 @@ final class PrimaryConnectionHandler: ChannelInboundHandler, @unchecked Sendable
             authenticated = true
             context.admission.authenticated()
             limit.bytes = ReplicationFrameCodec.maximumFrameSize
+            if let conflict = nameConflict(hello) {
+                context.logger.error(
+                    "refused a node claiming a name another node holds",
+                    metadata: [
+                        "name": "\(hello.node)", "peer": "\(peer(channelContext))", "node-id": "\(HexFormat.sixteenDigits(hello.nodeID))",
+                        "holder": "\(conflict)",
+                    ])
+                return refuse(channelContext, "node name \"\(hello.node)\" is held by another node (\(conflict)); give this node its own name")
+            }
             let view = context.view
-            guard challengedAsPrimary, view.isPrimary else { return refuse(channelContext, "\(context.node) is not the primary") }
+            var welcome = ReplicationMessage.Welcome(
+                node: context.node, nodeID: context.nodeID, epoch: view.epoch, isPrimary: view.isPrimary, primary: view.primary?.name ?? "",
+                primaryAddress: view.primary?.address ?? "", proof: [])
+            welcome.proof = context.authenticator.proof(
+                role: .primary, cluster: context.cluster, challenge: hello.nonce, own: ownNonce, claims: welcome.claims)
+            let answer = frame(channelContext, .welcome(welcome))
+            guard view.isPrimary, !authenticate.probe else {
+                // Told where to go (or, to a probe, who is primary): done.
+                channelContext.writeAndFlush(wrapOutboundOut(answer)).whenComplete { _ in channelContext.close(promise: nil) }
+                return
+            }
+            channelContext.writeAndFlush(wrapOutboundOut(answer), promise: nil)
             let stream = ReplicaStream(
-                replica: replicaName, peer: peer(channelContext), address: authenticate.address, candidate: authenticate.candidate,
+                replica: hello.node, replicaID: hello.nodeID, peer: peer(channelContext), address: authenticate.address, candidate: authenticate.candidate,
                 channel: channelContext.channel, store: context.store, feed: context.feed,
                 epoch: view.epoch, positions: authenticate.positions, files: authenticate.files, counters: context.counters,
                 logger: context.logger)
@@ -242,6 +262,19 @@ final class PrimaryConnectionHandler: ChannelInboundHandler, @unchecked Sendable
         default:
             refuse(channelContext, "unexpected message from a replica")
         }
+    }
+
+    /// Who holds `hello`'s name, if another node does: this node itself, or
+    /// a connected replica of another node ID. A name belongs to one live
+    /// node, so acknowledgements and handoffs never reach the wrong one.
+    private func nameConflict(_ hello: ReplicationMessage.Hello) -> String? {
+        if hello.node == context.node && hello.nodeID != context.nodeID {
+            return "this node, ID \(HexFormat.sixteenDigits(context.nodeID))"
+        }
+        let holder = context.streams.withLock { streams in
+            streams.values.first { $0.replica == hello.node && $0.replicaID != hello.nodeID }
+        }
+        return holder.map { "ID \(HexFormat.sixteenDigits($0.replicaID)) at \($0.peer)" }
     }
 
     func channelInactive(context channelContext: ChannelHandlerContext) {

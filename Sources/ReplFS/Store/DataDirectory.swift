@@ -29,6 +29,21 @@ public struct DataDirectory: Sendable {
         public var format: Int
         public var cluster: String
         public var node: String
+        /// A random ID made when the directory was created (16 hex digits).
+        /// Names come from configs and can be copied by mistake; the ID
+        /// cannot: handshakes tell two daemons named alike apart by it.
+        /// Missing in directories made before it existed: added at start.
+        public var nodeID: String?
+
+        /// ``nodeID`` as a number (0 if missing or malformed).
+        public var nodeIDValue: UInt64 { nodeID.flatMap { UInt64($0, radix: 16) } ?? 0 }
+    }
+
+    /// A new random node ID, never 0.
+    static func newNodeID() -> String {
+        var id: UInt64 = 0
+        while id == 0 { id = UInt64.random(in: 1...UInt64.max) }
+        return HexFormat.sixteenDigits(id)
     }
 
     public static let formatVersion = 1
@@ -89,6 +104,11 @@ public struct DataDirectory: Sendable {
                     throw StoreError(.foreignDataDirectory, "unsupported data directory format \(identity.format)", path: root)
                 }
                 try createLayout()
+                if identity.nodeIDValue == 0 {
+                    var upgraded = identity
+                    upgraded.nodeID = DataDirectory.newNodeID()
+                    try writeIdentity(upgraded)
+                }
                 return
             }
         }
@@ -98,7 +118,10 @@ public struct DataDirectory: Sendable {
             throw StoreError(.io, "cannot create data directory: \(error.localizedDescription)", path: root)
         }
         try createLayout()
-        let identity = Identity(format: DataDirectory.formatVersion, cluster: cluster, node: node)
+        try writeIdentity(Identity(format: DataDirectory.formatVersion, cluster: cluster, node: node, nodeID: DataDirectory.newNodeID()))
+    }
+
+    private func writeIdentity(_ identity: Identity) throws(StoreError) {
         do {
             let encoder = JSONEncoder()
             encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
