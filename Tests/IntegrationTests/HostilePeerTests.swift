@@ -98,7 +98,7 @@ extension IntegrationTests {
             }
         }
 
-        @Test("a hello for another cluster is refused without naming this node's cluster")
+        @Test("a peer without the token learns nothing: not the cluster, the node, its epoch or the primary")
         func nothingRevealed() throws {
             try withCluster(size: 2) { cluster in
                 let stranger = try #require(Stranger(port: cluster.ports[0]))
@@ -117,6 +117,32 @@ extension IntegrationTests {
                 }
                 #expect(!reason.contains("replfs"), "the refusal names this node's cluster: \(reason)")
                 #expect(cluster.primary.currentLog.contains("this is \"replfs\""), "the log has the detail: \(cluster.primary.currentLog)")
+
+                // The right cluster, without the token: the challenge holds a
+                // nonce and a proof, and a wrong proof gets a refusal; neither
+                // names the node, its epoch or the primary.
+                let guesser = try #require(Stranger(port: cluster.ports[0]))
+                defer { guesser.close() }
+                let rightCluster = ReplicationMessage.hello(
+                    .init(version: ReplicationMessage.protocolVersion, cluster: "replfs", node: "x", nodeID: 1, nonce: Array(repeating: 2, count: 16)))
+                #expect(ReplicationFrameCodec.frame(rightCluster, allocator: ByteBufferAllocator()).withUnsafeReadableBytes { guesser.send($0) })
+                let authenticate = ReplicationMessage.authenticate(
+                    .init(proof: Array(repeating: 0, count: 32), epoch: 0, candidate: true, address: "127.0.0.1:1", positions: [], files: []))
+                #expect(ReplicationFrameCodec.frame(authenticate, allocator: ByteBufferAllocator()).withUnsafeReadableBytes { guesser.send($0) })
+                let replies = guesser.readAll(timeout: 10)
+                var frames = ByteBufferAllocator().buffer(bytes: replies)
+                var received: [ReplicationMessage] = []
+                while let message = try ReplicationFrameCodec.decode(&frames) { received.append(message) }
+                #expect(received.count == 2, "\(received)")
+                guard case .challenge = received.first, case .refused(let refusal) = received.last else {
+                    Issue.record("expected a challenge and a refusal: \(received)")
+                    return
+                }
+                let text = String(decoding: replies, as: UTF8.self)
+                for secret in ["node-a", "127.0.0.1:\(cluster.ports[0])"] {
+                    #expect(!text.contains(secret), "a peer without the token learned \(secret)")
+                }
+                #expect(refusal.contains("authentication failed"))
             }
         }
     }
