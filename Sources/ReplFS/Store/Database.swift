@@ -678,7 +678,7 @@ final class Database: Sendable {
         if let log = state.log { return .success(log) }
         do {
             let log = try LTXLog(
-                directory: environment.logDirectory(for: path), key: DatabaseKey.escape(path), spool: environment.spool,
+                directory: environment.logDirectory(for: path), key: DatabaseKey.escape(path), databasePath: path, spool: environment.spool,
                 materializer: environment.materializer)
             state.log = log
             return .success(log)

@@ -17,7 +17,9 @@ final class LTXLog: Sendable {
     private let spool: LTXSpool
     private let materializer: LTXMaterializer
 
-    init(directory: String, key: String, spool: LTXSpool, materializer: LTXMaterializer) throws(StoreError) {
+    /// `databasePath` is the database's path in the mount, recorded in the
+    /// directory when `key` does not hold it whole (``DatabaseKey``).
+    init(directory: String, key: String, databasePath: String, spool: LTXSpool, materializer: LTXMaterializer) throws(StoreError) {
         self.directory = directory
         self.key = key
         self.spool = spool
@@ -29,6 +31,9 @@ final class LTXLog: Sendable {
         case .success(let fd): directoryFD = fd
         case .failure(let error): throw StoreError(.io, "cannot open LTX directory", path: directory, errno: error)
         }
+        if DatabaseKey.isShortened(key, of: databasePath) {
+            try LTXLog.recordPath(databasePath, in: directoryFD, directory: directory)
+        }
         // A file being written when the daemon died: its record is still in
         // the spool, or its transaction was never acknowledged.
         if case .success(let entries) = Syscall.directoryEntries(directoryFD) {
@@ -38,6 +43,36 @@ final class LTXLog: Sendable {
 
     deinit {
         Syscall.close(directoryFD)
+    }
+
+    /// Writes the database's path into its log directory (once, durably,
+    /// before the first record of the log can exist).
+    private static func recordPath(_ path: String, in directoryFD: Int32, directory: String) throws(StoreError) {
+        let name = DatabaseKey.pathFileName
+        if case .success = Syscall.lstat(at: directoryFD, name) { return }
+        let temporary = name + LTXMaterializer.temporarySuffix
+        let fd: Int32
+        switch Syscall.open(at: directoryFD, temporary, flags: O_WRONLY | O_CREAT | O_TRUNC, mode: 0o644) {
+        case .success(let value): fd = value
+        case .failure(let error): throw StoreError(.io, "cannot record the database path", path: directory + "/" + name, errno: error)
+        }
+        defer { Syscall.close(fd) }
+        let written = Array(path.utf8).withUnsafeBytes { Syscall.write(fd, $0) }.flatMap { Syscall.fsync(fd) }
+            .flatMap { Syscall.rename(at: directoryFD, temporary, to: name) }.flatMap { Syscall.fsync(directoryFD) }
+        if case .failure(let error) = written {
+            throw StoreError(.io, "cannot record the database path", path: directory + "/" + name, errno: error)
+        }
+    }
+
+    /// The database path a log directory recorded, if its key was cut short.
+    static func recordedPath(ltxRoot: String, key: String) -> String? {
+        guard case .success(let fd) = Syscall.open(at: AT_FDCWD, ltxRoot + "/" + key + "/" + DatabaseKey.pathFileName, flags: O_RDONLY) else {
+            return nil
+        }
+        defer { Syscall.close(fd) }
+        var buffer = [UInt8](repeating: 0, count: 8192)
+        guard case .success(let count) = buffer.withUnsafeMutableBytes({ Syscall.pread(fd, into: $0, at: 0) }), count > 0 else { return nil }
+        return String(decoding: buffer.prefix(count), as: UTF8.self)
     }
 
     /// Path of the file holding `minTXID...maxTXID`.

@@ -113,7 +113,9 @@ public final class Store: Sendable {
         findDatabases(in: "", into: &paths)
         if case .success(let fd) = Syscall.open(at: AT_FDCWD, directory.ltx, flags: O_RDONLY | O_DIRECTORY) {
             if case .success(let entries) = Syscall.directoryEntries(fd) {
-                for entry in entries { paths.insert(DatabaseKey.unescape(entry.name)) }
+                for entry in entries {
+                    paths.insert(LTXLog.recordedPath(ltxRoot: directory.ltx, key: entry.name) ?? DatabaseKey.unescape(entry.name))
+                }
             }
             Syscall.close(fd)
         }

@@ -146,8 +146,15 @@ final class Node: @unchecked Sendable {
         }
     }
 
+    /// The log directory of `path`: its escaped path, or, for a path too
+    /// long for one file name, the directory whose `path` file names it.
     func ltxDirectory(_ path: String) -> String {
-        data + "/ltx/" + path.replacingOccurrences(of: "%", with: "%25").replacingOccurrences(of: "/", with: "%2F")
+        let escaped = path.replacingOccurrences(of: "%", with: "%25").replacingOccurrences(of: "/", with: "%2F")
+        guard escaped.utf8.count > 200 else { return data + "/ltx/" + escaped }
+        for key in (try? FileManager.default.contentsOfDirectory(atPath: data + "/ltx")) ?? [] {
+            if (try? String(contentsOfFile: data + "/ltx/" + key + "/path", encoding: .utf8)) == path { return data + "/ltx/" + key }
+        }
+        return data + "/ltx/" + escaped
     }
 
     /// Rebuilds the database from its LTX chain with `replfsd verify
