@@ -6,6 +6,45 @@ extension IntegrationTests {
     /// What an operator sees: `replfsd status`, and the Prometheus metrics.
     @Suite("Operations")
     struct OperationsTests {
+        @Test("a replica that reconnects shows its true lag before the next commit; a deleted database shows no lag")
+        func lagAfterReconnect() throws {
+            try withCluster(size: 2) { cluster in
+                try cluster.waitForPrimary()
+                _ = try cluster.primary.workload("app.db", ["--transactions", "40", "--journal-mode", "wal"])
+                _ = try Command.sqlite(cluster.primary.mount + "/gone.db", "CREATE TABLE t(x); INSERT INTO t VALUES(1);")
+                _ = try Command.sqlite(cluster.primary.mount + "/gone-offline.db", "CREATE TABLE t(x); INSERT INTO t VALUES(1);")
+                try cluster.waitForConvergence(["app.db", "gone.db", "gone-offline.db"])
+                try FileManager.default.removeItem(atPath: cluster.primary.mount + "/gone.db")
+                try waitUntil(timeout: 30, "the deletion reaches the replica") {
+                    !FileManager.default.fileExists(atPath: cluster.replicas[0].mount + "/gone.db")
+                }
+                func lags() throws -> [String: UInt64]? {
+                    guard let replica = try cluster.primary.status().replicas.first(where: { $0.node == "node-b" }) else { return nil }
+                    return Dictionary(replica.databases.map { ($0.name, $0.lagTransactions) }, uniquingKeysWith: max)
+                }
+                try waitUntil(timeout: 15, "no lag after the deletion") { try lags()?.values.allSatisfy { $0 == 0 } == true }
+
+                // Reconnect with nothing new to send: no acknowledgement will come.
+                let replica = cluster.replicas[0]
+                try replica.stop()
+                // Deleted while the replica is away: caught up at reconnect.
+                try FileManager.default.removeItem(atPath: cluster.primary.mount + "/gone-offline.db")
+                try replica.start()
+                var seen: [String: UInt64]?
+                do {
+                    try waitUntil(timeout: 15, "the reconnected replica shows lag 0") {
+                        seen = try lags()
+                        return seen?.isEmpty == false && seen?.values.allSatisfy { $0 == 0 } == true
+                    }
+                } catch {
+                    Issue.record("\(error): lags \(String(describing: seen))")
+                }
+                try waitUntil(timeout: 15, "the offline deletion reaches the replica") {
+                    !FileManager.default.fileExists(atPath: replica.mount + "/gone-offline.db")
+                }
+            }
+        }
+
         @Test("status shows role, epoch, positions, replicas with their lag, and the upstream link; --json parses")
         func status() throws {
             try withCluster(size: 2) { cluster in

@@ -180,6 +180,10 @@ final class ReplicaStream: @unchecked Sendable {
             guard isRunning else { return false }
             switch store.catchUp(database: database, from: sent[database]) {
             case .upToDate:
+                // The replica already holds this position (it said so in the
+                // handshake, and it is ours): that is its acknowledgement, so
+                // `status` shows its true lag before the next commit.
+                if let txid = sent[database]?.txid { acknowledge(database: database, txid: txid) }
                 continue
             case .files(let paths, let rebase):
                 for (index, path) in paths.enumerated() {
