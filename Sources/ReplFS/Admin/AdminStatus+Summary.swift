@@ -28,6 +28,7 @@ extension AdminStatus {
         if let expires = self.lease.expiresInMs { lease.append("expires in \(expires) ms") }
         if let error = self.lease.lastError { lease.append("last error: \(error)") }
         line("lease", lease.joined(separator: ", "))
+        if let logStall { line("log", logStall) }
         if databases.isEmpty { line("database", "none") }
         for database in databases {
             line(

@@ -32,6 +32,8 @@ public struct AdminStatus: Codable, Sendable, Equatable {
     public var asides: [String]
     /// The last error worth an operator's attention, if any.
     public var lastError: String?
+    /// Set while the LTX log is held back ("log stalled: no space on DATA").
+    public var logStall: String?
 
     public init(
         node: String, cluster: String, role: String, writable: Bool, epoch: UInt64, primary: Peer? = nil, lease: Lease,

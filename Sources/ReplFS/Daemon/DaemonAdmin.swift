@@ -72,6 +72,7 @@ final class DaemonAdmin: AdminHandler {
             databases: databases, replicas: replicas, upstream: upstream, process: process, asides: store.movedAside,
             lastError: snapshot.lastError ?? leaseStatus.lastError)
         status.nodeID = HexFormat.sixteenDigits(controller.identity.nodeID)
+        status.logStall = store.logStall
         return status
     }
 

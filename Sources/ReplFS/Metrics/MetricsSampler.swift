@@ -48,6 +48,7 @@ public final class MetricsSampler: @unchecked Sendable {
         let snapshot = controller.snapshot
         metrics.setRole(primary: snapshot.role == .primary)
         metrics.setEpoch(snapshot.epoch)
+        metrics.logStalled.set(Double(controller.store.logStall == nil ? 0 : 1))
         var primaryTXIDs: [String: UInt64] = [:]
         for database in controller.store.databaseSummaries {
             let txid = database.position.txid.rawValue

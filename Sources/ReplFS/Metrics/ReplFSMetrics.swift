@@ -23,6 +23,9 @@ public struct ReplFSMetrics: Sendable {
     public let snapshotsSent: Counter
     /// `replfs_lease_renew_failures_total`.
     public let leaseRenewFailures: Counter
+    /// `replfs_log_stalled`: 1 while LTX files are held back in the spool
+    /// (no space or an I/O error on DATA), 0 otherwise.
+    public let logStalled: Gauge
 
     /// The registry the handles live in (what ``MetricsEndpoint`` serves).
     public let registry: PrometheusCollectorRegistry
@@ -48,6 +51,8 @@ public struct ReplFSMetrics: Sendable {
         snapshotsSent = registry.makeCounter(descriptor: Self.name("snapshots_sent", unit: "total", help: "Snapshots streamed to replicas."))
         leaseRenewFailures = registry.makeCounter(
             descriptor: Self.name("lease_renew_failures", unit: "total", help: "Failed lease renewals."))
+        logStalled = registry.makeGauge(
+            descriptor: Self.name("log_stalled", help: "1 while LTX files are held back in the spool (no space or I/O errors on DATA)."))
         let opsName = Self.name("fuse_ops", unit: "total", help: "FUSE operations served, by operation.")
         let secondsName = Self.name("fuse_op", unit: "seconds", help: "Time to serve a FUSE operation, by operation.")
         fuseOps = FUSEOperation.allCases.map { registry.makeCounter(descriptor: opsName, labels: [("op", $0.label)]) }

@@ -1,10 +1,20 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import Logging
 import Synchronization
 
 /// Turns spooled LTX records into LTX files, on its own thread, in order;
 /// also prepares and retires spools (see ``LTXSpool``).
+///
+/// A job that fails (no space, an I/O error) is not dropped: it and every
+/// job after it are held back, in order, and retried every second until
+/// they succeed. A spool's retirement comes after the writes of its
+/// records, so a spool is never deleted while it holds a record whose file
+/// is not durable (design.md, invariant 2). While held back, the log is
+/// *stalled*: ``stall`` says why, for `status`, the log (once a minute)
+/// and a metric; commits go on into the spool's preallocated space and
+/// fail back to SQLite (SQLITE_FULL) only when a new spool cannot be made.
 final class LTXMaterializer: Sendable {
     enum Job: Sendable {
         /// Write the spooled record at `source` as the file `name` in the
@@ -29,6 +39,10 @@ final class LTXMaterializer: Sendable {
     }
 
     private let queue = Mutex(Queue())
+    /// Why files are held back now, if they are.
+    private let stalled = Mutex<Stall?>(nil)
+    /// Where stalls are reported (set once the store has a logger).
+    let logger = Mutex<Logger?>(nil)
     /// Reused inodes for new files (set once the data directory is known).
     let recycler = Mutex<LTXRecycler?>(nil)
     /// Open spools being read, by sequence (touched only by the thread).
@@ -45,11 +59,41 @@ final class LTXMaterializer: Sendable {
         signal.post()
     }
 
+    /// Why the log is held back: the first failing job's error, since when,
+    /// and how many jobs wait behind it.
+    struct Stall: Sendable, Equatable {
+        var error: Errno
+        var since: ContinuousClock.Instant
+        var waiting: Int
+        /// When the last log line about it was written.
+        var logged: ContinuousClock.Instant
+
+        /// One line for `status`: "log stalled: no space on DATA (12 files waiting)".
+        var summary: String {
+            let reason = error == Errno(rawValue: ENOSPC) ? "no space on DATA" : "\(error) on DATA"
+            return "log stalled: \(reason) (\(waiting) LTX jobs waiting, held in the spool)"
+        }
+    }
+
+    /// Why files are held back now, or nil.
+    var stall: Stall? { stalled.withLock { $0 } }
+
     /// Waits until every job enqueued so far is done.
     func drain() {
         let done = Semaphore()
         enqueue(.barrier { done.post() })
         done.wait()
+    }
+
+    /// Waits until every job enqueued so far is done, or `timeout` passes
+    /// while the log is stalled. Returns whether everything was done.
+    func drain(orGiveUpAfter timeout: Duration) -> Bool {
+        let done = Semaphore()
+        enqueue(.barrier { done.post() })
+        while !done.wait(timeout: timeout) {
+            if stall != nil { return false }
+        }
+        return true
     }
 
     /// Finishes the queue and ends the thread.
@@ -67,46 +111,106 @@ final class LTXMaterializer: Sendable {
         // Lowest priority: writing the files is never more urgent than the
         // commits it follows; a backlog waits in the spool.
         _ = setpriority(__priority_which_t(PRIO_PROCESS.rawValue), 0, 19)
+        // Jobs held back behind one that failed, in order.
+        var backlog: [Job] = []
         while true {
-            signal.wait()
+            if backlog.isEmpty {
+                signal.wait()
+            } else {
+                _ = signal.wait(timeout: .seconds(1))
+            }
             let (jobs, running) = queue.withLock { queue -> ([Job], Bool) in
                 defer { queue.jobs.removeAll(keepingCapacity: true) }
                 return (queue.jobs, queue.running)
             }
-            for job in jobs { perform(job) }
-            if !running && jobs.isEmpty {
-                stopped.post()
-                return
+            backlog += jobs
+            var done = 0
+            var failure: Errno?
+            while done < backlog.count {
+                if case .failure(let error) = perform(backlog[done]) {
+                    if Self.isWorthRetrying(error) {
+                        failure = error
+                        break
+                    }
+                    // Nothing a retry can mend (the spool or directory is
+                    // gone): say so and go on.
+                    logger.withLock { $0 }?.error("cannot write an LTX file", metadata: ["job": "\(backlog[done])", "error": "\(error)"])
+                }
+                done += 1
             }
+            backlog.removeFirst(done)
+            report(failure, waiting: backlog.count)
             if !running {
-                // Drain what arrived meanwhile, then stop.
+                // Stopping: what is held back stays in the spools, which the
+                // next start replays.
+                if backlog.isEmpty || failure != nil {
+                    stopped.post()
+                    return
+                }
                 signal.post()
             }
         }
     }
 
-    private func perform(_ job: Job) {
+    /// Errors that space or a device coming back can mend.
+    static func isWorthRetrying(_ error: Errno) -> Bool {
+        [ENOSPC, EDQUOT, EIO, ENOMEM, EAGAIN, EROFS, EFBIG, EMFILE, ENFILE].contains(error.rawValue)
+    }
+
+    /// Records the stall (or its end) and logs it at most once a minute.
+    private func report(_ failure: Errno?, waiting: Int) {
+        let now = ContinuousClock.now
+        let (line, ended): (String?, Stall?) = stalled.withLock { stall in
+            guard let failure else {
+                defer { stall = nil }
+                return (nil, stall)
+            }
+            if var current = stall {
+                current.error = failure
+                current.waiting = waiting
+                let due = current.logged.duration(to: now) >= .seconds(60)
+                if due { current.logged = now }
+                stall = current
+                return (due ? current.summary : nil, nil)
+            }
+            let started = Stall(error: failure, since: now, waiting: waiting, logged: now)
+            stall = started
+            return (started.summary, nil)
+        }
+        let logger = self.logger.withLock { $0 }
+        if let line { logger?.error("\(line); retrying every second") }
+        if let ended { logger?.notice("log resumed: the held-back LTX files are written", metadata: ["stalled-for": "\(ended.since.duration(to: now))"]) }
+    }
+
+    private func perform(_ job: Job) -> Result<Void, Errno> {
         switch job {
         case .write(let directoryFD, let name, let source, _):
-            guard let fd = spool(source) else { return }
+            guard let fd = spool(source) else { return .failure(.io) }
             var bytes = [UInt8](repeating: 0, count: source.length)
-            guard case .success(source.length) = bytes.withUnsafeMutableBytes({ Syscall.pread(fd, into: $0, at: source.offset) }) else { return }
-            if let recycler = recycler.withLock({ $0 }) {
-                _ = recycler.write(directoryFD: directoryFD, name: name, bytes: bytes)
-            } else {
-                _ = LTXMaterializer.writeFile(directoryFD: directoryFD, name: name, bytes: bytes)
+            switch bytes.withUnsafeMutableBytes({ Syscall.pread(fd, into: $0, at: source.offset) }) {
+            case .success(source.length): break
+            case .success: return .failure(.io)
+            case .failure(let error): return .failure(error)
             }
+            if let recycler = recycler.withLock({ $0 }) {
+                return recycler.write(directoryFD: directoryFD, name: name, bytes: bytes)
+            }
+            return LTXMaterializer.writeFile(directoryFD: directoryFD, name: name, bytes: bytes)
         case .remove(let directoryFD, let name, _):
-            _ = Syscall.unlink(at: directoryFD, name)
+            if case .failure(let error) = Syscall.unlink(at: directoryFD, name), error != .noEntry { return .failure(error) }
+            return .success(())
         case .retire(let directoryFD, let sequence):
             // The files written from this spool must survive a power loss
-            // before the spool that can rebuild them goes.
+            // before the spool that can rebuild them goes: if they cannot be
+            // made durable, the spool stays.
+            let durable = Syscall.syncfs(directoryFD).flatMap { Syscall.fsync(directoryFD) }
+            if case .failure(let error) = durable { return .failure(error) }
             if let fd = spools.withLock({ $0.removeValue(forKey: sequence) }) { Syscall.close(fd) }
-            _ = Syscall.syncfs(directoryFD)
-            _ = Syscall.fsync(directoryFD)
             _ = Syscall.unlink(at: directoryFD, LTXSpool.name(sequence))
+            return .success(())
         case .prepare(let body), .barrier(let body):
             body()
+            return .success(())
         }
     }
 
@@ -127,11 +231,14 @@ final class LTXMaterializer: Sendable {
     /// and anyone reading a live log.
     static func writeFile(directoryFD: Int32, name: String, bytes: [UInt8]) -> Result<Void, Errno> {
         let temporary = temporaryName(name)
-        return Syscall.open(at: directoryFD, temporary, flags: O_WRONLY | O_CREAT | O_TRUNC, mode: 0o644).flatMap { fd in
+        let written = Syscall.open(at: directoryFD, temporary, flags: O_WRONLY | O_CREAT | O_TRUNC, mode: 0o644).flatMap { fd in
             defer { Syscall.close(fd) }
             return bytes.withUnsafeBytes { Syscall.write(fd, $0) }
         }.flatMap { _ in
             Syscall.rename(at: directoryFD, temporary, to: name)
         }
+        // A partial temporary file is no use to anyone, and holds space.
+        if case .failure = written { _ = Syscall.unlink(at: directoryFD, temporary) }
+        return written
     }
 }

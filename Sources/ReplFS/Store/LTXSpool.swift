@@ -261,10 +261,17 @@ final class LTXSpool: Sendable {
     }
 
     /// Clean shutdown, after every file is written: make them durable and
-    /// delete the spools.
-    func close() {
-        materializer.drain()
-        _ = Syscall.syncfs(directoryFD)
+    /// delete the spools. If the log is stalled (no space), the spools stay
+    /// for the next start to replay: they hold records no file holds yet.
+    func close(logger: Logger) {
+        let complete = materializer.drain(orGiveUpAfter: .seconds(5))
+        let synced = Syscall.syncfs(directoryFD)
+        guard complete, case .success = synced else {
+            logger.error(
+                "the LTX log is stalled at shutdown: spools kept, replayed at the next start",
+                metadata: ["reason": "\(materializer.stall?.summary ?? "sync failed")"])
+            return
+        }
         state.withLock { state in
             if let prepared = state.prepared {
                 Syscall.close(prepared.fd)
@@ -290,8 +297,10 @@ final class LTXSpool: Sendable {
     /// record of each key and TXID wins) and every abandoned one to
     /// `remove`, then deletes the spools. The callers make the files durable.
     /// Returns the number of records found.
+    /// `write` returns whether the file was written; if any was not (no
+    /// space), the spools are kept, and the error says how many wait.
     @discardableResult
-    func replay(logger: Logger, write: (Record) -> Void, remove: (String, TXID) -> Void) -> Int {
+    func replay(logger: Logger, write: (Record) -> Result<Void, Errno>, remove: (String, TXID) -> Void) throws(StoreError) -> Int {
         let sequences = existingSequences()
         var latest: [String: [TXID: [UInt8]]] = [:]
         var abandoned: [String: Set<TXID>] = [:]
@@ -309,13 +318,24 @@ final class LTXSpool: Sendable {
                 }
             }
         }
+        var failed: (count: Int, error: Errno)?
         for (key, files) in latest {
-            for (txid, bytes) in files { write(Record(key: key, txid: txid, bytes: bytes)) }
+            for (txid, bytes) in files {
+                if case .failure(let error) = write(Record(key: key, txid: txid, bytes: bytes)) { failed = ((failed?.count ?? 0) + 1, error) }
+            }
         }
         for (key, txids) in abandoned {
             for txid in txids { remove(key, txid) }
         }
-        _ = Syscall.syncfs(directoryFD)
+        let synced = Syscall.syncfs(directoryFD)
+        if let failed {
+            throw StoreError(
+                .io, "cannot write \(failed.count) LTX files the spool holds (\(failed.error)); they stay in the spool: free space and start again",
+                path: directory, errno: failed.error)
+        }
+        if case .failure(let error) = synced {
+            throw StoreError(.io, "cannot make the replayed LTX files durable; they stay in the spool", path: directory, errno: error)
+        }
         for sequence in sequences { _ = Syscall.unlink(at: directoryFD, LTXSpool.name(sequence)) }
         if count > 0 {
             logger.notice("replayed the LTX spool", metadata: ["records": "\(count)", "spools": "\(sequences.count)"])

@@ -44,6 +44,7 @@ public final class Store: Sendable {
         case .failure(let error): throw StoreError(.io, "cannot open files directory", path: directory.files, errno: error)
         }
         materializer = LTXMaterializer()
+        materializer.logger.withLock { $0 = logger }
         let recycler = try LTXRecycler(directory: directory.root + "/recycle")
         self.recycler = recycler
         materializer.recycler.withLock { $0 = recycler }
@@ -55,7 +56,7 @@ public final class Store: Sendable {
             materializer: materializer, observers: observers, counters: counters)
         databases = Mutex([:])
         gate = WriteGate(open: true)
-        replaySpool()
+        try replaySpool()
         try spool.start()
         // Snapshots and files in transit from an earlier run are stale.
         try? FileManager.default.removeItem(atPath: directory.root + "/tmp")
@@ -95,14 +96,16 @@ public final class Store: Sendable {
     }
 
     /// Writes the LTX files a crash left only in the spool.
-    private func replaySpool() {
+    private func replaySpool() throws(StoreError) {
         let ltxRoot = directory.ltx
-        spool.replay(logger: logger) { record in
+        try spool.replay(logger: logger) { record in
             let logDirectory = ltxRoot + "/" + record.key
             _ = Syscall.mkdir(at: AT_FDCWD, logDirectory, mode: 0o755)
-            guard case .success(let fd) = Syscall.open(at: AT_FDCWD, logDirectory, flags: O_RDONLY | O_DIRECTORY) else { return }
-            defer { Syscall.close(fd) }
-            _ = LTXMaterializer.writeFile(directoryFD: fd, name: LTXFileName(minTXID: record.minTXID, maxTXID: record.txid).description, bytes: record.bytes)
+            return Syscall.open(at: AT_FDCWD, logDirectory, flags: O_RDONLY | O_DIRECTORY).flatMap { fd in
+                defer { Syscall.close(fd) }
+                return LTXMaterializer.writeFile(
+                    directoryFD: fd, name: LTXFileName(minTXID: record.minTXID, maxTXID: record.txid).description, bytes: record.bytes)
+            }
         } remove: { key, txid in
             _ = Syscall.unlink(at: AT_FDCWD, ltxRoot + "/" + key + "/" + LTXFileName(minTXID: txid, maxTXID: txid).description)
         }
@@ -610,8 +613,14 @@ public final class Store: Sendable {
 extension Store {
     /// Clean shutdown: every LTX file written and durable, spools removed.
     public func close() {
-        spool.close()
+        spool.close(logger: logger)
         materializer.stop()
+    }
+
+    /// Why the LTX log is held back (no space on DATA), if it is: shown by
+    /// `status` and a metric; commits go on into the spool meanwhile.
+    public var logStall: String? {
+        materializer.stall?.summary
     }
 
     /// Waits until every transaction logged so far has its own LTX file
