@@ -72,6 +72,11 @@ extension IntegrationTests {
             }
             // The fault lasts a while: the writer keeps trying against the full disk.
             usleep(2_000_000)
+            // SQLite's failures are explained in the log, once, not per write.
+            let refusals = node.currentLog.split(separator: "\n").filter {
+                $0.contains("a write in the mount failed") || $0.contains("commits refused")
+            }
+            #expect(!refusals.isEmpty && refusals.count <= 2, "\(refusals.count) lines: \(refusals.prefix(3))")
 
             var finished: CommandResult?
             switch recovery {

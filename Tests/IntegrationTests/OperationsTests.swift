@@ -45,6 +45,27 @@ extension IntegrationTests {
             }
         }
 
+        @Test("a replica logs a lost primary once, not at every reconnect attempt")
+        func lostPrimaryLogged() throws {
+            try withCluster(size: 2) { cluster in
+                _ = try Command.sqlite(cluster.primary.mount + "/app.db", "CREATE TABLE t(x); INSERT INTO t VALUES(1);")
+                try cluster.waitForConvergence(["app.db"])
+                try cluster.primary.kill9()
+                let replica = cluster.replicas[0]
+                try waitUntil(timeout: 15, "the replica logs that the primary cannot be reached") {
+                    replica.currentLog.contains("the primary cannot be reached")
+                }
+                // Several reconnect attempts later (backoff 0.1 s doubling),
+                // still one line, and status carries the reason.
+                try waitUntil(timeout: 15, "the replica keeps retrying") {
+                    (try replica.status().upstream?.lastError ?? "").contains("cannot reach")
+                }
+                usleep(3_000_000)
+                let lines = replica.currentLog.split(separator: "\n").filter { $0.contains("the primary cannot be reached") }
+                #expect(lines.count == 1, "\(lines)")
+            }
+        }
+
         @Test("status shows role, epoch, positions, replicas with their lag, and the upstream link; --json parses")
         func status() throws {
             try withCluster(size: 2) { cluster in

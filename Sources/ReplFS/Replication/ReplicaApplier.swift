@@ -102,8 +102,20 @@ final class ReplicaApplier: @unchecked Sendable {
     func waitUntilIdle() {
         condition.lock()
         while busy || head < queue.count { condition.wait() }
+        let cut = assemblies
         assemblies.removeAll()
         condition.unlock()
+        for (database, assembly) in cut.sorted(by: { $0.key < $1.key }) {
+            var received = assembly.bytes.count
+            if let file = assembly.file {
+                if case .success(let info) = Syscall.fstat(file.fd) { received += Int(info.st_size) }
+                Syscall.close(file.fd)
+                _ = Syscall.unlink(at: AT_FDCWD, file.path)
+            }
+            logger.warning(
+                "the link to the primary closed in the middle of an LTX file (a snapshot, or a large transaction); it is sent again on the next connection",
+                metadata: ["database": "\(database)", "received-bytes": "\(received)"])
+        }
     }
 
     private static func size(of message: ReplicationMessage) -> Int {

@@ -114,8 +114,15 @@ public final class ReplicaClient: Sendable {
         try? group.syncShutdownGracefully()
     }
 
+    /// Records why the link is down, and logs it once: the next identical
+    /// error (every reconnect attempt) is not logged again until the link
+    /// has worked in between.
     private func noteError(_ text: String) {
-        statusSlot.withLock { $0.lastError = text }
+        let repeated = statusSlot.withLock { status in
+            defer { status.lastError = text }
+            return status.lastError == text
+        }
+        if !repeated { settings.logger.warning("the primary cannot be reached; retrying with backoff", metadata: ["reason": "\(text)"]) }
     }
 
     private func reconnectLoop() {

@@ -139,7 +139,7 @@ final class LTXSpool: Sendable {
         BigEndian.append(UInt16(keyBytes.count), to: &record)
         record.append(contentsOf: keyBytes)
         record.append(contentsOf: payload)
-        return state.withLock { state in
+        let result: Result<Location, Errno> = state.withLock { state in
             if state.fd < 0 || (state.size > 0 && state.size + Int64(record.count) + 8 > LTXSpool.limit) {
                 if case .failure(let error) = rotate(&state) { return .failure(error) }
             }
@@ -155,6 +155,23 @@ final class LTXSpool: Sendable {
             }
             return .success(location)
         }
+        if case .failure(let error) = result { noteAppendFailure(error) }
+        return result
+    }
+
+    /// When a refused commit was last logged (monotonic nanoseconds; 0: never).
+    private let lastFailureLogged = Atomic<UInt64>(0)
+
+    /// Logs, at most once a minute, that commits are being refused.
+    private func noteAppendFailure(_ error: Errno) {
+        let now = MonotonicClock.nanoseconds()
+        let last = lastFailureLogged.load(ordering: .relaxed)
+        guard last == 0 || now &- last >= 60_000_000_000,
+            lastFailureLogged.compareExchange(expected: last, desired: now, ordering: .relaxed).exchanged
+        else { return }
+        materializer.logger.withLock { $0 }?.error(
+            "commits refused: a transaction cannot be recorded in the spool, so SQLite gets SQLITE_FULL (or SQLITE_IOERR) and rolls it back",
+            metadata: ["error": "\(error)", "spool": "\(directory)"])
     }
 
     /// Starts the next spool; the old one is retired (deleted once every file

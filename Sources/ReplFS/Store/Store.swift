@@ -33,6 +33,8 @@ public final class Store: Sendable {
     let databases: Mutex<[String: Database]>
     private let gate: WriteGate
     public let logger: Logger
+    /// When a failed write was last logged (monotonic nanoseconds; 0: never).
+    private let failedWriteLogged = Atomic<UInt64>(0)
 
     /// Opens the store and runs recovery on every database found in the
     /// files or the logs. The directory must be prepared and locked.
@@ -615,6 +617,21 @@ extension Store {
     public func close() {
         spool.close(logger: logger)
         materializer.stop()
+    }
+
+    /// Logs, at most once a minute, a write or sync that failed for want of
+    /// space or with an I/O error: the application sees SQLITE_FULL or
+    /// SQLITE_IOERR, and the operator should see why.
+    public func noteFailedWrite(_ error: Errno, path: String) {
+        guard error.rawValue == ENOSPC || error.rawValue == EDQUOT || error == .io else { return }
+        let now = MonotonicClock.nanoseconds()
+        let last = failedWriteLogged.load(ordering: .relaxed)
+        guard last == 0 || now &- last >= 60_000_000_000,
+            failedWriteLogged.compareExchange(expected: last, desired: now, ordering: .relaxed).exchanged
+        else { return }
+        logger.error(
+            "a write in the mount failed: the application gets SQLITE_FULL or SQLITE_IOERR (logged once a minute)",
+            metadata: ["path": "\(path)", "error": "\(error)", "data": "\(directory.root)"])
     }
 
     /// Why the LTX log is held back (no space on DATA), if it is: shown by
