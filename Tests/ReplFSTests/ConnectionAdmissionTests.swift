@@ -40,3 +40,16 @@ struct ConnectionAdmissionTests {
         #expect(recorder.messages.value.count == 5, "the evicted address is logged again")
     }
 }
+
+@Suite("Log throttle")
+struct LogThrottleTests {
+    @Test("due at first, then once per interval")
+    func paced() {
+        let throttle = LogThrottle(interval: .seconds(60))
+        #expect(throttle.isDue(now: 5_000_000_000))
+        #expect(!throttle.isDue(now: 6_000_000_000))
+        #expect(!throttle.isDue(now: 64_000_000_000))
+        #expect(throttle.isDue(now: 65_000_000_000))
+        #expect(!throttle.isDue(now: 65_000_000_001))
+    }
+}

@@ -159,16 +159,12 @@ final class LTXSpool: Sendable {
         return result
     }
 
-    /// When a refused commit was last logged (monotonic nanoseconds; 0: never).
-    private let lastFailureLogged = Atomic<UInt64>(0)
+    /// Paces the line about refused commits.
+    private let refusedCommits = LogThrottle()
 
     /// Logs, at most once a minute, that commits are being refused.
     private func noteAppendFailure(_ error: Errno) {
-        let now = MonotonicClock.nanoseconds()
-        let last = lastFailureLogged.load(ordering: .relaxed)
-        guard last == 0 || now &- last >= 60_000_000_000,
-            lastFailureLogged.compareExchange(expected: last, desired: now, ordering: .relaxed).exchanged
-        else { return }
+        guard refusedCommits.isDue() else { return }
         materializer.logger.withLock { $0 }?.error(
             "commits refused: a transaction cannot be recorded in the spool, so SQLite gets SQLITE_FULL (or SQLITE_IOERR) and rolls it back",
             metadata: ["error": "\(error)", "spool": "\(directory)"])

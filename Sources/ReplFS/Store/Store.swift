@@ -33,8 +33,8 @@ public final class Store: Sendable {
     let databases: Mutex<[String: Database]>
     private let gate: WriteGate
     public let logger: Logger
-    /// When a failed write was last logged (monotonic nanoseconds; 0: never).
-    private let failedWriteLogged = Atomic<UInt64>(0)
+    /// Paces the line about writes in the mount that failed.
+    private let failedWrites = LogThrottle()
 
     /// Opens the store and runs recovery on every database found in the
     /// files or the logs. The directory must be prepared and locked.
@@ -623,12 +623,7 @@ extension Store {
     /// space or with an I/O error: the application sees SQLITE_FULL or
     /// SQLITE_IOERR, and the operator should see why.
     public func noteFailedWrite(_ error: Errno, path: String) {
-        guard error.rawValue == ENOSPC || error.rawValue == EDQUOT || error == .io else { return }
-        let now = MonotonicClock.nanoseconds()
-        let last = failedWriteLogged.load(ordering: .relaxed)
-        guard last == 0 || now &- last >= 60_000_000_000,
-            failedWriteLogged.compareExchange(expected: last, desired: now, ordering: .relaxed).exchanged
-        else { return }
+        guard error.rawValue == ENOSPC || error.rawValue == EDQUOT || error == .io, failedWrites.isDue() else { return }
         logger.error(
             "a write in the mount failed: the application gets SQLITE_FULL or SQLITE_IOERR (logged once a minute)",
             metadata: ["path": "\(path)", "error": "\(error)", "data": "\(directory.root)"])
