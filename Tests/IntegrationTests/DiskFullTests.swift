@@ -25,17 +25,19 @@ extension IntegrationTests {
             "a full data directory stalls the log, loses no acknowledged commit, and resumes when space returns",
             arguments: [("wal", Recovery.freeWhileRunning), ("delete", .freeWhileRunning), ("wal", .restartWhileFull)])
         func fillAndFree(mode: String, recovery: Recovery) throws {
-            let node = try Node()
+            let cluster = try Cluster(size: 2)
+            let node = cluster.primary
             defer {
-                node.destroy()
+                cluster.destroy()
                 umount2(node.data, Int32(MNT_DETACH))
-                try? FileManager.default.removeItem(atPath: node.root)
+                try? FileManager.default.removeItem(atPath: cluster.root)
             }
-            // The data directory on a file system of its own, 64 MiB.
+            // The primary's data directory on a file system of its own, 128 MiB.
             try FileManager.default.createDirectory(atPath: node.data, withIntermediateDirectories: true)
-            let mounted = try Command.run("/bin/mount", ["-t", "tmpfs", "-o", "size=64m", "tmpfs", node.data])
+            let mounted = try Command.run("/bin/mount", ["-t", "tmpfs", "-o", "size=128m", "tmpfs", node.data])
             try #require(mounted.status == 0, "\(mounted)")
-            try node.start()
+            try cluster.start()
+            try cluster.waitForPrimary()
 
             let work = node.root + "/writer"
             try FileManager.default.createDirectory(atPath: work, withIntermediateDirectories: true)
@@ -66,17 +68,17 @@ extension IntegrationTests {
                     return seen != nil
                 }
                 #expect(seen?.contains("no space on DATA") == true, "\(String(describing: seen))")
-                #expect(node.currentLog.contains("log stalled: no space on DATA"))
+                try waitUntil(timeout: 10, "the log says it stalled") { node.currentLog.contains("log stalled: no space on DATA") }
                 let text = try node.admin(["status"])
                 #expect(text.output.contains("log stalled"), "\(text.output)")
             }
-            // The fault lasts a while: the writer keeps trying against the full disk.
-            usleep(2_000_000)
-            // SQLite's failures are explained in the log, once, not per write.
-            let refusals = node.currentLog.split(separator: "\n").filter {
-                $0.contains("a write in the mount failed") || $0.contains("commits refused")
+            // The fault lasts until SQLite's own commits fail (its WAL space,
+            // or the spool, used up), which the log explains once, not per write.
+            func refusals() -> [Substring] {
+                node.currentLog.split(separator: "\n").filter { $0.contains("a write in the mount failed") || $0.contains("commits refused") }
             }
-            #expect(!refusals.isEmpty && refusals.count <= 2, "\(refusals.count) lines: \(refusals.prefix(3))")
+            try waitUntil(timeout: 90, interval: 0.1, "commits fail and the log says why") { !refusals().isEmpty }
+            #expect(refusals().count <= 2, "\(refusals().count) lines: \(refusals().prefix(3))")
 
             var finished: CommandResult?
             switch recovery {
@@ -85,7 +87,12 @@ extension IntegrationTests {
                 try FileManager.default.removeItem(atPath: filler)
                 let freedAt = acknowledged().count
                 try waitUntil(timeout: 30, "commits after space returns") { acknowledged().count >= freedAt + 100 }
-                try waitUntil(timeout: 30, "the stall ends") { try node.status().logStall == nil }
+                do {
+                    try waitUntil(timeout: 30, "the stall ends") { try node.status().logStall == nil }
+                } catch {
+                    let lines = node.currentLog.split(separator: "\n").filter { $0.contains("stall") || $0.contains("LTX") || $0.contains("error") }
+                    throw Failure("\(error): \(String(describing: try? node.status().logStall)); \(lines.suffix(8).joined(separator: "\n"))")
+                }
                 if mode == "wal" { #expect(node.currentLog.contains("log resumed")) }
                 try "".write(toFile: work + "/stop", atomically: true, encoding: .utf8)
             case .restartWhileFull:
@@ -106,6 +113,7 @@ extension IntegrationTests {
                 }
                 try FileManager.default.removeItem(atPath: filler)
                 try node.start()
+                try cluster.waitForPrimary()
             }
             let summary = finished ?? client.finish()
             #expect(summary.status == 0 || recovery == .restartWhileFull, "\(summary)")
@@ -126,9 +134,12 @@ extension IntegrationTests {
                 #expect(try Command.dbhash(rebuilt) == Command.dbhash(node.mount + "/full.db"), "\(when): the chain rebuilds the database")
             }
             try check("running")
+            try cluster.waitForConvergence(["full.db"])
             try node.stop()
             try node.start()
+            try cluster.waitForPrimary()
             try check("after a restart")
+            try cluster.waitForConvergence(["full.db"])
         }
     }
 }
