@@ -199,7 +199,7 @@ final class ReplicaConnectionHandler: ChannelInboundHandler, @unchecked Sendable
     private let positions: [ReplicationMessage.DatabasePosition]
     private let files: [ReplicationMessage.FileDigest]
     private let statusSlot: Locked<ReplicaClient.Status>
-    private let nonce = Authenticator.nonce()
+    private var handshake: HandshakeInitiator
     private var authenticated = false
     private(set) var streamStarted = false
     private unowned let client: ReplicaClient
@@ -212,6 +212,7 @@ final class ReplicaConnectionHandler: ChannelInboundHandler, @unchecked Sendable
         delegate: any ReplicaClientDelegate, limit: FrameLimit
     ) {
         self.limit = limit
+        handshake = HandshakeInitiator(identity: settings.identity)
         self.settings = settings
         self.applier = applier
         self.positions = positions
@@ -237,15 +238,8 @@ final class ReplicaConnectionHandler: ChannelInboundHandler, @unchecked Sendable
         context.close(promise: nil)
     }
 
-    private var hello: ReplicationMessage.Hello {
-        .init(version: ReplicationMessage.protocolVersion, cluster: settings.cluster, node: settings.node, nodeID: settings.identity.nodeID, nonce: nonce)
-    }
-
-    /// The primary's nonce, once its challenge was proven.
-    private var primaryNonce: [UInt8]?
-
     func channelActive(context: ChannelHandlerContext) {
-        context.writeAndFlush(wrapOutboundOut(frame(context, .hello(hello))), promise: nil)
+        context.writeAndFlush(wrapOutboundOut(frame(context, .hello(handshake.hello))), promise: nil)
         context.fireChannelActive()
     }
 
@@ -253,23 +247,12 @@ final class ReplicaConnectionHandler: ChannelInboundHandler, @unchecked Sendable
         let message = unwrapInboundIn(data)
         switch message {
         case .challenge(let challenge):
-            guard primaryNonce == nil,
-                settings.authenticator.verify(challenge.proof, role: .primary, cluster: settings.cluster, challenge: nonce, own: challenge.nonce)
-            else {
+            guard let authenticate = handshake.answer(challenge, epoch: applier.highestEpoch, positions: positions, files: files) else {
                 return refuse(context, "authentication failed: the peer does not know the token (or is of another cluster)")
             }
-            primaryNonce = challenge.nonce
-            var authenticate = ReplicationMessage.Authenticate(
-                proof: [], epoch: applier.highestEpoch, candidate: settings.identity.candidate, address: settings.identity.address,
-                positions: positions, files: files)
-            authenticate.proof = settings.authenticator.proof(
-                role: .replica, cluster: settings.cluster, challenge: challenge.nonce, own: nonce, claims: authenticate.claims(identity: hello))
             context.writeAndFlush(wrapOutboundOut(frame(context, .authenticate(authenticate))), promise: nil)
         case .welcome(let welcome):
-            guard let primaryNonce, !authenticated,
-                settings.authenticator.verify(
-                    welcome.proof, role: .primary, cluster: settings.cluster, challenge: nonce, own: primaryNonce, claims: welcome.claims)
-            else {
+            guard !authenticated, handshake.accepts(welcome) else {
                 return refuse(context, "authentication failed: the peer's welcome is not proven")
             }
             limit.bytes = ReplicationFrameCodec.maximumFrameSize

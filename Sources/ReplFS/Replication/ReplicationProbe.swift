@@ -24,9 +24,8 @@ public struct ReplicationProbe: Sendable {
     /// cluster, or cannot prove it knows the token (within `timeout`).
     public func probe(_ address: String, timeout: TimeAmount = .seconds(1)) -> (node: String, view: ReplicationView)? {
         guard let (host, port) = try? ReplicationServer.split(address) else { return nil }
-        let nonce = Authenticator.nonce()
         let promise = group.next().makePromise(of: (String, ReplicationView)?.self)
-        let handler = ProbeHandler(identity: identity, nonce: nonce, promise: promise)
+        let handler = ProbeHandler(identity: identity, promise: promise)
         let bootstrap = ClientBootstrap(group: group)
             .connectTimeout(timeout)
             .channelInitializer { channel in
@@ -52,50 +51,37 @@ private final class ProbeHandler: ChannelInboundHandler, @unchecked Sendable {
     typealias InboundIn = ReplicationMessage
     typealias OutboundOut = ByteBuffer
 
-    private let identity: ReplicaClient.Identity
-    private let nonce: [UInt8]
+    private var handshake: HandshakeInitiator
     private let promise: EventLoopPromise<(String, ReplicationView)?>
 
-    init(identity: ReplicaClient.Identity, nonce: [UInt8], promise: EventLoopPromise<(String, ReplicationView)?>) {
-        self.identity = identity
-        self.nonce = nonce
+    init(identity: ReplicaClient.Identity, promise: EventLoopPromise<(String, ReplicationView)?>) {
+        handshake = HandshakeInitiator(identity: identity)
         self.promise = promise
     }
 
-    private var hello: ReplicationMessage.Hello {
-        .init(version: ReplicationMessage.protocolVersion, cluster: identity.cluster, node: identity.node, nodeID: identity.nodeID, nonce: nonce)
-    }
-
-    /// The peer's nonce, once its challenge was proven.
-    private var peerNonce: [UInt8]?
-
     func channelActive(context: ChannelHandlerContext) {
-        context.writeAndFlush(wrapOutboundOut(ReplicationFrameCodec.frame(.hello(hello), allocator: context.channel.allocator)), promise: nil)
+        context.writeAndFlush(wrapOutboundOut(ReplicationFrameCodec.frame(.hello(handshake.hello), allocator: context.channel.allocator)), promise: nil)
         context.fireChannelActive()
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         switch unwrapInboundIn(data) {
-        case .challenge(let challenge)
-        where peerNonce == nil
-            && identity.authenticator.verify(challenge.proof, role: .primary, cluster: identity.cluster, challenge: nonce, own: challenge.nonce):
-            peerNonce = challenge.nonce
-            var authenticate = ReplicationMessage.Authenticate(
-                proof: [], epoch: 0, candidate: identity.candidate, probe: true, address: identity.address, positions: [], files: [])
-            authenticate.proof = identity.authenticator.proof(
-                role: .replica, cluster: identity.cluster, challenge: challenge.nonce, own: nonce, claims: authenticate.claims(identity: hello))
+        case .challenge(let challenge):
+            guard let authenticate = handshake.answer(challenge, epoch: 0, probe: true) else { return give(up: context) }
             context.writeAndFlush(wrapOutboundOut(ReplicationFrameCodec.frame(.authenticate(authenticate), allocator: context.channel.allocator)), promise: nil)
-        case .welcome(let welcome)
-        where peerNonce.map {
-            identity.authenticator.verify(welcome.proof, role: .primary, cluster: identity.cluster, challenge: nonce, own: $0, claims: welcome.claims)
-        } ?? false:
+        case .welcome(let welcome) where handshake.accepts(welcome):
             let primary = welcome.primary.isEmpty ? nil : Peer(name: welcome.primary, address: welcome.primaryAddress)
             promise.succeed((welcome.node, ReplicationView(isPrimary: welcome.isPrimary, epoch: welcome.epoch, primary: primary)))
             context.close(promise: nil)
         default:
-            promise.succeed(nil)
-            context.close(promise: nil)
+            give(up: context)
         }
+    }
+
+    /// No answer worth trusting: the probe learns nothing.
+    private func give(up context: ChannelHandlerContext) {
+        promise.succeed(nil)
+        context.close(promise: nil)
     }
 
     func channelInactive(context: ChannelHandlerContext) {
