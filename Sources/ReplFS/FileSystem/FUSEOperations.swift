@@ -280,9 +280,7 @@ enum FUSEOperations {
                 guard let file = FUSEOperations.file(fi) else { return FUSEOperations.error(req, .badFileDescriptor) }
                 switch fs.store.write(file, UnsafeRawBufferPointer(start: bytes, count: size), at: Int64(offset)) {
                 case .success(let count): fuse_reply_write(req, count)
-                case .failure(let errno):
-                    fs.store.noteFailedWrite(errno, path: file.path)
-                    FUSEOperations.error(req, errno)
+                case .failure(let errno): FUSEOperations.error(req, errno)
                 }
             }
         }
@@ -311,9 +309,7 @@ enum FUSEOperations {
             FUSEOperations.measure(req, .fsync) {
                 let fs = FUSEOperations.fileSystem(req)
                 guard let file = FUSEOperations.file(fi) else { return FUSEOperations.error(req, .badFileDescriptor) }
-                let result = fs.store.sync(file, dataOnly: datasync != 0)
-                if case .failure(let errno) = result { fs.store.noteFailedWrite(errno, path: file.path) }
-                FUSEOperations.done(req, result)
+                FUSEOperations.done(req, fs.store.sync(file, dataOnly: datasync != 0))
             }
         }
 

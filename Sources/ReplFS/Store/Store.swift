@@ -303,6 +303,12 @@ public final class Store: Sendable {
 
     /// Writes through to the real file, capturing a commit it completes.
     public func write(_ file: StoreFile, _ data: UnsafeRawBufferPointer, at offset: Int64) -> Result<Int, Errno> {
+        let result = routeWrite(file, data, at: offset)
+        if case .failure(let error) = result { noteFailedWrite(error, path: file.path) }
+        return result
+    }
+
+    private func routeWrite(_ file: StoreFile, _ data: UnsafeRawBufferPointer, at offset: Int64) -> Result<Int, Errno> {
         return permitted(file.path, .daemon, exempt: file.byDaemon) {
             switch file.role {
             case .wal:
@@ -370,6 +376,12 @@ public final class Store: Sendable {
 
     /// `fsync`: also the moment to make the LTX files of what SQLite syncs durable.
     public func sync(_ file: StoreFile, dataOnly: Bool) -> Result<Void, Errno> {
+        let result = routeSync(file, dataOnly: dataOnly)
+        if case .failure(let error) = result { noteFailedWrite(error, path: file.path) }
+        return result
+    }
+
+    private func routeSync(_ file: StoreFile, dataOnly: Bool) -> Result<Void, Errno> {
         let perform = { Syscall.fsync(file.fd, dataOnly: dataOnly) }
         switch file.role {
         case .wal:
@@ -622,7 +634,7 @@ extension Store {
     /// Logs, at most once a minute, a write or sync that failed for want of
     /// space or with an I/O error: the application sees SQLITE_FULL or
     /// SQLITE_IOERR, and the operator should see why.
-    public func noteFailedWrite(_ error: Errno, path: String) {
+    private func noteFailedWrite(_ error: Errno, path: String) {
         guard error.rawValue == ENOSPC || error.rawValue == EDQUOT || error == .io, failedWrites.isDue() else { return }
         logger.error(
             "a write in the mount failed: the application gets SQLITE_FULL or SQLITE_IOERR (logged once a minute)",
