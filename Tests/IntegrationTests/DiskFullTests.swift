@@ -57,7 +57,6 @@ extension IntegrationTests {
             var small = [UInt8](repeating: 0xEE, count: 512)
             while small.withUnsafeMutableBytes({ write(fd, $0.baseAddress, $0.count) }) > 0 {}
             close(fd)
-            let fullAt = acknowledged().count
 
             if mode == "wal" {
                 // Commits into WAL space SQLite owns go on into the spool; the

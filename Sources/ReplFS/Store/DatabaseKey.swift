@@ -14,6 +14,8 @@ enum DatabaseKey {
     /// Longest key kept whole: leaves room under NAME_MAX (255) for the
     /// suffixes other names add to a key (asides, snapshot copies).
     static let readableLimit = 200
+    /// Bytes of the escaped path a shortened key keeps before its hash.
+    static let shortenedPrefix = 120
     /// The file in a log directory holding the database's path, for keys
     /// that do not carry it whole.
     static let pathFileName = "path"
@@ -28,7 +30,7 @@ enum DatabaseKey {
         while let first = rest.first {
             let piece = first == "%" ? rest.prefix(3) : rest.prefix(1)
             let size = piece.utf8.count
-            guard bytes + size <= 120 else { break }
+            guard bytes + size <= shortenedPrefix else { break }
             prefix += piece
             bytes += size
             rest = rest.dropFirst(piece.count)
