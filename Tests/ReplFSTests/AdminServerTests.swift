@@ -254,7 +254,7 @@ struct AdminServerTests {
         #expect(lines.first == "node       node-a (cluster headscale): primary, writable, epoch 7")
         #expect(lines.contains("primary    node-a 10.0.0.1:20202"))
         #expect(lines.contains("lease      etcd, candidate, held, key /replfs/headscale/primary, expires in 1500 ms"))
-        #expect(lines.contains("database   db.sqlite  txid 1042  checksum 8a3f00112233aabb  12 pages x 4096 B"))
+        #expect(lines.contains("database   db.sqlite  txid 1042  checksum 8a3f00112233aabb  epoch 0  12 pages x 4096 B"))
         #expect(lines.contains("replica    node-b  10.0.0.2:20202  connected  last ack 120 ms ago  db.sqlite lag 3 (txid 1039)"))
         #expect(lines.contains("process    headscale serve  running  pid 4242  restarts 1  last exit: exit 1"))
         #expect(lines.contains("aside      db.sqlite.aside-epoch6"))

@@ -96,13 +96,18 @@ public struct AdminStatus: Codable, Sendable, Equatable {
         public var txid: UInt64
         /// The post-apply LTX checksum as 16 hex digits: equal on two nodes means equal bytes.
         public var checksum: String
+        /// The epoch in which `txid` was committed (0: not known, a log
+        /// from before epochs were recorded). Same TXID and epoch on two
+        /// nodes means the same history.
+        public var epoch: UInt64?
         public var pageCount: UInt32
         public var pageSize: UInt32
 
-        public init(name: String, txid: UInt64, checksum: String, pageCount: UInt32, pageSize: UInt32) {
+        public init(name: String, txid: UInt64, checksum: String, epoch: UInt64 = 0, pageCount: UInt32, pageSize: UInt32) {
             self.name = name
             self.txid = txid
             self.checksum = checksum
+            self.epoch = epoch
             self.pageCount = pageCount
             self.pageSize = pageSize
         }

@@ -30,7 +30,7 @@ final class DaemonAdmin: AdminHandler {
         let databases = store.databaseSummaries.map { summary in
             AdminStatus.Database(
                 name: summary.path, txid: summary.position.txid.rawValue, checksum: HexFormat.sixteenDigits(summary.position.checksum.rawValue),
-                pageCount: summary.pageCount, pageSize: UInt32(summary.pageSize))
+                epoch: summary.position.epoch, pageCount: summary.pageCount, pageSize: UInt32(summary.pageSize))
         }
         let now = ContinuousClock.now
         let replicas = snapshot.replicas.sorted { $0.name < $1.name }.map { replica in

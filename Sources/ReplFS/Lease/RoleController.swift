@@ -192,7 +192,7 @@ public final class RoleController: ReplicationRole, ReplicaClientDelegate, @unch
             $0.lastError = nil
         }
         store.setObserver(feed)
-        store.startWrites(until: deadline)
+        store.startWrites(epoch: epoch, until: deadline)
         logger.notice("this node is now the primary", metadata: ["epoch": "\(epoch)"])
         application?.start()
     }

@@ -100,7 +100,7 @@ public final class ChangeFeed: StoreObserver, @unchecked Sendable {
 
     private static func size(of item: Item) -> Int {
         switch item {
-        case .change(.transaction(_, _, .bytes(let bytes))): return bytes.count + 64
+        case .change(.transaction(_, _, _, .bytes(let bytes))): return bytes.count + 64
         case .change(.file(_, _, let content)): return content.count + 64
         default: return 64
         }

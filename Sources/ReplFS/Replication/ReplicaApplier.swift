@@ -192,6 +192,8 @@ final class ReplicaApplier: @unchecked Sendable {
         switch message {
         case .ltx(let database, let part, let bytes):
             receivePart(database: database, part: part, bytes: bytes, channel: channel)
+        case .epochs(let database, let history):
+            store.notePrimaryEpochs(database: database, history)
         case .putFile(let file):
             report(store.applyFile(path: file.path, mode: file.mode, content: file.content), file.path)
         case .removePath(let path):

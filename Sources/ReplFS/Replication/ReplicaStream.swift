@@ -31,6 +31,9 @@ final class ReplicaStream: @unchecked Sendable {
     private let stopped = Atomic(false)
     /// What the replica holds (from the handshake, then from what was sent).
     private var sent: [String: Position]
+    /// The newest epoch of the history last sent per database: a
+    /// transaction from another epoch is preceded by the history again.
+    private var epochsSent: [String: UInt64] = [:]
     private var files: [String: UInt64]
     /// What the replica acknowledged (per database), and when it last did.
     let acknowledged = Mutex<(txids: [String: TXID], at: ContinuousClock.Instant?)>(([:], nil))
@@ -131,10 +134,11 @@ final class ReplicaStream: @unchecked Sendable {
             return true
         }
         switch change {
-        case .transaction(let database, let txid, let ltx):
+        case .transaction(let database, let txid, let epoch, let ltx):
             let current = sent[database]?.txid.rawValue ?? 0
             if txid.rawValue <= current { return true }
             guard txid.rawValue == current + 1 else { return false }
+            if epochsSent[database] != epoch { sendEpochs(database: database) }
             guard let position = sendLTX(database: database, ltx, divergent: false) else { return false }
             sent[database] = position
         case .file(let path, let mode, let content):
@@ -178,6 +182,7 @@ final class ReplicaStream: @unchecked Sendable {
         let databases = Set(store.positions().map(\.database)).union(sent.keys)
         for database in databases.sorted() {
             guard isRunning else { return false }
+            sendEpochs(database: database)
             switch store.catchUp(database: database, from: sent[database]) {
             case .upToDate:
                 // The replica already holds this position (it said so in the
@@ -202,6 +207,14 @@ final class ReplicaStream: @unchecked Sendable {
         }
         flushPending()
         return isRunning
+    }
+
+    /// Sends the database's epoch history, which the replica adopts with the
+    /// files that follow.
+    private func sendEpochs(database: String) {
+        let history = store.epochHistory(of: database)
+        send(.epochs(database: database, history: history))
+        epochsSent[database] = history.lastEpoch ?? 0
     }
 
     private func sendEntry(_ entry: PlainEntry) {

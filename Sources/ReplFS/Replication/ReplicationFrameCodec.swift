@@ -28,6 +28,7 @@ public enum ReplicationFrameCodec {
         case refused = 4
         case welcome = 5
         case ltx = 10
+        case epochs = 11
         case putFile = 20
         case removePath = 21
         case makeDirectory = 22
@@ -84,6 +85,7 @@ public enum ReplicationFrameCodec {
                 buffer.writeShortString(entry.database)
                 buffer.writeInteger(entry.position.txid.rawValue)
                 buffer.writeInteger(entry.position.checksum.rawValue)
+                buffer.writeInteger(entry.position.epoch)
             }
             buffer.writeInteger(UInt32(authenticate.files.count))
             for file in authenticate.files {
@@ -93,6 +95,14 @@ public enum ReplicationFrameCodec {
         case .refused(let reason):
             buffer.writeInteger(MessageType.refused.rawValue)
             buffer.writeShortString(reason)
+        case .epochs(let database, let history):
+            buffer.writeInteger(MessageType.epochs.rawValue)
+            buffer.writeShortString(database)
+            buffer.writeInteger(UInt32(history.entries.count))
+            for entry in history.entries {
+                buffer.writeInteger(entry.epoch)
+                buffer.writeInteger(entry.firstTXID.rawValue)
+            }
         case .ltx(let database, let part, let bytes):
             buffer.writeInteger(MessageType.ltx.rawValue)
             buffer.writeShortString(database)
@@ -192,7 +202,8 @@ public enum ReplicationFrameCodec {
                 let database = try body.readShortString()
                 let txid = TXID(try body.read(UInt64.self))
                 let checksum = Checksum(try body.read(UInt64.self))
-                positions.append(.init(database: database, position: Position(txid: txid, checksum: checksum)))
+                let epoch = try body.read(UInt64.self)
+                positions.append(.init(database: database, position: Position(txid: txid, checksum: checksum, epoch: epoch)))
             }
             var files: [ReplicationMessage.FileDigest] = []
             for _ in 0..<(try body.readCount()) {
@@ -201,6 +212,20 @@ public enum ReplicationFrameCodec {
             return .authenticate(.init(proof: proof, epoch: epoch, candidate: candidate, probe: probe, address: address, positions: positions, files: files))
         case .refused:
             return .refused(reason: try body.readShortString())
+        case .epochs:
+            let database = try body.readShortString()
+            let count = try body.readCount()
+            guard count <= EpochHistory.maximumEntries else {
+                throw ReplicationProtocolError(.malformed, "epoch history of \(count) entries (at most \(EpochHistory.maximumEntries))")
+            }
+            var entries: [EpochHistory.Entry] = []
+            for _ in 0..<count {
+                let epoch = try body.read(UInt64.self)
+                let txid = try body.read(UInt64.self)
+                guard txid > 0 else { throw ReplicationProtocolError(.malformed, "epoch history entry at TXID 0") }
+                entries.append(.init(epoch: epoch, firstTXID: TXID(txid)))
+            }
+            return .epochs(database: database, history: EpochHistory(entries))
         case .ltx:
             return .ltx(database: try body.readShortString(), part: .init(rawValue: try body.read(UInt8.self)), bytes: try body.readBlob())
         case .putFile:

@@ -24,6 +24,10 @@ public enum ReplicationMessage: Equatable, Sendable {
     case welcome(Welcome)
     /// Either side: the connection is refused, and why (then it is closed).
     case refused(reason: String)
+    /// Primary to replica, before the LTX files of a database and whenever it
+    /// changes: in which epoch each of its transactions was committed. The
+    /// replica adopts it as it applies the files.
+    case epochs(database: String, history: EpochHistory)
     /// Primary to replica: part of an LTX file for a database.
     case ltx(database: String, part: LTXPart, bytes: [UInt8])
     /// Primary to replica: a plain file's whole content (written atomically).
@@ -46,7 +50,7 @@ public enum ReplicationMessage: Equatable, Sendable {
     /// Replica to primary: everything before the handoff is applied here.
     case handoffAccepted(node: String)
 
-    public static let protocolVersion: UInt16 = 3
+    public static let protocolVersion: UInt16 = 4
 
     public struct Hello: Equatable, Sendable {
         public var version: UInt16

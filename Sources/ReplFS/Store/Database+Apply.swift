@@ -147,7 +147,24 @@ extension Database {
             mount.invalidateContent(
                 path: path,
                 wholeFile ? .wholeFile : .pages(pages.keys, pageSize: pageSize, oldPageCount: startPageCount, newPageCount: commit))
+            adoptPrimaryEpochs(&state)
             return (state.position, refusal)
+        }
+    }
+
+    /// Takes the primary's epoch history, up to the position reached, as this
+    /// database's own, once the batch's pages are in place. Never before: a
+    /// crash in between must not leave this node's old content under the
+    /// primary's epochs (it would pass for the primary's history). A crash
+    /// after the pages and before this leaves the old epochs, which the next
+    /// handshake finds contradicting the primary: a snapshot, never a loss.
+    private func adoptPrimaryEpochs(_ state: inout State) {
+        guard let primary = state.primaryEpochs, case .success(let log) = ensureLog(&state) else { return }
+        let adopted = primary.through(state.position.txid)
+        guard adopted != state.epochs else { return }
+        state.epochs = adopted
+        if case .failure(let error) = log.saveEpochs(adopted) {
+            logger.error("cannot record the primary's epoch history", metadata: ["database": "\(path)", "errno": "\(error)"])
         }
     }
 
@@ -203,7 +220,7 @@ extension Database {
             }
             let transaction = Prepared(
                 txid: header.maxTXID, checksum: checksum, pageSize: pageSize, commitSize: header.commit, allPages: wholeImage,
-                updates: updates, isWAL: isWAL)
+                updates: updates, isWAL: isWAL, epoch: (state.primaryEpochs ?? state.epochs).epoch(at: header.maxTXID) ?? 0)
             return .success(Verified(header: header, transaction: transaction, pages: pages))
         } catch let error as LTXError {
             return .failure(.corrupt(database: path, error))

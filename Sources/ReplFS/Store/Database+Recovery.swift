@@ -75,7 +75,8 @@ extension Database {
                 if torn > 0 { outcomes.append(.removedTornFiles(torn)) }
             }
             if let last {
-                state.position = Position(txid: last.header.maxTXID, checksum: last.trailer.postApplyChecksum)
+                state.position = Position(
+                    txid: last.header.maxTXID, checksum: last.trailer.postApplyChecksum, epoch: state.epochs.epoch(at: last.header.maxTXID) ?? 0)
             }
 
             // The content.
@@ -187,6 +188,7 @@ extension Database {
             timestamp: Self.nowMilliseconds(), preApplyChecksum: state.position.checksum, nodeID: environment.nodeID)
         let page = UnsafeMutableRawBufferPointer.allocate(byteCount: content.pageSize, alignment: 16)
         defer { page.deallocate() }
+        var epoch: UInt64 = 0
         do {
             var encoder = try LTXEncoder(header: header)
             let lockPage = PageNumber.lockPage(pageSize: content.pageSize).rawValue
@@ -195,13 +197,14 @@ extension Database {
                 try encoder.append(PageNumber(pgno), page: UnsafeRawBufferPointer(page))
             }
             try encoder.finish(postApplyChecksum: content.checksum)
-            guard case .success(let log) = ensureLog(&state) else { return .failure(.io) }
+            guard case .success(let log) = ensureLog(&state), case .success(let value) = recordEpoch(&state, log: log, txid: txid) else { return .failure(.io) }
+            epoch = value
             if case .failure(let error) = log.append(encoder.takeBytes(), txid: txid, sync: true) { return .failure(error) }
         } catch {
             logger.error("cannot encode repair transaction", metadata: ["database": "\(path)", "error": "\(error)"])
             return .failure(.io)
         }
-        adopt(content, position: Position(txid: txid, checksum: content.checksum), into: &state)
+        adopt(content, position: Position(txid: txid, checksum: content.checksum, epoch: epoch), into: &state)
         return .success(txid)
     }
 

@@ -25,6 +25,8 @@ struct DatabaseEnvironment: Sendable {
     let observers: ObserverSlot
     /// Totals for the metrics.
     let counters: StoreCounters
+    /// The epoch new transactions are committed in.
+    let commitEpoch: CommitEpoch
 
     /// The LTX directory of the database at `path` (relative to the mount):
     /// the path with `%` and `/` escaped, so every database gets one flat,
@@ -71,6 +73,12 @@ final class Database: Sendable {
         /// MEMORY, or a copied-in file): captured at the next sync or close.
         var unjournaledWrites = false
 
+        /// In which epoch each transaction was committed, as recorded in the log.
+        var epochs = EpochHistory()
+        /// The primary's history, as it last sent it (replica): adopted, up
+        /// to the position reached, once a batch of its files is applied.
+        var primaryEpochs: EpochHistory?
+
         var wal = WALTracker()
         /// Positions of the last transactions (to confirm a replica's history).
         var recent = RecentPositions()
@@ -96,6 +104,19 @@ final class Database: Sendable {
 
     /// The database's current position.
     var position: Position { state.withLock { $0.position } }
+
+    /// The epoch `txid` was committed in, as this node's log records it.
+    func epoch(at txid: TXID) -> UInt64? {
+        state.withLock { $0.epochs.epoch(at: txid) }
+    }
+
+    var epochHistory: EpochHistory {
+        state.withLock { $0.epochs }
+    }
+
+    func notePrimaryEpochs(_ history: EpochHistory) {
+        state.withLock { $0.primaryEpochs = history }
+    }
 
     /// The checksum right after `txid`, if it is among the recent positions.
     func recentChecksum(at txid: TXID) -> Checksum? {
@@ -486,6 +507,8 @@ final class Database: Sendable {
         var updates: [(UInt32, Checksum)]
         /// WAL mode according to page 1, when page 1 changed.
         var isWAL: Bool?
+        /// The epoch the transaction was committed in (0: not known).
+        var epoch: UInt64 = 0
         /// The LTX file, for replication.
         var ltx: LTXContent = .bytes([])
     }
@@ -521,7 +544,7 @@ final class Database: Sendable {
         }
         for (pgno, value) in transaction.updates { state.pageChecksums[Int(pgno - 1)] = value }
         if let isWAL = transaction.isWAL { state.isWAL = isWAL }
-        state.position = Position(txid: transaction.txid, checksum: transaction.checksum)
+        state.position = Position(txid: transaction.txid, checksum: transaction.checksum, epoch: transaction.epoch)
         if transaction.allPages { state.recent.removeAll() }
         state.recent.record(state.position)
         state.pageCount = transaction.commitSize
@@ -531,7 +554,7 @@ final class Database: Sendable {
             state.isWAL = false
         }
         environment.counters.record(transaction.ltx)
-        environment.observers.publish(.transaction(database: path, txid: transaction.txid, ltx: transaction.ltx))
+        environment.observers.publish(.transaction(database: path, txid: transaction.txid, epoch: transaction.epoch, ltx: transaction.ltx))
     }
 
     /// Writes one transaction as the next LTX file.
@@ -565,6 +588,11 @@ final class Database: Sendable {
         case .success(let value): log = value
         case .failure(let error): return .failure(error)
         }
+        let epoch: UInt64
+        switch recordEpoch(&state, log: log, txid: txid) {
+        case .success(let value): epoch = value
+        case .failure(let error): return .failure(error)
+        }
 
         let header = LTXHeader(
             pageSize: UInt32(pageSize), commit: commitSize, minTXID: txid, maxTXID: txid,
@@ -578,7 +606,7 @@ final class Database: Sendable {
 
         var transaction = Prepared(
             txid: txid, checksum: allPages ? .emptyDatabase : state.position.checksum, pageSize: pageSize,
-            commitSize: commitSize, allPages: allPages, updates: [], isWAL: nil)
+            commitSize: commitSize, allPages: allPages, updates: [], isWAL: nil, epoch: epoch)
         var changed = false
         var pending: LTXLog.PendingFile? = nil
         let page = UnsafeMutableRawBufferPointer.allocate(byteCount: pageSize, alignment: 16)
@@ -674,6 +702,23 @@ final class Database: Sendable {
         return .success(transaction)
     }
 
+    /// Records, before the transaction `txid` is logged, that it is
+    /// committed in this node's current epoch (the first of a term changes
+    /// the history, durably; the others find it in place). Returns the epoch.
+    func recordEpoch(_ state: inout State, log: LTXLog, txid: TXID) -> Result<UInt64, Errno> {
+        let epoch = environment.commitEpoch.current
+        guard epoch > 0 else { return .success(state.epochs.epoch(at: txid) ?? 0) }
+        if let last = state.epochs.entries.last, last.epoch == epoch, last.firstTXID < txid { return .success(epoch) }
+        var history = state.epochs
+        history.begin(epoch: epoch, at: txid)
+        if case .failure(let error) = log.saveEpochs(history) {
+            logger.error("cannot record the epoch history; the commit fails", metadata: ["database": "\(path)", "errno": "\(error)"])
+            return .failure(error)
+        }
+        state.epochs = history
+        return .success(epoch)
+    }
+
     func ensureLog(_ state: inout State) -> Result<LTXLog, Errno> {
         if let log = state.log { return .success(log) }
         do {
@@ -681,6 +726,7 @@ final class Database: Sendable {
                 directory: environment.logDirectory(for: path), key: DatabaseKey.escape(path), databasePath: path, spool: environment.spool,
                 materializer: environment.materializer)
             state.log = log
+            state.epochs = log.loadEpochs(logger: logger)
             return .success(log)
         } catch {
             logger.error("\(error)")

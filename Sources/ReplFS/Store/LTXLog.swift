@@ -1,6 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import Logging
 
 /// The LTX files of one database: `DATA/ltx/<key>/<min>-<max>.ltx`.
 ///
@@ -50,18 +51,45 @@ final class LTXLog: Sendable {
     private static func recordPath(_ path: String, in directoryFD: Int32, directory: String) throws(StoreError) {
         let name = DatabaseKey.pathFileName
         if case .success = Syscall.lstat(at: directoryFD, name) { return }
-        let temporary = name + LTXMaterializer.temporarySuffix
-        let fd: Int32
-        switch Syscall.open(at: directoryFD, temporary, flags: O_WRONLY | O_CREAT | O_TRUNC, mode: 0o644) {
-        case .success(let value): fd = value
-        case .failure(let error): throw StoreError(.io, "cannot record the database path", path: directory + "/" + name, errno: error)
-        }
-        defer { Syscall.close(fd) }
-        let written = Array(path.utf8).withUnsafeBytes { Syscall.write(fd, $0) }.flatMap { Syscall.fsync(fd) }
-            .flatMap { Syscall.rename(at: directoryFD, temporary, to: name) }.flatMap { Syscall.fsync(directoryFD) }
-        if case .failure(let error) = written {
+        if case .failure(let error) = writeDurably(Array(path.utf8), name: name, in: directoryFD) {
             throw StoreError(.io, "cannot record the database path", path: directory + "/" + name, errno: error)
         }
+    }
+
+    /// Replaces the file `name` with `bytes`, on stable storage on return:
+    /// written under a temporary name, synced, renamed, the directory synced.
+    private static func writeDurably(_ bytes: [UInt8], name: String, in directoryFD: Int32) -> Result<Void, Errno> {
+        let temporary = name + LTXMaterializer.temporarySuffix
+        return Syscall.open(at: directoryFD, temporary, flags: O_WRONLY | O_CREAT | O_TRUNC, mode: 0o644).flatMap { fd in
+            defer { Syscall.close(fd) }
+            return bytes.withUnsafeBytes { Syscall.write(fd, $0) }.flatMap { Syscall.fsync(fd) }
+        }
+        .flatMap { Syscall.rename(at: directoryFD, temporary, to: name) }.flatMap { Syscall.fsync(directoryFD) }
+    }
+
+    // MARK: - Epochs
+
+    /// The file holding the database's ``EpochHistory``.
+    static let epochsFileName = "epochs"
+
+    /// The epoch history recorded in the directory; empty when there is none
+    /// (a log from before epochs were recorded) or it cannot be read.
+    func loadEpochs(logger: Logger) -> EpochHistory {
+        guard case .success(let fd) = Syscall.open(at: directoryFD, Self.epochsFileName, flags: O_RDONLY) else { return EpochHistory() }
+        defer { Syscall.close(fd) }
+        var buffer = [UInt8](repeating: 0, count: 64 << 10)
+        guard case .success(let count) = buffer.withUnsafeMutableBytes({ Syscall.pread(fd, into: $0, at: 0) }),
+            let history = EpochHistory(parsing: String(decoding: buffer.prefix(count), as: UTF8.self))
+        else {
+            logger.error("cannot read the epoch history; epochs of this database's transactions are unknown", metadata: ["file": "\(directory)/\(Self.epochsFileName)"])
+            return EpochHistory()
+        }
+        return history
+    }
+
+    /// Records `history` durably.
+    func saveEpochs(_ history: EpochHistory) -> Result<Void, Errno> {
+        Self.writeDurably(Array(history.description.utf8), name: Self.epochsFileName, in: directoryFD)
     }
 
     /// The database path a log directory recorded, if its key was cut short.

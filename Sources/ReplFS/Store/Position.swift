@@ -1,16 +1,23 @@
-/// Where a database stands in its history: the last transaction applied and
-/// the checksum of the content it left.
+/// Where a database stands in its history: the last transaction applied,
+/// the checksum of the content it left, and the epoch in which that
+/// transaction was committed.
 ///
-/// Two nodes at the same position hold the same bytes, because the checksum
-/// is the LTX rolling checksum of the whole database (invariant 1). The text
-/// form `TXID/CHECKSUM` (16 hex digits each) matches upstream `ltx`.
+/// The checksum is the LTX rolling checksum of the whole database, so it
+/// follows the content; but it is linear, and two histories can reach one
+/// checksum. The epoch tells them apart: the same TXID committed in two
+/// epochs is two histories (design.md, invariant 1; see ``EpochHistory``).
+/// Epoch 0 means not known (a log from before epochs were recorded): then
+/// only the checksum is compared. The text form `TXID/CHECKSUM` (16 hex
+/// digits each) matches upstream `ltx`.
 public struct Position: Hashable, Sendable, CustomStringConvertible {
     public var txid: TXID
     public var checksum: Checksum
+    public var epoch: UInt64
 
-    public init(txid: TXID, checksum: Checksum) {
+    public init(txid: TXID, checksum: Checksum, epoch: UInt64 = 0) {
         self.txid = txid
         self.checksum = checksum
+        self.epoch = epoch
     }
 
     /// A database with no history yet.

@@ -112,8 +112,17 @@ extension Store {
         guard let database = database(at: path, create: false) else { return .snapshot(divergent: replica != nil) }
         let current = database.position
         guard let replica, replica.txid.rawValue > 0 else { return current.txid.rawValue == 0 ? .upToDate : .snapshot(divergent: false) }
-        if replica == current { return .upToDate }
         if replica.txid > current.txid { return .snapshot(divergent: true) }
+        // Log matching: the replica's last transaction must have been
+        // committed in the epoch this node's history gives it. The checksum
+        // alone cannot show it (invariant 1).
+        if replica.epoch != 0, let mine = database.epoch(at: replica.txid), mine != replica.epoch {
+            logger.warning(
+                "a replica's history diverged from this node's: its last transaction was committed in another epoch",
+                metadata: ["database": "\(path)", "replica-position": "\(replica)", "replica-epoch": "\(replica.epoch)", "epoch-here": "\(mine)"])
+            return .snapshot(divergent: true)
+        }
+        if replica.txid == current.txid { return replica.checksum == current.checksum ? .upToDate : .snapshot(divergent: true) }
         database.waitForLogFiles()
         // Files of transactions committed after this point may still be
         // being written: they are left to the change feed.
@@ -155,6 +164,17 @@ extension Store {
             expected = header.maxTXID.next
         }
         return .files(run, rebasedFrom: rebase)
+    }
+
+    /// The epoch history of a database (empty when it has none).
+    public func epochHistory(of path: String) -> EpochHistory {
+        database(at: path, create: false)?.epochHistory ?? EpochHistory()
+    }
+
+    /// The primary's epoch history of a database (replica): adopted with the
+    /// next batch of its files that is applied.
+    public func notePrimaryEpochs(database path: String, _ history: EpochHistory) {
+        database(at: path, create: true)?.notePrimaryEpochs(history)
     }
 
     /// A consistent copy of a database at its current position (in `DATA/tmp`).

@@ -25,6 +25,7 @@ public final class Store: Sendable {
     let observers: ObserverSlot
     /// What was logged, for the metrics.
     public let counters = StoreCounters()
+    let commitEpoch = CommitEpoch()
     let mountAccess = Mutex<any MountAccess>(NoMountAccess())
     /// Plain files open for writing, by path: a truncation by path while one
     /// is open is reported when it closes, not half-written.
@@ -55,7 +56,7 @@ public final class Store: Sendable {
         observers = ObserverSlot()
         environment = DatabaseEnvironment(
             filesFD: filesFD, ltxRoot: directory.ltx, nodeID: nodeID, logger: logger, spool: spool, spoolSharesDevice: sameDevice,
-            materializer: materializer, observers: observers, counters: counters)
+            materializer: materializer, observers: observers, counters: counters, commitEpoch: commitEpoch)
         databases = Mutex([:])
         gate = WriteGate(open: true)
         try replaySpool()
@@ -163,9 +164,11 @@ public final class Store: Sendable {
     public var isWritable: Bool { gate.admits }
 
     /// Starts accepting writes, until `deadline` (``MonotonicClock``
-    /// nanoseconds) if the lease sets one.
-    public func startWrites(until deadline: UInt64? = nil) {
+    /// nanoseconds) if the lease sets one. With `epoch`, transactions from
+    /// now on are recorded as committed in it (the primary's term).
+    public func startWrites(epoch: UInt64? = nil, until deadline: UInt64? = nil) {
         refusalsLogged.withLock { $0.removeAll() }
+        if let epoch { commitEpoch.set(epoch) }
         gate.open(until: deadline)
     }
 

@@ -7,8 +7,8 @@ import Synchronization
 /// plain file when it is closed), in the order they happened, so replicas
 /// apply plain files and database transactions in the same order.
 public enum StoreChange: Sendable {
-    /// A committed transaction: its LTX file.
-    case transaction(database: String, txid: TXID, ltx: LTXContent)
+    /// A committed transaction: its LTX file, and the epoch it was committed in.
+    case transaction(database: String, txid: TXID, epoch: UInt64, ltx: LTXContent)
     /// A plain file's whole content and mode.
     case file(path: String, mode: UInt32, content: [UInt8])
     /// A plain file, symbolic link or directory was removed.
