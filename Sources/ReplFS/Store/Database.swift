@@ -80,6 +80,10 @@ final class Database: Sendable {
         var primaryEpochs: EpochHistory?
 
         var wal = WALTracker()
+        /// A program other than SQLite writes the WAL (a copy): its writes
+        /// pass through untracked, and what it holds is captured when the
+        /// writer syncs or closes it.
+        var walWrittenByOtherProgram = false
         /// Positions of the last transactions (to confirm a replica's history).
         var recent = RecentPositions()
         /// SQLite synced the WAL after the last commit (synchronous=FULL):
@@ -159,7 +163,7 @@ final class Database: Sendable {
         state.withLock { state in
             if state.journalActive { return .success(()) }
             guard state.unjournaledWrites else { return .success(()) }
-            return captureUnjournaled(&state, sync: false)
+            return captureUnjournaled(&state, sync: false).flatMap { captureBesideWAL(&state, sync: false) }
         }
     }
 
@@ -328,6 +332,16 @@ final class Database: Sendable {
     /// committed WAL transaction without its LTX file).
     func walWrite(_ buffer: UnsafeRawBufferPointer, at offset: Int64, walFD: Int32, perform: () -> Result<Int, Errno>) -> Result<Int, Errno> {
         state.withLock { state in
+            if state.walWrittenByOtherProgram || !state.wal.isSQLiteShaped(offset: offset, count: buffer.count, pageSize: state.pageSize) {
+                if !state.walWrittenByOtherProgram {
+                    state.walWrittenByOtherProgram = true
+                    state.wal.reset()
+                    logger.info(
+                        "a program other than SQLite is writing the WAL; what it holds is captured when the program syncs or closes it",
+                        metadata: ["database": "\(path)", "offset": "\(offset)", "bytes": "\(buffer.count)"])
+                }
+                return perform()
+            }
             guard let commit = state.wal.observe(buffer, at: offset) else { return perform() }
             if state.walCommittedSinceSync { state.walSyncsCommits = false }
             let prepared = prepareWALCommit(&state, commit, buffer: buffer, at: offset, walFD: walFD)
@@ -360,11 +374,64 @@ final class Database: Sendable {
     /// checkpoint under NORMAL. LTX files of the transactions it makes durable
     /// are flushed first.
     func walSync(perform: () -> Result<Void, Errno>) -> Result<Void, Errno> {
-        state.withLock { state in
+        let captured: Result<Void, Errno> = state.withLock { state in
             state.walSyncsCommits = state.walCommittedSinceSync
             state.walCommittedSinceSync = false
+            return state.walWrittenByOtherProgram ? captureWAL(&state, sync: true) : .success(())
         }
+        if case .failure(let error) = captured { return .failure(error) }
         return flushingLog(perform: perform)
+    }
+
+    /// A descriptor of the WAL was closed: what another program wrote to it
+    /// is captured now.
+    func walClosed() -> Result<Void, Errno> {
+        state.withLock { state in
+            state.walWrittenByOtherProgram ? captureWAL(&state, sync: true) : .success(())
+        }
+    }
+
+    /// A file was renamed into place as the WAL (rsync, a restore): what it
+    /// holds is captured.
+    func walReplaced() -> Result<Void, Errno> {
+        state.withLock { state in captureWAL(&state, sync: true) }
+    }
+
+    /// Records the content SQLite will see through a WAL that it did not
+    /// write itself: the database file overlaid with the WAL's committed
+    /// frames (validated as SQLite's recovery does, ``WALScanner``), as one
+    /// transaction with every page, if it differs from the position. Then
+    /// the tracker continues from the WAL's last commit, as SQLite will.
+    func captureWAL(_ state: inout State, sync: Bool) -> Result<Void, Errno> {
+        state.walWrittenByOtherProgram = false
+        guard case .success(let walFD) = Syscall.open(at: environment.filesFD, path + "-wal", flags: O_RDONLY) else { return .success(()) }
+        defer { Syscall.close(walFD) }
+        guard let committed = WALScanner.committed(fd: walFD) else {
+            state.wal.reset()
+            return .success(())
+        }
+        closeReadFD(&state)
+        let dbFD = openReadFD(&state)
+        let pageSize = committed.header.pageSize
+        let prepared = prepare(&state, pageSize: pageSize, commitSize: committed.commitSize, candidates: [], allPages: true, sync: sync) { pgno, page in
+            if let frame = committed.pages[pgno] {
+                return Syscall.pread(walFD, into: page, at: committed.header.frameOffset(frame) + Int64(WALFrameHeader.size)).flatMap { count in
+                    count == pageSize ? .success(()) : .failure(.io)
+                }
+            }
+            guard case .success(let fd) = dbFD else {
+                page.initializeMemory(as: UInt8.self, repeating: 0)
+                return .success(())
+            }
+            return Self.readPage(fd, pgno, into: page)
+        }
+        let result = complete(&state, prepared) { .success(()) }
+        if case .success = result {
+            state.wal.adopt(committed)
+            logger.notice(
+                "captured a WAL written by another program", metadata: ["database": "\(path)", "frames": "\(committed.lastCommit)", "txid": "\(state.position.txid)"])
+        }
+        return result
     }
 
     private func prepareWALCommit(
@@ -467,8 +534,18 @@ final class Database: Sendable {
             state.dirty.removeAll()
             state.unjournaledWrites = false
             let prepared = prepareFullCapture(&state, sync: true)
-            return complete(&state, prepared) { .success(()) }
+            return complete(&state, prepared) { .success(()) }.flatMap { captureBesideWAL(&state, sync: true) }
         }
+    }
+
+    /// After a database file written by another program is captured: if it
+    /// is in WAL mode and a WAL with frames lies beside it (copied in first,
+    /// or renamed into place), SQLite will read both, so both are captured.
+    private func captureBesideWAL(_ state: inout State, sync: Bool) -> Result<Void, Errno> {
+        guard state.isWAL, case .success(let wal) = Syscall.lstat(at: environment.filesFD, path + "-wal"), wal.st_size > WALHeader.size else {
+            return .success(())
+        }
+        return captureWAL(&state, sync: sync)
     }
 
     /// Prepares the database file's whole content (deletion if it is gone

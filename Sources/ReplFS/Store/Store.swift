@@ -403,8 +403,15 @@ public final class Store: Sendable {
     }
 
     /// `close(2)` of one descriptor of the file.
+    ///
+    /// Only while this node writes: on a replica nothing in the mount can
+    /// have changed, and waiting for a database here could wait forever (a
+    /// reader that exits closes its files while the apply thread holds the
+    /// database and waits for that reader's SQLite locks).
     public func flush(_ file: StoreFile) -> Result<Void, Errno> {
-        guard file.writable, !file.byDaemon, case .main = file.role else { return .success(()) }
+        guard file.writable, !file.byDaemon, isWritable else { return .success(()) }
+        if case .wal = file.role, let database = file.attachedDatabase { return database.walClosed() }
+        guard case .main = file.role else { return .success(()) }
         if let database = file.attachedDatabase ?? self.database(at: file.path, create: false) {
             return database.mainFileSynced(closing: true)
         }
@@ -439,10 +446,13 @@ public final class Store: Sendable {
     }
 
     /// Whether closing a descriptor of this file needs a FLUSH request:
-    /// only main files, where it may end writes no journal covered.
+    /// main files, where it may end writes no journal covered, and WALs,
+    /// which another program may have written (a copy).
     public func needsFlush(_ file: StoreFile) -> Bool {
-        if case .main = file.role { return file.writable && !file.byDaemon }
-        return false
+        switch file.role {
+        case .main, .wal: return file.writable && !file.byDaemon && isWritable
+        case .journal, .sharedMemory: return false
+        }
     }
 
     public func unlink(_ path: String, caller: Caller) -> Result<Void, Errno> {
@@ -544,6 +554,12 @@ public final class Store: Sendable {
                 if case .failure(let error) = database.contentReplaced() {
                     logger.error("cannot log renamed database", metadata: ["database": "\(path)", "error": "\(error)"])
                 }
+            }
+            // A WAL renamed into place (rsync writes a temporary file first).
+            if case .wal(let base) = SQLiteFileRole.classify(to), let database = database(at: base, create: false),
+                case .failure(let error) = database.walReplaced()
+            {
+                logger.error("cannot log a WAL renamed into place", metadata: ["database": "\(base)", "error": "\(error)"])
             }
             return .success(())
         }

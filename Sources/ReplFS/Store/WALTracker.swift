@@ -121,6 +121,34 @@ struct WALTracker: Sendable {
             pageSize: header.pageSize, salt1: header.salt1, salt2: header.salt2, isComplete: firstKnown == lastCommit + 1)
     }
 
+    /// Whether a write has the shape of SQLite's own writes to a WAL: the
+    /// 32-byte header at offset 0, or (part of) one frame's header, (part
+    /// of) one frame's page, or one whole frame (page size from the header,
+    /// or `pageSize` while no header is known). A write across those
+    /// boundaries (4096-byte pieces of a copy, a whole file at once) comes
+    /// from another program.
+    func isSQLiteShaped(offset: Int64, count: Int, pageSize fallback: Int) -> Bool {
+        if offset < Int64(WALHeader.size) { return offset == 0 && count == WALHeader.size }
+        let pageSize = Int64(header?.pageSize ?? fallback)
+        guard pageSize > 0, count > 0 else { return false }
+        let frameSize = Int64(WALFrameHeader.size) + pageSize
+        let start = offset - Int64(WALHeader.size)
+        let end = start + Int64(count)
+        let frameStart = start / frameSize * frameSize
+        let dataStart = frameStart + Int64(WALFrameHeader.size)
+        guard end <= frameStart + frameSize else { return false }
+        return end <= dataStart || start >= dataStart || (start == frameStart && end == frameStart + frameSize)
+    }
+
+    /// Takes the committed part of a WAL read from the file (another program
+    /// wrote it) as what is known and logged: SQLite's next frames follow it.
+    mutating func adopt(_ committed: WALScanner.Committed) {
+        header = committed.header
+        lastCommit = committed.lastCommit
+        frames.removeAll(keepingCapacity: true)
+        committedPages = committed.pages
+    }
+
     /// Marks `commit` as logged: its frames are now part of the database.
     /// Replaces the committed-page map (after a commit whose earlier frames
     /// were unknown, from a scan of the WAL file).
