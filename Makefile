@@ -6,7 +6,7 @@ TOOLS := $(CURDIR)/.tools
 DEBIAN_PACKAGES := fuse3 libfuse3-dev liblz4-dev libsqlite3-dev sqlite3 etcd-server bc curl iproute2 util-linux
 PYTHON ?= python3
 
-.PHONY: all deps build release test unit-test integration-test bench demo install clean
+.PHONY: all deps build release test unit-test integration-test fuzz bench demo install clean
 
 all: build
 
@@ -33,10 +33,18 @@ build: deps
 release: deps
 	$(SWIFT) build -c release -j $(JOBS)
 
-## test: unit tests and integration tests that mount real file systems.
+## test: unit tests, integration tests that mount real file systems, and
+## each fuzz target for FUZZ_TIME seconds.
+FUZZ_TIME ?= 30
 test: build
 	REPLFS_BIN_DIR=$$($(SWIFT) build --show-bin-path) REPLFS_TOOLS=$(TOOLS) \
 	  $(SWIFT) test -j $(JOBS) --skip-build 2>&1 | tee .build/test.log; exit $${PIPESTATUS[0]}
+	./scripts/fuzz.sh $(FUZZ_TIME)
+
+## fuzz: libFuzzer targets with AddressSanitizer for the parsers of outside
+## input (LTX decoder, replication frames and handshake, admin HTTP, config).
+fuzz: deps
+	./scripts/fuzz.sh $(FUZZ_TIME)
 
 unit-test: build
 	$(SWIFT) test --skip-build --filter ReplFSTests

@@ -79,6 +79,19 @@ let package = Package(
             ],
             swiftSettings: strictSettings
         ),
+        // The parsers of outside input as libFuzzer targets (`make fuzz`);
+        // built normally, a replayer of their corpora (Tests/fuzz/).
+        .executableTarget(
+            name: "replfs-fuzz",
+            dependencies: [
+                "ReplFS",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOEmbedded", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: librarySettings
+        ),
         .testTarget(
             name: "ReplFSTests",
             dependencies: ["ReplFS"],

@@ -1,0 +1,28 @@
+@testable import ReplFS
+
+/// Answers admin requests without a daemon behind them, so the fuzzed
+/// router runs every route to the end.
+struct FuzzAdminHandler: AdminHandler {
+    func status() -> AdminStatus {
+        AdminStatus(
+            node: "node-a", cluster: "fuzz", role: "primary", writable: true, epoch: 1,
+            lease: AdminStatus.Lease(type: "static", candidate: true, state: "primary"),
+            databases: [AdminStatus.Database(name: "db.sqlite", txid: 1, checksum: "8000000000000000", pageCount: 1, pageSize: 4096)])
+    }
+
+    func promote(force: Bool) -> Result<AdminActionResult, AdminError> {
+        .failure(AdminError(.conflict, "already the primary"))
+    }
+
+    func demote() -> Result<AdminActionResult, AdminError> {
+        .success(AdminActionResult(message: "handed off", epoch: 2, primary: "node-b"))
+    }
+
+    func export(database: String, to path: String) -> Result<AdminActionResult, AdminError> {
+        .success(AdminActionResult(message: "exported \(database) to \(path)"))
+    }
+
+    func importDatabase(_ database: String, from path: String) -> Result<AdminActionResult, AdminError> {
+        .failure(AdminError(.notFound, "no file \(path)"))
+    }
+}
