@@ -14,7 +14,8 @@ FAILOVER_RUNS=${BENCH_FAILOVER_RUNS:-10}
 HANDOFF_RUNS=${BENCH_HANDOFF_RUNS:-6}
 AFTER_HANDOFF_RUNS=${BENCH_AFTER_HANDOFF_RUNS:-5}
 REPORT=$(pwd)/.build/bench.md
-# BENCH_ONLY="local memory replication failover" picks sections (default: all).
+# BENCH_ONLY="local memory replication failover growth" picks sections (default: all).
+# growth: GROWTH_TRANSACTIONS (1,000,000), GROWTH_STEP (100,000), GROWTH_RETENTION (1m).
 want() { [[ -z ${BENCH_ONLY:-} || " $BENCH_ONLY " == *" $1 "* ]]; }
 
 PID=""
@@ -380,6 +381,68 @@ echo
 for name in a b c; do kill "${FPID[$name]}" 2>/dev/null || true; done
 for name in a b c; do while kill -0 "${FPID[$name]}" 2>/dev/null; do sleep 0.1; done; done
 kill "$ETCD_PID"; wait "$ETCD_PID" 2>/dev/null || true
+fi
+if want growth; then
+echo "### Memory and write rate over many transactions: a primary and two replicas (loopback)"
+echo
+G=$ROOT/growth
+rm -rf "$G"; mkdir -p "$G"
+echo "bench-token-$RANDOM$RANDOM" >"$G/token"; chmod 600 "$G/token"
+gport=$(( 26000 + RANDOM % 2000 ))
+declare -A GPID
+for name in a b c; do
+  mkdir -p "$G/$name"
+  cat >"$G/$name/replfsd.yml" <<YAML
+node: node-$name
+mount: $G/$name/mnt
+data: $G/$name/data
+admin: {socket: $G/$name/replfsd.sock}
+retention: ${GROWTH_RETENTION:-1m}
+replication:
+  listen: 127.0.0.1:$(( gport + $(printf '%d' "'$name") - 97 ))
+  token-file: $G/token
+lease:
+  static:
+    primary: node-a
+    peers: {node-a: 127.0.0.1:$gport, node-b: 127.0.0.1:$(( gport + 1 )), node-c: 127.0.0.1:$(( gport + 2 ))}
+YAML
+  "$BIN/replfsd" mount --config "$G/$name/replfsd.yml" --log-level warning >/dev/null 2>>"$G/$name/log" &
+  GPID[$name]=$!
+done
+for name in a b c; do
+  for _ in $(seq 300); do grep -q " $G/$name/mnt " /proc/self/mountinfo && stat -f "$G/$name/mnt" >/dev/null 2>&1 && break; sleep 0.1; done
+done
+rss() { awk '/VmRSS/ {printf "%d", $2 / 1024}' "/proc/$1/status" 2>/dev/null || echo 0; }
+wal_ratio() {
+  "$BIN/replfs-testkit" bench --native "$ROOT/native" --mounted "$G/a/mnt" --seconds "$SECONDS_PER_RUN" --rounds "$ROUNDS" --scenarios wal-normal |
+    tail -1 | awk -F'|' '{gsub(/ /, "", $5); print $5}'
+}
+total=${GROWTH_TRANSACTIONS:-1000000}
+step=${GROWTH_STEP:-100000}
+fresh=$(wal_ratio)
+echo "RSS of each node every $step one-row transactions (WAL, synchronous=NORMAL, BEGIN IMMEDIATE) at full speed, retention ${GROWTH_RETENTION:-1m}:"
+echo
+echo "| transactions | rate /s | primary RSS | replica b RSS | replica c RSS |"
+echo "|---:|---:|---:|---:|---:|"
+echo "| 0 | | $(rss "${GPID[a]}") MiB | $(rss "${GPID[b]}") MiB | $(rss "${GPID[c]}") MiB |"
+"$BIN/replfs-testkit" rows --db "$G/a/mnt/growth.db" --transactions "$total" --report-every "$step" | while read -r kind count rate _; do
+  [[ $kind == progress ]] && echo "| $count | $rate | $(rss "${GPID[a]}") MiB | $(rss "${GPID[b]}") MiB | $(rss "${GPID[c]}") MiB |"
+done
+after=$(wal_ratio)
+sleep "${GROWTH_IDLE_SECONDS:-80}"
+echo "| idle $(( ${GROWTH_IDLE_SECONDS:-80} )) s later | | $(rss "${GPID[a]}") MiB | $(rss "${GPID[b]}") MiB | $(rss "${GPID[c]}") MiB |"
+echo
+expired=$(wal_ratio)
+read -r _ sustained_count sustained burst < <("$BIN/replfs-testkit" rows --db "$G/a/mnt/sustained.db" --seconds 60 --burst 5000)
+echo "One-row WAL/NORMAL transactions against native SQLite on the same disk (\`replfs-testkit bench\`, median of $ROUNDS), and a 60-second run against its first 5,000 transactions:"
+echo
+echo "| fresh mount | after $total transactions | after their retention expired | 60 s sustained /s | burst /s | sustained / burst |"
+echo "|---:|---:|---:|---:|---:|---:|"
+printf '| %s | %s | %s | %d | %d | %.2fx |\n' "$fresh" "$after" "$expired" "$sustained" "$burst" "$(echo "$sustained / $burst" | bc -l)"
+echo
+for name in a b c; do kill "${GPID[$name]}" 2>/dev/null || true; done
+for name in a b c; do while kill -0 "${GPID[$name]}" 2>/dev/null; do sleep 0.1; done; done
+rm -rf "$G"
 fi
 echo "Command: \`make bench\` (BENCH_SECONDS=$SECONDS_PER_RUN BENCH_ROUNDS=$ROUNDS BENCH_DB_MIB=$DB_MIB BENCH_SNAPSHOT_MIB=$SNAP_MIB BENCH_FAILOVER_RUNS=$FAILOVER_RUNS BENCH_HANDOFF_RUNS=$HANDOFF_RUNS BENCH_AFTER_HANDOFF_RUNS=$AFTER_HANDOFF_RUNS)"
 } | tee "$REPORT"

@@ -22,6 +22,10 @@ struct FuzzAdminHandler: AdminHandler {
         .success(AdminActionResult(message: "exported \(database) to \(path)"))
     }
 
+    func exportLog(database: String, to directory: String) -> Result<AdminActionResult, AdminError> {
+        .success(AdminActionResult(message: "exported the log of \(database) to \(directory)"))
+    }
+
     func importDatabase(_ database: String, from path: String) -> Result<AdminActionResult, AdminError> {
         .failure(AdminError(.notFound, "no file \(path)"))
     }

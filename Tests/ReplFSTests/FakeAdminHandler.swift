@@ -48,6 +48,11 @@ final class FakeAdminHandler: AdminHandler, Sendable {
         return .success(AdminActionResult(message: "exported \(database) at txid 1042 to \(path)", tookMs: 3))
     }
 
+    func exportLog(database: String, to directory: String) -> Result<AdminActionResult, AdminError> {
+        calls.withLock { $0.append("exportLog(\(database), \(directory))") }
+        return .success(AdminActionResult(message: "exported 3 LTX files of \(database) to \(directory)"))
+    }
+
     func importDatabase(_ database: String, from path: String) -> Result<AdminActionResult, AdminError> {
         calls.withLock { $0.append("import(\(database), \(path))") }
         return .failure(AdminError(.notPrimary, "node-b is a replica; import on the primary node-a"))

@@ -55,6 +55,11 @@ public struct AdminClient: Sendable {
         call(.POST, "/import", body: AdminTransferRequest(database: database, path: path), timeout: actionTimeout)
     }
 
+    /// `POST /log/export`; `directory` must be absolute.
+    public func exportLog(database: String, to directory: String) -> Result<AdminActionResult, AdminClientError> {
+        call(.POST, "/log/export", body: AdminTransferRequest(database: database, path: directory), timeout: actionTimeout)
+    }
+
     /// `path` made absolute against this process's working directory: the
     /// daemon resolves paths against its own, which is not the operator's.
     public static func absolutePath(_ path: String) -> String {

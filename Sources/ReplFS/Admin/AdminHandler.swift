@@ -17,4 +17,7 @@ public protocol AdminHandler: Sendable {
     func export(database: String, to path: String) -> Result<AdminActionResult, AdminError>
     /// Replaces `database` with the file at the absolute `path`, replicated (primary only).
     func importDatabase(_ database: String, from path: String) -> Result<AdminActionResult, AdminError>
+    /// Writes the retained LTX chain of `database` into the absolute
+    /// `directory`, one upstream-readable LTX file per log file.
+    func exportLog(database: String, to directory: String) -> Result<AdminActionResult, AdminError>
 }

@@ -10,7 +10,7 @@ struct AdminRouter: Sendable {
 
     /// The routes and the method each accepts.
     static let routes: [String: String] = [
-        "/status": "GET", "/promote": "POST", "/demote": "POST", "/export": "POST", "/import": "POST",
+        "/status": "GET", "/promote": "POST", "/demote": "POST", "/export": "POST", "/import": "POST", "/log/export": "POST",
     ]
 
     func respond(to request: HTTPServerRequest) -> HTTPServerResponse {
@@ -39,7 +39,7 @@ struct AdminRouter: Sendable {
             }
             logger.notice("admin: demote")
             result = handler.demote()
-        case "/export", "/import":
+        case "/export", "/import", "/log/export":
             let body: AdminTransferRequest
             switch AdminRouter.decode(AdminTransferRequest.self, from: request.body, optional: false) {
             case .failure(let error): return AdminRouter.answer(error)
@@ -47,9 +47,11 @@ struct AdminRouter: Sendable {
             }
             if let problem = AdminRouter.validate(body) { return AdminRouter.answer(problem) }
             logger.notice("admin: \(request.path.dropFirst())", metadata: ["database": "\(body.database)", "path": "\(body.path)"])
-            result = request.path == "/export"
-                ? handler.export(database: body.database, to: body.path)
-                : handler.importDatabase(body.database, from: body.path)
+            switch request.path {
+            case "/export": result = handler.export(database: body.database, to: body.path)
+            case "/import": result = handler.importDatabase(body.database, from: body.path)
+            default: result = handler.exportLog(database: body.database, to: body.path)
+            }
         default:
             return AdminRouter.answer(AdminError(.notFound, "no route \(request.path)"))
         }

@@ -153,6 +153,18 @@ final class DaemonAdmin: AdminHandler {
             epoch: controller.epoch, primary: controller.primary?.name))
     }
 
+    func exportLog(database: String, to directory: String) -> Result<AdminActionResult, AdminError> {
+        guard store.position(of: database) != nil else { return .failure(AdminError(.notFound, "no database \(database) on \(config.node)")) }
+        switch store.exportLog(database: database, into: directory) {
+        case .success(let exported):
+            return .success(AdminActionResult(
+                message: "exported \(exported.files) LTX files of \(database) (TXID \(exported.first) to \(exported.last)) to \(directory)",
+                epoch: controller.epoch, primary: controller.primary?.name))
+        case .failure(let error):
+            return .failure(AdminError(.failed, "cannot export the log of \(database): \(error)"))
+        }
+    }
+
     func importDatabase(_ database: String, from path: String) -> Result<AdminActionResult, AdminError> {
         exclusively {
             guard controller.role == .primary, store.isWritable else {

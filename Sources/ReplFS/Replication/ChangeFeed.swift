@@ -7,6 +7,11 @@ import Foundation
 /// memory so every stream can send it without touching the disk. A stream
 /// that falls further behind than the feed remembers is told so and catches
 /// up from the LTX files instead. Waiting streams are woken on each change.
+///
+/// Each stream is a reader of the feed (``join()``), and the feed keeps
+/// only what some reader has not read yet (within its byte and entry
+/// limits): with every replica caught up, or none connected, it holds
+/// almost nothing, so the primary's memory does not grow with its commits.
 public final class ChangeFeed: StoreObserver, @unchecked Sendable {
     public struct Entry: Sendable {
         public var sequence: UInt64
@@ -33,6 +38,9 @@ public final class ChangeFeed: StoreObserver, @unchecked Sendable {
     private var bytes = 0
     private let maximumBytes: Int
     private let maximumEntries: Int
+    /// The next sequence each reader will ask for.
+    private var readers: [Int: UInt64] = [:]
+    private var nextReader = 0
 
     public init(maximumBytes: Int = 64 << 20, maximumEntries: Int = 100_000) {
         self.maximumBytes = maximumBytes
@@ -44,6 +52,38 @@ public final class ChangeFeed: StoreObserver, @unchecked Sendable {
         condition.lock()
         defer { condition.unlock() }
         return nextSequence
+    }
+
+    /// Registers a reader that starts with the next change: the feed keeps
+    /// changes from there until the reader has read them (or leaves).
+    public func join() -> (reader: Int, sequence: UInt64) {
+        condition.lock()
+        defer { condition.unlock() }
+        nextReader += 1
+        readers[nextReader] = nextSequence
+        return (nextReader, nextSequence)
+    }
+
+    /// The reader starts again from the next change (it caught up from the
+    /// LTX files): what it had not read is no longer kept for it.
+    public func restart(_ reader: Int) -> UInt64 {
+        condition.lock()
+        defer { condition.unlock() }
+        readers[reader] = nextSequence
+        return nextSequence
+    }
+
+    public func leave(_ reader: Int) {
+        condition.lock()
+        readers[reader] = nil
+        condition.unlock()
+    }
+
+    /// How many changes the feed holds now.
+    public var heldEntries: Int {
+        condition.lock()
+        defer { condition.unlock() }
+        return entries.count - start
     }
 
     public func storeDidChange(_ change: StoreChange) {
@@ -63,7 +103,11 @@ public final class ChangeFeed: StoreObserver, @unchecked Sendable {
         // A change larger than the whole budget is dropped at once too: the
         // streams then catch up from the LTX files, read in parts, instead of
         // the feed holding a bulk load's transaction in memory.
-        while entries.count - start > maximumEntries || (bytes > maximumBytes && entries.count > start) {
+        // Everything every reader has read is released.
+        let unread = readers.values.min() ?? nextSequence
+        while entries.count > start
+            && (entries[start].sequence < unread || entries.count - start > maximumEntries || bytes > maximumBytes)
+        {
             bytes -= ChangeFeed.size(of: entries[start].item)
             // Release the content now; the slot goes with the next compaction.
             entries[start].item = .change(.removed(path: ""))
@@ -77,10 +121,12 @@ public final class ChangeFeed: StoreObserver, @unchecked Sendable {
         condition.unlock()
     }
 
-    /// The entries from `sequence` on, waiting up to `timeout` for the first.
-    public func next(from sequence: UInt64, timeout: TimeInterval) -> Next {
+    /// The entries from `sequence` on, waiting up to `timeout` for the first;
+    /// `reader` has read everything before `sequence`.
+    public func next(from sequence: UInt64, timeout: TimeInterval, reader: Int? = nil) -> Next {
         condition.lock()
         defer { condition.unlock() }
+        if let reader { readers[reader] = sequence }
         let deadline = Date(timeIntervalSinceNow: timeout)
         while nextSequence <= sequence {
             if !condition.wait(until: deadline) { return .entries([]) }

@@ -78,20 +78,22 @@ final class ReplicaStream: @unchecked Sendable {
         // application's round trips through FUSE must not wait behind it).
         _ = setpriority(__priority_which_t(PRIO_PROCESS.rawValue), 0, 10)
         logger.info("replica connected", metadata: ["replica": "\(replica)", "peer": "\(peer)"])
-        var sequence = feed.currentSequence
+        let (reader, first) = feed.join()
+        defer { feed.leave(reader) }
+        var sequence = first
         guard catchUp() else { return finish() }
         var lastSent = Date()
         while isRunning {
-            switch feed.next(from: sequence, timeout: 1) {
+            switch feed.next(from: sequence, timeout: 1, reader: reader) {
             case .behind:
                 // Fell further behind than the feed remembers: catch up from the logs.
-                sequence = feed.currentSequence
+                sequence = feed.restart(reader)
                 guard catchUp() else { return finish() }
             case .entries(let entries):
                 for entry in entries {
                     guard forward(entry.item) else {
                         // A gap: the change was covered neither by the feed nor by catch-up.
-                        sequence = feed.currentSequence
+                        sequence = feed.restart(reader)
                         guard catchUp() else { return finish() }
                         break
                     }
