@@ -239,6 +239,12 @@ struct ConfigLoaderTests {
         #expect(ConfigLoader.parseDuration("2") == nil)
         #expect(ConfigLoader.parseDuration("2x") == nil)
         #expect(ConfigLoader.parseDuration("") == nil)
+        // Found by fuzzing: a huge number crashed the conversion to milliseconds.
+        #expect(ConfigLoader.parseDuration("1" + String(repeating: "8", count: 80) + "m") == nil)
+        #expect(ConfigLoader.parseDuration("99999999999h") == nil)
+        #expect(ConfigLoader.parseDuration("876000h") == .seconds(876_000 * 3600))
+        #expect(ConfigLoader.parseDuration("876000h1s") == nil)
+        #expect(throws: ConfigError.self) { _ = try ConfigLoader.parse("mount: /m\ndata: /d\nretention: 1\(String(repeating: "8", count: 80))m\n", hostname: "h") }
     }
 
     @Test("the example configurations in etc/ load, with the keys an operator expects")

@@ -11,8 +11,12 @@ import Testing
 struct FuzzCorpusTests {
     static let corpus = RepositoryTests.top + "/Tests/fuzz"
 
-    static func seeds(_ target: String) throws -> [[UInt8]] {
+    /// The seeds of `target`; `regressions` selects the inputs fuzzing
+    /// found (`regression-*`, kept so they stay fixed) instead of the
+    /// well-formed ones.
+    static func seeds(_ target: String, regressions: Bool = false) throws -> [[UInt8]] {
         let names = try FileManager.default.contentsOfDirectory(atPath: corpus + "/" + target).sorted()
+            .filter { $0.hasPrefix("regression-") == regressions }
         return names.compactMap { FileManager.default.contents(atPath: corpus + "/" + target + "/" + $0).map(Array.init) }
     }
 
@@ -45,6 +49,9 @@ struct FuzzCorpusTests {
     func configAndHTTP() throws {
         for seed in try Self.seeds("config") {
             _ = try ConfigLoader.parse(String(decoding: seed, as: UTF8.self), hostname: "seed")
+        }
+        for seed in try Self.seeds("config", regressions: true) {
+            #expect(throws: ConfigError.self) { _ = try ConfigLoader.parse(String(decoding: seed, as: UTF8.self), hostname: "seed") }
         }
         for seed in try Self.seeds("http") {
             let text = String(decoding: seed, as: UTF8.self)

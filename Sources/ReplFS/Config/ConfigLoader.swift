@@ -213,7 +213,12 @@ public enum ConfigLoader {
         }
     }
 
-    /// Parses "500ms", "2s", "10m", "1h" (and combinations like "1m30s").
+    /// The longest duration accepted (100 years): longer is a typo, and
+    /// would not fit the integer milliseconds a duration is kept in.
+    static let longestDuration: Double = 100 * 365 * 24 * 3600
+
+    /// Parses "500ms", "2s", "10m", "1h" (and combinations like "1m30s");
+    /// nil for anything else, or for more than ``longestDuration``.
     public static func parseDuration(_ text: String) -> Duration? {
         var total = Duration.zero
         var number = ""
@@ -229,7 +234,9 @@ public enum ConfigLoader {
             case "h": scale = 3600
             default: return false
             }
-            total += .milliseconds(Int64((value * scale * 1000).rounded()))
+            let seconds = value * scale
+            guard seconds.isFinite, seconds <= longestDuration, total + .seconds(seconds) <= .seconds(longestDuration) else { return false }
+            total += .milliseconds(Int64((seconds * 1000).rounded()))
             number = ""
             unit = ""
             any = true
