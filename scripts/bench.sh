@@ -390,6 +390,8 @@ rm -rf "$G"; mkdir -p "$G"
 echo "bench-token-$RANDOM$RANDOM" >"$G/token"; chmod 600 "$G/token"
 gport=$(( 26000 + RANDOM % 2000 ))
 declare -A GPID
+# The nodes go with the script, however it ends.
+trap 'for pid in "${GPID[@]}"; do kill "$pid" 2>/dev/null || true; done; stop_node' EXIT
 for name in a b c; do
   mkdir -p "$G/$name"
   cat >"$G/$name/replfsd.yml" <<YAML
@@ -426,7 +428,7 @@ echo "| transactions | rate /s | primary RSS | replica b RSS | replica c RSS |"
 echo "|---:|---:|---:|---:|---:|"
 echo "| 0 | | $(rss "${GPID[a]}") MiB | $(rss "${GPID[b]}") MiB | $(rss "${GPID[c]}") MiB |"
 "$BIN/replfs-testkit" rows --db "$G/a/mnt/growth.db" --transactions "$total" --report-every "$step" | while read -r kind count rate _; do
-  [[ $kind == progress ]] && echo "| $count | $rate | $(rss "${GPID[a]}") MiB | $(rss "${GPID[b]}") MiB | $(rss "${GPID[c]}") MiB |"
+  if [[ $kind == progress ]]; then echo "| $count | $rate | $(rss "${GPID[a]}") MiB | $(rss "${GPID[b]}") MiB | $(rss "${GPID[c]}") MiB |"; fi
 done
 after=$(wal_ratio)
 sleep "${GROWTH_IDLE_SECONDS:-80}"

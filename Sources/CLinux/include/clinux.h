@@ -10,6 +10,9 @@
 int clinux_fallocate(int fd, int mode, off_t offset, off_t length);
 /// syncfs(2).
 int clinux_syncfs(int fd);
+
+/// malloc_trim(3): returns free heap memory to the system.
+int clinux_malloc_trim(void);
 /// renameat2(2).
 int clinux_renameat2(int olddirfd, const char *oldpath, int newdirfd, const char *newpath, unsigned int flags);
 /// sync_file_range(2) with WAIT_BEFORE | WRITE | WAIT_AFTER: the range is on

@@ -114,6 +114,7 @@ final class LTXLog: Sendable {
         spool.append(key: key, txid: txid, bytes: bytes, sync: sync, expectSync: expectSync).map { location in
             let name = LTXFileName(minTXID: minTXID ?? txid, maxTXID: txid).description
             materializer.enqueue(.write(directoryFD: directoryFD, name: name, source: location, owner: self))
+            materializer.waitForRoom()
         }
     }
 

@@ -49,14 +49,35 @@ final class LTXMaterializer: Sendable {
     private let spools = Mutex<[UInt64: Int32]>([:])
     private let signal = Semaphore()
     private let stopped = Semaphore()
+    /// Jobs enqueued and not yet done.
+    private let outstanding = Atomic<Int>(0)
+
+    /// Outstanding jobs at which a commit waits for the files to catch up,
+    /// and the count it waits for: the backlog, and the memory it holds,
+    /// stays bounded however fast transactions commit. (Their records are
+    /// in the spool already; the wait is for memory, not durability.)
+    static let highWater = 16_384
+    static let lowWater = 8_192
 
     init() {
         DetachedThread { [self] in loop() }.start()
     }
 
     func enqueue(_ job: Job) {
+        outstanding.wrappingAdd(1, ordering: .relaxed)
         queue.withLock { $0.jobs.append(job) }
         signal.post()
+    }
+
+    /// Waits, if the backlog is at ``highWater``, until it is down to
+    /// ``lowWater``. Never while the log is stalled (the spool's space is
+    /// the bound then, and commits fail with SQLITE_FULL when it runs out),
+    /// and never holding a lock the thread needs: call it after enqueueing.
+    func waitForRoom() {
+        guard outstanding.load(ordering: .relaxed) > Self.highWater else { return }
+        while outstanding.load(ordering: .relaxed) > Self.lowWater, stalled.withLock({ $0 == nil }), queue.withLock({ $0.running }) {
+            usleep(200)
+        }
     }
 
     /// Why the log is held back: the first failing job's error, since when,
@@ -107,10 +128,18 @@ final class LTXMaterializer: Sendable {
         stopped.wait()
     }
 
+    /// Queued jobs above which the thread competes with the commits at
+    /// normal priority (each job costs memory until it is done), and below
+    /// which it yields again.
+    static let urgentBacklog = 8_192
+    static let relaxedBacklog = 512
+
     private func loop() {
         // Lowest priority: writing the files is never more urgent than the
-        // commits it follows; a backlog waits in the spool.
-        _ = setpriority(__priority_which_t(PRIO_PROCESS.rawValue), 0, 19)
+        // commits it follows, until the backlog grows (see urgentBacklog).
+        Syscall.setThreadNice(19)
+        var urgent = false
+        var largest = 0
         // Jobs held back behind one that failed, in order.
         var backlog: [Job] = []
         while true {
@@ -124,6 +153,14 @@ final class LTXMaterializer: Sendable {
                 return (queue.jobs, queue.running)
             }
             backlog += jobs
+            largest = max(largest, backlog.count)
+            if !urgent && backlog.count > Self.urgentBacklog {
+                urgent = true
+                Syscall.setThreadNice(0)
+            } else if urgent && backlog.count < Self.relaxedBacklog {
+                urgent = false
+                Syscall.setThreadNice(19)
+            }
             var done = 0
             var failure: Errno?
             while done < backlog.count {
@@ -137,9 +174,16 @@ final class LTXMaterializer: Sendable {
                     logger.withLock { $0 }?.error("cannot write an LTX file", metadata: ["job": "\(backlog[done])", "error": "\(error)"])
                 }
                 done += 1
+                outstanding.wrappingSubtract(1, ordering: .relaxed)
             }
             backlog.removeFirst(done)
             report(failure, waiting: backlog.count)
+            if backlog.isEmpty && largest > Self.urgentBacklog {
+                // A large backlog is over: its memory goes back.
+                backlog = []
+                largest = 0
+                Syscall.releaseFreeMemory()
+            }
             if !running {
                 // Stopping: what is held back stays in the spools, which the
                 // next start replays.

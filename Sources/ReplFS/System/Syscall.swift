@@ -227,6 +227,21 @@ public enum Syscall {
         retrying({ clinux_syncfs(fd) }, failed: { $0 != 0 }).map { _ in () }
     }
 
+    /// `setpriority(2)` for the calling thread (Linux keeps a nice value per
+    /// thread). Raising the priority needs CAP_SYS_NICE; without it the
+    /// thread keeps its value.
+    @discardableResult
+    public static func setThreadNice(_ value: Int32) -> Result<Void, Errno> {
+        Glibc.setpriority(__priority_which_t(PRIO_PROCESS.rawValue), 0, value) == 0 ? .success(()) : .failure(.current)
+    }
+
+    /// `malloc_trim(3)`: gives the heap's free memory back to the system, so
+    /// that a burst (a backlog, a large directory listing) does not stay in
+    /// the RSS once it is over.
+    public static func releaseFreeMemory() {
+        _ = clinux_malloc_trim()
+    }
+
     /// `umount2(2)` with `MNT_DETACH`, for clearing a dead FUSE mount.
     public static func detachMount(_ path: String) -> Result<Void, Errno> {
         retrying({ Glibc.umount2(path, Int32(MNT_DETACH)) }, failed: { $0 != 0 }).map { _ in () }
