@@ -29,9 +29,11 @@ $(TOOLS)/.deps:
 build: deps
 	$(SWIFT) build --build-tests -j $(JOBS)
 
-## release: optimized build (benchmarks, demo, install).
+## release: optimized build (benchmarks, demo, install) of the daemon and
+## the test kit (replfs-fuzz reaches into the library and builds in debug only).
 release: deps
-	$(SWIFT) build -c release -j $(JOBS)
+	$(SWIFT) build -c release -j $(JOBS) --product replfsd
+	$(SWIFT) build -c release -j $(JOBS) --product replfs-testkit
 
 ## test: unit tests, integration tests that mount real file systems, and
 ## each fuzz target for FUZZ_TIME seconds.
