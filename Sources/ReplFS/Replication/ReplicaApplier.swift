@@ -128,7 +128,7 @@ final class ReplicaApplier: @unchecked Sendable {
 
     private func loop() {
         store.registerDaemonThread()
-        _ = setpriority(__priority_which_t(PRIO_PROCESS.rawValue), 0, 10)
+        Syscall.setThreadNice(10)
         while true {
             condition.lock()
             while running && head == queue.count { condition.wait() }

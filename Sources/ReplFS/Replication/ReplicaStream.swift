@@ -76,7 +76,7 @@ final class ReplicaStream: @unchecked Sendable {
     private func run() {
         // Replication yields to the commits it follows (two cores here: the
         // application's round trips through FUSE must not wait behind it).
-        _ = setpriority(__priority_which_t(PRIO_PROCESS.rawValue), 0, 10)
+        Syscall.setThreadNice(10)
         logger.info("replica connected", metadata: ["replica": "\(replica)", "peer": "\(peer)"])
         let (reader, first) = feed.join()
         defer { feed.leave(reader) }
