@@ -47,13 +47,6 @@ public final class ChangeFeed: StoreObserver, @unchecked Sendable {
         self.maximumEntries = maximumEntries
     }
 
-    /// The sequence number the next change will get.
-    public var currentSequence: UInt64 {
-        condition.lock()
-        defer { condition.unlock() }
-        return nextSequence
-    }
-
     /// Registers a reader that starts with the next change: the feed keeps
     /// changes from there until the reader has read them (or leaves).
     public func join() -> (reader: Int, sequence: UInt64) {
@@ -123,10 +116,10 @@ public final class ChangeFeed: StoreObserver, @unchecked Sendable {
 
     /// The entries from `sequence` on, waiting up to `timeout` for the first;
     /// `reader` has read everything before `sequence`.
-    public func next(from sequence: UInt64, timeout: TimeInterval, reader: Int? = nil) -> Next {
+    public func next(from sequence: UInt64, timeout: TimeInterval, reader: Int) -> Next {
         condition.lock()
         defer { condition.unlock() }
-        if let reader { readers[reader] = sequence }
+        readers[reader] = sequence
         let deadline = Date(timeIntervalSinceNow: timeout)
         while nextSequence <= sequence {
             if !condition.wait(until: deadline) { return .entries([]) }
