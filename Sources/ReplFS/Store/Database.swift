@@ -109,11 +109,7 @@ final class Database: Sendable {
     /// The database's current position.
     var position: Position { state.withLock { $0.position } }
 
-    /// The epoch `txid` was committed in, as this node's log records it.
-    func epoch(at txid: TXID) -> UInt64? {
-        state.withLock { $0.epochs.epoch(at: txid) }
-    }
-
+    /// In which epoch each transaction was committed, as this node's log records it.
     var epochHistory: EpochHistory {
         state.withLock { $0.epochs }
     }

@@ -38,23 +38,21 @@ extension Store {
             if let next = run.first, entry.0.maxTXID.next != next.0.minTXID { break }
             run.insert(entry, at: 0)
         }
-        var written: [String] = []
+        var written: [LTXFileName] = []
         for (name, file) in run {
             switch Self.copyDurably(file, to: name.description, in: target) {
             case .success:
-                written.append(name.description)
+                written.append(name)
             case .failure(.noEntry):
                 // Retention removed it (and everything older): the chain starts after it.
-                for earlier in written { _ = Syscall.unlink(at: target, earlier) }
+                for earlier in written { _ = Syscall.unlink(at: target, earlier.description) }
                 written.removeAll()
             case .failure(let error):
                 return .failure(error)
             }
         }
         if case .failure(let error) = Syscall.fsync(target) { return .failure(error) }
-        guard let first = written.first.flatMap({ try? LTXFileName(parsing: $0) }), let last = written.last.flatMap({ try? LTXFileName(parsing: $0) }) else {
-            return .failure(.noEntry)
-        }
+        guard let first = written.first, let last = written.last else { return .failure(.noEntry) }
         return .success(LogExport(files: written.count, first: first.minTXID, last: last.maxTXID))
     }
 

@@ -116,7 +116,7 @@ extension Store {
         // Log matching: the replica's last transaction must have been
         // committed in the epoch this node's history gives it. The checksum
         // alone cannot show it (invariant 1).
-        if replica.epoch != 0, let mine = database.epoch(at: replica.txid), mine != replica.epoch {
+        if replica.epoch != 0, let mine = database.epochHistory.epoch(at: replica.txid), mine != replica.epoch {
             logger.warning(
                 "a replica's history diverged from this node's: its last transaction was committed in another epoch",
                 metadata: ["database": "\(path)", "replica-position": "\(replica)", "replica-epoch": "\(replica.epoch)", "epoch-here": "\(mine)"])
