@@ -200,10 +200,13 @@ base_primary=$(awk '/VmRSS/ {print $2}' /proc/${CLUSTER_PIDS[0]}/status)
 start=$(now)
 CLUSTER_PIDS[2]=$(cluster_node_start c)
 peak_primary=0; peak_replica=0
-# The primary's newest LTX file (written just after the commit): wait until it settles.
+# The primary's position of snap.db (reported by its status), once it settles.
+snap_txid() { "$BIN/replfsd" status --json --config "$ROOT/cluster/$1/replfsd.yml" 2>/dev/null | python3 -c 'import json,sys
+d=[x for x in json.load(sys.stdin)["databases"] if x["name"]=="snap.db"]
+print(d[0]["txid"] if d else "")' 2>/dev/null || true; }
 target=""
 while true; do
-  newest=$(ls "$ROOT/cluster/a/data/ltx/snap.db" | tail -1 | cut -c18-33 || true)
+  newest=$(snap_txid a)
   [[ -n $newest && $newest == "$target" ]] && break
   target=$newest
   sleep 0.5
@@ -214,7 +217,7 @@ while true; do
     if [[ $i == 0 && $rss -gt $peak_primary ]]; then peak_primary=$rss; fi
     if [[ $i == 2 && $rss -gt $peak_replica ]]; then peak_replica=$rss; fi
   done
-  current=$(ls "$ROOT/cluster/c/data/ltx/snap.db" 2>/dev/null | tail -1 | cut -c18-33 || true)
+  current=$(snap_txid c)
   [[ -n $current && $current == "$target" ]] && break
   sleep 0.1
 done

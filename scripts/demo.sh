@@ -142,7 +142,7 @@ for name in a b c; do
     "$(sqlite3 "$ROOT/$name/mnt/db.sqlite" "SELECT node FROM heartbeats ORDER BY id DESC LIMIT 1")" \
     "$(sha1sum <"$ROOT/$name/mnt/noise_private.key" | cut -c1-12)"
 done
-echo "LTX files on node-$p: $(ls "$ROOT/$p/data/ltx/db.sqlite" | wc -l)"
+echo "LTX log on node-$p: $(ls "$ROOT/$p/data/ltx/db.sqlite" | grep -c -e '\.segment$' -e '\.ltx$') files (segments of many transactions each)"
 
 say "Replicas are read-only"
 replica=$(for name in a b c; do [[ $name != "$p" ]] && echo "$name" && break; done)

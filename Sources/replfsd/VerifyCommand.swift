@@ -33,7 +33,9 @@ struct VerifyCommand: ParsableCommand {
                 throw ExitCode(2)
             }
             do {
-                let summary = try LTXRebuilder().rebuild(directory: paths[0], intoNew: rebuild, overwrite: force)
+                let expanded = try LTXSegment.singleFiles(of: paths)
+                defer { if expanded.temporary { LTXSegment.removeTemporary(expanded.directory) } }
+                let summary = try LTXRebuilder().rebuild(directory: expanded.directory, intoNew: rebuild, overwrite: force)
                 print("ok: rebuilt \(rebuild) from \(paths[0]): \(summary)")
             } catch {
                 printError("replfsd verify: \(error)")
@@ -43,8 +45,11 @@ struct VerifyCommand: ParsableCommand {
         }
         for path in paths {
             do {
-                if isDirectory(path) {
-                    let summary = try LTXChainVerifier(requireSnapshotStart: false).verify(directory: path)
+                if isDirectory(path) || LTXSegment.isSegment(path: path) {
+                    // Segments are checked as the single files they hold.
+                    let expanded = try LTXSegment.singleFiles(of: [path])
+                    defer { if expanded.temporary { LTXSegment.removeTemporary(expanded.directory) } }
+                    let summary = try LTXChainVerifier(requireSnapshotStart: false).verify(directory: expanded.directory)
                     print("ok: \(path): \(summary)")
                 } else {
                     let summary = try LTXChainVerifier(requireSnapshotStart: false).verify(files: [path])

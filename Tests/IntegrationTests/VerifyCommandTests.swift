@@ -22,9 +22,25 @@ extension IntegrationTests {
                 #expect(good.output.hasPrefix("ok: "))
 
                 let work = node.root + "/bad"
+                // The log's records as single files (segments hold most).
                 func copyLog() throws {
                     try? FileManager.default.removeItem(atPath: work)
-                    try FileManager.default.copyItem(atPath: directory, toPath: work)
+                    try FileManager.default.createDirectory(atPath: work, withIntermediateDirectories: true)
+                    for file in files { try FileManager.default.copyItem(atPath: file, toPath: work + "/" + URL(fileURLWithPath: file).lastPathComponent) }
+                }
+
+                // A flipped byte inside a segment fails it too.
+                let segments = try FileManager.default.contentsOfDirectory(atPath: directory).filter { $0.hasSuffix(".segment") }
+                #expect(!segments.isEmpty, "small transactions are kept in segments")
+                if let segment = segments.first {
+                    let copy = node.root + "/seg"
+                    try? FileManager.default.removeItem(atPath: copy)
+                    try FileManager.default.copyItem(atPath: directory, toPath: copy)
+                    var bytes = try Array(Data(contentsOf: URL(fileURLWithPath: copy + "/" + segment)))
+                    bytes[bytes.count - 30] ^= 0xFF
+                    try Data(bytes).write(to: URL(fileURLWithPath: copy + "/" + segment))
+                    let broken = try Command.run(TestEnvironment.replfsd, ["verify", copy])
+                    #expect(broken.status == 1, "\(broken)")
                 }
 
                 // A flipped byte in the page data: file checksum mismatch.

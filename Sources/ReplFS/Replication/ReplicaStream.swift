@@ -192,13 +192,14 @@ final class ReplicaStream: @unchecked Sendable {
                 // `status` shows its true lag before the next commit.
                 if let txid = sent[database]?.txid { acknowledge(database: database, txid: txid) }
                 continue
-            case .files(let paths, let rebase):
-                for (index, path) in paths.enumerated() {
-                    var content = LTXContent.file(path)
-                    if index == 0, let rebase {
-                        guard let bytes = Self.rebased(path, from: rebase) else { return false }
+            case .records(let run, let rebase):
+                var first = true
+                while isRunning, var content = run.next() {
+                    if first, let rebase {
+                        guard let bytes = Self.rebased(content, from: rebase) else { return false }
                         content = .bytes(bytes)
                     }
+                    first = false
                     guard let position = sendLTX(database: database, content, divergent: false) else { return false }
                     sent[database] = position
                 }
@@ -284,17 +285,16 @@ final class ReplicaStream: @unchecked Sendable {
         return snapshot.position
     }
 
-    /// The LTX file at `path` re-encoded to start right after `position`
+    /// The LTX file `content` re-encoded to start right after `position`
     /// (which lies inside it): the same pages and post-apply checksum, with
     /// the replica's position as pre-apply checksum. Applying a merged
     /// file's pages (their values after its last transaction) to any state
     /// it went through gives the same result; the replica still verifies
     /// the post-apply checksum.
-    static func rebased(_ path: String, from position: Position) -> [UInt8]? {
+    static func rebased(_ content: LTXContent, from position: Position) -> [UInt8]? {
         do {
-            let source = try LTXFileSource(path: path)
-            defer { source.close() }
-            var decoder = LTXDecoder(source: source)
+            var decoder = try Database.decoder(for: content)
+            defer { decoder.source.closeIfFile() }
             let original = try decoder.decodeHeader()
             var header = original
             header.minTXID = position.txid.next

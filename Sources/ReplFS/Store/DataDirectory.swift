@@ -9,9 +9,8 @@ import Foundation
 /// DATA/replfs.json   cluster name, node name, format version
 /// DATA/lock          flock()ed by the running replfsd
 /// DATA/files/        the real files the mount shows
-/// DATA/ltx/<key>/    LTX log of each database (see DatabaseKey)
-/// DATA/spool/        LTX files recorded at commit, before they are written out
-/// DATA/recycle/      expired LTX files whose inodes new ones reuse
+/// DATA/ltx/<key>/    LTX log of each database (see DatabaseKey, LTXLogDirectory)
+/// DATA/spool/        LTX files recorded at commit, before their segments
 /// ```
 ///
 /// A directory that holds anything else, or the identity file of another

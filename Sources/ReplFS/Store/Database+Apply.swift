@@ -229,7 +229,7 @@ extension Database {
         }
     }
 
-    private static func decoder(for source: LTXContent) throws(LTXError) -> LTXDecoder<AnyLTXSource> {
+    static func decoder(for source: LTXContent) throws(LTXError) -> LTXDecoder<AnyLTXSource> {
         switch source {
         case .bytes(let bytes): return LTXDecoder(source: .memory(LTXMemorySource(bytes)))
         case .file(let path): return LTXDecoder(source: .file(try LTXFileSource(path: path)))
@@ -253,10 +253,7 @@ extension Database {
         case .failure(let error): return .failure(error)
         }
         let minTXID = whole ? TXID(1) : first.minTXID
-        if whole {
-            log.waitForFiles()
-            for name in log.fileNames() { log.remove(name) }
-        }
+        if whole, case .failure(let error) = log.removeAll(resettingTo: last.maxTXID) { return .failure(error) }
         let header = LTXHeader(
             flags: last.flags, pageSize: last.pageSize, commit: last.commit, minTXID: minTXID, maxTXID: last.maxTXID, timestamp: last.timestamp,
             preApplyChecksum: whole ? .zero : (first.isSnapshot ? .zero : first.preApplyChecksum), nodeID: last.nodeID)
@@ -280,25 +277,12 @@ extension Database {
         case .success(let value): log = value
         case .failure(let error): return .failure(error)
         }
-        if header.isSnapshot {
-            log.waitForFiles()
-            for name in log.fileNames() { log.remove(name) }
-        }
+        if header.isSnapshot, case .failure(let error) = log.removeAll(resettingTo: header.maxTXID) { return .failure(error) }
         switch source {
-        case .bytes(let bytes) where header.minTXID == header.maxTXID:
-            return log.append(bytes, txid: header.maxTXID, sync: false)
         case .bytes(let bytes):
-            return log.begin(minTXID: header.minTXID, maxTXID: header.maxTXID).flatMap { file in
-                file.append(bytes).flatMap { file.commit(sync: true) }
-            }
+            return log.append(bytes, minTXID: header.minTXID, txid: header.maxTXID, sync: false)
         case .file(let path):
-            let destination = log.path(minTXID: header.minTXID, maxTXID: header.maxTXID)
-            _ = Syscall.unlink(at: AT_FDCWD, destination)
-            guard Glibc.link(path, destination) == 0 || Glibc.rename(path, destination) == 0 else { return .failure(.current) }
-            return Syscall.open(at: AT_FDCWD, destination, flags: O_RDONLY).flatMap { fd in
-                defer { Syscall.close(fd) }
-                return Syscall.fsync(fd)
-            }
+            return log.adoptFile(at: path, minTXID: header.minTXID, maxTXID: header.maxTXID)
         }
     }
 

@@ -55,22 +55,21 @@ extension Database {
 
         return state.withLock { state in
             // The log: the newest complete file is the position.
-            var last: (header: LTXHeader, trailer: LTXTrailer, name: LTXFileName)?
+            var last: (header: LTXHeader, trailer: LTXTrailer, content: LTXContent)?
             let logDirectory = environment.logDirectory(for: path)
             if Self.fileSize(logDirectory) != nil, case .success(let log) = ensureLog(&state) {
-                var names = log.fileNames()
                 var torn = 0
-                while let name = names.last {
+                while let record = log.newestRecord() {
                     do {
-                        let decoded = try Self.walkLTXFile(log.directory + "/" + name.description)
-                        last = (decoded.header, decoded.trailer, name)
+                        let decoded = try Self.walkLTX(record.content)
+                        last = (decoded.header, decoded.trailer, record.content)
+                        break
                     } catch {
-                        logger.warning("removing torn LTX file", metadata: ["database": "\(path)", "file": "\(name)", "reason": "\(error)"])
-                        log.remove(name)
-                        names.removeLast()
+                        logger.warning(
+                            "removing a torn LTX record", metadata: ["database": "\(path)", "txid": "\(record.maxTXID)", "reason": "\(error)"])
+                        log.removeNewestRecord()
                         torn += 1
                     }
-                    if last != nil { break }
                 }
                 if torn > 0 { outcomes.append(.removedTornFiles(torn)) }
             }
@@ -87,8 +86,8 @@ extension Database {
                 if content.checksum == state.position.checksum {
                     outcomes.append(.consistent)
                 } else if content.checksum == before
-                    || (hasJournal && checksum(afterApplying: last.name, in: state, onto: content) == state.position.checksum),
-                    case .success = redo(last.name, in: &state)
+                    || (hasJournal && checksum(afterApplying: last.content, onto: content) == state.position.checksum),
+                    case .success = redo(last.content)
                 {
                     logger.notice("applied a logged transaction the crash kept from the database file", metadata: ["database": "\(path)", "txid": "\(last.header.maxTXID)"])
                     closeReadFD(&state)
@@ -219,12 +218,11 @@ extension Database {
     /// The checksum `content` would have after the pages of one logged file
     /// were written over it and the file cut to the file's commit size;
     /// nil if the file cannot be read.
-    private func checksum(afterApplying name: LTXFileName, in state: borrowing State, onto content: Content) -> Checksum? {
-        guard let log = state.log else { return nil }
+    private func checksum(afterApplying record: LTXContent, onto content: Content) -> Checksum? {
         var checksums = content.pageChecksums
         var commit: UInt32 = 0
         do {
-            _ = try Self.walkLTXFile(log.directory + "/" + name.description) { header in
+            _ = try Self.walkLTX(record) { header in
                 commit = header.commit
                 let pageSize = Int(header.pageSize)
                 guard pageSize == content.pageSize || content.pageCount == 0 else { throw Errno.io }
@@ -248,8 +246,7 @@ extension Database {
     }
 
     /// Applies the pages of one logged file to the database file.
-    private func redo(_ name: LTXFileName, in state: inout State) -> Result<Void, Errno> {
-        guard let log = state.log else { return .failure(.io) }
+    private func redo(_ record: LTXContent) -> Result<Void, Errno> {
         let fd: Int32
         switch Syscall.open(at: environment.filesFD, path, flags: O_RDWR | O_CREAT, mode: 0o644) {
         case .success(let value): fd = value
@@ -258,13 +255,13 @@ extension Database {
         defer { Syscall.close(fd) }
         let decoded: (header: LTXHeader, trailer: LTXTrailer)
         do {
-            decoded = try Self.walkLTXFile(log.directory + "/" + name.description, page: { pgno, page in
+            decoded = try Self.walkLTX(record, page: { pgno, page in
                 _ = try Syscall.pwrite(fd, page, at: Int64(pgno.rawValue - 1) * Int64(page.count)).get()
             })
         } catch let error as Errno {
             return .failure(error)
         } catch {
-            logger.error("cannot redo transaction", metadata: ["database": "\(path)", "file": "\(name)", "error": "\(error)"])
+            logger.error("cannot redo transaction", metadata: ["database": "\(path)", "error": "\(error)"])
             return .failure(.io)
         }
         if decoded.header.commit == 0 {
@@ -277,13 +274,12 @@ extension Database {
     /// Decodes a whole LTX file, checking every checksum. `header` sees the
     /// header first, then `page` each page in order; either may throw to
     /// stop.
-    static func walkLTXFile(
-        _ filePath: String, header onHeader: (LTXHeader) throws -> Void = { _ in },
+    static func walkLTX(
+        _ record: LTXContent, header onHeader: (LTXHeader) throws -> Void = { _ in },
         page onPage: (PageNumber, UnsafeRawBufferPointer) throws -> Void = { _, _ in }
     ) throws -> (header: LTXHeader, trailer: LTXTrailer) {
-        let source = try LTXFileSource(path: filePath)
-        defer { source.close() }
-        var decoder = LTXDecoder(source: source)
+        var decoder = try decoder(for: record)
+        defer { decoder.source.closeIfFile() }
         let header = try decoder.decodeHeader()
         try onHeader(header)
         let page = UnsafeMutableRawBufferPointer.allocate(byteCount: Int(header.pageSize), alignment: 16)

@@ -815,10 +815,18 @@ final class Database: Sendable {
 }
 
 extension Database {
-    /// Waits until every logged transaction is written as its own LTX file.
+    /// Waits until every logged transaction is in its segment or file.
     func waitForLogFiles() {
         let log = state.withLock { $0.log }
         log?.waitForFiles()
+    }
+
+    /// The database's log, if it has one (without creating it).
+    var existingLog: LTXLog? { state.withLock { $0.log } }
+
+    /// Retention of this database's log (see ``LogRetention``).
+    func pruneLog(modifiedBefore cutoff: Int, sealBefore: UInt64) -> Int {
+        existingLog?.prune(modifiedBefore: cutoff, sealBefore: sealBefore) ?? 0
     }
 }
 

@@ -4,7 +4,8 @@ import Glibc
 import Logging
 import Synchronization
 
-/// Turns spooled LTX records into LTX files, on its own thread, in order;
+/// Appends spooled LTX records to their logs' segments, on its own thread,
+/// in order;
 /// also prepares and retires spools (see ``LTXSpool``).
 ///
 /// A job that fails (no space, an I/O error) is not dropped: it and every
@@ -17,13 +18,13 @@ import Synchronization
 /// fail back to SQLite (SQLITE_FULL) only when a new spool cannot be made.
 final class LTXMaterializer: Sendable {
     enum Job: Sendable {
-        /// Write the spooled record at `source` as the file `name` in the
-        /// directory `directoryFD`. The bytes are read back from the spool
-        /// (still in the page cache) rather than held in memory, so a backlog
-        /// costs disk, not RAM.
-        case write(directoryFD: Int32, name: String, source: LTXSpool.Location, owner: LTXLog)
-        /// Remove the file `name` (its transaction did not commit).
-        case remove(directoryFD: Int32, name: String, owner: LTXLog)
+        /// Append the spooled record at `source` (`minTXID...maxTXID`) to
+        /// `log`'s segment. The bytes are read back from the spool (still in
+        /// the page cache) rather than held in memory, so a backlog costs
+        /// disk, not RAM.
+        case write(source: LTXSpool.Location, minTXID: TXID, maxTXID: TXID, log: LTXLog)
+        /// Remove the newest record of `log`, `txid` (it did not commit).
+        case remove(txid: TXID, log: LTXLog)
         /// Every file written from spool `sequence` is done: make them
         /// durable, then delete the spool.
         case retire(directoryFD: Int32, sequence: UInt64)
@@ -43,8 +44,6 @@ final class LTXMaterializer: Sendable {
     private let stalled = Mutex<Stall?>(nil)
     /// Where stalls are reported (set once the store has a logger).
     let logger = Mutex<Logger?>(nil)
-    /// Reused inodes for new files (set once the data directory is known).
-    let recycler = Mutex<LTXRecycler?>(nil)
     /// Open spools being read, by sequence (touched only by the thread).
     private let spools = Mutex<[UInt64: Int32]>([:])
     private let signal = Semaphore()
@@ -228,7 +227,7 @@ final class LTXMaterializer: Sendable {
 
     private func perform(_ job: Job) -> Result<Void, Errno> {
         switch job {
-        case .write(let directoryFD, let name, let source, _):
+        case .write(let source, let minTXID, let maxTXID, let log):
             guard let fd = spool(source) else { return .failure(.io) }
             var bytes = [UInt8](repeating: 0, count: source.length)
             switch bytes.withUnsafeMutableBytes({ Syscall.pread(fd, into: $0, at: source.offset) }) {
@@ -236,12 +235,9 @@ final class LTXMaterializer: Sendable {
             case .success: return .failure(.io)
             case .failure(let error): return .failure(error)
             }
-            if let recycler = recycler.withLock({ $0 }) {
-                return recycler.write(directoryFD: directoryFD, name: name, bytes: bytes)
-            }
-            return LTXMaterializer.writeFile(directoryFD: directoryFD, name: name, bytes: bytes)
-        case .remove(let directoryFD, let name, _):
-            if case .failure(let error) = Syscall.unlink(at: directoryFD, name), error != .noEntry { return .failure(error) }
+            return log.writeRecord(bytes, minTXID: minTXID, maxTXID: maxTXID)
+        case .remove(let txid, let log):
+            log.removeRecord(txid)
             return .success(())
         case .retire(let directoryFD, let sequence):
             // The files written from this spool must survive a power loss
@@ -269,20 +265,4 @@ final class LTXMaterializer: Sendable {
     static func temporaryName(_ name: String) -> String { name + temporarySuffix }
     /// Ends every temporary name: a leftover is a write a crash cut short.
     static let temporarySuffix = ".tmp"
-
-    /// Writes a whole file and then gives it its final name (no sync): a
-    /// file under an LTX name is always complete, for catch-up, `verify`
-    /// and anyone reading a live log.
-    static func writeFile(directoryFD: Int32, name: String, bytes: [UInt8]) -> Result<Void, Errno> {
-        let temporary = temporaryName(name)
-        let written = Syscall.open(at: directoryFD, temporary, flags: O_WRONLY | O_CREAT | O_TRUNC, mode: 0o644).flatMap { fd in
-            defer { Syscall.close(fd) }
-            return bytes.withUnsafeBytes { Syscall.write(fd, $0) }
-        }.flatMap { _ in
-            Syscall.rename(at: directoryFD, temporary, to: name)
-        }
-        // A partial temporary file is no use to anyone, and holds space.
-        if case .failure = written { _ = Syscall.unlink(at: directoryFD, temporary) }
-        return written
-    }
 }

@@ -10,9 +10,9 @@ import Synchronization
 /// Creating a file costs a directory update (about 25 µs here, more as the
 /// directory grows); appending to an open file costs a few. So the commit
 /// path appends the encoded LTX file here before SQLite is answered, and
-/// ``LTXMaterializer`` writes it under its own name just after. A crash in
-/// between loses nothing: ``replay(logger:write:remove:)`` writes whatever the
-/// spool holds that the LTX directories lack.
+/// ``LTXMaterializer`` appends it to its database's segment just after. A
+/// crash in between loses nothing: ``replay(logger:restore:)`` puts back,
+/// per log, everything from the first record the spool holds.
 ///
 /// Spools are prepared ahead, filled with zeros: records then overwrite
 /// allocated blocks, so flushing is a data-only `fdatasync` with no
@@ -46,9 +46,12 @@ final class LTXSpool: Sendable {
         case file = 1
         /// The transaction with this TXID in `key` did not commit.
         case abandoned = 2
+        /// The log `key` starts again from a snapshot ending at this TXID:
+        /// every earlier record of it is void.
+        case reset = 3
     }
 
-    /// One record found by ``replay(logger:write:remove:)``.
+    /// One record found by ``replay(logger:restore:)``.
     struct Record {
         var key: String
         var txid: TXID
@@ -85,7 +88,7 @@ final class LTXSpool: Sendable {
         String(sequence, radix: 16)
     }
 
-    /// Opens the first spool (after ``replay(logger:write:remove:)``),
+    /// Opens the first spool (after ``replay(logger:restore:)``),
     /// prepared in full so that the first transactions flush cheaply too.
     func start() throws(StoreError) {
         let sequence = existingSequences().last.map { $0 + 1 } ?? 1
@@ -124,6 +127,12 @@ final class LTXSpool: Sendable {
     /// Records that `txid` of `key` did not commit after all.
     func abandon(key: String, txid: TXID) {
         appendRecord(.abandoned, key: key, txid: txid, payload: [], sync: false)
+    }
+
+    /// Records, durably, that the log `key` starts again from a snapshot
+    /// ending at `base`.
+    func reset(key: String, base: TXID) -> Result<Void, Errno> {
+        appendRecord(.reset, key: key, txid: base, payload: [], sync: true).map { _ in () }
     }
 
     @discardableResult
@@ -306,48 +315,60 @@ final class LTXSpool: Sendable {
         return entries.compactMap { UInt64($0.name, radix: 16) }.sorted()
     }
 
-    /// After a crash: hands every committed record to `write` (the last
-    /// record of each key and TXID wins) and every abandoned one to
-    /// `remove`, then deletes the spools. The callers make the files durable.
-    /// Returns the number of records found.
-    /// `write` returns whether the file was written; if any was not (no
-    /// space), the spools are kept, and the error says how many wait.
+    /// What a crash left in the spool for one log: from `firstTXID` on,
+    /// its segments must hold exactly `records` (in TXID order); with
+    /// `reset`, the log started again from a snapshot ending at that TXID,
+    /// and no earlier file of it counts.
+    struct Replay {
+        var key: String
+        var reset: TXID?
+        var firstTXID: TXID
+        var records: [Record]
+        /// Transactions that did not commit (a single file of one may remain).
+        var abandoned: [TXID]
+    }
+
+    /// After a crash: hands what the spools hold, per log, to `restore`,
+    /// then deletes the spools (the caller makes its files durable first).
+    /// If `restore` fails for any (no space), the spools are kept, and the
+    /// error says how many logs wait. Returns the number of records found.
     @discardableResult
-    func replay(logger: Logger, write: (Record) -> Result<Void, Errno>, remove: (String, TXID) -> Void) throws(StoreError) -> Int {
+    func replay(logger: Logger, restore: (Replay) -> Result<Void, Errno>) throws(StoreError) -> Int {
         let sequences = existingSequences()
-        var latest: [String: [TXID: [UInt8]]] = [:]
-        var abandoned: [String: Set<TXID>] = [:]
+        var plans: [String: (reset: TXID?, first: TXID?, files: [TXID: [UInt8]], abandoned: Set<TXID>)] = [:]
         var count = 0
         for sequence in sequences {
             for record in readRecords(LTXSpool.name(sequence)) {
                 count += 1
                 switch record {
                 case .file(let key, let txid, let bytes):
-                    latest[key, default: [:]][txid] = bytes
-                    abandoned[key]?.remove(txid)
+                    plans[key, default: (nil, nil, [:], [])].files[txid] = bytes
+                    plans[key]!.abandoned.remove(txid)
+                    plans[key]!.first = min(plans[key]!.first ?? txid, txid)
                 case .abandoned(let key, let txid):
-                    latest[key]?[txid] = nil
-                    abandoned[key, default: []].insert(txid)
+                    plans[key, default: (nil, nil, [:], [])].files[txid] = nil
+                    plans[key]!.abandoned.insert(txid)
+                    plans[key]!.first = min(plans[key]!.first ?? txid, txid)
+                case .reset(let key, let base):
+                    plans[key] = (base, nil, [:], [])
                 }
             }
         }
         var failed: (count: Int, error: Errno)?
-        for (key, files) in latest {
-            for (txid, bytes) in files {
-                if case .failure(let error) = write(Record(key: key, txid: txid, bytes: bytes)) { failed = ((failed?.count ?? 0) + 1, error) }
-            }
-        }
-        for (key, txids) in abandoned {
-            for txid in txids { remove(key, txid) }
+        for (key, plan) in plans {
+            let records = plan.files.keys.sorted().map { Record(key: key, txid: $0, bytes: plan.files[$0]!) }
+            let replay = Replay(
+                key: key, reset: plan.reset, firstTXID: plan.first ?? plan.reset?.next ?? TXID(1), records: records, abandoned: plan.abandoned.sorted())
+            if case .failure(let error) = restore(replay) { failed = ((failed?.count ?? 0) + 1, error) }
         }
         let synced = Syscall.syncfs(directoryFD)
         if let failed {
             throw StoreError(
-                .io, "cannot write \(failed.count) LTX files the spool holds (\(failed.error)); they stay in the spool: free space and start again",
+                .io, "cannot write the LTX records the spool holds for \(failed.count) databases (\(failed.error)); they stay in the spool: free space and start again",
                 path: directory, errno: failed.error)
         }
         if case .failure(let error) = synced {
-            throw StoreError(.io, "cannot make the replayed LTX files durable; they stay in the spool", path: directory, errno: error)
+            throw StoreError(.io, "cannot make the replayed LTX records durable; they stay in the spool", path: directory, errno: error)
         }
         for sequence in sequences { _ = Syscall.unlink(at: directoryFD, LTXSpool.name(sequence)) }
         if count > 0 {
@@ -359,6 +380,7 @@ final class LTXSpool: Sendable {
     private enum ParsedRecord {
         case file(String, TXID, [UInt8])
         case abandoned(String, TXID)
+        case reset(String, TXID)
     }
 
     /// The complete, valid records of a spool, up to the first torn one.
@@ -387,6 +409,8 @@ final class LTXSpool: Sendable {
                 records.append(.file(key, txid, payload))
             case .abandoned:
                 records.append(.abandoned(key, txid))
+            case .reset:
+                records.append(.reset(key, txid))
             }
             offset = body + length
         }

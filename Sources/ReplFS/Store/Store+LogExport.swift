@@ -15,9 +15,10 @@ extension Store {
     /// newest transaction, under upstream's names, each durable on return.
     /// Files already in `directory` under those names are replaced.
     ///
-    /// Runs on a live node: every committed transaction is written as its
-    /// file first, and a file that retention removes while it is copied (the
-    /// oldest go first) only shortens the chain from the front.
+    /// Runs on a live node: every committed transaction is in its segment
+    /// first, and a file that retention removes while it is copied (the
+    /// oldest go first) only shortens the chain from the front. Segments
+    /// leave the node as the single LTX files they hold.
     public func exportLog(database path: String, into directory: String) -> Result<LogExport, Errno> {
         guard let database = database(at: path, create: false) else { return .failure(.noEntry) }
         database.waitForLogFiles()
@@ -28,19 +29,23 @@ extension Store {
         case .failure(let error): return .failure(error)
         }
         defer { Syscall.close(target) }
-        let source = environment.logDirectory(for: path)
-        let names = ((try? LTXChainVerifier.files(inDirectory: source)) ?? []).compactMap { file in
-            (try? LTXFileName(parsing: String(file.split(separator: "/").last ?? ""))).map { ($0, file) }
-        }.sorted { $0.0.minTXID < $1.0.minTXID }
-        // The unbroken run that ends at the newest file.
-        var run: [(LTXFileName, String)] = []
-        for entry in names.reversed() {
-            if let next = run.first, entry.0.maxTXID.next != next.0.minTXID { break }
-            run.insert(entry, at: 0)
-        }
+        guard let log = database.existingLog else { return .failure(.noEntry) }
+        let reader = log.reader(after: TXID(0))
         var written: [LTXFileName] = []
-        for (name, file) in run {
-            switch Self.copyDurably(file, to: name.description, in: target) {
+        while let record = reader.next() {
+            let name = LTXFileName(minTXID: record.minTXID, maxTXID: record.maxTXID)
+            // The run that ends at the newest record: a break (retention
+            // removed a file while this one was read) restarts it.
+            if let previous = written.last, previous.maxTXID.next != record.minTXID {
+                for earlier in written { _ = Syscall.unlink(at: target, earlier.description) }
+                written.removeAll()
+            }
+            let copied: Result<Void, Errno>
+            switch record.content {
+            case .bytes(let bytes): copied = Self.writeDurably(bytes, to: name.description, in: target)
+            case .file(let file): copied = Self.copyDurably(file, to: name.description, in: target)
+            }
+            switch copied {
             case .success:
                 written.append(name)
             case .failure(.noEntry):
@@ -54,6 +59,18 @@ extension Store {
         if case .failure(let error) = Syscall.fsync(target) { return .failure(error) }
         guard let first = written.first, let last = written.last else { return .failure(.noEntry) }
         return .success(LogExport(files: written.count, first: first.minTXID, last: last.maxTXID))
+    }
+
+    /// Writes `bytes` as `name` in the directory `target`: under a temporary
+    /// name, synced, renamed.
+    private static func writeDurably(_ bytes: [UInt8], to name: String, in target: Int32) -> Result<Void, Errno> {
+        let temporary = "." + name + LTXMaterializer.temporarySuffix
+        let result = Syscall.open(at: target, temporary, flags: O_WRONLY | O_CREAT | O_TRUNC, mode: 0o644).flatMap { fd in
+            defer { Syscall.close(fd) }
+            return bytes.withUnsafeBytes { Syscall.write(fd, $0) }.flatMap { Syscall.fsync(fd) }
+        }.flatMap { Syscall.rename(at: target, temporary, to: name) }
+        if case .failure = result { _ = Syscall.unlink(at: target, temporary) }
+        return result
     }
 
     /// Copies `file` to `name` in the directory `target`: written under a

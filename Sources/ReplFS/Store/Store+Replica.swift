@@ -96,13 +96,13 @@ extension Store {
     /// Where a replica at `position` can be brought to this node's current
     /// position from: the LTX files after it, if they are all retained and
     /// the replica's checksum matches this node's history at that TXID.
-    public enum CatchUp: Sendable {
+    public enum CatchUp {
         case upToDate
         /// LTX files to send in order. With `rebasedFrom`, the replica stands
         /// inside the first file (a merged file of a former replica) at a
         /// position this node went through: send that file's pages as a file
         /// starting right after the replica's position.
-        case files([String], rebasedFrom: Position?)
+        case records(CatchUpRun, rebasedFrom: Position?)
         /// A snapshot is needed; `divergent` when the replica's history could
         /// not be confirmed as this node's (it keeps its copy aside).
         case snapshot(divergent: Bool)
@@ -124,46 +124,37 @@ extension Store {
         }
         if replica.txid == current.txid { return replica.checksum == current.checksum ? .upToDate : .snapshot(divergent: true) }
         database.waitForLogFiles()
-        // Files of transactions committed after this point may still be
+        // Records of transactions committed after this point may still be
         // being written: they are left to the change feed.
         let limit = database.position.txid
-        let directory = environment.logDirectory(for: path)
-        let names = (try? LTXChainVerifier.files(inDirectory: directory)) ?? []
-        var headers: [(LTXHeader, String)] = []
-        for file in names {
-            guard let source = try? LTXFileSource(path: file) else { continue }
-            defer { source.close() }
-            var decoder = LTXDecoder(source: source)
-            guard let header = try? decoder.decodeHeader(), header.maxTXID > replica.txid, header.maxTXID <= limit else { continue }
-            headers.append((header, file))
-        }
-        headers.sort { $0.0.minTXID < $1.0.minTXID }
+        guard let log = database.existingLog else { return .snapshot(divergent: true) }
+        let reader = log.reader(after: replica.txid)
         // The chain must start right after the replica, from its checksum.
-        // If the files that would show it were pruned, the replica's history
-        // cannot be confirmed as this node's: it keeps its copy aside.
-        guard let first = headers.first, first.0.minTXID <= replica.txid.next else {
+        // If the records that would show it were pruned, the replica's
+        // history cannot be confirmed as this node's: it keeps its copy aside.
+        guard let first = reader.next(), first.maxTXID <= limit, first.minTXID <= replica.txid.next,
+            let header = try? Self.header(of: first.content)
+        else {
             return .snapshot(divergent: true)
         }
         var rebase: Position?
-        if first.0.minTXID == replica.txid.next {
-            if first.0.tracksChecksums && first.0.preApplyChecksum != replica.checksum { return .snapshot(divergent: true) }
+        if first.minTXID == replica.txid.next {
+            if header.tracksChecksums && header.preApplyChecksum != replica.checksum { return .snapshot(divergent: true) }
         } else {
             // Inside a merged file: confirmed only if this node went through
             // the very same position.
             guard database.recentChecksum(at: replica.txid) == replica.checksum else { return .snapshot(divergent: true) }
             rebase = replica
         }
-        // The replica's history is this node's (the first file follows it);
-        // send the unbroken run of files from there. Anything after a break
-        // (a file being replaced by retention) comes on the next catch-up.
-        var expected = first.0.minTXID
-        var run: [String] = []
-        for (header, file) in headers {
-            guard header.minTXID == expected else { break }
-            run.append(file)
-            expected = header.maxTXID.next
-        }
-        return .files(run, rebasedFrom: rebase)
+        // The replica's history is this node's (the first record follows
+        // it): send the unbroken run of records from there.
+        return .records(CatchUpRun(reader: reader, first: first, limit: limit), rebasedFrom: rebase)
+    }
+
+    private static func header(of content: LTXContent) throws -> LTXHeader {
+        var decoder = try Database.decoder(for: content)
+        defer { decoder.source.closeIfFile() }
+        return try decoder.decodeHeader()
     }
 
     /// The epoch history of a database (empty when it has none).
@@ -288,5 +279,31 @@ extension Store {
     private func ensureParent(of path: String) {
         guard let slash = path.lastIndex(of: "/") else { return }
         try? FileManager.default.createDirectory(atPath: directory.files + "/" + path[..<slash], withIntermediateDirectories: true)
+    }
+}
+
+/// The records a replica needs to catch up, read from the log one at a time
+/// (a replica far behind does not cost the primary memory): the unbroken
+/// run from the replica's position up to the position when it was asked.
+/// A break (a file retention removed meanwhile) ends the run; the next
+/// catch-up goes on from there.
+public final class CatchUpRun {
+    private let reader: LTXLogReader
+    private var first: LTXLogRecord?
+    private var expected: TXID
+    private let limit: TXID
+
+    init(reader: LTXLogReader, first: LTXLogRecord, limit: TXID) {
+        self.reader = reader
+        self.first = first
+        self.expected = first.minTXID
+        self.limit = limit
+    }
+
+    /// The next LTX file to send, or nil at the end of the run.
+    public func next() -> LTXContent? {
+        guard let record = first.take() ?? reader.next(), record.minTXID == expected, record.maxTXID <= limit else { return nil }
+        expected = record.maxTXID.next
+        return record.content
     }
 }

@@ -20,7 +20,6 @@ public final class Store: Sendable {
     let filesFD: Int32
     let environment: DatabaseEnvironment
     let materializer: LTXMaterializer
-    let recycler: LTXRecycler
     let spool: LTXSpool
     let observers: ObserverSlot
     /// What was logged, for the metrics.
@@ -48,9 +47,8 @@ public final class Store: Sendable {
         }
         materializer = LTXMaterializer()
         materializer.logger.withLock { $0 = logger }
-        let recycler = try LTXRecycler(directory: directory.root + "/recycle")
-        self.recycler = recycler
-        materializer.recycler.withLock { $0 = recycler }
+        // Expired LTX files were once kept here for reuse.
+        try? FileManager.default.removeItem(atPath: directory.root + "/recycle")
         spool = try LTXSpool(directory: directory.spool, materializer: materializer)
         let sameDevice = (try? Syscall.stat(directory.spool).get().st_dev) == (try? Syscall.stat(directory.files).get().st_dev)
         observers = ObserverSlot()
@@ -98,20 +96,34 @@ public final class Store: Sendable {
         }
     }
 
-    /// Writes the LTX files a crash left only in the spool.
+    /// Puts back into the logs what a crash left only in the spool.
     private func replaySpool() throws(StoreError) {
         let ltxRoot = directory.ltx
-        try spool.replay(logger: logger) { record in
-            let logDirectory = ltxRoot + "/" + record.key
+        try spool.replay(logger: logger) { replay in
+            let logDirectory = ltxRoot + "/" + replay.key
             _ = Syscall.mkdir(at: AT_FDCWD, logDirectory, mode: 0o755)
             return Syscall.open(at: AT_FDCWD, logDirectory, flags: O_RDONLY | O_DIRECTORY).flatMap { fd in
                 defer { Syscall.close(fd) }
-                return LTXMaterializer.writeFile(
-                    directoryFD: fd, name: LTXFileName(minTXID: record.minTXID, maxTXID: record.txid).description, bytes: record.bytes)
+                return Self.restore(replay, in: fd)
             }
-        } remove: { key, txid in
-            _ = Syscall.unlink(at: AT_FDCWD, ltxRoot + "/" + key + "/" + LTXFileName(minTXID: txid, maxTXID: txid).description)
         }
+    }
+
+    /// Makes one log hold what the spool says it must.
+    private static func restore(_ replay: LTXSpool.Replay, in directoryFD: Int32) -> Result<Void, Errno> {
+        for txid in replay.abandoned { _ = Syscall.unlink(at: directoryFD, LTXFileName(minTXID: txid, maxTXID: txid).description) }
+        var files = LTXLogDirectory(directoryFD: directoryFD)
+        if let base = replay.reset {
+            files.removeAll(keeping: .init(minTXID: TXID(1), maxTXID: base, storage: .file))
+        } else {
+            files.truncateSegments(from: replay.firstTXID)
+        }
+        for record in replay.records {
+            if case .failure(let error) = files.append(record.bytes, minTXID: record.minTXID, maxTXID: record.txid, now: MonotonicClock.nanoseconds()) {
+                return .failure(error)
+            }
+        }
+        return .success(())
     }
 
     private func recoverAll() {
