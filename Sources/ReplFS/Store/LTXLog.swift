@@ -211,9 +211,6 @@ final class LTXLog: Sendable {
 
     // MARK: - Reading, recovery, retention
 
-    /// The newest transaction in the log.
-    var lastTXID: TXID? { files.withLock { $0.lastTXID } }
-
     /// The newest record (recovery reads the position from it).
     func newestRecord() -> LTXLogRecord? {
         let last = files.withLock { $0.entries.last }
@@ -246,9 +243,6 @@ final class LTXLog: Sendable {
             return files.prune(modifiedBefore: cutoff)
         }
     }
-
-    /// How many files the log holds now.
-    var fileCount: Int { files.withLock { $0.entries.count } }
 }
 
 /// One transaction (or merged range) read from a log.

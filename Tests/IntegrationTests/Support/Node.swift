@@ -128,32 +128,20 @@ final class Node: @unchecked Sendable {
     // MARK: - Data directory views
 
     /// The LTX files of the database at `path` (relative to the mount), in
-    /// TXID order, one per record of its log: single files as they are,
-    /// segments' records written out beside the node (`ltx-view/`), as
-    /// `replfsd log export` would, but readable while the node is stopped.
+    /// TXID order, one per record of its log: segments' records written out
+    /// as single files beside the node (`ltx-view/`), as `replfsd verify`
+    /// reads them, and readable while the node is stopped.
     func ltxFiles(_ path: String) -> [String] {
-        let directory = ltxDirectory(path)
-        let view = root + "/ltx-view/" + (directory.split(separator: "/").last.map(String.init) ?? "db")
+        let view = root + "/ltx-view"
         try? FileManager.default.removeItem(atPath: view)
-        try? FileManager.default.createDirectory(atPath: view, withIntermediateDirectories: true)
-        let names = ((try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? []).sorted()
-        var files: [(TXID, String)] = []
-        for name in names {
-            if let parsed = try? LTXFileName(parsing: name) {
-                files.append((parsed.minTXID, directory + "/" + name))
-            } else if LTXSegment.isSegment(path: name) {
-                let fd = open(directory + "/" + name, O_RDONLY)
-                guard fd >= 0 else { continue }
-                defer { close(fd) }
-                var reader = LTXSegmentReader(fileDescriptor: fd)
-                while let record = reader.next() {
-                    let file = view + "/" + LTXFileName(minTXID: record.minTXID, maxTXID: record.maxTXID).description
-                    FileManager.default.createFile(atPath: file, contents: Data(record.bytes))
-                    files.append((record.minTXID, file))
-                }
-            }
+        guard let expanded = try? LTXSegment.singleFiles(of: [ltxDirectory(path)]) else { return [] }
+        var directory = expanded.directory
+        if expanded.temporary {
+            try? FileManager.default.moveItem(atPath: expanded.directory, toPath: view)
+            directory = view
         }
-        return files.sorted { $0.0 < $1.0 }.map(\.1)
+        let names = ((try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? []).filter { (try? LTXFileName(parsing: $0)) != nil }
+        return names.sorted().map { directory + "/" + $0 }
     }
 
     /// Waits until the newest file of the node's log reaches the position
