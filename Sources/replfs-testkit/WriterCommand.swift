@@ -30,8 +30,16 @@ struct WriterCommand: ParsableCommand {
     @Option(help: "Pause between transactions, in milliseconds.") var pauseMs: Double = 1
     @Option(help: "synchronous: normal or full") var synchronous = "normal"
 
+    /// Something is mounted at `path` (its device differs from its parent's).
+    static func isMounted(_ path: String) -> Bool {
+        var own = stat()
+        var parent = stat()
+        return stat(path, &own) == 0 && stat(path + "/..", &parent) == 0 && own.st_dev != parent.st_dev
+    }
+
     func run() throws {
-        let paths = mounts.split(separator: ",").map { String($0) + "/" + database }
+        let mountPaths = mounts.split(separator: ",").map(String.init)
+        let paths = mountPaths.map { $0 + "/" + database }
         let log = try LineLog(path: ackFile)
         let started = now()
         var current = 0
@@ -47,6 +55,11 @@ struct WriterCommand: ParsableCommand {
             if let stopFile, access(stopFile, F_OK) == 0 { break }
             do {
                 if connection == nil {
+                    // Only a mount replfsd serves: once a node unmounts, its
+                    // bare mount point would take the writes.
+                    guard Self.isMounted(mountPaths[current]) else {
+                        throw SQLiteConnection.Failure(code: SQLITE_CANTOPEN, message: "\(mountPaths[current]) is not mounted")
+                    }
                     let opened = try SQLiteConnection(path: paths[current], busyTimeout: 2000)
                     try opened.execute("PRAGMA journal_mode=wal; PRAGMA synchronous=\(synchronous);")
                     try opened.execute("CREATE TABLE IF NOT EXISTS acks(seq INTEGER PRIMARY KEY, node INTEGER NOT NULL, at REAL NOT NULL)")

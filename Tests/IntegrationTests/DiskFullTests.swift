@@ -140,5 +140,86 @@ extension IntegrationTests {
             try check("after a restart")
             try cluster.waitForConvergence(["full.db"])
         }
+
+        @Test("a replica whose disk fills claims no position it does not hold, refuses to lead, and converges by itself when space returns")
+        func replicaFills() throws {
+            let cluster = try Cluster(size: 2)
+            let (primary, replica) = (cluster.nodes[0], cluster.nodes[1])
+            defer {
+                cluster.destroy()
+                umount2(replica.data, Int32(MNT_DETACH))
+                try? FileManager.default.removeItem(atPath: cluster.root)
+            }
+            // The replica's data directory on a file system of its own: room
+            // for its spool and about half of what the primary writes.
+            try FileManager.default.createDirectory(atPath: replica.data, withIntermediateDirectories: true)
+            let mounted = try Command.run("/bin/mount", ["-t", "tmpfs", "-o", "size=96m", "tmpfs", replica.data])
+            try #require(mounted.status == 0, "\(mounted)")
+            let port = Cluster.freePorts(1)[0]
+            let config = try String(contentsOfFile: replica.configPath, encoding: .utf8)
+            try replica.writeConfig(config + "\nmetrics:\n  listen: 127.0.0.1:\(port)\n")
+            try cluster.start()
+            try cluster.waitForPrimary()
+            func stalledMetric() -> String? {
+                let body = (try? Command.run("/usr/bin/curl", ["-s", "http://127.0.0.1:\(port)/metrics"]).output) ?? ""
+                return body.split(separator: "\n").first { $0.hasPrefix("replfs_apply_stalled ") }.map { String($0.split(separator: " ").last!) }
+            }
+
+            // 1,000 transactions of 64 KiB of incompressible rows: the replica
+            // must log and write each, about 128 MB.
+            let db = primary.mount + "/big.db"
+            _ = try Command.sqlite(db, "PRAGMA journal_mode=WAL; CREATE TABLE t(id INTEGER PRIMARY KEY, b BLOB NOT NULL);")
+            _ = try Command.sqlite(db, String(repeating: "INSERT INTO t(b) VALUES (randomblob(65536));\n", count: 1000))
+            let primaryTXID = try #require(try primary.status().databases.first { $0.name == "big.db" }?.txid)
+
+            var stall: String?
+            try waitUntil(timeout: 60, interval: 0.2, "the replica reports that it cannot apply") {
+                stall = try replica.status().applyStall
+                return stall != nil
+            }
+            #expect(stall?.contains("big.db") == true && stall?.contains("No space") == true, "\(String(describing: stall))")
+            print("replica disk full: \(stall ?? "")")
+            try waitUntil(timeout: 10, interval: 0.2, "replfs_apply_stalled is 1") { stalledMetric().flatMap(Double.init) == 1 }
+            try waitUntil(timeout: 10, "the log says why") {
+                replica.currentLog.contains("cannot write replicated pages") || replica.currentLog.contains("cannot record replicated")
+            }
+
+            // What it claims is behind the primary and is what its file holds:
+            // the primary shows it lagging, its readers get the content of
+            // that position or are told the database is busy, never a
+            // malformed one.
+            for _ in 0..<5 {
+                let status = try replica.status()
+                let held = try #require(status.databases.first { $0.name == "big.db" })
+                #expect(held.txid < primaryTXID, "the replica claims \(held.txid) of \(primaryTXID)")
+                let check = try Command.run("/usr/bin/sqlite3", ["-readonly", replica.mount + "/big.db", "PRAGMA quick_check; SELECT count(*) FROM t;"])
+                if check.status == 0 {
+                    #expect(check.output.hasPrefix("ok\n"), "\(check)")
+                } else {
+                    // Held off (busy), or the full disk itself (its -shm cannot grow).
+                    #expect(!check.error.contains("malformed") && !check.error.contains("corrupt"), "\(check)")
+                    #expect(check.error.contains("locked") || check.error.contains("busy") || check.error.contains("disk I/O error"), "\(check)")
+                }
+                let seen = try primary.status().replicas.first { $0.node == replica.name }?.databases.first { $0.name == "big.db" }
+                #expect((seen?.lagTransactions ?? 0) > 0, "the primary sees \(String(describing: seen))")
+                Thread.sleep(forTimeInterval: 0.2)
+            }
+            let lines = replica.currentLog.split(separator: "\n").filter { $0.contains("cannot write replicated pages") || $0.contains("cannot record replicated") }
+            #expect(lines.count <= 2, "logged \(lines.count) times: \(lines.prefix(3))")
+            // It does not lead: promote is refused up front, naming the reason.
+            let promote = try replica.admin(["promote"])
+            #expect(promote.status != 0, "\(promote)")
+            #expect((promote.output + promote.error).contains("cannot become primary"), "\(promote)")
+            #expect(try primary.status().role == "primary")
+
+            // Space returns: the replica catches up by itself, without a restart.
+            let grown = try Command.run("/bin/mount", ["-o", "remount,size=512m", replica.data])
+            try #require(grown.status == 0, "\(grown)")
+            try cluster.waitForConvergence(["big.db"], timeout: 90)
+            try waitUntil(timeout: 10, interval: 0.2, "the stall ends") { try replica.status().applyStall == nil && stalledMetric().flatMap(Double.init) == 0 }
+            #expect(try Command.sqlite(replica.mount + "/big.db", "PRAGMA integrity_check") == "ok")
+            #expect(try Command.sqlite(replica.mount + "/big.db", "SELECT count(*) FROM t") == "1000")
+            #expect(replica.logs.isEmpty, "the replica did not restart")
+        }
     }
 }

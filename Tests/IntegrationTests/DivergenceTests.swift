@@ -66,7 +66,7 @@ extension IntegrationTests {
                     #expect(try Command.sqlite(copy, "SELECT n1.counter, n2.counter FROM n1, n2") == "5|0")
                 }
                 #expect(y.currentLog.contains("committed in another epoch"), "the primary names the divergence")
-                #expect(x.currentLog.contains("moved this replica's database aside"), "node-a names its copy")
+                #expect(x.currentLog.contains("moved this node's database aside"), "node-a names its copy")
             }
         }
 

@@ -208,7 +208,7 @@ extension IntegrationTests {
                 if let copy = aside.first {
                     #expect(try Command.sqlite(diverged.data + "/aside/" + copy, "SELECT count(*) FROM ledger WHERE writer = 99") == "1")
                 }
-                #expect(diverged.currentLog.contains("moved this replica's database aside"), "named in the log")
+                #expect(diverged.currentLog.contains("moved this node's database aside"), "named in the log")
                 // The replica that was only behind got a snapshot too (its files were pruned).
                 #expect(behind.currentLog.contains("following the primary"))
             }

@@ -29,6 +29,7 @@ extension AdminStatus {
         if let error = self.lease.lastError { lease.append("last error: \(error)") }
         line("lease", lease.joined(separator: ", "))
         if let logStall { line("log", logStall) }
+        if let applyStall { line("apply", applyStall) }
         if databases.isEmpty { line("database", "none") }
         for database in databases {
             line(
@@ -56,7 +57,7 @@ extension AdminStatus {
             if let exit = process.lastExit { parts.append("last exit: \(exit)") }
             line("process", parts.joined(separator: "  "))
         }
-        for aside in asides { line("aside", aside) }
+        for aside in asides { line("aside", aside + (Store.describeAside(aside).map { " (\($0))" } ?? "")) }
         if let lastError { line("error", lastError) }
         return lines.joined(separator: "\n")
     }

@@ -34,6 +34,9 @@ public struct AdminStatus: Codable, Sendable, Equatable {
     public var lastError: String?
     /// Set while the LTX log is held back ("log stalled: no space on DATA").
     public var logStall: String?
+    /// Set while replicated transactions cannot be recorded or written
+    /// (replica: "apply stalled: ..."); the node does not lead meanwhile.
+    public var applyStall: String?
 
     public init(
         node: String, cluster: String, role: String, writable: Bool, epoch: UInt64, primary: Peer? = nil, lease: Lease,

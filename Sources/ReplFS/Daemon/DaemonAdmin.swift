@@ -73,6 +73,7 @@ final class DaemonAdmin: AdminHandler {
             lastError: snapshot.lastError ?? leaseStatus.lastError)
         status.nodeID = HexFormat.sixteenDigits(controller.identity.nodeID)
         status.logStall = store.logStall
+        status.applyStall = store.applyStall
         return status
     }
 
@@ -89,7 +90,7 @@ final class DaemonAdmin: AdminHandler {
         case .notPrimary: return AdminError(.notPrimary, error.message)
         case .notCandidate: return AdminError(.notCandidate, error.message)
         case .noCandidate: return AdminError(.noCandidate, error.message)
-        case .unreachable, .conflict: return AdminError(.conflict, error.message)
+        case .unreachable, .conflict, .notReady: return AdminError(.conflict, error.message)
         case .failed: return AdminError(.failed, error.message)
         }
     }

@@ -122,6 +122,25 @@ public final class EtcdClient: Sendable {
         return try reply.objects("kvs").first?.keyValue()
     }
 
+    /// Every key that starts with `prefix`, in key order.
+    public func list(prefix: String) throws(EtcdError) -> [EtcdKeyValue] {
+        let operation = "kv range (prefix)"
+        try check(prefix, operation)
+        var end = Array(prefix.utf8)
+        // The range end of a prefix: its last byte plus one (etcd's clientv3.GetPrefixRangeEnd).
+        while let last = end.last, last == 0xFF { end.removeLast() }
+        if !end.isEmpty { end[end.count - 1] += 1 }
+        let reply = try call(operation, "/v3/kv/range", ["key": EtcdJSON.base64(prefix.utf8), "range_end": EtcdJSON.base64(end.isEmpty ? [0] : end)])
+        return try reply.objects("kvs").map { object throws(EtcdError) in try object.keyValue() }
+    }
+
+    /// Puts `value` at `key`, attached to `lease` (0: none).
+    public func put(_ key: String, value: [UInt8], lease: Int64) throws(EtcdError) {
+        let operation = "kv put"
+        try check(key, operation)
+        _ = try call(operation, "/v3/kv/put", ["key": EtcdJSON.base64(key.utf8), "value": EtcdJSON.base64(value), "lease": String(lease)])
+    }
+
     /// Creates `key` with `value`, attached to `lease`, only if no such key
     /// exists, in one transaction: compare the key's create revision with 0
     /// (0 means absent); on success put, on failure read the holder.

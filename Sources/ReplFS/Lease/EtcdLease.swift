@@ -19,6 +19,10 @@ import Synchronization
 /// - Others watch the key: they follow its holder, and candidates campaign
 ///   when it disappears. A brand-new node (no term ever seen) waits 3 TTLs
 ///   before campaigning, so a node holding the data wins a fresh start.
+/// - Before campaigning a candidate publishes its ``Standing`` (how far its
+///   history goes) and holds back while a live candidate ranks above it;
+///   just after its start it waits 2 TTLs for the others' standings, so a
+///   cluster restarted whole is led by the node with the newest history.
 /// - A handoff (`promote`/`demote`) goes through the lease: the old primary
 ///   stops writing and streams a marker, the target confirms it applied
 ///   everything, the old primary replaces the key by a notice naming the
@@ -56,7 +60,35 @@ public final class EtcdLease: LeaseKeeper, @unchecked Sendable {
         var freshHoldBackUntil: ContinuousClock.Instant?
         var description = "starting"
         var lastError: String?
+        /// When this node first saw the key free, this time round.
+        var freeSince: ContinuousClock.Instant?
+        /// Until then, a free key is not campaigned for: candidates of a
+        /// cluster starting together publish their standings first. Set at
+        /// start (2 TTLs), cleared once this node follows a primary.
+        var gatherUntil: ContinuousClock.Instant?
+        /// The lease this node's standing is attached to, and what it last said.
+        var standingLease: Int64?
+        var lastPublished: (standing: Standing, at: ContinuousClock.Instant)?
     }
+
+    /// What a candidate publishes before it campaigns
+    /// (`<key>.positions/<node>`, attached to a lease of its own): how far
+    /// its history goes. The candidate holding the newest history takes the
+    /// key; the others hold back while it is live.
+    struct Standing: Codable, Equatable {
+        var node: String
+        /// The highest epoch of any database's last transaction.
+        var epoch: UInt64
+        /// The TXIDs of the databases' last transactions, summed.
+        var transactions: UInt64
+
+        /// Raft's up-to-date rule (the later last term, then the longer log),
+        /// then the name, so that exactly one candidate ranks first.
+        func ranks(above other: Standing) -> Bool {
+            (epoch, transactions, other.node) > (other.epoch, other.transactions, node)
+        }
+    }
+
 
     /// What the key holds: the primary's name and replication address.
     struct Holder: Codable {
@@ -79,6 +111,7 @@ public final class EtcdLease: LeaseKeeper, @unchecked Sendable {
     private var noticeKey: String { key + ".handoff" }
 
     public func start() {
+        state.withLock { $0.gatherUntil = .now + ttl * 2 }
         if controller.storedState().epoch == 0 {
             // Never part of a term: let nodes that hold data campaign first.
             state.withLock { $0.freshHoldBackUntil = .now + ttl * 3 }
@@ -90,6 +123,7 @@ public final class EtcdLease: LeaseKeeper, @unchecked Sendable {
         running.store(false, ordering: .releasing)
         wake.post()
         stopped.wait()
+        if let standing = state.withLock({ $0.standingLease }) { try? client.revoke(standing) }
         // Writes have stopped (the controller shut down first): free the key
         // so another node takes over now rather than after the TTL.
         if let lease = state.withLock({ $0.lease }) {
@@ -190,9 +224,13 @@ public final class EtcdLease: LeaseKeeper, @unchecked Sendable {
         if controller.snapshot.upstream?.connected == true {
             // Following a primary: this node holds the data now, so the
             // fresh-node hold-back is over.
-            state.withLock { $0.freshHoldBackUntil = nil }
+            state.withLock {
+                $0.freshHoldBackUntil = nil
+                $0.gatherUntil = nil
+            }
         }
         let (takeover, holdBack) = state.withLock { ($0.takeover, $0.freshHoldBackUntil) }
+        if current != nil { state.withLock { $0.freeSince = nil } }
         if let current {
             guard let holder = try? JSONDecoder().decode(Holder.self, from: Data(current.value)) else {
                 note("waiting", error: "the key \(key) holds something that is not a replfsd holder")
@@ -238,6 +276,11 @@ public final class EtcdLease: LeaseKeeper, @unchecked Sendable {
             _ = try? client.watch(key, fromRevision: 0, timeout: .milliseconds(500))
             return
         }
+        if let reason = controller.cannotLead {
+            note("not campaigning: \(reason)")
+            _ = try? client.watch(key, fromRevision: 0, timeout: .milliseconds(500))
+            return
+        }
         let notice = (try? client.get(noticeKey)).flatMap { $0 }.flatMap { try? JSONDecoder().decode(Holder.self, from: Data($0.value)) }
         if let notice, notice.node != me {
             // Being handed to another node: it creates the key shortly, or
@@ -251,7 +294,65 @@ public final class EtcdLease: LeaseKeeper, @unchecked Sendable {
             sleep(.milliseconds(50))
             return
         }
+        if notice == nil, !takeover, let reason = holdBackForNewerHistory() {
+            note(reason)
+            sleep(.milliseconds(50))
+            return
+        }
         campaign()
+    }
+
+    /// Publishes this node's standing and says why not to campaign yet, if
+    /// another live candidate holds newer history (a clean restart of every
+    /// node must not hand the cluster to one that is behind). Near the start
+    /// it first waits for the others to publish theirs. Bounded: a better
+    /// candidate that does not take the key within 3 TTLs is not waited for.
+    private func holdBackForNewerHistory() -> String? {
+        let now = ContinuousClock.now
+        let freeSince = state.withLock { state in
+            if state.freeSince == nil { state.freeSince = now }
+            return state.freeSince!
+        }
+        guard now - freeSince < ttl * 3 else { return nil }
+        let mine = standing()
+        do {
+            try publish(mine)
+            if let until = state.withLock({ $0.gatherUntil }), now < until {
+                return "holding back: comparing positions with the other candidates (just started)"
+            }
+            let others = try client.list(prefix: positionsPrefix).compactMap { try? JSONDecoder().decode(Standing.self, from: Data($0.value)) }
+            if let better = others.filter({ $0.node != me && $0.ranks(above: mine) }).max(by: { $1.ranks(above: $0) }) {
+                return "holding back: \(better.node) holds newer transactions (epoch \(better.epoch), \(better.transactions) against \(mine.epoch), \(mine.transactions))"
+            }
+        } catch {
+            // etcd is needed to campaign anyway; the campaign reports it.
+            return nil
+        }
+        return nil
+    }
+
+    private var positionsPrefix: String { key + ".positions/" }
+
+    private func standing() -> Standing {
+        let positions = controller.store.positions()
+        return Standing(
+            node: me, epoch: positions.map(\.position.epoch).max() ?? 0, transactions: positions.reduce(0) { $0 &+ $1.position.txid.rawValue })
+    }
+
+    /// Writes `standing` under a lease of this node's, granted once and
+    /// renewed at each publication (it ends with the node).
+    private func publish(_ standing: Standing) throws(EtcdError) {
+        let last = state.withLock { $0.lastPublished }
+        if let last, last.standing == standing, ContinuousClock.now - last.at < ttl { return }
+        var lease = state.withLock { $0.standingLease }
+        if let current = lease, try client.keepAlive(current) == nil { lease = nil }
+        if lease == nil {
+            lease = try client.grant(ttl: ttl * 3).id
+            state.withLock { $0.standingLease = lease }
+        }
+        let value = (try? JSONEncoder().encode(standing)).map { [UInt8]($0) } ?? []
+        try client.put(positionsPrefix + me, value: value, lease: lease!)
+        state.withLock { $0.lastPublished = (standing, .now) }
     }
 
     /// Tries to take the key; becomes primary if it does.
@@ -283,6 +384,7 @@ public final class EtcdLease: LeaseKeeper, @unchecked Sendable {
             $0.deadline = deadline
             $0.takeover = false
             $0.freshHoldBackUntil = nil
+            $0.gatherUntil = nil
             $0.lastHolder = (me, revision)
             $0.description = "primary"
         }

@@ -29,7 +29,7 @@ public enum NodeRole: String, Sendable, Codable {
 /// Why a promote or demote did not happen (nothing was changed).
 public struct RoleError: Error, CustomStringConvertible, Sendable {
     public enum Code: String, Sendable {
-        case notPrimary, notCandidate, noCandidate, unreachable, conflict, failed
+        case notPrimary, notCandidate, noCandidate, unreachable, conflict, notReady, failed
     }
     public var code: Code
     public var message: String
@@ -263,6 +263,38 @@ public final class RoleController: ReplicationRole, ReplicaClientDelegate, @unch
             application?.stop()
             store.stopWrites()
             state.withLock { $0.client }?.stop()
+            if role == .primary { waitForReplicasToConfirm(timeout: Self.confirmTimeout) }
+        }
+    }
+
+    /// How long a primary stopping cleanly waits for its replicas to confirm
+    /// its last transactions, after its application stopped.
+    static let confirmTimeout = Duration.seconds(5)
+
+    /// A primary stopping cleanly, writes closed, before its lease goes:
+    /// waits until every connected replica has acknowledged (durably) the
+    /// last transaction of every database, so that whichever takes over
+    /// holds them. Bounded; a replica that does not confirm is named.
+    private func waitForReplicasToConfirm(timeout: Duration) {
+        let targets = store.positions()
+        guard !targets.isEmpty else { return }
+        func behind() -> [String] {
+            server.replicas.filter { replica in
+                targets.contains { (replica.acknowledged[$0.database] ?? TXID(0)) < $0.position.txid }
+            }.map(\.name).sorted()
+        }
+        var lagging = behind()
+        guard !lagging.isEmpty else { return }
+        logger.notice("stopping: waiting for the replicas to confirm the last transactions before the lease goes", metadata: ["replicas": "\(lagging)"])
+        let started = ContinuousClock.now
+        while !lagging.isEmpty, ContinuousClock.now - started < timeout {
+            Thread.sleep(forTimeInterval: 0.005)
+            lagging = behind()
+        }
+        if lagging.isEmpty {
+            logger.notice("the replicas hold every transaction", metadata: ["took-ms": "\((ContinuousClock.now - started).milliseconds)"])
+        } else {
+            logger.warning("stopping without these replicas' confirmation of the last transactions", metadata: ["replicas": "\(lagging)", "waited": "\(timeout)"])
         }
     }
 
@@ -356,6 +388,13 @@ public final class RoleController: ReplicationRole, ReplicaClientDelegate, @unch
         }
     }
 
+    /// Why this node must not take the lead now, if it must not: its
+    /// database files do not hold what its position says (an apply stalled
+    /// on a full disk). Promotion, handoffs and campaigns wait for it.
+    public var cannotLead: String? {
+        store.applyStall
+    }
+
     /// `replfsd promote` on a replica: asks the primary to hand over, and
     /// waits until this node is the primary. With `force` and the primary
     /// unreachable, takes over without it (the lease decides whether that
@@ -364,6 +403,9 @@ public final class RoleController: ReplicationRole, ReplicaClientDelegate, @unch
         let started = ContinuousClock.now
         guard identity.candidate else {
             return .failure(RoleError(.notCandidate, "\(identity.node) has lease.candidate: false and cannot become primary"))
+        }
+        if let reason = cannotLead {
+            return .failure(RoleError(.notReady, "\(identity.node) cannot become primary: \(reason)"))
         }
         let (role, client, asked) = state.withLock { ($0.role, $0.client, $0.primary) }
         if role == .primary {

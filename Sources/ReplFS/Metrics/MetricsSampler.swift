@@ -49,6 +49,7 @@ public final class MetricsSampler: @unchecked Sendable {
         metrics.setRole(primary: snapshot.role == .primary)
         metrics.setEpoch(snapshot.epoch)
         metrics.logStalled.set(Double(controller.store.logStall == nil ? 0 : 1))
+        metrics.applyStalled.set(Double(controller.store.applyStall == nil ? 0 : 1))
         var primaryTXIDs: [String: UInt64] = [:]
         for database in controller.store.databaseSummaries {
             let txid = database.position.txid.rawValue

@@ -26,6 +26,9 @@ public struct ReplFSMetrics: Sendable {
     /// `replfs_log_stalled`: 1 while LTX files are held back in the spool
     /// (no space or an I/O error on DATA), 0 otherwise.
     public let logStalled: Gauge
+    /// `replfs_apply_stalled`: 1 while replicated transactions cannot be
+    /// recorded or written into the database files (replica), 0 otherwise.
+    public let applyStalled: Gauge
 
     /// The registry the handles live in (what ``MetricsEndpoint`` serves).
     public let registry: PrometheusCollectorRegistry
@@ -53,6 +56,8 @@ public struct ReplFSMetrics: Sendable {
             descriptor: Self.name("lease_renew_failures", unit: "total", help: "Failed lease renewals."))
         logStalled = registry.makeGauge(
             descriptor: Self.name("log_stalled", help: "1 while LTX files are held back in the spool (no space or I/O errors on DATA)."))
+        applyStalled = registry.makeGauge(
+            descriptor: Self.name("apply_stalled", help: "1 while replicated transactions cannot be recorded or written into the database files."))
         let opsName = Self.name("fuse_ops", unit: "total", help: "FUSE operations served, by operation.")
         let secondsName = Self.name("fuse_op", unit: "seconds", help: "Time to serve a FUSE operation, by operation.")
         fuseOps = FUSEOperation.allCases.map { registry.makeCounter(descriptor: opsName, labels: [("op", $0.label)]) }

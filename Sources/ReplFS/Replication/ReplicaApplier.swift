@@ -23,6 +23,8 @@ final class ReplicaApplier: @unchecked Sendable {
     private var queuedBytes = 0
     private var busy = false
     private var running = true
+    /// Stopping: what is queued is applied although its connection closed.
+    private var draining = false
     private var paused: (any Channel)?
     private var assemblies: [String: Assembly] = [:]
     private var distrusted = Set<String>()
@@ -56,8 +58,13 @@ final class ReplicaApplier: @unchecked Sendable {
         DetachedThread { [self] in loop() }.start()
     }
 
-    func stop() {
+    /// Stops after applying what is queued (bounded by `drainTimeout`): what
+    /// this replica received is kept, whatever it does next (stop, or lead).
+    func stop(drainTimeout: Duration = .seconds(5)) {
         condition.lock()
+        let deadline = Date().addingTimeInterval(Double(drainTimeout.milliseconds) / 1000)
+        draining = true
+        while (busy || head < queue.count) && Date() < deadline { _ = condition.wait(until: deadline) }
         running = false
         condition.broadcast()
         condition.unlock()
@@ -170,7 +177,12 @@ final class ReplicaApplier: @unchecked Sendable {
             if let resume { _ = resume.setOption(ChannelOptions.autoRead, value: true) }
 
             let channel = batch[0].1
-            if channel.isActive {
+            let isData: Bool
+            if case .handoff = batch[0].0 { isData = false } else { isData = true }
+            condition.lock()
+            let keep = draining && isData
+            condition.unlock()
+            if channel.isActive || keep {
                 if batch.count > 1, case .ltx(let database, _, _) = batch[0].0 {
                     applyBatch(database: database, batch.map { message, _ in
                         if case .ltx(_, _, let bytes) = message { return LTXContent.bytes(bytes) }
@@ -245,22 +257,48 @@ final class ReplicaApplier: @unchecked Sendable {
         applyBatch(database: database, [content], divergent: assembly.divergent, channel: channel)
     }
 
+    /// Applies one batch and acknowledges the position it reaches. A batch
+    /// this node cannot record or write (a full disk) is tried again here,
+    /// with backoff, while the connection lasts: the stream waits behind it
+    /// (reading stops at ``highWater``) and nothing after it is applied out
+    /// of order. Once it is logged, only the write is retried.
     private func applyBatch(database: String, _ files: [LTXContent], divergent: Bool, channel: any Channel) {
-        let (position, refusal) = store.applyTransactions(database: database, files, divergent: divergent)
-        if let position {
-            condition.lock()
-            distrusted.remove(database)
-            condition.unlock()
-            channel.writeAndFlush(ReplicationFrameCodec.frame(.acknowledge(database: database, txid: position.txid), allocator: channel.allocator), promise: nil)
-        }
-        if let refusal {
-            logger.error("refused an LTX file from the primary; reconnecting", metadata: ["reason": "\(refusal)"])
-            if case .postApplyMismatch = refusal {
+        var files = files
+        var delay = Duration.milliseconds(100)
+        while true {
+            let (position, refusal) = store.applyTransactions(database: database, files, divergent: divergent)
+            if let position {
                 condition.lock()
-                distrusted.insert(database)
+                distrusted.remove(database)
                 condition.unlock()
+                channel.writeAndFlush(ReplicationFrameCodec.frame(.acknowledge(database: database, txid: position.txid), allocator: channel.allocator), promise: nil)
             }
-            channel.close(promise: nil)
+            guard let refusal else { return }
+            guard refusal.isRetryable else {
+                logger.error("refused an LTX file from the primary; reconnecting", metadata: ["reason": "\(refusal)"])
+                if case .postApplyMismatch = refusal {
+                    condition.lock()
+                    distrusted.insert(database)
+                    condition.unlock()
+                }
+                channel.close(promise: nil)
+                return
+            }
+            if case .stalled = refusal { files = [] }
+            guard waitToRetry(delay, channel: channel) else { return }
+            delay = min(delay * 2, .seconds(2))
         }
+    }
+
+    /// Waits `delay` before a retry; false when the applier stops or the
+    /// connection is gone (the next one starts from the position reached).
+    private func waitToRetry(_ delay: Duration, channel: any Channel) -> Bool {
+        let deadline = Date().addingTimeInterval(Double(delay.milliseconds) / 1000)
+        condition.lock()
+        defer { condition.unlock() }
+        while running && Date() < deadline {
+            _ = condition.wait(until: deadline)
+        }
+        return running && channel.isActive
     }
 }

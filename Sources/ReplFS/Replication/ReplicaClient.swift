@@ -83,6 +83,11 @@ public final class ReplicaClient: Sendable {
         applier.noteEpoch(epoch)
         applier.handoffHandler = { [weak self, identity] handoff, channel in
             guard let self else { return }
+            if handoff.node == identity.node, let reason = store.applyStall {
+                // Not confirmed: the primary resumes after its timeout.
+                settings.logger.warning("refused the handoff: this node cannot lead now", metadata: ["reason": "\(reason)"])
+                return
+            }
             if handoff.node == identity.node {
                 // Everything before the marker is applied: tell the primary.
                 channel.writeAndFlush(

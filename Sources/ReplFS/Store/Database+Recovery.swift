@@ -246,7 +246,7 @@ extension Database {
     }
 
     /// Applies the pages of one logged file to the database file.
-    private func redo(_ record: LTXContent) -> Result<Void, Errno> {
+    func redo(_ record: LTXContent) -> Result<Void, Errno> {
         let fd: Int32
         switch Syscall.open(at: environment.filesFD, path, flags: O_RDWR | O_CREAT, mode: 0o644) {
         case .success(let value): fd = value

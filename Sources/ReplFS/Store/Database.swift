@@ -92,6 +92,11 @@ final class Database: Sendable {
         var walCommittedSinceSync = false
         /// Read-only descriptor on the database file, for reading committed pages.
         var readFD: Int32 = -1
+        /// A replicated batch in this node's log whose pages could not all be
+        /// written (replica; see ``UnappliedBatch``).
+        var unapplied: UnappliedBatch?
+        /// Replicated transactions could not be recorded or written (replica).
+        var applyFailure: ApplyFailure?
 
         deinit {
             if readFD >= 0 { Syscall.close(readFD) }

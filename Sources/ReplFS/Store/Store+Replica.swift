@@ -188,31 +188,42 @@ extension Store {
     /// rest was refused if it was.
     public func applyTransactions(database path: String, _ files: [LTXContent], divergent: Bool) -> (position: Position?, refusal: ApplyRefusal?) {
         guard let database = database(at: path, create: true) else { return (nil, .io(database: path, .io)) }
-        return database.applyReplicated(files, mount: mount, aside: { self.moveAside($0) }, keepAside: divergent)
+        return database.applyReplicated(files, mount: mount, aside: { self.asideDestination($0, $1) }, keepAside: divergent)
     }
 
-    /// Copies a database this node holds to `DATA/aside/` before it is
-    /// replaced by the primary's (never deleted: invariant 6).
-    func moveAside(_ path: String) -> String? {
+    /// Where a database this node holds is kept before the primary's
+    /// snapshot replaces it (invariant 6: never deleted):
+    /// `DATA/aside/<key>.<time>.txid-<N>`, the TXID this node had reached.
+    func asideDestination(_ path: String, _ position: Position) -> String {
         let asideDirectory = directory.root + "/aside"
         _ = Syscall.mkdir(at: AT_FDCWD, asideDirectory, mode: 0o700)
-        let stamp = ISO8601DateFormatter().string(from: Date()).replacingOccurrences(of: ":", with: "")
-        let destination = asideDirectory + "/" + DatabaseKey.escape(path) + "." + stamp
-        do {
-            try FileManager.default.copyItem(atPath: directory.files + "/" + path, toPath: destination)
-            asides.withLock { $0.append(destination) }
-            return destination
-        } catch {
-            logger.error("cannot move database aside", metadata: ["database": "\(path)", "error": "\(error)"])
-            return nil
+        let key = DatabaseKey.escape(path)
+        let suffix = ".txid-\(position.txid.rawValue)"
+        // The same position kept already (a retried snapshot): that copy.
+        let existing = (try? FileManager.default.contentsOfDirectory(atPath: asideDirectory)) ?? []
+        if let kept = existing.first(where: { name in
+            // <key>.<time><suffix>, the time without dots.
+            name.hasPrefix(key + ".") && name.hasSuffix(suffix) && !name.dropFirst(key.count + 1).dropLast(suffix.count).contains(".")
+        }) {
+            return asideDirectory + "/" + kept
         }
+        let stamp = ISO8601DateFormatter().string(from: Date()).replacingOccurrences(of: ":", with: "")
+        return asideDirectory + "/" + key + "." + stamp + suffix
     }
 
-    /// Databases moved aside since start (for status).
+    /// Databases moved aside (for status): their paths, oldest first.
     public var movedAside: [String] {
         let directory = self.directory.root + "/aside"
         let names = (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? []
-        return names.sorted().map { directory + "/" + $0 }
+        return names.filter { !$0.hasSuffix("-wal") && !$0.hasSuffix("-shm") && !$0.hasSuffix("-journal") }.sorted().map { directory + "/" + $0 }
+    }
+
+    /// What an aside copy's name says: the database and the TXID this node
+    /// had reached ("app.db through TXID 42"), if it says it.
+    public static func describeAside(_ path: String) -> String? {
+        let parts = (path.split(separator: "/").last ?? "").split(separator: ".")
+        guard parts.count >= 3, let last = parts.last, last.hasPrefix("txid-") else { return nil }
+        return DatabaseKey.unescape(parts.dropLast(2).joined(separator: ".")) + " through TXID " + last.dropFirst(5)
     }
 
     /// Writes a plain file whole and atomically (a reader sees the old or

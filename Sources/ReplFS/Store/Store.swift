@@ -658,6 +658,7 @@ public final class Store: Sendable {
 extension Store {
     /// Clean shutdown: every LTX file written and durable, spools removed.
     public func close() {
+        for database in databases.withLock({ Array($0.values) }) { database.releaseStalledReaders() }
         spool.close(logger: logger)
         materializer.stop()
     }
@@ -676,6 +677,21 @@ extension Store {
     /// `status` and a metric; commits go on into the spool meanwhile.
     public var logStall: String? {
         materializer.stall?.summary
+    }
+
+    /// Why replicated transactions are logged but not yet in their
+    /// database files (a full disk on a replica), if they are: shown by
+    /// `status` and a metric; the node neither acknowledges them nor leads
+    /// until they are written, which is retried by itself.
+    public var applyStall: String? {
+        let stalls = databases.withLock { Array($0.values) }.compactMap { database in database.applyStall.map { (database.path, $0) } }
+        guard !stalls.isEmpty else { return nil }
+        let formatter = ISO8601DateFormatter()
+        return "apply stalled: "
+            + stalls.sorted { $0.0 < $1.0 }.map { path, stall in
+                "\(path): \(stall.failure.error) since \(formatter.string(from: stall.failure.since)), \(stall.failure.attempts) attempts (the database holds TXID \(stall.position.txid)"
+                    + (stall.failure.loggedThrough.map { ", the log \($0)" } ?? "") + "; retrying)"
+            }.joined(separator: "; ")
     }
 
     /// Waits until every transaction logged so far has its own LTX file

@@ -65,16 +65,23 @@ final class Node: @unchecked Sendable {
         }
     }
 
-    /// SIGTERM, then waits for a clean exit; returns the exit status.
+    /// SIGTERM (unless ``terminate()`` sent it), then waits for a clean
+    /// exit; returns the exit status.
     @discardableResult
-    func stop(timeout: Double = 30) throws -> CommandResult {
+    func stop(timeout: Double = 30, signal: Bool = true) throws -> CommandResult {
         guard let started = process else { throw Failure("\(name) is not running") }
-        kill(started.pid, SIGTERM)
+        if signal { kill(started.pid, SIGTERM) }
         try waitUntil(timeout: timeout, "\(name) exits after SIGTERM") { !started.process.isRunning }
         process = nil
         let result = started.finish()
         logs.append(result.error)
         return result
+    }
+
+    /// SIGTERM without waiting, to stop several nodes at once; then
+    /// `stop(signal: false)`.
+    func terminate() {
+        if let started = process { kill(started.pid, SIGTERM) }
     }
 
     /// SIGKILL: the daemon dies with the mount still attached.
