@@ -85,6 +85,14 @@ for journal in wal delete; do
 done
 rm -f "$ROOT"/native/st.db* "$ROOT"/mnt/st.db*
 echo
+read -r _ _ one_sustained one_burst < <("$BIN/replfs-testkit" rows --db "$ROOT/mnt/sustained.db" --seconds "${SUSTAINED_SECONDS:-60}" --burst 5000)
+echo "One node, one-row WAL/NORMAL transactions for ${SUSTAINED_SECONDS:-60} s against its first 5,000 (\`replfs-testkit rows --burst\`):"
+echo
+echo "| ${SUSTAINED_SECONDS:-60} s sustained /s | burst /s | sustained / burst | target |"
+echo "|---:|---:|---:|---:|"
+printf '| %d | %d | %.2fx | >= 0.80x |\n' "$one_sustained" "$one_burst" "$(echo "$one_sustained / $one_burst" | bc -l)"
+rm -f "$ROOT"/mnt/sustained.db*
+echo
 fi
 
 if want memory; then
