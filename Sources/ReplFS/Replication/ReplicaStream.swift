@@ -29,6 +29,8 @@ final class ReplicaStream: @unchecked Sendable {
     private let logger: Logger
     private let counters: ReplicationCounters
     private let stopped = Atomic(false)
+    /// Posted when the stream's thread has ended (its channel closed).
+    private let ended = Semaphore()
     /// What the replica holds (from the handshake, then from what was sent).
     private var sent: [String: Position]
     /// The newest epoch of the history last sent per database: a
@@ -63,12 +65,29 @@ final class ReplicaStream: @unchecked Sendable {
     }
 
     func start() {
-        DetachedThread { [self] in run() }.start()
+        DetachedThread { [self] in
+            run()
+            ended.post()
+        }.start()
     }
 
     func stop() {
         stopped.store(true, ordering: .releasing)
         feed.wakeAll()
+    }
+
+    /// Closes the connection (pending writes fail, so the thread ends).
+    func closeChannel() {
+        channel.close(mode: .all, promise: nil)
+    }
+
+    /// Waits (at most `timeout`) until the stream's thread has ended: its
+    /// last writes and the close of its channel must reach the event loop
+    /// before that is shut down.
+    func waitUntilEnded(timeout: Duration) -> Bool {
+        guard ended.wait(timeout: timeout) else { return false }
+        ended.post()
+        return true
     }
 
     private var isRunning: Bool { !stopped.load(ordering: .acquiring) && channel.isActive }

@@ -99,7 +99,15 @@ public final class ReplicationServer: Sendable {
     }
 
     public func stop() {
+        let streams = context.streams.withLock { Array($0.values) }
         closeStreams()
+        // A stream thread still writing when the event loops are gone would
+        // schedule on a loop that has shut down.
+        for stream in streams where !stream.waitUntilEnded(timeout: .seconds(2)) {
+            // Blocked on writes a replica does not read: closing fails them.
+            stream.closeChannel()
+            _ = stream.waitUntilEnded(timeout: .seconds(2))
+        }
         if let channel = channel.withLock({ $0 }) { try? channel.close().wait() }
         try? group.syncShutdownGracefully()
         context.role.withLock { $0 = nil }
