@@ -140,6 +140,30 @@ pid_t clinux_spawn(const char *file, char *const argv[], char *const envp[], con
 
 int clinux_set_child_subreaper(void) { return prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); }
 
+int clinux_set_parent_death_signal(int signal) { return prctl(PR_SET_PDEATHSIG, signal, 0, 0, 0); }
+
+static void clinux_watchdog_set(sigset_t *set) {
+    sigemptyset(set);
+    sigaddset(set, SIGTERM);
+    sigaddset(set, SIGINT);
+    sigaddset(set, SIGHUP);
+    sigaddset(set, SIGCHLD);
+}
+
+int clinux_block_watchdog_signals(void) {
+    sigset_t set;
+    clinux_watchdog_set(&set);
+    return sigprocmask(SIG_BLOCK, &set, NULL);
+}
+
+int clinux_wait_watchdog_signal(int milliseconds) {
+    sigset_t set;
+    clinux_watchdog_set(&set);
+    struct timespec timeout = {milliseconds / 1000, (long)(milliseconds % 1000) * 1000000L};
+    int signal_number = sigtimedwait(&set, NULL, &timeout);
+    return signal_number < 0 ? 0 : signal_number;
+}
+
 pid_t clinux_exited_child_in_group(pid_t pgid) {
     siginfo_t info;
     memset(&info, 0, sizeof info);

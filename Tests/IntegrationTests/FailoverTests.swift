@@ -277,6 +277,9 @@ extension IntegrationTests {
             print("etcd partition: node-a refused writes after \(Int(refused * 1000)) ms, another node elected after \(Int(elected * 1000)) ms")
             #expect(refused < 2.0, "the cut-off primary must stop writing within its TTL (2 s)")
             #expect(refused < elected, "the cut-off primary must stop writing before another node is elected")
+            // The refusal says why: the lease, and since when; not "a replica".
+            try waitUntil(timeout: 10, "node-a logs why it refuses writes") { a.currentLog.contains("refused a write: this node") }
+            #expect(!a.currentLog.contains("refused a write on a replica"), "\(a.currentLog.suffix(2000))")
 
             try namespace.heal()
             let primary = try cluster.waitForPrimary(timeout: 30)
@@ -301,6 +304,43 @@ extension IntegrationTests {
                 let summary = try a.admin(["status"]).output
                 #expect(summary.contains("app.db through TXID"), "\(summary)")
             }
+        }
+
+        @Test(
+            "etcd: replfsd frozen (SIGSTOP) past the TTL while its application runs: the application is gone within the TTL, never two at once",
+            .enabled(if: EtcdServer.isInstalled))
+        func etcdFrozenDaemon() throws {
+            let etcd = try EtcdServer()
+            defer { etcd.stop() }
+            let cluster = try Cluster(lease: .etcd(endpoint: etcd.endpoint), application: true)
+            defer { cluster.destroy() }
+            try cluster.start()
+            let frozen = try cluster.waitForPrimary()
+            let sampler = ApplicationSampler(cluster: cluster)
+            func application() -> [Int32] { ApplicationSampler.pids(script: cluster.applicationScript, node: frozen.name) }
+            try waitUntil(timeout: 10, "the application runs on \(frozen.name)") { !application().isEmpty }
+            // Only the daemon freezes; its application would run on.
+            let stoppedAt = Date()
+            kill(frozen.pid!, SIGSTOP)
+            try waitUntil(timeout: 5, interval: 0.01, "the frozen node's application is killed") { application().isEmpty }
+            let gone = Date().timeIntervalSince(stoppedAt)
+            var elected: Node?
+            try waitUntil(timeout: 20, interval: 0.05, "another node is elected") {
+                elected = cluster.nodes.first { $0 !== frozen && (try? $0.status().role) == "primary" }
+                return elected != nil
+            }
+            let electedAfter = Date().timeIntervalSince(stoppedAt)
+            print("etcd frozen daemon: its application gone after \(Int(gone * 1000)) ms, another node elected after \(Int(electedAfter * 1000)) ms")
+            #expect(gone < 2.0, "the application must be gone within the lease TTL (2 s)")
+            #expect(gone < electedAfter)
+            #expect(electedAfter < 4.0, "failover within the usual time")
+            kill(frozen.pid!, SIGCONT)
+            let primary = try cluster.waitForPrimary()
+            #expect(primary === elected)
+            #expect(try frozen.status().role == "replica")
+            let runs = sampler.stop()
+            #expect(runs.maximum == 1, "the application ran on several nodes at once: \(runs.violations.prefix(5))")
+            #expect(frozen.currentLog.contains("lease deadline passed"), "the watchdog says why: \(frozen.currentLog.suffix(1500))")
         }
 
         @Test(

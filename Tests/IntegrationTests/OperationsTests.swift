@@ -150,5 +150,50 @@ extension IntegrationTests {
             try node.kill9()
             try waitUntil(timeout: 5, "the application dies with replfsd") { running().isEmpty }
         }
+
+        /// The processes whose command line contains `marker`.
+        static func processes(containing marker: String) -> [Int32] {
+            ((try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []).compactMap { entry in
+                guard let pid = Int32(entry), let raw = FileManager.default.contents(atPath: "/proc/\(entry)/cmdline") else { return nil }
+                let state = (try? String(contentsOfFile: "/proc/\(entry)/stat", encoding: .utf8))?.split(separator: ")").last?.split(separator: " ").first
+                return String(decoding: raw, as: UTF8.self).contains(marker) && state != "Z" ? pid : nil
+            }
+        }
+
+        @Test("a child of the application that leaves its process group (setsid) is stopped by demote, by SIGTERM and by kill -9 of replfsd")
+        func escapedChildren() throws {
+            let cluster = try Cluster(size: 2, application: true)
+            defer {
+                cluster.destroy()
+                for pid in Self.processes(containing: "escaped-by-") { kill(pid, SIGKILL) }
+            }
+            // An application that starts a daemon of its own in a new session.
+            try """
+                #!/bin/sh
+                setsid sh -c 'while true; do sleep 0.05; done' escaped-by-$1 &
+                trap 'exit 0' TERM
+                while true; do sleep 0.05; done
+                """.write(toFile: cluster.applicationScript, atomically: true, encoding: .utf8)
+            chmod(cluster.applicationScript, 0o755)
+            let (a, b) = (cluster.nodes[0], cluster.nodes[1])
+            try cluster.start()
+            try cluster.waitForPrimary()
+            try waitUntil(timeout: 10, "node-a's application and its escaped child run") { !Self.processes(containing: "escaped-by-node-a").isEmpty }
+
+            let demoted = try a.admin(["demote"])
+            #expect(demoted.status == 0, "\(demoted)")
+            try waitUntil(timeout: 5, "demote stops the escaped child too") { Self.processes(containing: "escaped-by-node-a").isEmpty }
+            try waitUntil(timeout: 10, "node-b's application runs") { !Self.processes(containing: "escaped-by-node-b").isEmpty }
+
+            try b.stop()
+            #expect(Self.processes(containing: "escaped-by-node-b").isEmpty, "replfsd exited and left its application's child running")
+
+            try b.start()
+            let promoted = try a.status().role == "primary" ? a : b
+            let marker = "escaped-by-" + promoted.name
+            try waitUntil(timeout: 10, "the application runs on \(promoted.name)") { !Self.processes(containing: marker).isEmpty }
+            try promoted.kill9()
+            try waitUntil(timeout: 5, "kill -9 of replfsd takes the escaped child with it") { Self.processes(containing: marker).isEmpty }
+        }
     }
 }

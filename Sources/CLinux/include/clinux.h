@@ -46,6 +46,16 @@ pid_t clinux_spawn(const char *file, char *const argv[], char *const envp[], con
 /// this process (instead of init, which may never reap them), so they can be
 /// waited for.
 int clinux_set_child_subreaper(void);
+/// prctl(PR_SET_PDEATHSIG, signal): `signal` is sent to this process when the
+/// thread that forked it exits.
+int clinux_set_parent_death_signal(int signal);
+/// sigtimedwait(2) for SIGTERM, SIGINT, SIGHUP and SIGCHLD, which the caller
+/// blocked first with clinux_block_watchdog_signals: the signal, or 0 after
+/// `milliseconds`.
+int clinux_wait_watchdog_signal(int milliseconds);
+/// Blocks SIGTERM, SIGINT, SIGHUP and SIGCHLD in the calling thread, so they
+/// are taken with clinux_wait_watchdog_signal instead of handlers.
+int clinux_block_watchdog_signals(void);
 /// waitid(P_PGID, pgid, WEXITED | WNOHANG | WNOWAIT): the pid of a child in
 /// process group `pgid` that has exited, left unreaped (so its pid cannot be
 /// reused yet); 0 if none has; -1 with errno on failure (ECHILD: no child in

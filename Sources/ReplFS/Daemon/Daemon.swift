@@ -92,8 +92,16 @@ public final class Daemon: Sendable {
             cluster: config.cluster, node: config.node, nodeID: nodeID, candidate: config.lease.candidate, address: config.advertisedAddress,
             authenticator: authenticator)
         supervisor = config.exec.map { exec in
-            Supervisor(
-                command: exec.command, stopTimeout: exec.stopTimeout,
+            // The application runs under `replfsd app-watchdog`, which kills
+            // its whole tree when the lease deadline passes even if this
+            // process is frozen; it gets the stop timeout, the supervisor a
+            // little more (the watchdog's own SIGKILL comes first).
+            let watchdog = [
+                Daemon.executablePath, "app-watchdog", "--deadline-file", directory.root + "/" + LeaseDeadlineFile.name,
+                "--stop-timeout", "\(Double(exec.stopTimeout.milliseconds) / 1000)", "--daemon", "\(getpid())", "--",
+            ]
+            return Supervisor(
+                command: exec.command, launcher: watchdog, stopTimeout: exec.stopTimeout + .seconds(2),
                 environment: ["REPLFS_NODE": config.node, "REPLFS_MOUNT": config.mount, "REPLFS_CLUSTER": config.cluster], logger: logger)
         }
         do {
@@ -159,6 +167,11 @@ public final class Daemon: Sendable {
 
     deinit {
         Syscall.close(lockFD)
+    }
+
+    /// This program's path (`/proc/self/exe`), to run `replfsd app-watchdog`.
+    static var executablePath: String {
+        (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
     }
 
     /// Serves until ``stop()``, then unmounts and flushes the logs.

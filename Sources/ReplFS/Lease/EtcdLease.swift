@@ -339,15 +339,16 @@ public final class EtcdLease: LeaseKeeper, @unchecked Sendable {
             node: me, epoch: positions.map(\.position.epoch).max() ?? 0, transactions: positions.reduce(0) { $0 &+ $1.position.txid.rawValue })
     }
 
-    /// Writes `standing` under a lease of this node's, granted once and
-    /// renewed at each publication (it ends with the node).
+    /// Writes `standing` under a lease of this node's (2 TTLs), granted once
+    /// and renewed at each publication (at least every half TTL while this
+    /// node holds back), revoked once it is primary or stops.
     private func publish(_ standing: Standing) throws(EtcdError) {
         let last = state.withLock { $0.lastPublished }
-        if let last, last.standing == standing, ContinuousClock.now - last.at < ttl { return }
+        if let last, last.standing == standing, ContinuousClock.now - last.at < ttl / 2 { return }
         var lease = state.withLock { $0.standingLease }
         if let current = lease, try client.keepAlive(current) == nil { lease = nil }
         if lease == nil {
-            lease = try client.grant(ttl: ttl * 3).id
+            lease = try client.grant(ttl: ttl * 2).id
             state.withLock { $0.standingLease = lease }
         }
         let value = (try? JSONEncoder().encode(standing)).map { [UInt8]($0) } ?? []
@@ -389,6 +390,16 @@ public final class EtcdLease: LeaseKeeper, @unchecked Sendable {
             $0.description = "primary"
         }
         logger.notice("won the lease", metadata: ["key": "\(key)", "epoch": "\(revision)"])
+        // A primary's standing would hold the next election back for nothing.
+        if let standing = state.withLock({ state in
+            defer {
+                state.standingLease = nil
+                state.lastPublished = nil
+            }
+            return state.standingLease
+        }) {
+            try? client.revoke(standing)
+        }
         controller.perform { controller.becomePrimary(epoch: UInt64(revision), deadline: deadline) }
         if controller.role != .primary {
             // Could not act on it (for example the state could not be saved).

@@ -239,7 +239,7 @@ public final class RoleController: ReplicationRole, ReplicaClientDelegate, @unch
     /// Call on the role queue (or from the lease keeper's thread: writes are
     /// stopped before waiting for the queue).
     public func fence(reason: String) {
-        store.stopWrites()
+        store.stopWrites(reason: "lost its lease (\(reason))")
         perform {
             let role = state.withLock { $0.role }
             guard role == .primary || role == .handingOff else { return }
@@ -261,7 +261,7 @@ public final class RoleController: ReplicationRole, ReplicaClientDelegate, @unch
         perform {
             state.withLock { $0.closed = true }
             application?.stop()
-            store.stopWrites()
+            store.stopWrites(reason: "is shutting down")
             state.withLock { $0.client }?.stop()
             if role == .primary { waitForReplicasToConfirm(timeout: Self.confirmTimeout) }
         }
@@ -336,7 +336,7 @@ public final class RoleController: ReplicationRole, ReplicaClientDelegate, @unch
         let peer = Peer(name: target, address: replica.address)
         logger.notice("handing the primary role over", metadata: ["to": "\(peer)", "epoch": "\(newEpoch)"])
         application?.stop()
-        store.stopWrites()
+        store.stopWrites(reason: "handed the primary role to \(target)")
         if newEpoch > 0, !record(epoch: newEpoch, primary: target) {
             store.startWrites()
             application?.start()

@@ -32,6 +32,8 @@ public final class Store: Sendable {
     let asides = Mutex<[String]>([])
     let databases: Mutex<[String: Database]>
     private let gate: WriteGate
+    /// `DATA/lease-deadline` (``LeaseDeadlineFile``), -1 if it cannot be opened.
+    private let deadlineFD: Int32
     public let logger: Logger
     /// Paces the line about writes in the mount that failed.
     private let failedWrites = LogThrottle()
@@ -57,6 +59,10 @@ public final class Store: Sendable {
             materializer: materializer, observers: observers, counters: counters, commitEpoch: commitEpoch)
         databases = Mutex([:])
         gate = WriteGate(open: true)
+        // Where the application's watchdog reads the lease deadline; no
+        // deadline until a lease keeper opens writes.
+        deadlineFD = (try? Syscall.open(at: AT_FDCWD, directory.root + "/" + LeaseDeadlineFile.name, flags: O_RDWR | O_CREAT, mode: 0o644).get()) ?? -1
+        if deadlineFD >= 0 { LeaseDeadlineFile.write(0, fd: deadlineFD) }
         try replaySpool()
         try spool.start()
         // Snapshots and files in transit from an earlier run are stale.
@@ -180,19 +186,47 @@ public final class Store: Sendable {
     /// now on are recorded as committed in it (the primary's term).
     public func startWrites(epoch: UInt64? = nil, until deadline: UInt64? = nil) {
         refusalsLogged.withLock { $0.removeAll() }
+        writesEnded.withLock { $0 = nil }
         if let epoch { commitEpoch.set(epoch) }
         gate.open(until: deadline)
+        if deadlineFD >= 0 { LeaseDeadlineFile.write(deadline ?? 0, fd: deadlineFD) }
     }
 
     /// Moves the deadline of an accepted lease renewal.
     public func extendWrites(until deadline: UInt64) {
         gate.extend(until: deadline)
+        if deadlineFD >= 0 { LeaseDeadlineFile.write(deadline, fd: deadlineFD) }
     }
 
     /// Stops accepting writes and returns once no write is in progress: every
     /// change this node made has been published to the observer by then.
-    public func stopWrites() {
+    /// `reason` ("lost its lease: ...") is what refused writes are logged
+    /// with; nil for a node that never wrote (a replica).
+    public func stopWrites(reason: String? = nil) {
+        if let reason, gate.admits {
+            refusalsLogged.withLock { $0.removeAll() }
+            writesEnded.withLock { $0 = (reason, Date()) }
+        }
         gate.close()
+        // An application still running past this point (this node lost its
+        // lease) is killed by its watchdog.
+        if reason != nil, deadlineFD >= 0 { LeaseDeadlineFile.write(1, fd: deadlineFD) }
+    }
+
+    /// Why and when this node stopped writing, if it wrote (for the log).
+    private let writesEnded = Mutex<(reason: String, at: Date)?>(nil)
+
+    /// What a refused write is logged as: why this node does not write now.
+    private func refusalReason() -> String {
+        let formatter = ISO8601DateFormatter()
+        if let ended = writesEnded.withLock({ $0 }) {
+            return "refused a write: this node \(ended.reason) at \(formatter.string(from: ended.at))"
+        }
+        if let passed = gate.deadlinePassedAgo {
+            let at = Date().addingTimeInterval(-Double(passed) / 1e9)
+            return "refused a write: this node's lease deadline passed at \(formatter.string(from: at)) without a renewal"
+        }
+        return "refused a write on a replica (read-only until promoted)"
     }
 
     /// Threads of this daemon that change files through the mount on a
@@ -240,7 +274,7 @@ public final class Store: Sendable {
         if daemonThreads.withLock({ $0.contains(caller.pid) }) { return .success(()) }
         let first = refusalsLogged.withLock { $0.insert(path).inserted }
         if first {
-            logger.notice("refused a write on a replica (read-only until promoted)", metadata: ["path": "\(path)", "pid": "\(caller.pid)"])
+            logger.notice("\(refusalReason())", metadata: ["path": "\(path)", "pid": "\(caller.pid)"])
         }
         return .failure(.readOnlyFileSystem)
     }

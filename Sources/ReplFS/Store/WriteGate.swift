@@ -62,6 +62,15 @@ final class WriteGate: Sendable {
         while inFlight.load(ordering: .sequentiallyConsistent) > 0 { usleep(50) }
     }
 
+    /// Nanoseconds since the deadline passed while the gate is open (a
+    /// primary that could not renew), nil otherwise.
+    var deadlinePassedAgo: UInt64? {
+        let limit = deadline.load(ordering: .relaxed)
+        let now = MonotonicClock.nanoseconds()
+        guard isOpen.load(ordering: .sequentiallyConsistent), limit != 0, now >= limit else { return nil }
+        return now - limit
+    }
+
     @inline(__always)
     private func withinDeadline() -> Bool {
         let limit = deadline.load(ordering: .relaxed)

@@ -15,6 +15,14 @@ public enum ExitStatus: Sendable, Hashable, CustomStringConvertible {
         self = signal == 0 ? .exited((status >> 8) & 0xff) : .signalled(signal)
     }
 
+    /// The exit code a shell would report: the code, or 128 + the signal.
+    public var code: Int32 {
+        switch self {
+        case .exited(let code): code
+        case .signalled(let signal): 128 + signal
+        }
+    }
+
     public var description: String {
         switch self {
         case .exited(let code): "exit \(code)"

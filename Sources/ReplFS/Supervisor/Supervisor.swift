@@ -35,6 +35,9 @@ import Logging
 public final class Supervisor: Sendable {
     /// The command line (`exec.command`): the program, then its arguments.
     public let command: [String]
+    /// What runs the command (``ApplicationWatchdog``'s command line), or
+    /// nothing: the command runs directly.
+    private let launcher: [String]
     /// How long ``stop()`` lets the application exit after SIGTERM before it
     /// sends SIGKILL (`exec.stop-timeout`).
     public let stopTimeout: Duration
@@ -65,9 +68,10 @@ public final class Supervisor: Sendable {
     ///   - stopTimeout: how long `stop()` waits after SIGTERM before SIGKILL.
     ///   - environment: variables added to the daemon's environment.
     ///   - logger: where starts, exits, restarts and stops are reported.
-    public init(command: [String], stopTimeout: Duration, environment: [String: String] = [:], logger: Logger) {
+    public init(command: [String], launcher: [String] = [], stopTimeout: Duration, environment: [String: String] = [:], logger: Logger) {
         precondition(!command.isEmpty, "a supervisor needs a command")
         self.command = command
+        self.launcher = launcher
         self.stopTimeout = stopTimeout
         self.environment = environment
         self.logger = logger
@@ -193,7 +197,7 @@ public final class Supervisor: Sendable {
     private func spawnAndWatch() {
         let environment = ProcessInfo.processInfo.environment.merging(self.environment) { $1 }
         let searchPath = environment["PATH"] ?? Self.defaultSearchPath
-        switch Syscall.spawn(command, environment: environment, searchPath: searchPath) {
+        switch Syscall.spawn(launcher + command, environment: environment, searchPath: searchPath) {
         case .failure(let cause):
             let error = SupervisorError(.cannotRun, program: program, cause: cause)
             let delay = state.withLock { state -> Duration? in

@@ -102,4 +102,64 @@ extension Syscall {
     static func becomeChildSubreaper() -> Result<Void, Errno> {
         clinux_set_child_subreaper() == 0 ? .success(()) : .failure(.current)
     }
+
+    /// `prctl(PR_SET_PDEATHSIG, signal)`: `signal` arrives when the thread
+    /// that forked this process exits (for a watchdog: its daemon died).
+    static func setParentDeathSignal(_ signal: Int32) -> Result<Void, Errno> {
+        clinux_set_parent_death_signal(signal) == 0 ? .success(()) : .failure(.current)
+    }
+
+    /// `getppid(2)`.
+    static func parentProcess() -> pid_t { Glibc.getppid() }
+
+    /// `getpid(2)`.
+    static func currentProcess() -> pid_t { Glibc.getpid() }
+
+    /// Blocks SIGTERM, SIGINT, SIGHUP and SIGCHLD so that
+    /// ``waitForWatchdogSignal(timeout:)`` takes them (no handlers).
+    static func blockWatchdogSignals() -> Result<Void, Errno> {
+        clinux_block_watchdog_signals() == 0 ? .success(()) : .failure(.current)
+    }
+
+    /// `sigtimedwait(2)` for the signals ``blockWatchdogSignals()`` blocked:
+    /// the signal, or nil after `timeout`.
+    static func waitForWatchdogSignal(timeout: Duration) -> Int32? {
+        let signal = clinux_wait_watchdog_signal(Int32(clamping: timeout.milliseconds))
+        return signal == 0 ? nil : signal
+    }
+
+    /// `waitpid(-1, WNOHANG)`: reaps one exited child, if any.
+    static func reapAnyChild() -> (pid: pid_t, status: ExitStatus)? {
+        var status: Int32 = 0
+        let pid = Glibc.waitpid(-1, &status, WNOHANG)
+        return pid > 0 ? (pid, ExitStatus(waitStatus: status)) : nil
+    }
+
+    /// Every live process below `root` in the process tree (by the parent
+    /// field of `/proc/PID/stat`), children before their own children.
+    static func descendants(of root: pid_t) -> [pid_t] {
+        guard case .success(let proc) = open(at: AT_FDCWD, "/proc", flags: O_RDONLY | O_DIRECTORY) else { return [] }
+        defer { close(proc) }
+        guard case .success(let entries) = directoryEntries(proc) else { return [] }
+        var parents: [pid_t: pid_t] = [:]
+        var buffer = [UInt8](repeating: 0, count: 512)
+        for entry in entries {
+            guard let pid = pid_t(entry.name), case .success(let fd) = open(at: proc, entry.name + "/stat", flags: O_RDONLY) else { continue }
+            defer { close(fd) }
+            guard case .success(let count) = buffer.withUnsafeMutableBytes({ pread(fd, into: $0, at: 0) }), count > 0 else { continue }
+            // "pid (comm) state ppid ...": comm may hold spaces and parentheses.
+            let text = String(decoding: buffer.prefix(count), as: UTF8.self)
+            guard let end = text.lastIndex(of: ")") else { continue }
+            let fields = text[text.index(after: end)...].split(separator: " ")
+            if fields.count > 1, let parent = pid_t(fields[1]) { parents[pid] = parent }
+        }
+        var found: [pid_t] = []
+        var frontier = [root]
+        while !frontier.isEmpty {
+            let children = parents.filter { frontier.contains($0.value) }.map(\.key).sorted()
+            found += children
+            frontier = children
+        }
+        return found
+    }
 }

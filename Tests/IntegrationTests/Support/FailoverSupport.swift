@@ -135,7 +135,8 @@ final class ApplicationSampler: @unchecked Sendable {
         for entry in (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? [] where Int(entry) != nil {
             guard let raw = FileManager.default.contents(atPath: "/proc/\(entry)/cmdline") else { continue }
             let arguments = raw.split(separator: 0).map { String(decoding: $0, as: UTF8.self) }
-            guard arguments.contains(script), let name = arguments.last, names.contains(name) else { continue }
+            // The watchdog (`replfsd app-watchdog ... -- script name`) is not the application.
+            guard arguments.contains(script), !arguments.contains("app-watchdog"), let name = arguments.last, names.contains(name) else { continue }
             guard let stat = try? String(contentsOfFile: "/proc/\(entry)/stat", encoding: .utf8),
                 let close = stat.lastIndex(of: ")"), stat.index(close, offsetBy: 2) < stat.endIndex
             else { continue }
