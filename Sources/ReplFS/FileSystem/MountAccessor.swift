@@ -53,7 +53,16 @@ public final class MountAccessor: MountAccess {
     }
 
     public func excludeReaders(database path: String, walMode: Bool) -> any ReaderGate {
-        MountReaderGate(mountPoint: mountPoint, database: path, walMode: walMode, logger: logger)
+        MountReaderGate(mountPoint: mountPoint, database: path, walMode: walMode, wait: true, logger: logger)
+    }
+
+    public func tryExcludeReaders(database path: String, walMode: Bool) -> (any ReaderGate)? {
+        let gate = MountReaderGate(mountPoint: mountPoint, database: path, walMode: walMode, wait: false, logger: logger)
+        return gate.isHeld ? gate : nil
+    }
+
+    public func openSharedMemory(database path: String) -> Int32? {
+        try? Syscall.open(at: AT_FDCWD, mountPoint + "/" + path + "-shm", flags: O_RDWR).get()
     }
 }
 
@@ -70,35 +79,36 @@ final class MountReaderGate: ReaderGate, @unchecked Sendable {
     private var sharedMemoryFD: Int32 = -1
     private let path: String
     private let logger: Logger
+    /// Whether the locks are held (always, once `init` returns with `wait`).
+    private(set) var isHeld = true
 
-    init(mountPoint: String, database: String, walMode: Bool, logger: Logger) {
+    /// Takes the locks; with `wait` false, gives up (``isHeld`` false, no
+    /// lock kept) if a reader holds one now.
+    init(mountPoint: String, database: String, walMode: Bool, wait: Bool, logger: Logger) {
         self.path = database
         self.logger = logger
         let absolute = mountPoint + "/" + database
         if walMode {
             if case .success(let fd) = Syscall.open(at: AT_FDCWD, absolute + "-shm", flags: O_RDWR) {
                 sharedMemoryFD = fd
-                lock(fd, from: LockBytes.walWrite, length: LockBytes.walReadFirst + LockBytes.walReadCount - LockBytes.walWrite)
+                isHeld = lock(fd, from: LockBytes.walWrite, length: LockBytes.walReadFirst + LockBytes.walReadCount - LockBytes.walWrite, wait: wait)
             }
             // No -shm: no connection has the database open in WAL mode.
         } else if case .success(let fd) = Syscall.open(at: AT_FDCWD, absolute, flags: O_RDWR) {
             databaseFD = fd
-            lock(fd, from: LockBytes.pending, length: 2)
-            lock(fd, from: LockBytes.sharedFirst, length: LockBytes.sharedSize)
+            isHeld = lock(fd, from: LockBytes.pending, length: 2, wait: wait) && lock(fd, from: LockBytes.sharedFirst, length: LockBytes.sharedSize, wait: wait)
         }
+        if !isHeld { release() }
     }
 
     deinit { release() }
 
-    /// Takes an exclusive lock, retrying until readers let go.
-    private func lock(_ fd: Int32, from start: Int64, length: Int64) {
-        var request = flock()
-        request.l_type = Int16(F_WRLCK)
-        request.l_whence = Int16(SEEK_SET)
-        request.l_start = off_t(start)
-        request.l_len = off_t(length)
+    /// Takes an exclusive lock, retrying until readers let go (or, without
+    /// `wait`, false at once if one holds it).
+    private func lock(_ fd: Int32, from start: Int64, length: Int64, wait: Bool) -> Bool {
         var waited = 0
-        while fcntl(fd, F_SETLK, &request) != 0 {
+        while !Syscall.setRangeLock(fd, F_WRLCK, start: start, length: length) {
+            guard wait else { return false }
             // A reader is in a transaction: it finishes first.
             usleep(1000)
             waited += 1
@@ -106,6 +116,7 @@ final class MountReaderGate: ReaderGate, @unchecked Sendable {
                 logger.notice("waiting for readers to finish before applying", metadata: ["database": "\(path)"])
             }
         }
+        return true
     }
 
     func resetWALIndex(pageSize: Int, pageCount: UInt32) {
@@ -118,7 +129,7 @@ final class MountReaderGate: ReaderGate, @unchecked Sendable {
             return
         }
         let bytes = header.afterDatabaseChange(pageSize: pageSize, pageCount: pageCount).encoded()
-        _ = bytes.withUnsafeBytes { raw in
+        bytes.withUnsafeBytes { raw in
             _ = Syscall.pwrite(sharedMemoryFD, UnsafeRawBufferPointer(rebasing: raw[96..<136]), at: 96)
             _ = Syscall.pwrite(sharedMemoryFD, UnsafeRawBufferPointer(rebasing: raw[48..<96]), at: 48)
             _ = Syscall.pwrite(sharedMemoryFD, UnsafeRawBufferPointer(rebasing: raw[0..<48]), at: 0)

@@ -76,6 +76,18 @@ public struct WALIndexHeader: Sendable, Equatable {
     /// second copy before the first, as SQLite does, so a reader racing the
     /// write sees them differ and retries.
     public func encoded() -> [UInt8] {
+        let header = encodedHeader()
+        var checkpoint = [UInt8](repeating: 0, count: 40)
+        checkpoint.withUnsafeMutableBytes { raw in
+            // nBackfill = 0, aReadMark[0] = 0, aReadMark[1...4] unused,
+            // aLock[8] untouched (they are lock bytes), nBackfillAttempted = 0.
+            for mark in 1...4 { raw.storeBytes(of: WALIndexHeader.readMarkNotUsed, toByteOffset: 4 + 4 * mark, as: UInt32.self) }
+        }
+        return header + header + checkpoint
+    }
+
+    /// One 48-byte copy of the header, with its checksum.
+    func encodedHeader() -> [UInt8] {
         var header = [UInt8](repeating: 0, count: 48)
         header.withUnsafeMutableBytes { raw in
             func put(_ value: UInt32, _ offset: Int) { raw.storeBytes(of: value, toByteOffset: offset, as: UInt32.self) }
@@ -94,12 +106,6 @@ public struct WALIndexHeader: Sendable, Equatable {
             put(c1, 40)
             put(c2, 44)
         }
-        var checkpoint = [UInt8](repeating: 0, count: 40)
-        checkpoint.withUnsafeMutableBytes { raw in
-            // nBackfill = 0, aReadMark[0] = 0, aReadMark[1...4] unused,
-            // aLock[8] untouched (they are lock bytes), nBackfillAttempted = 0.
-            for mark in 1...4 { raw.storeBytes(of: WALIndexHeader.readMarkNotUsed, toByteOffset: 4 + 4 * mark, as: UInt32.self) }
-        }
-        return header + header + checkpoint
+        return header
     }
 }

@@ -230,7 +230,23 @@ extension Database {
             let ownFrames = state.wal.committedPages
             let ownPageSize = state.pageSize
             let startPageCount = state.pageCount
-            let gate = mount.excludeReaders(database: path, walMode: wal || state.isWAL)
+            // A WAL database that a reader is in a transaction on takes the
+            // batch as frames appended to its WAL: the reader keeps its
+            // snapshot and nothing waits for it (the frames are folded into
+            // the file by the first batch that finds no reader).
+            // (A snapshot too: it is a transaction that writes every page.)
+            let appendable = wal && state.isWAL && streamed == nil && existed && view.pageSize == ownPageSize && !pages.isEmpty
+            let held = appendable ? mount.tryExcludeReaders(database: path, walMode: true) : nil
+            if appendable, held == nil {
+                if appendToWAL(pages, commit: view.pageCount, pageSize: view.pageSize, &state, mount: mount) {
+                    closeReadFD(&state)
+                    for transaction in transactions { apply(transaction, to: &state) }
+                    state.applyFailure = nil
+                    adoptPrimaryEpochs(&state)
+                    return (state.position, refusal)
+                }
+            }
+            let gate = held ?? mount.excludeReaders(database: path, walMode: wal || state.isWAL)
             let written = retireWAL(frames: resetFile ? [:] : ownFrames, pageSize: ownPageSize).flatMap {
                 writePages(pages, streamed: streamed, reset: resetFile, commit: view.pageCount, pageSize: view.pageSize)
             }
@@ -252,6 +268,40 @@ extension Database {
         }
     }
 
+    /// Appends a batch's pages to the WAL as one transaction and publishes
+    /// it through the wal-index (``WALIndexAppender``), keeping the tracker
+    /// in step as if SQLite had written the frames. False if the WAL or its
+    /// index cannot be continued (nothing visible changed then): the caller
+    /// waits for the readers instead.
+    private func appendToWAL(_ pages: [UInt32: [UInt8]], commit: UInt32, pageSize: Int, _ state: inout State, mount: any MountAccess) -> Bool {
+        guard let sharedMemory = mount.openSharedMemory(database: path) else { return false }
+        defer { Syscall.close(sharedMemory) }
+        guard case .success(let wal) = Syscall.open(at: environment.filesFD, path + "-wal", flags: O_RDWR | O_CREAT, mode: 0o644) else { return false }
+        defer { Syscall.close(wal) }
+        let frames = pages.filter { $0.key <= commit }.sorted { $0.key < $1.key }
+        guard !frames.isEmpty else { return false }
+        let appender = WALIndexAppender(wal: wal, sharedMemory: sharedMemory)
+        let known = state.wal.header == nil ? 0 : state.wal.lastCommit
+        let walPath = path + "-wal"
+        let result = appender.append(pages: frames, commitSize: commit, pageSize: pageSize, expectedFrames: known) { ranges in
+            mount.invalidateContent(path: walPath, .byteRanges(ranges))
+        }
+        switch result {
+        case .failure(let failure):
+            logger.notice("a reader is in a transaction and the WAL cannot be continued; waiting for the readers", metadata: ["database": "\(path)", "reason": "\(failure)", "known-frames": "\(known)"])
+            return false
+        case .success(let appended):
+            for write in appended.writes {
+                let commit = write.bytes.withUnsafeBytes { state.wal.observe($0, at: write.offset) }
+                if let commit { state.wal.didCommit(commit) }
+            }
+            if state.wal.lastCommit != Int(appended.maxFrame) {
+                logger.warning("the WAL tracker disagrees with the frames appended", metadata: ["database": "\(path)", "tracked": "\(state.wal.lastCommit)", "appended": "\(appended.maxFrame)"])
+            }
+            return true
+        }
+    }
+
     /// After the file holds a batch (the position has moved): the empty
     /// `-wal` and WAL-index header readers of a WAL database need, the
     /// kernel's caches of what changed, the primary's epochs, readers let in.
@@ -263,6 +313,9 @@ extension Database {
             if case .success(let fd) = Syscall.open(at: environment.filesFD, path + "-wal", flags: O_WRONLY | O_CREAT, mode: 0o644) {
                 Syscall.close(fd)
             }
+            // It may have been truncated underneath: a size the kernel still
+            // caches would send SQLite's WAL recovery past its end.
+            mount.invalidateContent(path: path + "-wal", .byteRanges([]))
             gate.resetWALIndex(pageSize: state.pageSize, pageCount: state.pageCount)
         }
         if state.pageCount == 0 || !existed {
@@ -313,7 +366,7 @@ extension Database {
 
     /// Replicated transactions not yet applied, if any (``ApplyFailure``).
     var applyStall: (failure: ApplyFailure, position: Position)? {
-        state.withLock { state in state.applyFailure.map { ($0, state.position) } }
+        published.value.withLock { value in value.failure.map { ($0, value.position) } }
     }
 
     /// Lets readers back in if a stalled batch still holds them off (at

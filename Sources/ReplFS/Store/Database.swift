@@ -53,9 +53,22 @@ final class Database: Sendable {
     let environment: DatabaseEnvironment
     let state: Mutex<State>
 
+    /// The position and apply failure as last set, readable without the
+    /// state lock: an apply waiting for SQLite's readers holds that lock,
+    /// and `status`, handshakes and the lease's standing must not wait.
+    final class Published: Sendable {
+        let value = Mutex<(position: Position, failure: ApplyFailure?)>((.empty, nil))
+        /// The last summary taken under the state lock.
+        let summary = Mutex<DatabaseSummary?>(nil)
+    }
+    let published = Published()
+
     struct State: ~Copyable {
+        let published: Published
         var log: LTXLog?
-        var position = Position.empty
+        var position = Position.empty {
+            didSet { published.value.withLock { $0.position = position } }
+        }
         var pageSize = 0
         var pageCount: UInt32 = 0
         /// Checksum of page n at index n-1; the lock page's entry is `.zero`.
@@ -96,7 +109,9 @@ final class Database: Sendable {
         /// written (replica; see ``UnappliedBatch``).
         var unapplied: UnappliedBatch?
         /// Replicated transactions could not be recorded or written (replica).
-        var applyFailure: ApplyFailure?
+        var applyFailure: ApplyFailure? {
+            didSet { published.value.withLock { $0.failure = applyFailure } }
+        }
 
         deinit {
             if readFD >= 0 { Syscall.close(readFD) }
@@ -106,13 +121,13 @@ final class Database: Sendable {
     init(path: String, environment: DatabaseEnvironment) {
         self.path = path
         self.environment = environment
-        self.state = Mutex(State())
+        self.state = Mutex(State(published: published))
     }
 
     var logger: Logger { environment.logger }
 
     /// The database's current position.
-    var position: Position { state.withLock { $0.position } }
+    var position: Position { published.value.withLock { $0.position } }
 
     /// In which epoch each transaction was committed, as this node's log records it.
     var epochHistory: EpochHistory {
@@ -128,8 +143,16 @@ final class Database: Sendable {
         state.withLock { $0.recent.checksum(at: txid) }
     }
 
+    /// What `status` shows; while an apply holds the state lock (waiting
+    /// for readers), the last one taken, at the current position.
     var summary: DatabaseSummary {
-        state.withLock { DatabaseSummary(path: path, position: $0.position, pageSize: $0.pageSize, pageCount: $0.pageCount, isWAL: $0.isWAL) }
+        if let current = state.withLockIfAvailable({ DatabaseSummary(path: path, position: $0.position, pageSize: $0.pageSize, pageCount: $0.pageCount, isWAL: $0.isWAL) }) {
+            published.summary.withLock { $0 = current }
+            return current
+        }
+        var last = published.summary.withLock { $0 } ?? DatabaseSummary(path: path, position: .empty, pageSize: 0, pageCount: 0, isWAL: false)
+        last.position = position
+        return last
     }
 
     // MARK: - Database file

@@ -11,6 +11,12 @@ public protocol MountAccess: Sendable {
     /// locks a writer takes, waiting for readers in a transaction to finish)
     /// until the gate is released.
     func excludeReaders(database path: String, walMode: Bool) -> any ReaderGate
+    /// The same, without waiting: nil while a reader is in a transaction.
+    func tryExcludeReaders(database path: String, walMode: Bool) -> (any ReaderGate)?
+    /// The database's `-shm` opened read-write through the mount (so
+    /// readers' shared mappings see what is written), to publish frames
+    /// appended to its WAL (``WALIndexAppender``); nil if there is none.
+    func openSharedMemory(database path: String) -> Int32?
 }
 
 /// SQLite's readers are held off one database while this is open.
@@ -28,6 +34,8 @@ public struct NoMountAccess: MountAccess {
     public func invalidateContent(path: String, _ what: CacheInvalidation) {}
     public func invalidateName(path: String) {}
     public func excludeReaders(database path: String, walMode: Bool) -> any ReaderGate { NoReaderGate() }
+    public func tryExcludeReaders(database path: String, walMode: Bool) -> (any ReaderGate)? { NoReaderGate() }
+    public func openSharedMemory(database path: String) -> Int32? { nil }
 
     struct NoReaderGate: ReaderGate {
         func resetWALIndex(pageSize: Int, pageCount: UInt32) {}

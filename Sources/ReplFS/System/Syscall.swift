@@ -118,6 +118,19 @@ public enum Syscall {
         retrying({ dataOnly ? Glibc.fdatasync(fd) : Glibc.fsync(fd) }, failed: { $0 != 0 }).map { _ in () }
     }
 
+    /// `fcntl(F_SETLK)` of `type` (`F_WRLCK`, `F_RDLCK`, `F_UNLCK`) on bytes
+    /// `start..<start+length`: false if another process holds a conflicting
+    /// lock (never waits). SQLite's own locks are of this kind.
+    static func setRangeLock(_ fd: Int32, _ type: Int32, start: Int64, length: Int64) -> Bool {
+        var request = flock()
+        request.l_type = Int16(type)
+        request.l_whence = Int16(SEEK_SET)
+        request.l_start = off_t(start)
+        request.l_len = off_t(length)
+        if case .success = retrying({ fcntl(fd, F_SETLK, &request) }, failed: { $0 != 0 }) { return true }
+        return false
+    }
+
     /// `unlinkat(2)`; `directory` selects `AT_REMOVEDIR` (rmdir).
     public static func unlink(at directory: Int32, _ path: String, isDirectory: Bool = false) -> Result<Void, Errno> {
         retrying({ Glibc.unlinkat(directory, path, isDirectory ? AT_REMOVEDIR : 0) }, failed: { $0 != 0 }).map { _ in () }
