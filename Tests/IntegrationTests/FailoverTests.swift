@@ -370,6 +370,42 @@ extension IntegrationTests {
             }
         }
 
+        @Test(
+            "etcd unreachable: a replica says how old what it shows about the primary is, and its last error says when it happened and that it cleared",
+            .enabled(if: EtcdServer.isInstalled))
+        func etcdOutageStatus() throws {
+            let etcd = try EtcdServer()
+            defer { etcd.stop() }
+            let cluster = try Cluster(size: 2, lease: .etcd(endpoint: etcd.endpoint))
+            defer { cluster.destroy() }
+            try cluster.start()
+            let primary = try cluster.waitForPrimary()
+            let replica = cluster.nodes.first { $0 !== primary }!
+            #expect(try replica.status().lease.lastContactMsAgo.map { $0 < 2000 } == true)
+
+            etcd.pause()
+            var status: AdminStatus?
+            try waitUntil(timeout: 20, "the replica notices etcd is unreachable") {
+                status = try? replica.status()
+                return status?.lease.lastErrorHolds == true && (status?.lease.lastContactMsAgo ?? 0) >= 1500
+            }
+            #expect(status?.lease.lastErrorAt != nil)
+            let text = try replica.admin(["status"]).output
+            #expect(text.contains("etcd not reached since"), "\(text)")
+            #expect(text.contains("(still holds)"), "\(text)")
+            #expect(try replica.status().lastError != nil, "an error that holds is shown")
+
+            etcd.resume()
+            try waitUntil(timeout: 30, "the replica hears from etcd again") {
+                status = try? replica.status()
+                return status?.lease.lastErrorHolds == false && (status?.lease.lastContactMsAgo ?? .max) < 1000
+            }
+            let after = try replica.admin(["status"]).output
+            #expect(!after.contains("etcd not reached since"), "\(after)")
+            #expect(after.contains("(cleared since)"), "\(after)")
+            #expect(status?.lastError == nil, "a cleared lease error is not shown as the node's error: \(String(describing: status?.lastError))")
+        }
+
         @Test("etcd: promote and demote hand over through the lease and lose nothing", .enabled(if: EtcdServer.isInstalled))
         func etcdHandoff() throws {
             let etcd = try EtcdServer()

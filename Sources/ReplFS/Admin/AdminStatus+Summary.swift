@@ -19,14 +19,23 @@ extension AdminStatus {
         }
         line("node", "\(node)\(nodeID.map { " [\($0)]" } ?? "") (cluster \(cluster)): \(role), \(writable ? "writable" : "read-only"), epoch \(epoch)")
         if let primary {
-            line("primary", "\(primary.name) \(primary.address)")
+            var text = "\(primary.name) \(primary.address)"
+            if role != "primary", lease.type == "etcd", lease.lastErrorHolds == true {
+                // What this node last heard, not what is true now.
+                text += lease.lastContactMsAgo.map { "  (as known \(Self.seconds($0)) ago; etcd not reached since)" } ?? "  (etcd not reached yet)"
+            }
+            line("primary", text)
         } else {
             line("primary", "unknown")
         }
         var lease = [self.lease.type, self.lease.candidate ? "candidate" : "not a candidate", self.lease.state]
         if let key = self.lease.key { lease.append("key \(key)") }
         if let expires = self.lease.expiresInMs { lease.append("expires in \(expires) ms") }
-        if let error = self.lease.lastError { lease.append("last error: \(error)") }
+        if let error = self.lease.lastError {
+            var when = self.lease.lastErrorAt.map { " at \($0)" } ?? ""
+            if let holds = self.lease.lastErrorHolds { when += holds ? " (still holds)" : " (cleared since)" }
+            lease.append("last error\(when): \(error)")
+        }
         line("lease", lease.joined(separator: ", "))
         if let logStall { line("log", logStall) }
         if let applyStall { line("apply", applyStall) }
@@ -58,7 +67,12 @@ extension AdminStatus {
             line("process", parts.joined(separator: "  "))
         }
         for aside in asides { line("aside", aside + (Store.describeAside(aside).map { " (\($0))" } ?? "")) }
-        if let lastError { line("error", lastError) }
+        if let lastError { line("error", lastError + (lastErrorAt.map { " (at \($0))" } ?? "")) }
         return lines.joined(separator: "\n")
+    }
+
+    /// "850 ms", "12.4 s".
+    static func seconds(_ milliseconds: Int) -> String {
+        milliseconds < 1000 ? "\(milliseconds) ms" : String(format: "%.1f s", Double(milliseconds) / 1000)
     }
 }

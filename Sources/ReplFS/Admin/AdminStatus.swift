@@ -32,6 +32,8 @@ public struct AdminStatus: Codable, Sendable, Equatable {
     public var asides: [String]
     /// The last error worth an operator's attention, if any.
     public var lastError: String?
+    /// When ``lastError`` happened (ISO 8601).
+    public var lastErrorAt: String?
     /// Set while the LTX log is held back ("log stalled: no space on DATA").
     public var logStall: String?
     /// Set while replicated transactions cannot be recorded or written
@@ -82,6 +84,13 @@ public struct AdminStatus: Codable, Sendable, Equatable {
         /// Time left before the lease expires at the coordinator, when held.
         public var expiresInMs: Int?
         public var lastError: String?
+        /// When the last error happened (ISO 8601), and whether it still
+        /// holds (false once a later exchange with the coordinator succeeded).
+        public var lastErrorAt: String?
+        public var lastErrorHolds: Bool?
+        /// Since this node last heard from the coordinator (etcd): how old
+        /// what it shows about the primary is.
+        public var lastContactMsAgo: Int?
 
         public init(type: String, candidate: Bool, state: String, key: String? = nil, expiresInMs: Int? = nil, lastError: String? = nil) {
             self.type = type

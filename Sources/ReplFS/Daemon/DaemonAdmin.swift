@@ -71,6 +71,19 @@ final class DaemonAdmin: AdminHandler {
                 expiresInMs: leaseStatus.expiresIn.map { Int($0.milliseconds) }, lastError: leaseStatus.lastError),
             databases: databases, replicas: replicas, upstream: upstream, process: process, asides: store.movedAside,
             lastError: snapshot.lastError ?? leaseStatus.lastError)
+        let time = ISO8601DateFormatter()
+        status.lease.lastErrorAt = leaseStatus.lastErrorAt.map { time.string(from: $0) }
+        status.lease.lastErrorHolds = leaseStatus.lastError == nil ? nil : leaseStatus.lastErrorHolds
+        status.lease.lastContactMsAgo = leaseStatus.lastContactAgo.map { Int($0.milliseconds) }
+        // The node's own error, or else the lease's while it still holds.
+        if let own = snapshot.lastError {
+            status.lastError = own
+            status.lastErrorAt = snapshot.lastErrorAt.map { time.string(from: $0) }
+        } else if leaseStatus.lastErrorHolds {
+            status.lastErrorAt = status.lease.lastErrorAt
+        } else {
+            status.lastError = nil
+        }
         status.nodeID = HexFormat.sixteenDigits(controller.identity.nodeID)
         status.logStall = store.logStall
         status.applyStall = store.applyStall

@@ -60,6 +60,12 @@ public final class EtcdLease: LeaseKeeper, @unchecked Sendable {
         var freshHoldBackUntil: ContinuousClock.Instant?
         var description = "starting"
         var lastError: String?
+        var lastErrorAt: Date?
+        /// Whether the last error still holds: no exchange with etcd has
+        /// succeeded since.
+        var errorHolds = false
+        /// When an exchange with etcd last succeeded.
+        var lastContact: ContinuousClock.Instant?
         /// When this node first saw the key free, this time round.
         var freeSince: ContinuousClock.Instant?
         /// Until then, a free key is not campaigned for: candidates of a
@@ -146,7 +152,19 @@ public final class EtcdLease: LeaseKeeper, @unchecked Sendable {
     private func note(_ description: String, error: String? = nil) {
         state.withLock {
             $0.description = description
-            if let error { $0.lastError = error }
+            if let error {
+                $0.lastError = error
+                $0.lastErrorAt = Date()
+                $0.errorHolds = true
+            }
+        }
+    }
+
+    /// An exchange with etcd succeeded: what status shows is confirmed now.
+    private func heardFromEtcd() {
+        state.withLock {
+            $0.lastContact = .now
+            $0.errorHolds = false
         }
     }
 
@@ -180,6 +198,7 @@ public final class EtcdLease: LeaseKeeper, @unchecked Sendable {
                 controller.fence(reason: "the lease expired at etcd")
                 return
             }
+            heardFromEtcd()
             let deadline = sent + UInt64((granted - margin).nanoseconds)
             state.withLock {
                 $0.deadline = deadline
@@ -221,6 +240,7 @@ public final class EtcdLease: LeaseKeeper, @unchecked Sendable {
             sleep(.milliseconds(200))
             return
         }
+        heardFromEtcd()
         if controller.snapshot.upstream?.connected == true {
             // Following a primary: this node holds the data now, so the
             // fresh-node hold-back is over.
@@ -488,6 +508,7 @@ public final class EtcdLease: LeaseKeeper, @unchecked Sendable {
         }
         return LeaseStatus(
             type: "etcd", candidate: controller.identity.candidate, state: snapshot.description, key: key, expiresIn: expires,
-            lastError: snapshot.lastError, renewFailures: renewFailures.load(ordering: .relaxed))
+            lastError: snapshot.lastError, lastErrorAt: snapshot.lastErrorAt, lastErrorHolds: snapshot.errorHolds,
+            lastContactAgo: snapshot.lastContact.map { ContinuousClock.now - $0 }, renewFailures: renewFailures.load(ordering: .relaxed))
     }
 }

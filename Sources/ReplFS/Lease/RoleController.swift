@@ -78,7 +78,10 @@ public final class RoleController: ReplicationRole, ReplicaClientDelegate, @unch
         var epoch: UInt64
         var primary: Peer?
         var client: ReplicaClient?
-        var lastError: String?
+        var lastError: String? {
+            didSet { lastErrorAt = lastError == nil ? nil : Date() }
+        }
+        var lastErrorAt: Date?
         /// The node a handoff in progress waits for, and its signal.
         var handoff: (target: String, accepted: Semaphore)?
         /// Set by ``shutdown()``: no more transitions.
@@ -94,6 +97,8 @@ public final class RoleController: ReplicationRole, ReplicaClientDelegate, @unch
         public var upstream: ReplicaClient.Status?
         public var replicas: [ConnectedReplica]
         public var lastError: String?
+        /// When ``lastError`` happened.
+        public var lastErrorAt: Date?
     }
 
     public init(
@@ -134,10 +139,12 @@ public final class RoleController: ReplicationRole, ReplicaClientDelegate, @unch
     }
 
     public var snapshot: Snapshot {
-        let (role, epoch, primary, client, lastError) = state.withLock { ($0.role, $0.epoch, $0.primary, $0.client, $0.lastError) }
+        let (role, epoch, primary, client, lastError, lastErrorAt) = state.withLock {
+            ($0.role, $0.epoch, $0.primary, $0.client, $0.lastError, $0.lastErrorAt)
+        }
         return Snapshot(
             role: role, epoch: epoch, primary: primary, writable: store.isWritable, upstream: client?.status,
-            replicas: role == .primary || role == .handingOff ? server.replicas : [], lastError: lastError)
+            replicas: role == .primary || role == .handingOff ? server.replicas : [], lastError: lastError, lastErrorAt: lastErrorAt)
     }
 
     func noteError(_ message: String) {
@@ -524,6 +531,12 @@ public struct LeaseStatus: Sendable {
     public var key: String?
     public var expiresIn: Duration?
     public var lastError: String?
+    /// When ``lastError`` happened, and whether it still holds (a later
+    /// exchange with the coordinator succeeded: it does not).
+    public var lastErrorAt: Date?
+    public var lastErrorHolds = false
+    /// Since the keeper last heard from the coordinator (etcd).
+    public var lastContactAgo: Duration?
     /// Failed renewals so far (etcd).
     public var renewFailures: Int = 0
 }

@@ -203,7 +203,7 @@ public final class Store: Sendable {
     /// `reason` ("lost its lease: ...") is what refused writes are logged
     /// with; nil for a node that never wrote (a replica).
     public func stopWrites(reason: String? = nil) {
-        if let reason, gate.admits {
+        if let reason, gate.isOpened {
             refusalsLogged.withLock { $0.removeAll() }
             writesEnded.withLock { $0 = (reason, Date()) }
         }

@@ -28,6 +28,10 @@ final class WriteGate: Sendable {
     }
 
     /// Whether a mutating operation would be admitted now.
+    /// Whether writes were opened and not closed since (the deadline may
+    /// have passed).
+    var isOpened: Bool { isOpen.load(ordering: .sequentiallyConsistent) }
+
     var admits: Bool { isOpen.load(ordering: .sequentiallyConsistent) && withinDeadline() }
 
     /// Counts an operation in; false (and not counted) when the gate is closed.
