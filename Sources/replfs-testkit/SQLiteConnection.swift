@@ -36,7 +36,7 @@ final class SQLiteConnection {
 
     private func check(_ rc: Int32, _ what: String) throws {
         guard rc == SQLITE_OK || rc == SQLITE_DONE || rc == SQLITE_ROW else {
-            throw Failure(code: rc, message: "\(what): \(String(cString: sqlite3_errmsg(handle)))")
+            throw Failure(code: rc, message: "\(what): \(String(cString: sqlite3_errmsg(handle))) (extended code \(sqlite3_extended_errcode(handle)))")
         }
     }
 
