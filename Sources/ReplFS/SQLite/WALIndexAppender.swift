@@ -247,6 +247,14 @@ struct WALIndexAppender {
     }
     private func unlockDeadManSwitch() { _ = Syscall.setRangeLock(sharedMemory, F_UNLCK, start: LockBytes.walDMS, length: 1) }
 
-    private func lockWrite() -> Bool { Syscall.setRangeLock(sharedMemory, F_WRLCK, start: LockBytes.walWrite, length: 1) }
+    /// The WRITE lock, retried for a moment (a reader's connection holds it
+    /// while it rebuilds the index after opening).
+    private func lockWrite() -> Bool {
+        for _ in 0..<50 {
+            if Syscall.setRangeLock(sharedMemory, F_WRLCK, start: LockBytes.walWrite, length: 1) { return true }
+            usleep(1000)
+        }
+        return false
+    }
     private func unlockWrite() { _ = Syscall.setRangeLock(sharedMemory, F_UNLCK, start: LockBytes.walWrite, length: 1) }
 }

@@ -236,14 +236,27 @@ extension Database {
             // the file by the first batch that finds no reader).
             // (A snapshot too: it is a transaction that writes every page.)
             let appendable = wal && state.isWAL && streamed == nil && existed && view.pageSize == ownPageSize && !pages.isEmpty
-            let held = appendable ? mount.tryExcludeReaders(database: path, walMode: true) : nil
-            if appendable, held == nil {
-                if appendToWAL(pages, commit: view.pageCount, pageSize: view.pageSize, &state, mount: mount) {
-                    closeReadFD(&state)
-                    for transaction in transactions { apply(transaction, to: &state) }
-                    state.applyFailure = nil
-                    adoptPrimaryEpochs(&state)
-                    return (state.position, refusal)
+            var held = appendable ? mount.tryExcludeReaders(database: path, walMode: true) : nil
+            if appendable {
+                // A lock held for a moment (a connection opening, rebuilding
+                // the index) is waited out; an index that cannot be continued
+                // is not.
+                let giveUp = ContinuousClock.now + .seconds(2)
+                retry: while held == nil {
+                    switch appendToWAL(pages, commit: view.pageCount, pageSize: view.pageSize, &state, mount: mount) {
+                    case .appended:
+                        closeReadFD(&state)
+                        for transaction in transactions { apply(transaction, to: &state) }
+                        state.applyFailure = nil
+                        adoptPrimaryEpochs(&state)
+                        return (state.position, refusal)
+                    case .unusable:
+                        break retry
+                    case .busy:
+                        guard ContinuousClock.now < giveUp else { break retry }
+                        usleep(2000)
+                        held = mount.tryExcludeReaders(database: path, walMode: true)
+                    }
                 }
             }
             let gate = held ?? mount.excludeReaders(database: path, walMode: wal || state.isWAL)
@@ -270,16 +283,23 @@ extension Database {
 
     /// Appends a batch's pages to the WAL as one transaction and publishes
     /// it through the wal-index (``WALIndexAppender``), keeping the tracker
-    /// in step as if SQLite had written the frames. False if the WAL or its
-    /// index cannot be continued (nothing visible changed then): the caller
-    /// waits for the readers instead.
-    private func appendToWAL(_ pages: [UInt32: [UInt8]], commit: UInt32, pageSize: Int, _ state: inout State, mount: any MountAccess) -> Bool {
-        guard let sharedMemory = mount.openSharedMemory(database: path) else { return false }
+    /// in step as if SQLite had written the frames. Nothing visible changes
+    /// unless it returns `.appended`.
+    private enum AppendOutcome {
+        case appended
+        /// A lock SQLite's connections hold for a moment: try again.
+        case busy
+        /// The WAL or its index cannot be continued: wait for the readers.
+        case unusable
+    }
+
+    private func appendToWAL(_ pages: [UInt32: [UInt8]], commit: UInt32, pageSize: Int, _ state: inout State, mount: any MountAccess) -> AppendOutcome {
+        guard let sharedMemory = mount.openSharedMemory(database: path) else { return .unusable }
         defer { Syscall.close(sharedMemory) }
-        guard case .success(let wal) = Syscall.open(at: environment.filesFD, path + "-wal", flags: O_RDWR | O_CREAT, mode: 0o644) else { return false }
+        guard case .success(let wal) = Syscall.open(at: environment.filesFD, path + "-wal", flags: O_RDWR | O_CREAT, mode: 0o644) else { return .unusable }
         defer { Syscall.close(wal) }
         let frames = pages.filter { $0.key <= commit }.sorted { $0.key < $1.key }
-        guard !frames.isEmpty else { return false }
+        guard !frames.isEmpty else { return .unusable }
         let appender = WALIndexAppender(wal: wal, sharedMemory: sharedMemory)
         let known = state.wal.header == nil ? 0 : state.wal.lastCommit
         let walPath = path + "-wal"
@@ -287,9 +307,11 @@ extension Database {
             mount.invalidateContent(path: walPath, .byteRanges(ranges))
         }
         switch result {
+        case .failure(.busy):
+            return .busy
         case .failure(let failure):
             logger.notice("a reader is in a transaction and the WAL cannot be continued; waiting for the readers", metadata: ["database": "\(path)", "reason": "\(failure)", "known-frames": "\(known)"])
-            return false
+            return .unusable
         case .success(let appended):
             for write in appended.writes {
                 let commit = write.bytes.withUnsafeBytes { state.wal.observe($0, at: write.offset) }
@@ -298,7 +320,7 @@ extension Database {
             if state.wal.lastCommit != Int(appended.maxFrame) {
                 logger.warning("the WAL tracker disagrees with the frames appended", metadata: ["database": "\(path)", "tracked": "\(state.wal.lastCommit)", "appended": "\(appended.maxFrame)"])
             }
-            return true
+            return .appended
         }
     }
 
