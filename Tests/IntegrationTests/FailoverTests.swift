@@ -359,7 +359,7 @@ extension IntegrationTests {
                 // Every node at once, as a host shutdown or `systemctl stop` would.
                 for node in cluster.nodes { node.terminate() }
                 for node in cluster.nodes { try node.stop(signal: false) }
-                let summary = try writer.stop()
+                let summary = try writer.stop(tolerateCrash: true)
                 // The replicas first: the first to start must not simply win.
                 for node in cluster.nodes.reversed() { try node.start() }
                 let next = try cluster.waitForPrimary(timeout: 30)

@@ -241,7 +241,7 @@ extension Database {
                 // A lock held for a moment (a connection opening, rebuilding
                 // the index) is waited out; an index that cannot be continued
                 // is not.
-                let giveUp = ContinuousClock.now + .seconds(2)
+                let giveUp = ContinuousClock.now + .milliseconds(200)
                 retry: while held == nil {
                     switch appendToWAL(pages, commit: view.pageCount, pageSize: view.pageSize, &state, mount: mount) {
                     case .appended:
