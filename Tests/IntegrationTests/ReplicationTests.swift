@@ -197,8 +197,13 @@ extension IntegrationTests {
                 _ = try Command.sqlite(diverged.data + "/files/app.db", "INSERT INTO ledger(writer, seq) VALUES(99, 1)")
                 try cluster.primary.workload("app.db", ["--journal-mode", "wal", "--transactions", "50"])
                 // Let retention remove the files the stopped replicas would need.
+                // (A commit now and then: the segment being written is never
+                // the one removed, so a later one must start.)
+                var tick = 0
                 try waitUntil(timeout: 30, interval: 0.2, "the primary's old LTX files are pruned") {
-                    (cluster.primary.ltxFiles("app.db").first.map { !$0.hasSuffix("0000000000000001-0000000000000001.ltx") }) ?? false
+                    tick += 1
+                    _ = try? Command.sqlite(cluster.primary.mount + "/app.db", "INSERT INTO ledger(writer, seq) VALUES(98, \(tick))")
+                    return (cluster.primary.ltxFiles("app.db").first.map { !$0.hasSuffix("0000000000000001-0000000000000001.ltx") }) ?? false
                 }
                 try behind.start()
                 try diverged.start()
