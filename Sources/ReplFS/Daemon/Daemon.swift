@@ -171,7 +171,7 @@ public final class Daemon: Sendable {
 
     /// This program's path (`/proc/self/exe`), to run `replfsd app-watchdog`.
     static var executablePath: String {
-        (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
+        (try? Syscall.readlink(at: AT_FDCWD, "/proc/self/exe").get()) ?? CommandLine.arguments[0]
     }
 
     /// Serves until ``stop()``, then unmounts and flushes the logs.

@@ -9,6 +9,8 @@ public struct WALHeader: Sendable, Equatable {
     /// Magic with little-endian (…82) or big-endian (…83) frame checksums.
     public static let magicLittleEndian: UInt32 = 0x377F_0682
     public static let magicBigEndian: UInt32 = 0x377F_0683
+    /// The file format version (WAL_MAX_VERSION).
+    public static let formatVersion: UInt32 = 3_007_000
 
     public var magic: UInt32
     public var version: UInt32

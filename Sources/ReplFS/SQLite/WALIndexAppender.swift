@@ -72,10 +72,10 @@ struct WALIndexAppender {
         // to rebuild it from the WAL: midway through this append, it would
         // keep a header without the hash entries before it. Hold it shared,
         // as every SQLite connection does.
-        guard lockDeadManSwitch() else { return .failure(.busy) }
-        defer { unlockDeadManSwitch() }
-        guard lockWrite() else { return .failure(.busy) }
-        defer { unlockWrite() }
+        guard lock(F_RDLCK, LockBytes.walDMS) else { return .failure(.busy) }
+        defer { unlock(LockBytes.walDMS) }
+        guard lock(F_WRLCK, LockBytes.walWrite) else { return .failure(.busy) }
+        defer { unlock(LockBytes.walWrite) }
         var indexHeader = [UInt8](repeating: 0, count: 96)
         guard case .success(96) = indexHeader.withUnsafeMutableBytes({ Syscall.pread(sharedMemory, into: $0, at: 0) }) else {
             return .failure(.unusableIndex)
@@ -227,7 +227,7 @@ struct WALIndexAppender {
         var bytes = [UInt8](repeating: 0, count: WALHeader.size)
         bytes.withUnsafeMutableBytes { raw in
             BigEndian.store(WALHeader.magicLittleEndian, into: raw, at: 0)
-            BigEndian.store(UInt32(3_007_000), into: raw, at: 4)
+            BigEndian.store(WALHeader.formatVersion, into: raw, at: 4)
             BigEndian.store(UInt32(pageSize == 65536 ? 1 : pageSize), into: raw, at: 8)
             BigEndian.store(sequence, into: raw, at: 12)
             BigEndian.store(UInt32.random(in: 0...UInt32.max), into: raw, at: 16)
@@ -236,25 +236,16 @@ struct WALIndexAppender {
         return bytes
     }
 
-    /// Shared lock on the DMS byte, retried for a moment (a connection
-    /// opening holds it exclusively while it checks the index).
-    private func lockDeadManSwitch() -> Bool {
+    /// Takes a lock on one byte of `-shm`, retried for a moment: a
+    /// connection that opens holds the DMS byte exclusively while it checks
+    /// the index, and the WRITE byte while it rebuilds it.
+    private func lock(_ type: Int32, _ byte: Int64) -> Bool {
         for _ in 0..<50 {
-            if Syscall.setRangeLock(sharedMemory, F_RDLCK, start: LockBytes.walDMS, length: 1) { return true }
+            if Syscall.setRangeLock(sharedMemory, type, start: byte, length: 1) { return true }
             usleep(1000)
         }
         return false
     }
-    private func unlockDeadManSwitch() { _ = Syscall.setRangeLock(sharedMemory, F_UNLCK, start: LockBytes.walDMS, length: 1) }
 
-    /// The WRITE lock, retried for a moment (a reader's connection holds it
-    /// while it rebuilds the index after opening).
-    private func lockWrite() -> Bool {
-        for _ in 0..<50 {
-            if Syscall.setRangeLock(sharedMemory, F_WRLCK, start: LockBytes.walWrite, length: 1) { return true }
-            usleep(1000)
-        }
-        return false
-    }
-    private func unlockWrite() { _ = Syscall.setRangeLock(sharedMemory, F_UNLCK, start: LockBytes.walWrite, length: 1) }
+    private func unlock(_ byte: Int64) { _ = Syscall.setRangeLock(sharedMemory, F_UNLCK, start: byte, length: 1) }
 }

@@ -28,7 +28,7 @@ public struct WALScanner {
     public static func committed(fd: Int32) -> Committed? {
         var headerBytes = [UInt8](repeating: 0, count: WALHeader.size)
         guard case .success(WALHeader.size) = headerBytes.withUnsafeMutableBytes({ Syscall.pread(fd, into: $0, at: 0) }),
-            let header = headerBytes.withUnsafeBytes({ WALHeader($0) }), header.version == 3_007_000
+            let header = headerBytes.withUnsafeBytes({ WALHeader($0) }), header.version == WALHeader.formatVersion
         else { return nil }
         let bigEndian = header.bigEndianChecksums
         var sum = headerBytes.withUnsafeBytes { checksum(UnsafeRawBufferPointer(rebasing: $0[0..<24]), bigEndian: bigEndian, from: (0, 0)) }

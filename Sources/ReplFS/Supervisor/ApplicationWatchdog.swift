@@ -116,8 +116,8 @@ public struct ApplicationWatchdog {
     }
 
     private func report(_ message: String) {
-        var text = "replfsd app-watchdog: \(message)\n"
-        _ = text.withUTF8 { Glibc.write(2, $0.baseAddress, $0.count) }
+        let text = Array("replfsd app-watchdog: \(message)\n".utf8)
+        _ = text.withUnsafeBytes { Syscall.write(2, $0) }
     }
 }
 
