@@ -9,12 +9,21 @@ import Logging
 /// A dead FUSE mount left by a killed replfsd (`ENOTCONN` on stat) is
 /// detached; a live mount or a directory with files in it is refused, since
 /// mounting over it would hide those files from the application.
+///
+/// The one exception is SQLite's shared-memory files (`*-shm`) alone: a
+/// process that had a database open when the mount went away (a reader on a
+/// replica across a restart) creates its `-shm` in the bare directory on its
+/// next read. Such a file holds no data, only an index SQLite rebuilds from
+/// the WAL, so it is removed with a warning instead of refusing the start
+/// (docs/decisions.md, decision 42).
 public enum MountPoint {
     /// What has to happen before the mount point can be used.
     public enum Preparation: Sendable, Equatable {
         case ready
         case create
         case clearDeadMount
+        /// Only stray `-shm` files (the names) are in the mount point.
+        case removeStraySharedMemory([String])
     }
 
     /// Checks the mount point without changing anything.
@@ -41,6 +50,9 @@ public enum MountPoint {
             throw MountError("mount point is busy: something is already mounted there", path: path)
         }
         let entries = (try? FileManager.default.contentsOfDirectory(atPath: path)) ?? []
+        if !entries.isEmpty && entries.allSatisfy({ isStraySharedMemory(path + "/" + $0) }) {
+            return .removeStraySharedMemory(entries.sorted())
+        }
         if !entries.isEmpty {
             throw MountError(
                 "mount point is not empty (\(entries.count) entries, e.g. \(entries.sorted()[0])); move its files into the data directory's files/ or empty it",
@@ -67,8 +79,27 @@ public enum MountPoint {
                 throw MountError("cannot clear dead mount: \(error)", path: path)
             }
             // What was under the dead mount must be usable too.
-            if try check(path) != .ready { throw MountError("mount point is still not usable after clearing a dead mount", path: path) }
+            switch try check(path) {
+            case .ready: return
+            case .removeStraySharedMemory(let names): try prepare(path, .removeStraySharedMemory(names), logger: logger)
+            default: throw MountError("mount point is still not usable after clearing a dead mount", path: path)
+            }
+        case .removeStraySharedMemory(let names):
+            logger.warning(
+                "removing SQLite shared-memory files left in the mount point by a process that had a database open when the mount went away",
+                metadata: ["mount": "\(path)", "files": "\(names.joined(separator: ", "))"])
+            for name in names {
+                if case .failure(let error) = Syscall.unlink(at: AT_FDCWD, path + "/" + name), error != .noEntry {
+                    throw MountError("cannot remove \(name): \(error)", path: path)
+                }
+            }
         }
+    }
+
+    /// A regular file named like SQLite's shared-memory index (`X-shm`).
+    private static func isStraySharedMemory(_ path: String) -> Bool {
+        guard path.hasSuffix("-shm"), case .success(let st) = Syscall.lstat(at: AT_FDCWD, path) else { return false }
+        return (st.st_mode & S_IFMT) == S_IFREG
     }
 
     /// Whether `/proc/self/mountinfo` lists `path` as a mount point.
