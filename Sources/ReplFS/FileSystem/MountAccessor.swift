@@ -53,11 +53,11 @@ public final class MountAccessor: MountAccess {
     }
 
     public func excludeReaders(database path: String, walMode: Bool) -> any ReaderGate {
-        MountReaderGate(mountPoint: mountPoint, database: path, walMode: walMode, wait: true, logger: logger)
+        MountReaderGate(mountPoint: mountPoint, database: path, walMode: walMode, until: nil, logger: logger)
     }
 
-    public func tryExcludeReaders(database path: String, walMode: Bool) -> (any ReaderGate)? {
-        let gate = MountReaderGate(mountPoint: mountPoint, database: path, walMode: walMode, wait: false, logger: logger)
+    public func tryExcludeReaders(database path: String, walMode: Bool, patience: Duration) -> (any ReaderGate)? {
+        let gate = MountReaderGate(mountPoint: mountPoint, database: path, walMode: walMode, until: .now + patience, logger: logger)
         return gate.isHeld ? gate : nil
     }
 
@@ -79,40 +79,50 @@ final class MountReaderGate: ReaderGate, @unchecked Sendable {
     private var sharedMemoryFD: Int32 = -1
     private let path: String
     private let logger: Logger
-    /// Whether the locks are held (always, once `init` returns with `wait`).
+    /// Whether the locks are held (always, once `init` returns without a
+    /// deadline).
     private(set) var isHeld = true
 
-    /// Takes the locks; with `wait` false, gives up (``isHeld`` false, no
-    /// lock kept) if a reader holds one now.
-    init(mountPoint: String, database: String, walMode: Bool, wait: Bool, logger: Logger) {
+    /// Takes the locks, waiting for readers to finish; with a deadline,
+    /// gives up there (``isHeld`` false, no lock kept).
+    init(mountPoint: String, database: String, walMode: Bool, until deadline: ContinuousClock.Instant?, logger: Logger) {
         self.path = database
         self.logger = logger
         let absolute = mountPoint + "/" + database
         if walMode {
             if case .success(let fd) = Syscall.open(at: AT_FDCWD, absolute + "-shm", flags: O_RDWR) {
                 sharedMemoryFD = fd
-                isHeld = lock(fd, from: LockBytes.walWrite, length: LockBytes.walReadFirst + LockBytes.walReadCount - LockBytes.walWrite, wait: wait)
+                isHeld = lock(fd, from: LockBytes.walWrite, length: LockBytes.walReadFirst + LockBytes.walReadCount - LockBytes.walWrite, until: deadline)
             }
             // No -shm: no connection has the database open in WAL mode.
         } else if case .success(let fd) = Syscall.open(at: AT_FDCWD, absolute, flags: O_RDWR) {
             databaseFD = fd
-            isHeld = lock(fd, from: LockBytes.pending, length: 2, wait: wait) && lock(fd, from: LockBytes.sharedFirst, length: LockBytes.sharedSize, wait: wait)
+            isHeld =
+                lock(fd, from: LockBytes.pending, length: 2, until: deadline)
+                && lock(fd, from: LockBytes.sharedFirst, length: LockBytes.sharedSize, until: deadline)
         }
         if !isHeld { release() }
     }
 
     deinit { release() }
 
-    /// Takes an exclusive lock, retrying until readers let go (or, without
-    /// `wait`, false at once if one holds it).
-    private func lock(_ fd: Int32, from start: Int64, length: Int64, wait: Bool) -> Bool {
-        var waited = 0
+    /// Takes an exclusive lock, retrying until readers let go (or false
+    /// once `deadline` passes).
+    ///
+    /// A reader that runs short transactions back to back holds the lock
+    /// nearly all the time and releases it for microseconds between them,
+    /// so the retries are 100 µs apart: a gap is found within a few
+    /// transactions (at 1 ms apart most attempts fell inside a transaction).
+    private func lock(_ fd: Int32, from start: Int64, length: Int64, until deadline: ContinuousClock.Instant?) -> Bool {
+        let started = ContinuousClock.now
+        var noticed = false
         while !Syscall.setRangeLock(fd, F_WRLCK, start: start, length: length) {
-            guard wait else { return false }
+            let now = ContinuousClock.now
+            if let deadline, now >= deadline { return false }
             // A reader is in a transaction: it finishes first.
-            usleep(1000)
-            waited += 1
-            if waited == 5000 {
+            usleep(100)
+            if !noticed && now - started > .seconds(5) {
+                noticed = true
                 logger.notice("waiting for readers to finish before applying", metadata: ["database": "\(path)"])
             }
         }

@@ -236,7 +236,12 @@ extension Database {
             // the file by the first batch that finds no reader).
             // (A snapshot too: it is a transaction that writes every page.)
             let appendable = wal && state.isWAL && streamed == nil && existed && view.pageSize == ownPageSize && !pages.isEmpty
-            var held = appendable ? mount.tryExcludeReaders(database: path, walMode: true) : nil
+            // A gap between short readers is waited for a moment first, so a
+            // replica under back-to-back reads still writes in place (its
+            // readers then read the file through the page cache, not frames
+            // from the uncached -wal); only a reader holding a transaction
+            // longer than that sends the batch to the WAL.
+            var held = appendable ? mount.tryExcludeReaders(database: path, walMode: true, patience: Self.readerGapPatience) : nil
             if appendable {
                 // A lock held for a moment (a connection opening, rebuilding
                 // the index) is waited out; an index that cannot be continued
@@ -255,7 +260,7 @@ extension Database {
                     case .busy:
                         guard ContinuousClock.now < giveUp else { break retry }
                         usleep(2000)
-                        held = mount.tryExcludeReaders(database: path, walMode: true)
+                        held = mount.tryExcludeReaders(database: path, walMode: true, patience: .zero)
                     }
                 }
             }
@@ -280,6 +285,11 @@ extension Database {
             return (state.position, refusal)
         }
     }
+
+    /// How long a batch waits for a moment with no reader in a transaction
+    /// before it goes to the WAL instead (decision 40): long against a point
+    /// select (tens of microseconds), short against replication lag.
+    static let readerGapPatience: Duration = .milliseconds(5)
 
     /// Appends a batch's pages to the WAL as one transaction and publishes
     /// it through the wal-index (``WALIndexAppender``), keeping the tracker

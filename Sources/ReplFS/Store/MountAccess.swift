@@ -11,8 +11,10 @@ public protocol MountAccess: Sendable {
     /// locks a writer takes, waiting for readers in a transaction to finish)
     /// until the gate is released.
     func excludeReaders(database path: String, walMode: Bool) -> any ReaderGate
-    /// The same, without waiting: nil while a reader is in a transaction.
-    func tryExcludeReaders(database path: String, walMode: Bool) -> (any ReaderGate)?
+    /// The same, waiting at most `patience` for a moment with no reader in
+    /// a transaction (back-to-back short reads leave gaps of microseconds):
+    /// nil if readers held on throughout.
+    func tryExcludeReaders(database path: String, walMode: Bool, patience: Duration) -> (any ReaderGate)?
     /// The database's `-shm` opened read-write through the mount (so
     /// readers' shared mappings see what is written), to publish frames
     /// appended to its WAL (``WALIndexAppender``); nil if there is none.
@@ -34,7 +36,7 @@ public struct NoMountAccess: MountAccess {
     public func invalidateContent(path: String, _ what: CacheInvalidation) {}
     public func invalidateName(path: String) {}
     public func excludeReaders(database path: String, walMode: Bool) -> any ReaderGate { NoReaderGate() }
-    public func tryExcludeReaders(database path: String, walMode: Bool) -> (any ReaderGate)? { NoReaderGate() }
+    public func tryExcludeReaders(database path: String, walMode: Bool, patience: Duration) -> (any ReaderGate)? { NoReaderGate() }
     public func openSharedMemory(database path: String) -> Int32? { nil }
 
     struct NoReaderGate: ReaderGate {
