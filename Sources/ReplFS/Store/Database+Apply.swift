@@ -250,6 +250,7 @@ extension Database {
                 retry: while held == nil {
                     switch appendToWAL(pages, commit: view.pageCount, pageSize: view.pageSize, &state, mount: mount) {
                     case .appended:
+                        logger.trace("batch appended to the WAL under a reader", metadata: ["database": "\(path)"])
                         closeReadFD(&state)
                         for transaction in transactions { apply(transaction, to: &state) }
                         state.applyFailure = nil
@@ -280,8 +281,12 @@ extension Database {
             state.wal.reset()
             for transaction in transactions { apply(transaction, to: &state) }
             state.applyFailure = nil
-            publishApplied(&state, gate: gate, mount: mount, existed: existed, wholeFile: resetFile || streamed != nil || !ownFrames.isEmpty || view.pageSize != ownPageSize || !existed,
-                pages: pages.keys, startPageCount: startPageCount)
+            // Folding this node's own WAL frames in changes their pages too:
+            // those and the batch's are dropped from the kernel's cache, the
+            // rest of the file stays cached for the readers.
+            let changed = ownFrames.isEmpty ? Set(pages.keys) : Set(pages.keys).union(ownFrames.keys)
+            publishApplied(&state, gate: gate, mount: mount, existed: existed, wholeFile: resetFile || streamed != nil || view.pageSize != ownPageSize || !existed,
+                pages: changed, startPageCount: startPageCount)
             return (state.position, refusal)
         }
     }
