@@ -236,15 +236,11 @@ struct WALIndexAppender {
         return bytes
     }
 
-    /// Takes a lock on one byte of `-shm`, retried for a moment: a
-    /// connection that opens holds the DMS byte exclusively while it checks
-    /// the index, and the WRITE byte while it rebuilds it.
+    /// Takes a lock on one byte of `-shm`, without waiting: a connection
+    /// that opens holds the DMS byte exclusively while it checks the index,
+    /// and the WRITE byte while it rebuilds it; the caller retries `.busy`.
     private func lock(_ type: Int32, _ byte: Int64) -> Bool {
-        for _ in 0..<50 {
-            if Syscall.setRangeLock(sharedMemory, type, start: byte, length: 1) { return true }
-            usleep(1000)
-        }
-        return false
+        Syscall.setRangeLock(sharedMemory, type, start: byte, length: 1)
     }
 
     private func unlock(_ byte: Int64) { _ = Syscall.setRangeLock(sharedMemory, F_UNLCK, start: byte, length: 1) }

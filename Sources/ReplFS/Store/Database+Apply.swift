@@ -259,9 +259,9 @@ extension Database {
                     case .unusable:
                         break retry
                     case .busy:
+                        // The wait is spent watching for a gap between readers.
                         guard ContinuousClock.now < giveUp else { break retry }
-                        usleep(2000)
-                        held = mount.tryExcludeReaders(database: path, walMode: true, patience: .zero)
+                        held = mount.tryExcludeReaders(database: path, walMode: true, patience: .milliseconds(2))
                     }
                 }
             }
@@ -284,7 +284,7 @@ extension Database {
             // Folding this node's own WAL frames in changes their pages too:
             // those and the batch's are dropped from the kernel's cache, the
             // rest of the file stays cached for the readers.
-            let changed = ownFrames.isEmpty ? Set(pages.keys) : Set(pages.keys).union(ownFrames.keys)
+            let changed = Set(pages.keys).union(ownFrames.keys)
             publishApplied(&state, gate: gate, mount: mount, existed: existed, wholeFile: resetFile || streamed != nil || view.pageSize != ownPageSize || !existed,
                 pages: changed, startPageCount: startPageCount)
             return (state.position, refusal)
