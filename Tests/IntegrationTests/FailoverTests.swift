@@ -184,6 +184,7 @@ extension IntegrationTests {
             let hung = try cluster.waitForPrimary()
             _ = try Command.sqlite(hung.mount + "/app.db", "PRAGMA journal_mode=wal; CREATE TABLE acks(seq INTEGER PRIMARY KEY, node, at);")
             let sampler = ApplicationSampler(cluster: cluster)
+            let samplerStarted = Date()
             // The whole node hangs: the daemon and its application.
             let application = ApplicationSampler.pids(script: cluster.applicationScript, node: hung.name)
             let stopped = Date()
@@ -194,14 +195,22 @@ extension IntegrationTests {
                 return elected != nil
             }
             print("etcd hung primary: SIGSTOP to a new primary elected: \(Int(Date().timeIntervalSince(stopped) * 1000)) ms")
+            print("etcd hung primary: sampler started \(Int(stopped.timeIntervalSince(samplerStarted) * 1000)) ms before SIGSTOP")
             // replfsd resumes first and fences itself within 50 ms (its lease
             // deadline passed); its application, frozen with it, resumes after
-            // that and finds SIGTERM waiting. (Resumed at the same instant, the
+            // that and finds SIGTERM waiting (or is gone: its watchdog kills
+            // it once it sees the deadline passed). (Resumed at the same instant, the
             // application could run for that moment without being able to
             // write: the mount refuses writes from the deadline on.)
+            // The application's watchdog (`replfsd app-watchdog`, frozen
+            // with it) is part of replfsd's machinery and resumes with it.
+            let watchdogs = application.filter { pid in
+                (FileManager.default.contents(atPath: "/proc/\(pid)/cmdline") ?? Data()).split(separator: 0).contains { $0.elementsEqual("app-watchdog".utf8) }
+            }
             kill(hung.pid!, SIGCONT)
+            for pid in watchdogs { kill(pid, SIGCONT) }
             try waitUntil(timeout: 5, interval: 0.01, "the resumed old primary fences itself") { (try? hung.status().role) != "primary" }
-            for pid in application { kill(pid, SIGCONT) }
+            for pid in application where !watchdogs.contains(pid) { kill(pid, SIGCONT) }
             // After resuming, a write on it fails: its lease ran out while it was stopped.
             let write = try Command.run("/usr/bin/sqlite3", [hung.mount + "/app.db", "INSERT INTO acks VALUES (1, 'hung', 0)"])
             #expect(write.status != 0, "a write on the resumed old primary must fail: \(write)")

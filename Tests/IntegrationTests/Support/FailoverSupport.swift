@@ -123,13 +123,14 @@ final class ApplicationSampler: @unchecked Sendable {
     init(cluster: Cluster) {
         script = cluster.applicationScript
         names = cluster.nodes.map(\.name)
+        let started = Date()
         Thread.detachNewThread { [self] in
             while lock.withLock({ running }) {
                 let nodes = ApplicationSampler.runningNodes(script: script, names: names)
                 lock.withLock {
                     samples += 1
                     maximum = max(maximum, nodes.count)
-                    if nodes.count > 1 { violations.append(nodes.sorted().joined(separator: "+")) }
+                    if nodes.count > 1 { violations.append(nodes.sorted().joined(separator: "+") + " at \(Int(Date().timeIntervalSince(started) * 1000)) ms") }
                 }
                 usleep(10_000)
             }
