@@ -197,11 +197,10 @@ extension IntegrationTests {
             print("etcd hung primary: SIGSTOP to a new primary elected: \(Int(Date().timeIntervalSince(stopped) * 1000)) ms")
             print("etcd hung primary: sampler started \(Int(stopped.timeIntervalSince(samplerStarted) * 1000)) ms before SIGSTOP")
             // replfsd resumes first and fences itself within 50 ms (its lease
-            // deadline passed); its application, frozen with it, resumes after
-            // that and finds SIGTERM waiting (or is gone: its watchdog kills
-            // it once it sees the deadline passed). (Resumed at the same instant, the
-            // application could run for that moment without being able to
-            // write: the mount refuses writes from the deadline on.)
+            // deadline passed); its application, frozen with it, is killed by
+            // its watchdog, which sees the deadline passed. (Resumed at the
+            // same instant, the application could run for that moment without
+            // being able to write: the mount refuses writes from the deadline on.)
             // The application's watchdog (`replfsd app-watchdog`, frozen
             // with it) is part of replfsd's machinery and resumes with it.
             let watchdogs = application.filter { pid in
@@ -209,8 +208,20 @@ extension IntegrationTests {
             }
             kill(hung.pid!, SIGCONT)
             for pid in watchdogs { kill(pid, SIGCONT) }
-            try waitUntil(timeout: 5, interval: 0.01, "the resumed old primary fences itself") { (try? hung.status().role) != "primary" }
-            for pid in application where !watchdogs.contains(pid) { kill(pid, SIGCONT) }
+            try waitUntil(timeout: 5, interval: 0.01, "the resumed old primary fences itself") {
+                guard let role = try? hung.status().role else { return false }
+                return role != "primary"
+            }
+            // Its application is killed, not asked to stop: it never gets to
+            // run (a SIGTERM handler, say) next to the new primary's.
+            let frozen = application.filter { !watchdogs.contains($0) }
+            try waitUntil(timeout: 5, interval: 0.01, "the watchdog kills the frozen application") {
+                frozen.allSatisfy { pid in
+                    guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8), let close = stat.lastIndex(of: ")") else { return true }
+                    return stat[stat.index(close, offsetBy: 2)] == "Z"
+                }
+            }
+            for pid in frozen { kill(pid, SIGCONT) }
             // After resuming, a write on it fails: its lease ran out while it was stopped.
             let write = try Command.run("/usr/bin/sqlite3", [hung.mount + "/app.db", "INSERT INTO acks VALUES (1, 'hung', 0)"])
             #expect(write.status != 0, "a write on the resumed old primary must fail: \(write)")

@@ -1,4 +1,5 @@
 import Foundation
+import Logging
 import ReplFS
 import Testing
 
@@ -158,6 +159,43 @@ extension IntegrationTests {
                 let state = (try? String(contentsOfFile: "/proc/\(entry)/stat", encoding: .utf8))?.split(separator: ")").last?.split(separator: " ").first
                 return String(decoding: raw, as: UTF8.self).contains(marker) && state != "Z" ? pid : nil
             }
+        }
+
+        @Test(
+            "under its watchdog, a planned stop lets the application handle SIGTERM; a stop after the lease was lost kills it without one",
+            .enabled(if: FileManager.default.isExecutableFile(atPath: "/usr/bin/python3")), arguments: [false, true])
+        func watchdogStop(leaseLost: Bool) throws {
+            let directory = FileManager.default.temporaryDirectory.appendingPathComponent("replfs-watchdog-\(UUID().uuidString)").path
+            try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+            defer { try? FileManager.default.removeItem(atPath: directory) }
+            let deadlineFile = directory + "/lease-deadline"
+            func writeDeadline(_ value: UInt64) throws {
+                try withUnsafeBytes(of: value.littleEndian) { Data($0) }.write(to: URL(fileURLWithPath: deadlineFile))
+            }
+            try writeDeadline(0)
+            // An application whose SIGTERM handler takes its time (as a
+            // server draining its connections does) and says it ran.
+            let program = """
+                import os, signal, sys, time
+                def term(*_):
+                    open(sys.argv[1] + "/terminated", "w").close()
+                    time.sleep(0.3)
+                    sys.exit(0)
+                signal.signal(signal.SIGTERM, term)
+                open(sys.argv[1] + "/started", "w").close()
+                while True: time.sleep(1000)
+                """
+            let supervisor = Supervisor(
+                command: ["/usr/bin/python3", "-c", program, directory],
+                launcher: [TestEnvironment.replfsd, "app-watchdog", "--deadline-file", deadlineFile, "--stop-timeout", "5", "--daemon", "\(getpid())", "--"],
+                stopTimeout: .seconds(7), logger: Logger(label: "test"))
+            supervisor.start()
+            try waitUntil(timeout: 10, "the application runs") { FileManager.default.fileExists(atPath: directory + "/started") }
+            if leaseLost { try writeDeadline(1) }  // what a fence writes, just before it stops the application
+            supervisor.stop(immediately: leaseLost)
+            #expect(supervisor.status.state == SupervisorStatus.State.stopped)
+            let terminated = FileManager.default.fileExists(atPath: directory + "/terminated")
+            #expect(terminated == !leaseLost, leaseLost ? "a fenced node's application ran its SIGTERM handler" : "a planned stop did not let the application handle SIGTERM")
         }
 
         @Test("a child of the application that leaves its process group (setsid) is stopped by demote, by SIGTERM and by kill -9 of replfsd")

@@ -8,8 +8,15 @@ import Synchronization
 public protocol SupervisedApplication: Sendable {
     /// Wants it running (starts it, restarts it if it dies).
     func start()
-    /// Stops it and returns once it has exited.
-    func stop()
+    /// Stops it and returns once it has exited: gracefully (SIGTERM, then
+    /// SIGKILL after the stop timeout), or `immediately` (SIGKILL: the node
+    /// lost its lease and another may already run the application).
+    func stop(immediately: Bool)
+}
+
+extension SupervisedApplication {
+    /// Stops it gracefully and returns once it has exited.
+    func stop() { stop(immediately: false) }
 }
 
 /// The role a node has now.
@@ -251,7 +258,7 @@ public final class RoleController: ReplicationRole, ReplicaClientDelegate, @unch
             let role = state.withLock { $0.role }
             guard role == .primary || role == .handingOff else { return }
             logger.error("lost the lease: this node stopped accepting writes", metadata: ["reason": "\(reason)"])
-            application?.stop()
+            application?.stop(immediately: true)
             store.setObserver(nil)
             server.closeStreams()
             state.withLock {

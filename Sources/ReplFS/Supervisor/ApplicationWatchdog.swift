@@ -20,7 +20,8 @@ import Foundation
 ///   `/proc`: a child that called `setsid` or double-forked is still its
 ///   descendant (or, orphaned, its child).
 /// - SIGTERM (the daemon stopping the application) is passed to every
-///   descendant, then SIGKILL after `stopTimeout`. If the daemon dies
+///   descendant, then SIGKILL after `stopTimeout`; but if the deadline has
+///   passed (the node lost its lease) the tree gets SIGKILL at once. If the daemon dies
 ///   (SIGHUP, its parent-death signal) the tree is killed at once.
 /// - When the application exits by itself, what it left is killed and the
 ///   watchdog exits with its status (exit code, or 128 + signal), so the
@@ -67,6 +68,12 @@ public struct ApplicationWatchdog {
         while true {
             switch Syscall.waitForWatchdogSignal(timeout: Self.tick) {
             case SIGTERM, SIGINT:
+                // A node that lost its lease stops its application at once:
+                // the new primary's may already run.
+                if LeaseDeadlineFile.hasPassed(deadlineFile) {
+                    report("stopping the application after the lease was lost: SIGKILL to its tree")
+                    return killTree(me, code: 137)
+                }
                 if killAt == nil {
                     signalTree(me, SIGTERM)
                     killAt = .now + stopTimeout

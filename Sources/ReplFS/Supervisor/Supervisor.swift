@@ -113,7 +113,14 @@ public final class Supervisor: Sendable {
     ///
     /// Idempotent (a concurrent call waits for the first one); cancels a
     /// pending restart. Blocks for up to `stopTimeout` plus a second.
-    public func stop() {
+    ///
+    /// Under a launcher (the watchdog) SIGTERM goes to the launcher alone:
+    /// it passes SIGTERM on to the application's tree, or, when the lease
+    /// deadline has passed (a fenced node), kills the tree at once. Then an
+    /// application that lost its lease gets no chance to run a SIGTERM
+    /// handler next to the new primary's. With `immediately` and no launcher
+    /// the group gets SIGKILL straight away.
+    public func stop(immediately: Bool = false) {
         var cancelledRestart = false
         let target = state.wait { state -> Monitor<State>.Step<pid_t?> in
             state.wanted = false
@@ -131,7 +138,11 @@ public final class Supervisor: Sendable {
                 // Under the lock: the thread reaps the leader only under it, so
                 // `pid` is still this child, not a recycled number.
                 state.stopping = true
-                Self.signal(group: pid, SIGTERM, leaderUnreaped: true)
+                if !launcher.isEmpty {
+                    _ = Syscall.signal(process: pid, SIGTERM)
+                } else {
+                    Self.signal(group: pid, immediately ? SIGKILL : SIGTERM, leaderUnreaped: true)
+                }
                 return .done(pid)
             }
         }
@@ -139,7 +150,8 @@ public final class Supervisor: Sendable {
             if cancelledRestart { logger.info("\(program) stopped: pending restart cancelled") }
             return
         }
-        logger.info("stopping \(program) (pid \(pid)): SIGTERM to its process group")
+        let how = !launcher.isEmpty ? "SIGTERM to its watchdog" : immediately ? "SIGKILL to its process group" : "SIGTERM to its process group"
+        logger.info("stopping \(program) (pid \(pid)): \(how)")
         let deadline = ContinuousClock.now + stopTimeout
         let leaderExited = waitUntilGone(pid, deadline: deadline)
         if !(leaderExited && drain(group: pid, until: deadline)) {
