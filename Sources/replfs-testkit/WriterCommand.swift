@@ -29,6 +29,7 @@ struct WriterCommand: ParsableCommand {
     @Option var ackFile: String
     @Option(help: "Pause between transactions, in milliseconds.") var pauseMs: Double = 1
     @Option(help: "synchronous: normal or full") var synchronous = "normal"
+    @Option(help: "journal_mode: wal, or a rollback journal (delete, truncate, persist)") var journalMode = "wal"
 
     /// Something is mounted at `path` (its device differs from its parent's).
     static func isMounted(_ path: String) -> Bool {
@@ -61,7 +62,7 @@ struct WriterCommand: ParsableCommand {
                         throw SQLiteConnection.Failure(code: SQLITE_CANTOPEN, message: "\(mountPaths[current]) is not mounted")
                     }
                     let opened = try SQLiteConnection(path: paths[current], busyTimeout: 2000)
-                    try opened.execute("PRAGMA journal_mode=wal; PRAGMA synchronous=\(synchronous);")
+                    try opened.execute("PRAGMA journal_mode=\(journalMode); PRAGMA synchronous=\(synchronous);")
                     try opened.execute("CREATE TABLE IF NOT EXISTS acks(seq INTEGER PRIMARY KEY, node INTEGER NOT NULL, at REAL NOT NULL)")
                     connection = opened
                 }

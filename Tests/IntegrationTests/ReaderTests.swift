@@ -172,5 +172,64 @@ extension IntegrationTests {
             try first.start()
             try cluster.waitForConvergence(["app.db"], nodes: cluster.replicas)
         }
+
+        @Test(
+            "etcd, rollback journal: readers held on every replica past the TTL, then kill -9 of the primary: the winner keeps its lease while it waits for them, nobody else is elected, writes resume when they end",
+            .enabled(if: EtcdServer.isInstalled))
+        func etcdFailoverWithRollbackReaders() throws {
+            let etcd = try EtcdServer()
+            defer { etcd.stop() }
+            let cluster = try Cluster(lease: .etcd(endpoint: etcd.endpoint))
+            defer { cluster.destroy() }
+            try cluster.start()
+            let first = try cluster.waitForPrimary()
+            let writer = try FailoverWriter(cluster: cluster, journalMode: "delete")
+            try writer.waitForCommits(100)
+            let others = cluster.nodes.filter { $0 !== first }
+            for node in others {
+                try waitUntil(timeout: 30, "\(node.name) has the writer's table") {
+                    ((try? Command.sqlite(node.mount + "/app.db", "SELECT count(*) FROM acks")).flatMap { Int($0) } ?? 0) > 0
+                }
+            }
+            // A rollback-journal reader holds SHARED on the database: no
+            // replica can apply under it, so the candidates are behind.
+            let readers = try others.map { try HeldRead($0.mount + "/app.db", table: "acks", root: cluster.root) }
+            let counts = try readers.map { try $0.waitUntilOpen() }
+            try writer.waitForCommits(50)
+            func wins(_ node: Node) -> Int { node.currentLog.components(separatedBy: "won the lease").count - 1 }
+            let before = others.map(wins)
+
+            try first.kill9()
+            var winner: Node?
+            try waitUntil(timeout: 20, interval: 0.02, "a candidate wins the lease") {
+                winner = zip(others, before).first { wins($0.0) > $0.1 }?.0
+                return winner != nil
+            }
+            // The readers hold on for more than two TTLs (2 s): the winner
+            // cannot take office before they end, and must not lose the
+            // lease meanwhile.
+            Thread.sleep(forTimeInterval: 5)
+            #expect(zip(others, before).map { wins($0.0) - $0.1 } .reduce(0, +) == 1, "the lease was won more than once while the winner waited for its readers")
+            #expect(winner!.currentLog.contains("keeping the lease meanwhile"), "the winner did not wait for its readers: the test did not exercise it")
+            let released = Date()
+            for (reader, count) in zip(readers, counts) {
+                let read = try reader.finish()
+                #expect(read.first == count && read.second == count, "a reader's snapshot moved: \(read)")
+                #expect(read.check == "ok")
+            }
+            try writer.waitForCommits(1, timeout: 30)
+            print("etcd failover with rollback readers: readers ended to the first acknowledged write: \(Int(Date().timeIntervalSince(released) * 1000)) ms")
+            try writer.waitForCommits(50, timeout: 30)
+            _ = try writer.stop()
+            let primary = try cluster.waitForPrimary(not: first)
+            #expect(primary === winner)
+            #expect(zip(others, before).map { wins($0.0) - $0.1 } .reduce(0, +) == 1, "the lease was won more than once")
+            for node in others {
+                #expect(!node.currentLog.contains("lost the lease"), "\(node.name) lost the lease")
+            }
+            #expect(try Command.sqlite(primary.mount + "/app.db", "PRAGMA integrity_check") == "ok")
+            try first.start()
+            try cluster.waitForConvergence(["app.db"], nodes: cluster.replicas)
+        }
     }
 }

@@ -420,11 +420,39 @@ public final class EtcdLease: LeaseKeeper, @unchecked Sendable {
         }) {
             try? client.revoke(standing)
         }
-        controller.perform { controller.becomePrimary(epoch: UInt64(revision), deadline: deadline) }
+        controller.perform {
+            controller.becomePrimary(epoch: UInt64(revision), deadline: deadline) { [self] in renewWhileTakingOffice(lease) }
+        }
         if controller.role != .primary {
             // Could not act on it (for example the state could not be saved).
             try client.revoke(lease)
             state.withLock { $0.lease = nil }
+        }
+    }
+
+    /// A renewal while the node takes office (its last apply may wait for
+    /// readers): at most every TTL/3, as ``renew()`` does. The deadline the
+    /// lease allows now, or nil once it is gone (expired at etcd, or not
+    /// renewed in time).
+    private func renewWhileTakingOffice(_ lease: Int64) -> UInt64? {
+        let current = state.withLock { $0.deadline }
+        let now = MonotonicClock.nanoseconds()
+        let dueAt = current - min(current, UInt64((ttl - margin - ttl / 3).nanoseconds))
+        if now < dueAt { return current }
+        do {
+            guard let granted = try client.keepAlive(lease) else {
+                renewFailures.add(1, ordering: .relaxed)
+                note("lost", error: "the lease expired at etcd while this node waited to take office")
+                return nil
+            }
+            heardFromEtcd()
+            let deadline = now + UInt64((granted - margin).nanoseconds)
+            state.withLock { $0.deadline = deadline }
+            return deadline
+        } catch {
+            renewFailures.add(1, ordering: .relaxed)
+            logger.warning("cannot renew the lease", metadata: ["error": "\(error)"])
+            return MonotonicClock.nanoseconds() < current ? current : nil
         }
     }
 

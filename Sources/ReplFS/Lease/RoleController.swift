@@ -191,12 +191,25 @@ public final class RoleController: ReplicationRole, ReplicaClientDelegate, @unch
     /// Stops following first: the apply thread finishes what was received,
     /// so the node writes on top of everything it could get. `deadline` is
     /// when the lease could expire (etcd); writes stop by themselves then.
-    func becomePrimary(epoch: UInt64, deadline: UInt64? = nil) {
+    ///
+    /// That last apply can wait for SQLite readers (a rollback-journal
+    /// database on a replica is written only between read transactions), for
+    /// as long as they read. Meanwhile `keepLease` is called every 100 ms: it
+    /// renews the lease when due and returns the deadline it allows, or nil
+    /// once the lease is lost. A node whose lease ran out meanwhile does not
+    /// take office (it never acts on a lease it no longer holds).
+    func becomePrimary(epoch: UInt64, deadline: UInt64? = nil, keepLease: (() -> UInt64?)? = nil) {
         dispatchPrecondition(condition: .onQueue(queue))
         guard !state.withLock({ $0.closed }) else { return }
+        var deadline = deadline
         if let client = state.withLock({ $0.client }) {
-            client.stop()
+            deadline = stopFollowing(client, deadline: deadline, keepLease: keepLease)
             state.withLock { $0.client = nil }
+        }
+        if let deadline, MonotonicClock.nanoseconds() >= deadline {
+            logger.warning("the lease was lost while this node waited to take office; it stays a replica", metadata: ["epoch": "\(epoch)"])
+            noteError("lost the lease at epoch \(epoch) while waiting for readers to let the last replicated transactions apply")
+            return
         }
         guard record(epoch: epoch, primary: identity.node) else { return }
         state.withLock {
@@ -209,6 +222,32 @@ public final class RoleController: ReplicationRole, ReplicaClientDelegate, @unch
         store.startWrites(epoch: epoch, until: deadline)
         logger.notice("this node is now the primary", metadata: ["epoch": "\(epoch)"])
         application?.start()
+    }
+
+    /// Stops the replica stream, keeping the lease with `keepLease` while its
+    /// last apply waits (see ``becomePrimary(epoch:deadline:keepLease:)``).
+    /// Returns the latest deadline: 1 (passed) once the lease is lost.
+    private func stopFollowing(_ client: ReplicaClient, deadline: UInt64?, keepLease: (() -> UInt64?)?) -> UInt64? {
+        guard let keepLease else {
+            client.stop()
+            return deadline
+        }
+        let stopped = Semaphore()
+        DetachedThread { client.stop(); stopped.post() }.start()
+        var deadline = deadline
+        var waitingSince: ContinuousClock.Instant?
+        while !stopped.wait(timeout: .milliseconds(100)) {
+            if waitingSince == nil {
+                waitingSince = .now
+                logger.notice("taking office: waiting for the last replicated transactions to apply (readers hold the database); keeping the lease meanwhile")
+            }
+            guard deadline != 1 else { continue }  // lost: only the stream is waited for
+            deadline = keepLease() ?? 1
+        }
+        if let waitingSince {
+            logger.notice("the last replicated transactions applied", metadata: ["waited-ms": "\((ContinuousClock.now - waitingSince).milliseconds)"])
+        }
+        return deadline
     }
 
     /// Follows `primary` (at `epoch`, or at least what this node has seen).

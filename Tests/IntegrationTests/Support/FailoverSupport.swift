@@ -69,12 +69,12 @@ final class FailoverWriter {
         var last_error: String
     }
 
-    init(cluster: Cluster, database: String = "app.db", seconds: Double = 120, synchronous: String = "normal") throws {
+    init(cluster: Cluster, database: String = "app.db", seconds: Double = 120, synchronous: String = "normal", journalMode: String = "wal") throws {
         ackFile = cluster.root + "/acks-\(UUID().uuidString.prefix(6))"
         stopFile = ackFile + ".stop"
         started = try Command.start(TestEnvironment.testkit, [
             "writer", "--mounts", cluster.nodes.map(\.mount).joined(separator: ","), "--database", database, "--seconds", "\(seconds)",
-            "--stop-file", stopFile, "--ack-file", ackFile, "--synchronous", synchronous,
+            "--stop-file", stopFile, "--ack-file", ackFile, "--synchronous", synchronous, "--journal-mode", journalMode,
         ])
     }
 
