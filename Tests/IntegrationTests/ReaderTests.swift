@@ -120,6 +120,51 @@ extension IntegrationTests {
             }
         }
 
+        @Test("an idle WAL-mode connection on a replica does not hold replication back after the primary switches the database to a rollback journal; it then reads the new rows")
+        func idleWALConnectionAfterSwitchToRollback() throws {
+            try withCluster(size: 2) { cluster in
+                let (a, b) = (cluster.nodes[0], cluster.nodes[1])
+                try cluster.waitForPrimary()
+                _ = try Command.sqlite(a.mount + "/w.db", "PRAGMA journal_mode=wal; CREATE TABLE t(id INTEGER PRIMARY KEY, v); INSERT INTO t(v) VALUES (1),(2),(3);")
+                try cluster.waitForConvergence(["w.db"])
+                // A connection that read once and stays open, idle (as a
+                // service's connection pool keeps it): in WAL mode it keeps
+                // a SHARED lock on the database file for as long as it is open.
+                let out = cluster.root + "/idle"
+                let idle = try Command.start("/usr/bin/python3", [
+                    "-c",
+                    """
+                    import sqlite3, sys, os, json, time
+                    path, out = sys.argv[1:3]
+                    c = sqlite3.connect(path, isolation_level=None, timeout=10)
+                    first = c.execute('SELECT count(*) FROM t').fetchone()[0]
+                    open(out + '.first', 'w').write(str(first))
+                    while not os.path.exists(out + '.stop'):
+                        time.sleep(0.02)
+                    second = c.execute('SELECT count(*) FROM t').fetchone()[0]
+                    check = c.execute('PRAGMA quick_check').fetchone()[0]
+                    print(json.dumps({'first': first, 'second': second, 'check': check}))
+                    """,
+                    b.mount + "/w.db", out,
+                ])
+                defer { kill(idle.pid, SIGKILL) }
+                try waitUntil(timeout: 20, "the idle connection has read") { FileManager.default.fileExists(atPath: out + ".first") }
+                _ = try Command.sqlite(a.mount + "/w.db", "PRAGMA journal_mode=delete; INSERT INTO t(v) VALUES (4);")
+                for value in 5...12 { _ = try Command.sqlite(a.mount + "/w.db", "INSERT INTO t(v) VALUES (\(value))") }
+                try cluster.waitForConvergence(["w.db"], timeout: 20)
+                #expect(try Command.sqlite(b.mount + "/w.db", "SELECT count(*) FROM t") == "12")
+                FileManager.default.createFile(atPath: out + ".stop", contents: nil)
+                let result = idle.finish()
+                #expect(result.status == 0, "\(result)")
+                #expect(result.output.contains("\"second\": 12") && result.output.contains("\"check\": \"ok\""), "the idle connection's next read: \(result.output)")
+                // With no connection left, the database is a rollback one on the replica too.
+                for value in 13...15 { _ = try Command.sqlite(a.mount + "/w.db", "INSERT INTO t(v) VALUES (\(value))") }
+                try cluster.waitForConvergence(["w.db"], timeout: 20)
+                #expect(try Command.sqlite(b.mount + "/w.db", "SELECT count(*) FROM t") == "15")
+                #expect(try Command.sqlite(b.mount + "/w.db", "PRAGMA integrity_check") == "ok")
+            }
+        }
+
         @Test(
             "etcd: read transactions held on every replica, then kill -9 of the primary: the failover does not wait for them, the readers keep their snapshots, the databases stay whole",
             .enabled(if: EtcdServer.isInstalled))

@@ -74,6 +74,14 @@ public final class MountAccessor: MountAccess {
 /// - WAL databases: the WRITE, CHECKPOINT, RECOVER and all five READ locks of
 ///   `-shm` (bytes 120-127): no read transaction can start, and a running
 ///   one delays the apply until it ends, never the other way round.
+/// - A rollback-journal database that connections still have open in WAL
+///   mode (opened before the primary switched it out of WAL; SQLite does not
+///   let that happen on one machine): such a connection holds SHARED on the
+///   database file for as long as it is open, idle or not, so the rollback
+///   locks would wait for it forever. While any connection holds the `-shm`
+///   open (its DMS byte, 128, is read-locked) the WAL locks keep readers out
+///   instead: those connections read in WAL mode, and new ones open in WAL
+///   mode too while the `-wal` is there (``readersUseWAL``).
 final class MountReaderGate: ReaderGate, @unchecked Sendable {
     private var databaseFD: Int32 = -1
     private var sharedMemoryFD: Int32 = -1
@@ -82,6 +90,9 @@ final class MountReaderGate: ReaderGate, @unchecked Sendable {
     /// Whether the locks are held (always, once `init` returns without a
     /// deadline).
     private(set) var isHeld = true
+    /// Whether readers are held off through the `-shm` (WAL-mode
+    /// connections), not the database file's rollback locks.
+    private(set) var readersUseWAL = false
 
     /// Takes the locks, waiting for readers to finish; with a deadline,
     /// gives up there (``isHeld`` false, no lock kept).
@@ -92,16 +103,51 @@ final class MountReaderGate: ReaderGate, @unchecked Sendable {
         if walMode {
             if case .success(let fd) = Syscall.open(at: AT_FDCWD, absolute + "-shm", flags: O_RDWR) {
                 sharedMemoryFD = fd
-                isHeld = lock(fd, from: LockBytes.walWrite, length: LockBytes.walReadFirst + LockBytes.walReadCount - LockBytes.walWrite, until: deadline)
+                readersUseWAL = true
+                isHeld = lock(fd, from: LockBytes.walWrite, length: Self.walLockLength, until: deadline)
             }
             // No -shm: no connection has the database open in WAL mode.
         } else if case .success(let fd) = Syscall.open(at: AT_FDCWD, absolute, flags: O_RDWR) {
             databaseFD = fd
-            isHeld =
-                lock(fd, from: LockBytes.pending, length: 2, until: deadline)
-                && lock(fd, from: LockBytes.sharedFirst, length: LockBytes.sharedSize, until: deadline)
+            isHeld = lockRollback(absolute, until: deadline)
         }
         if !isHeld { release() }
+    }
+
+    static let walLockLength = LockBytes.walReadFirst + LockBytes.walReadCount - LockBytes.walWrite
+
+    /// The rollback locks, or the WAL locks if connections have the
+    /// database open in WAL mode, rechecked at every retry: a connection can
+    /// open it in WAL mode (and so hold SHARED for good) while the gate waits.
+    private func lockRollback(_ absolute: String, until deadline: ContinuousClock.Instant?) -> Bool {
+        let started = ContinuousClock.now
+        var pendingHeld = false
+        var noticed = false
+        var checkedAt: ContinuousClock.Instant?
+        while true {
+            // Every 10 ms while waiting (an open through the mount each time).
+            let checkDue = checkedAt.map { ContinuousClock.now - $0 >= .milliseconds(10) } ?? true
+            if checkDue { checkedAt = .now }
+            if checkDue, case .success(let shm) = Syscall.open(at: AT_FDCWD, absolute + "-shm", flags: O_RDWR) {
+                if Syscall.rangeLockConflicts(shm, F_WRLCK, start: LockBytes.walDMS, length: 1) {
+                    Syscall.close(databaseFD)
+                    databaseFD = -1
+                    sharedMemoryFD = shm
+                    readersUseWAL = true
+                    return lock(shm, from: LockBytes.walWrite, length: Self.walLockLength, until: deadline)
+                }
+                Syscall.close(shm)
+            }
+            if !pendingHeld { pendingHeld = Syscall.setRangeLock(databaseFD, F_WRLCK, start: LockBytes.pending, length: 2) }
+            if pendingHeld, Syscall.setRangeLock(databaseFD, F_WRLCK, start: LockBytes.sharedFirst, length: LockBytes.sharedSize) { return true }
+            let waited = ContinuousClock.now - started
+            if let deadline, started + waited >= deadline { return false }
+            usleep(waited < .milliseconds(5) ? 100 : 1000)
+            if !noticed && waited > .seconds(5) {
+                noticed = true
+                logger.notice("waiting for readers to finish before applying", metadata: ["database": "\(path)"])
+            }
+        }
     }
 
     deinit { release() }

@@ -345,8 +345,10 @@ extension Database {
     private func publishApplied(
         _ state: inout State, gate: any ReaderGate, mount: any MountAccess, existed: Bool, wholeFile: Bool, pages: some Collection<UInt32>, startPageCount: UInt32
     ) {
-        if state.isWAL {
-            // Readers of a WAL database need a -wal to open; here it stays empty.
+        if state.isWAL || gate.readersUseWAL {
+            // Readers of a WAL database need a -wal to open; here it stays
+            // empty. (So do WAL-mode connections still open on a database
+            // the primary switched to a rollback journal.)
             if case .success(let fd) = Syscall.open(at: environment.filesFD, path + "-wal", flags: O_WRONLY | O_CREAT, mode: 0o644) {
                 Syscall.close(fd)
             }
@@ -354,6 +356,13 @@ extension Database {
             // caches would send SQLite's WAL recovery past its end.
             mount.invalidateContent(path: path + "-wal", .byteRanges([]))
             gate.resetWALIndex(pageSize: state.pageSize, pageCount: state.pageCount)
+        } else {
+            // A rollback-journal database with no WAL-mode connection left
+            // (the gate holds the database file exclusively): the files of
+            // its WAL days go, as SQLite removes them when it leaves WAL
+            // mode, so that connections opened from now on use the journal
+            // (SQLite opens any database whose -wal exists in WAL mode).
+            removeWALFiles(mount: mount)
         }
         if state.pageCount == 0 || !existed {
             mount.invalidateName(path: path)
@@ -364,6 +373,17 @@ extension Database {
             path: path, wholeFile ? .wholeFile : .pages(pages, pageSize: state.pageSize, oldPageCount: startPageCount, newPageCount: state.pageCount))
         gate.release()
         adoptPrimaryEpochs(&state)
+    }
+
+    /// Removes an empty `-wal` and the `-shm` left from when the database
+    /// was in WAL mode, if there are any. Only with no WAL-mode connection.
+    private func removeWALFiles(mount: any MountAccess) {
+        for suffix in ["-wal", "-shm"] {
+            guard case .success(let info) = Syscall.lstat(at: environment.filesFD, path + suffix) else { continue }
+            if suffix == "-wal", info.st_size > 0 { continue }  // frames nobody folded: left alone
+            _ = Syscall.unlink(at: environment.filesFD, path + suffix)
+            mount.invalidateName(path: path + suffix)
+        }
     }
 
     /// Writes a stalled batch again from its log records; nil once the file

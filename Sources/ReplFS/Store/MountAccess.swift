@@ -23,6 +23,10 @@ public protocol MountAccess: Sendable {
 
 /// SQLite's readers are held off one database while this is open.
 public protocol ReaderGate: Sendable {
+    /// Whether the readers held off are WAL-mode connections (held through
+    /// the `-shm`): then they must be told of the change through the
+    /// WAL-index header, and the `-wal` they read through must stay.
+    var readersUseWAL: Bool { get }
     /// Rewrites the WAL-index header in `-shm` (through the mount, so the
     /// readers' shared mappings see it). Does nothing if there is no `-shm`.
     func resetWALIndex(pageSize: Int, pageCount: UInt32)
@@ -40,6 +44,7 @@ public struct NoMountAccess: MountAccess {
     public func openSharedMemory(database path: String) -> Int32? { nil }
 
     struct NoReaderGate: ReaderGate {
+        var readersUseWAL: Bool { false }
         func resetWALIndex(pageSize: Int, pageCount: UInt32) {}
         func release() {}
     }

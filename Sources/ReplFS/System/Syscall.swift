@@ -118,6 +118,18 @@ public enum Syscall {
         retrying({ dataOnly ? Glibc.fdatasync(fd) : Glibc.fsync(fd) }, failed: { $0 != 0 }).map { _ in () }
     }
 
+    /// `fcntl(F_GETLK)`: whether another process holds a lock on bytes
+    /// `start..<start+length` that a lock of `type` would conflict with.
+    static func rangeLockConflicts(_ fd: Int32, _ type: Int32, start: Int64, length: Int64) -> Bool {
+        var request = flock()
+        request.l_type = Int16(type)
+        request.l_whence = Int16(SEEK_SET)
+        request.l_start = off_t(start)
+        request.l_len = off_t(length)
+        guard case .success = retrying({ fcntl(fd, F_GETLK, &request) }, failed: { $0 != 0 }) else { return false }
+        return request.l_type != Int16(F_UNLCK)
+    }
+
     /// `fcntl(F_SETLK)` of `type` (`F_WRLCK`, `F_RDLCK`, `F_UNLCK`) on bytes
     /// `start..<start+length`: false if another process holds a conflicting
     /// lock (never waits). SQLite's own locks are of this kind.
