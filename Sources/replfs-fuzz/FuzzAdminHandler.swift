@@ -5,7 +5,7 @@
 struct FuzzAdminHandler: AdminHandler {
     func status() -> AdminStatus {
         AdminStatus(
-            node: "node-a", cluster: "fuzz", role: "primary", writable: true, epoch: 1,
+            node: "node-a", cluster: "fuzz", role: "primary", writable: true, epoch: Epoch(1),
             lease: AdminStatus.Lease(type: "static", candidate: true, state: "primary"),
             databases: [AdminStatus.Database(name: "db.sqlite", txid: 1, checksum: "8000000000000000", pageCount: 1, pageSize: 4096)])
     }
@@ -15,7 +15,7 @@ struct FuzzAdminHandler: AdminHandler {
     }
 
     func demote() -> Result<AdminActionResult, AdminError> {
-        .success(AdminActionResult(message: "handed off", epoch: 2, primary: "node-b"))
+        .success(AdminActionResult(message: "handed off", epoch: Epoch(2), primary: "node-b"))
     }
 
     func export(database: String, to path: String) -> Result<AdminActionResult, AdminError> {

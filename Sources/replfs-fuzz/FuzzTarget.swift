@@ -59,7 +59,7 @@ enum FuzzTarget: String, CaseIterable {
         while let message = try? ReplicationFrameCodec.decode(&buffer, limit: limit) {
             switch message {
             case .challenge(let challenge):
-                _ = initiator.answer(challenge, epoch: 1)
+                _ = initiator.answer(challenge, epoch: Epoch(1))
             case .welcome(let welcome):
                 if initiator.accepts(welcome) { limit = ReplicationFrameCodec.maximumFrameSize }
             case .authenticate(let authenticate):

@@ -60,26 +60,26 @@ enum SeedCorpus {
             for message in messages { ReplicationFrameCodec.encode(message, into: &buffer) }
             return Array(buffer.readableBytesView)
         }
-        let position = ReplicationMessage.DatabasePosition(database: "db.sqlite", position: Position(txid: TXID(12), checksum: Checksum(0x8000_0000_0000_0001), epoch: 3))
+        let position = ReplicationMessage.DatabasePosition(database: "db.sqlite", position: Position(txid: TXID(12), checksum: Checksum(0x8000_0000_0000_0001), epoch: Epoch(3)))
         return [
             ("handshake", stream([
                 .hello(.init(version: ReplicationMessage.protocolVersion, cluster: "fuzz", node: "node-b", nodeID: 2, nonce: Array(repeating: 1, count: 16))),
                 .challenge(.init(version: ReplicationMessage.protocolVersion, nonce: Array(repeating: 2, count: 16), proof: Array(repeating: 3, count: 32))),
-                .authenticate(.init(proof: Array(repeating: 4, count: 32), epoch: 3, candidate: true, address: "10.0.0.2:20202", positions: [position],
+                .authenticate(.init(proof: Array(repeating: 4, count: 32), epoch: Epoch(3), candidate: true, address: "10.0.0.2:20202", positions: [position],
                     files: [.init(path: "noise_private.key", checksum: 42)])),
-                .welcome(.init(node: "node-a", nodeID: 1, epoch: 3, isPrimary: true, primary: "node-a", primaryAddress: "10.0.0.1:20202", proof: Array(repeating: 5, count: 32))),
+                .welcome(.init(node: "node-a", nodeID: 1, epoch: Epoch(3), isPrimary: true, primary: "node-a", primaryAddress: "10.0.0.1:20202", proof: Array(repeating: 5, count: 32))),
             ])),
             ("stream", stream([
-                .epochs(database: "db.sqlite", history: EpochHistory([.init(epoch: 1, firstTXID: TXID(1)), .init(epoch: 3, firstTXID: TXID(10))])),
+                .epochs(database: "db.sqlite", history: EpochHistory([.init(epoch: Epoch(1), firstTXID: TXID(1)), .init(epoch: Epoch(3), firstTXID: TXID(10))])),
                 .ltx(database: "db.sqlite", part: .whole, bytes: ltxFiles()[0].1),
                 .putFile(.init(path: "noise_private.key", mode: 0o600, content: Array("privkey:00".utf8))),
                 .makeDirectory(path: "cache", mode: 0o755),
                 .symlink(path: "cache/link", target: "../db.sqlite"),
                 .removePath("old"),
-                .heartbeat(epoch: 3),
+                .heartbeat(epoch: Epoch(3)),
                 .acknowledge(database: "db.sqlite", txid: TXID(12)),
                 .handoffRequest(node: "node-b"),
-                .handoff(.init(node: "node-b", address: "10.0.0.2:20202", epoch: 4)),
+                .handoff(.init(node: "node-b", address: "10.0.0.2:20202", epoch: Epoch(4))),
                 .handoffAccepted(node: "node-b"),
                 .refused(reason: "stale"),
             ])),

@@ -70,7 +70,7 @@ extension IntegrationTests {
             }
         }
 
-        static func epoch(of database: String, on node: Node) throws -> UInt64? {
+        static func epoch(of database: String, on node: Node) throws -> Epoch? {
             try node.status().databases.first { $0.name == database }?.epoch
         }
     }

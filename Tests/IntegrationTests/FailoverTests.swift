@@ -457,7 +457,7 @@ extension IntegrationTests {
             #expect(promoted.status == 0, "\(promoted)\n\(cluster.currentLogs)")
             #expect(try cluster.waitForPrimary() === target)
             let epochAfterPromote = try target.status().epoch
-            #expect(epochAfterPromote > (try first.status().epoch) - 1)
+            #expect(epochAfterPromote.rawValue > (try first.status().epoch).rawValue - 1)
             try writer.waitForCommits(300)
             let demoted = try target.admin(["demote"])
             #expect(demoted.status == 0, "\(demoted)\n\(cluster.currentLogs)")

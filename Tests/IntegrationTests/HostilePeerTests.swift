@@ -127,7 +127,7 @@ extension IntegrationTests {
                     .init(version: ReplicationMessage.protocolVersion, cluster: "replfs", node: "x", nodeID: 1, nonce: Array(repeating: 2, count: 16)))
                 #expect(ReplicationFrameCodec.frame(rightCluster, allocator: ByteBufferAllocator()).withUnsafeReadableBytes { guesser.send($0) })
                 let authenticate = ReplicationMessage.authenticate(
-                    .init(proof: Array(repeating: 0, count: 32), epoch: 0, candidate: true, address: "127.0.0.1:1", positions: [], files: []))
+                    .init(proof: Array(repeating: 0, count: 32), epoch: Epoch(0), candidate: true, address: "127.0.0.1:1", positions: [], files: []))
                 #expect(ReplicationFrameCodec.frame(authenticate, allocator: ByteBufferAllocator()).withUnsafeReadableBytes { guesser.send($0) })
                 let replies = guesser.readAll(timeout: 10)
                 var frames = ByteBufferAllocator().buffer(bytes: replies)

@@ -53,7 +53,7 @@ struct AdminServerTests {
     func promoteForce() throws {
         try AdminFixture.with { fixture in
             let result = try fixture.client.promote(force: true).get()
-            #expect(result == AdminActionResult(message: "promoted node-a", epoch: 8, primary: "node-a", tookMs: 12))
+            #expect(result == AdminActionResult(message: "promoted node-a", epoch: Epoch(8), primary: "node-a", tookMs: 12))
             _ = try fixture.client.promote(force: false).get()
             let raw = try #require(fixture.raw("POST", "/promote"))
             #expect(raw.status == 200)

@@ -5,7 +5,7 @@ import Testing
 @Suite("Change feed")
 struct ChangeFeedTests {
     static func commit(_ feed: ChangeFeed, _ txid: UInt64) {
-        feed.storeDidChange(.transaction(database: "db", txid: TXID(txid), epoch: 1, ltx: .bytes([UInt8](repeating: 7, count: 500))))
+        feed.storeDidChange(.transaction(database: "db", txid: TXID(txid), epoch: Epoch(1), ltx: .bytes([UInt8](repeating: 7, count: 500))))
     }
 
     @Test("with no reader the feed keeps nothing; a reader keeps only what it has not read")

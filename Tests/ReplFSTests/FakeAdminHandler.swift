@@ -14,8 +14,8 @@ final class FakeAdminHandler: AdminHandler, Sendable {
 
     init(
         status: AdminStatus = FakeAdminHandler.sampleStatus,
-        promote: Result<AdminActionResult, AdminError> = .success(AdminActionResult(message: "promoted node-a", epoch: 8, primary: "node-a", tookMs: 12)),
-        demote: Result<AdminActionResult, AdminError> = .success(AdminActionResult(message: "handed off to node-b", epoch: 9, primary: "node-b")),
+        promote: Result<AdminActionResult, AdminError> = .success(AdminActionResult(message: "promoted node-a", epoch: Epoch(8), primary: "node-a", tookMs: 12)),
+        demote: Result<AdminActionResult, AdminError> = .success(AdminActionResult(message: "handed off to node-b", epoch: Epoch(9), primary: "node-b")),
         promoteGate: Semaphore? = nil
     ) {
         statusValue = status
@@ -59,7 +59,7 @@ final class FakeAdminHandler: AdminHandler, Sendable {
     }
 
     static let sampleStatus = AdminStatus(
-        node: "node-a", cluster: "headscale", role: "primary", writable: true, epoch: 7,
+        node: "node-a", cluster: "headscale", role: "primary", writable: true, epoch: Epoch(7),
         primary: AdminStatus.Peer(name: "node-a", address: "10.0.0.1:20202"),
         lease: AdminStatus.Lease(type: "etcd", candidate: true, state: "held", key: "/replfs/headscale/primary", expiresInMs: 1500),
         databases: [AdminStatus.Database(name: "db.sqlite", txid: 1042, checksum: "8a3f00112233aabb", pageCount: 12, pageSize: 4096)],

@@ -5,13 +5,13 @@ public struct AdminActionResult: Codable, Sendable, Equatable {
     /// One line for the operator ("promoted node-b at epoch 8").
     public var message: String
     /// The epoch after the action (promote, demote).
-    public var epoch: UInt64?
+    public var epoch: Epoch?
     /// The primary after the action (promote, demote).
     public var primary: String?
     /// How long the action took.
     public var tookMs: Int?
 
-    public init(message: String, epoch: UInt64? = nil, primary: String? = nil, tookMs: Int? = nil) {
+    public init(message: String, epoch: Epoch? = nil, primary: String? = nil, tookMs: Int? = nil) {
         self.message = message
         self.epoch = epoch
         self.primary = primary

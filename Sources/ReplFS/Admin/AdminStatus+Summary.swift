@@ -43,7 +43,7 @@ extension AdminStatus {
         for database in databases {
             line(
                 "database",
-                "\(database.name)  txid \(database.txid)  checksum \(database.checksum)  epoch \(database.epoch ?? 0)  \(database.pageCount) pages x \(database.pageSize) B")
+                "\(database.name)  txid \(database.txid)  checksum \(database.checksum)  epoch \(database.epoch ?? .unknown)  \(database.pageCount) pages x \(database.pageSize) B")
         }
         for replica in replicas {
             var parts = [replica.node, replica.address, replica.connected ? "connected" : "disconnected"]

@@ -17,7 +17,7 @@ public struct AdminStatus: Codable, Sendable, Equatable {
     /// Whether the mount accepts writes now (only a primary holding its lease).
     public var writable: Bool
     /// The primary term this node knows of (invariant 5).
-    public var epoch: UInt64
+    public var epoch: Epoch
     /// The current primary as this node knows it; `nil` when none is known.
     public var primary: Peer?
     public var lease: Lease
@@ -41,7 +41,7 @@ public struct AdminStatus: Codable, Sendable, Equatable {
     public var applyStall: String?
 
     public init(
-        node: String, cluster: String, role: String, writable: Bool, epoch: UInt64, primary: Peer? = nil, lease: Lease,
+        node: String, cluster: String, role: String, writable: Bool, epoch: Epoch, primary: Peer? = nil, lease: Lease,
         databases: [Database] = [], replicas: [Replica] = [], upstream: Upstream? = nil, process: Process? = nil,
         asides: [String] = [], lastError: String? = nil
     ) {
@@ -111,11 +111,11 @@ public struct AdminStatus: Codable, Sendable, Equatable {
         /// The epoch in which `txid` was committed (0: not known, a log
         /// from before epochs were recorded). Same TXID and epoch on two
         /// nodes means the same history.
-        public var epoch: UInt64?
+        public var epoch: Epoch?
         public var pageCount: UInt32
         public var pageSize: UInt32
 
-        public init(name: String, txid: UInt64, checksum: String, epoch: UInt64 = 0, pageCount: UInt32, pageSize: UInt32) {
+        public init(name: String, txid: UInt64, checksum: String, epoch: Epoch = .unknown, pageCount: UInt32, pageSize: UInt32) {
             self.name = name
             self.txid = txid
             self.checksum = checksum

@@ -102,14 +102,14 @@ public final class StaticLease: LeaseKeeper, @unchecked Sendable {
     private func decideAtStartup() {
         let stored = controller.storedState()
         let answers = askPeers()
-        let highestSeen = max(stored.epoch, answers.map(\.view.epoch).max() ?? 0)
+        let highestSeen = max(stored.epoch, answers.map(\.view.epoch).max() ?? .unknown)
         controller.perform {
             if let claimed = claimedPrimary(answers), claimed.view.epoch >= stored.epoch, let primary = peer(claimed.node) {
                 // The address this node reached it at (its own peers entry).
                 controller.follow(primary, epoch: claimed.view.epoch)
                 return
             }
-            let holder = stored.epoch == 0 ? configuredPrimary : (stored.primary ?? configuredPrimary)
+            let holder = !stored.epoch.isKnown ? configuredPrimary : (stored.primary ?? configuredPrimary)
             if holder == me {
                 guard highestSeen <= stored.epoch else {
                     // A peer saw a later term than this node's: another node
@@ -122,7 +122,7 @@ public final class StaticLease: LeaseKeeper, @unchecked Sendable {
                     }
                     return
                 }
-                controller.becomePrimary(epoch: max(stored.epoch, 1))
+                controller.becomePrimary(epoch: max(stored.epoch, Epoch(1)))
             } else if let primary = peer(holder) {
                 controller.follow(primary, epoch: stored.epoch)
             } else {
@@ -165,11 +165,11 @@ public final class StaticLease: LeaseKeeper, @unchecked Sendable {
 
     // MARK: - LeaseKeeper
 
-    public func handoffEpoch(after epoch: UInt64) -> UInt64 { epoch + 1 }
+    public func handoffEpoch(after epoch: Epoch) -> Epoch { epoch.next }
 
     public func released(to target: Peer) {}
 
-    public func resumeAfterFailedHandoff(offered: UInt64) -> UInt64? { offered + 1 }
+    public func resumeAfterFailedHandoff(offered: Epoch) -> Epoch? { offered.next }
 
     public func handoffReceived(_ handoff: ReplicationMessage.Handoff) {
         if handoff.node == me {
@@ -180,21 +180,21 @@ public final class StaticLease: LeaseKeeper, @unchecked Sendable {
         }
     }
 
-    public func redirected(to primary: Peer, epoch: UInt64, by node: String) {
+    public func redirected(to primary: Peer, epoch: Epoch, by node: String) {
         guard epoch >= controller.epoch else { return }
         controller.follow(peer(primary.name) ?? primary, epoch: epoch)
     }
 
-    public func forcePromotion() -> Result<UInt64, RoleError> {
+    public func forcePromotion() -> Result<Epoch, RoleError> {
         let answers = askPeers()
         if let claimed = claimedPrimary(answers) {
             return .failure(RoleError(
                 .conflict, "\(claimed.node) is the primary (epoch \(claimed.view.epoch)) and reachable: run promote without --force"))
         }
-        let highest = max(controller.storedState().epoch, answers.map(\.view.epoch).max() ?? 0, controller.epoch)
+        let highest = max(controller.storedState().epoch, answers.map(\.view.epoch).max() ?? .unknown, controller.epoch)
         return controller.perform {
-            controller.becomePrimary(epoch: highest + 1)
-            return controller.role == .primary ? .success(highest + 1) : .failure(RoleError(.failed, "could not become primary"))
+            controller.becomePrimary(epoch: highest.next)
+            return controller.role == .primary ? .success(highest.next) : .failure(RoleError(.failed, "could not become primary"))
         }
     }
 

@@ -47,7 +47,7 @@ public final class MetricsSampler: @unchecked Sendable {
     public func sample() {
         let snapshot = controller.snapshot
         metrics.setRole(primary: snapshot.role == .primary)
-        metrics.setEpoch(snapshot.epoch)
+        metrics.setEpoch(snapshot.epoch.rawValue)
         metrics.logStalled.set(Double(controller.store.logStall == nil ? 0 : 1))
         metrics.applyStalled.set(Double(controller.store.applyStall == nil ? 0 : 1))
         var primaryTXIDs: [String: UInt64] = [:]

@@ -24,7 +24,7 @@ struct HandshakeInitiator: Sendable {
     /// and where it stands; nil if the peer does not prove the token (or is
     /// of another cluster), or has already been answered.
     mutating func answer(
-        _ challenge: ReplicationMessage.Challenge, epoch: UInt64, probe: Bool = false, positions: [ReplicationMessage.DatabasePosition] = [],
+        _ challenge: ReplicationMessage.Challenge, epoch: Epoch, probe: Bool = false, positions: [ReplicationMessage.DatabasePosition] = [],
         files: [ReplicationMessage.FileDigest] = []
     ) -> ReplicationMessage.Authenticate? {
         let authenticator = identity.authenticator

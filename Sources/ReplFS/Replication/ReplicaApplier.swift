@@ -28,7 +28,7 @@ final class ReplicaApplier: @unchecked Sendable {
     private var paused: (any Channel)?
     private var assemblies: [String: Assembly] = [:]
     private var distrusted = Set<String>()
-    private var epoch: UInt64 = 0
+    private var epoch: Epoch = .unknown
     private let done = Semaphore()
     /// Called, on the apply thread, when a handoff marker is reached.
     var handoffHandler: (@Sendable (ReplicationMessage.Handoff, any Channel) -> Void)?
@@ -71,13 +71,13 @@ final class ReplicaApplier: @unchecked Sendable {
         done.wait()
     }
 
-    var highestEpoch: UInt64 {
+    var highestEpoch: Epoch {
         condition.lock()
         defer { condition.unlock() }
         return epoch
     }
 
-    func noteEpoch(_ value: UInt64) {
+    func noteEpoch(_ value: Epoch) {
         condition.lock()
         epoch = max(epoch, value)
         condition.unlock()
@@ -161,7 +161,7 @@ final class ReplicaApplier: @unchecked Sendable {
             }
             // Release the payloads of taken slots now; the slots go with the
             // next compaction.
-            for index in (head - batch.count)..<head { queue[index].0 = .heartbeat(epoch: 0) }
+            for index in (head - batch.count)..<head { queue[index].0 = .heartbeat(epoch: .unknown) }
             if head > 1024 && head * 2 > queue.count {
                 queue.removeFirst(head)
                 head = 0

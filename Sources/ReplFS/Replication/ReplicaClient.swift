@@ -63,7 +63,7 @@ public final class ReplicaClient: Sendable {
         public var primary: String?
         public var connected: Bool
         public var lastError: String?
-        public var epoch: UInt64
+        public var epoch: Epoch
         /// Since when the link has been down (nil while connected).
         public var disconnectedSince: ContinuousClock.Instant?
     }
@@ -72,7 +72,7 @@ public final class ReplicaClient: Sendable {
     public var status: Status { statusSlot.withLock { $0 } }
 
     /// A client that follows `target`, refusing any primary older than `epoch`.
-    public init(store: Store, target: Peer, identity: Identity, epoch: UInt64, delegate: any ReplicaClientDelegate, logger: Logger) {
+    public init(store: Store, target: Peer, identity: Identity, epoch: Epoch, delegate: any ReplicaClientDelegate, logger: Logger) {
         self.store = store
         self.target = target
         self.delegate = delegate
@@ -324,7 +324,7 @@ public protocol ReplicaClientDelegate: AnyObject, Sendable {
     /// The node this client reached is not the primary; it named `view.primary`.
     func replicaClient(_ client: ReplicaClient, redirectedBy node: String, to view: ReplicationView)
     /// The client follows `primary` at `epoch` (the highest epoch seen may have grown).
-    func replicaClient(_ client: ReplicaClient, following primary: String, epoch: UInt64)
+    func replicaClient(_ client: ReplicaClient, following primary: String, epoch: Epoch)
     /// A handoff marker was applied: everything the old primary wrote is here.
     func replicaClient(_ client: ReplicaClient, handoff: ReplicationMessage.Handoff)
 }

@@ -39,7 +39,7 @@ public enum ReplicationMessage: Equatable, Sendable {
     /// Primary to replica: a symbolic link.
     case symlink(path: String, target: String)
     /// Primary to replica, every second when idle: the primary is alive.
-    case heartbeat(epoch: UInt64)
+    case heartbeat(epoch: Epoch)
     /// Replica to primary: a database is applied up to this transaction.
     case acknowledge(database: String, txid: TXID)
     /// Replica to primary: hand the primary role to me (`replfsd promote`).
@@ -79,7 +79,7 @@ public enum ReplicationMessage: Equatable, Sendable {
         public var node: String
         public var nodeID: UInt64
         /// The primary's epoch, or the highest a non-primary has seen.
-        public var epoch: UInt64
+        public var epoch: Epoch
         public var isPrimary: Bool
         /// The primary as this node knows it (itself when `isPrimary`); empty if unknown.
         public var primary: String
@@ -90,7 +90,7 @@ public enum ReplicationMessage: Equatable, Sendable {
         public var claims: [UInt8] {
             var bytes = Array(node.utf8) + [0]
             withUnsafeBytes(of: nodeID.bigEndian) { bytes += $0 }
-            withUnsafeBytes(of: epoch.bigEndian) { bytes += $0 }
+            withUnsafeBytes(of: epoch.rawValue.bigEndian) { bytes += $0 }
             bytes.append(isPrimary ? 1 : 0)
             bytes += Array(primary.utf8) + [0] + Array(primaryAddress.utf8)
             return bytes
@@ -100,7 +100,7 @@ public enum ReplicationMessage: Equatable, Sendable {
     public struct Authenticate: Equatable, Sendable {
         public var proof: [UInt8]
         /// The highest primary epoch the replica has followed.
-        public var epoch: UInt64
+        public var epoch: Epoch
         /// Whether the replica may become primary (`lease.candidate`).
         public var candidate: Bool
         /// Only asking who is primary (``ReplicationProbe``): answered with
@@ -115,7 +115,7 @@ public enum ReplicationMessage: Equatable, Sendable {
         /// before it.
         public func claims(identity hello: Hello) -> [UInt8] {
             var bytes = hello.identityClaims
-            withUnsafeBytes(of: epoch.bigEndian) { bytes += $0 }
+            withUnsafeBytes(of: epoch.rawValue.bigEndian) { bytes += $0 }
             bytes.append(candidate ? 1 : 0)
             bytes.append(probe ? 1 : 0)
             bytes += Array(address.utf8)
@@ -129,8 +129,8 @@ public enum ReplicationMessage: Equatable, Sendable {
     public struct Handoff: Equatable, Sendable {
         public var node: String
         public var address: String
-        public var epoch: UInt64
-        public init(node: String, address: String, epoch: UInt64) {
+        public var epoch: Epoch
+        public init(node: String, address: String, epoch: Epoch) {
             self.node = node
             self.address = address
             self.epoch = epoch

@@ -67,7 +67,7 @@ private final class ProbeHandler: ChannelInboundHandler, @unchecked Sendable {
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         switch unwrapInboundIn(data) {
         case .challenge(let challenge):
-            guard let authenticate = handshake.answer(challenge, epoch: 0, probe: true) else { return give(up: context) }
+            guard let authenticate = handshake.answer(challenge, epoch: .unknown, probe: true) else { return give(up: context) }
             context.writeAndFlush(wrapOutboundOut(ReplicationFrameCodec.frame(.authenticate(authenticate), allocator: context.channel.allocator)), promise: nil)
         case .welcome(let welcome) where handshake.accepts(welcome):
             let primary = welcome.primary.isEmpty ? nil : Peer(name: welcome.primary, address: welcome.primaryAddress)

@@ -16,11 +16,11 @@ public struct Peer: Sendable, Equatable, Hashable, CustomStringConvertible {
 public struct ReplicationView: Sendable, Equatable {
     public var isPrimary: Bool
     /// The primary's epoch, or the highest this node has seen.
-    public var epoch: UInt64
+    public var epoch: Epoch
     /// The primary as this node knows it (itself when `isPrimary`).
     public var primary: Peer?
 
-    public init(isPrimary: Bool, epoch: UInt64, primary: Peer?) {
+    public init(isPrimary: Bool, epoch: Epoch, primary: Peer?) {
         self.isPrimary = isPrimary
         self.epoch = epoch
         self.primary = primary

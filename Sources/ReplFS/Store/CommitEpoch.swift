@@ -8,9 +8,9 @@ import Synchronization
 final class CommitEpoch: Sendable {
     private let value = Atomic<UInt64>(0)
 
-    var current: UInt64 { value.load(ordering: .acquiring) }
+    var current: Epoch { Epoch(value.load(ordering: .acquiring)) }
 
-    func set(_ epoch: UInt64) {
-        value.store(epoch, ordering: .releasing)
+    func set(_ epoch: Epoch) {
+        value.store(epoch.rawValue, ordering: .releasing)
     }
 }

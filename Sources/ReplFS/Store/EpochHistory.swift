@@ -13,11 +13,11 @@
 /// sent whole to replicas, which adopt it as they apply.
 public struct EpochHistory: Equatable, Sendable, CustomStringConvertible {
     public struct Entry: Equatable, Sendable {
-        public var epoch: UInt64
+        public var epoch: Epoch
         /// The first transaction committed in `epoch`.
         public var firstTXID: TXID
 
-        public init(epoch: UInt64, firstTXID: TXID) {
+        public init(epoch: Epoch, firstTXID: TXID) {
             self.epoch = epoch
             self.firstTXID = firstTXID
         }
@@ -44,7 +44,7 @@ public struct EpochHistory: Equatable, Sendable, CustomStringConvertible {
 
     /// The epoch in which `txid` was committed; nil when this node does not
     /// know (TXID 0, or before the first entry: a log older than epochs).
-    public func epoch(at txid: TXID) -> UInt64? {
+    public func epoch(at txid: TXID) -> Epoch? {
         guard txid.rawValue > 0 else { return nil }
         var low = 0
         var high = entries.count
@@ -56,13 +56,13 @@ public struct EpochHistory: Equatable, Sendable, CustomStringConvertible {
     }
 
     /// The epoch of the newest entry.
-    public var lastEpoch: UInt64? { entries.last?.epoch }
+    public var lastEpoch: Epoch? { entries.last?.epoch }
 
     /// Records that transactions from `txid` on are committed in `epoch`.
     /// Entries at or after `txid` are dropped first: they described
     /// transactions that never committed here. Returns whether it changed.
     @discardableResult
-    public mutating func begin(epoch: UInt64, at txid: TXID) -> Bool {
+    public mutating func begin(epoch: Epoch, at txid: TXID) -> Bool {
         guard txid.rawValue > 0 else { return false }
         let before = entries
         while let last = entries.last, last.firstTXID >= txid { entries.removeLast() }
@@ -81,7 +81,7 @@ public struct EpochHistory: Equatable, Sendable, CustomStringConvertible {
 
     /// One line per entry: `EPOCH FIRSTTXID`, 16 hex digits each.
     public var description: String {
-        entries.map { HexFormat.sixteenDigits($0.epoch) + " " + HexFormat.sixteenDigits($0.firstTXID.rawValue) + "\n" }.joined()
+        entries.map { HexFormat.sixteenDigits($0.epoch.rawValue) + " " + HexFormat.sixteenDigits($0.firstTXID.rawValue) + "\n" }.joined()
     }
 
     /// Parses ``description``; nil if any line is malformed.
@@ -92,7 +92,7 @@ public struct EpochHistory: Equatable, Sendable, CustomStringConvertible {
             guard fields.count == 2, fields[0].count == 16, fields[1].count == 16,
                 let epoch = UInt64(fields[0], radix: 16), let txid = UInt64(fields[1], radix: 16), txid > 0
             else { return nil }
-            parsed.append(Entry(epoch: epoch, firstTXID: TXID(txid)))
+            parsed.append(Entry(epoch: Epoch(epoch), firstTXID: TXID(txid)))
         }
         self.init(parsed)
     }

@@ -12,9 +12,9 @@
 public struct Position: Hashable, Sendable, CustomStringConvertible {
     public var txid: TXID
     public var checksum: Checksum
-    public var epoch: UInt64
+    public var epoch: Epoch
 
-    public init(txid: TXID, checksum: Checksum, epoch: UInt64 = 0) {
+    public init(txid: TXID, checksum: Checksum, epoch: Epoch = .unknown) {
         self.txid = txid
         self.checksum = checksum
         self.epoch = epoch

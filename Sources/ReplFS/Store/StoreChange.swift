@@ -8,7 +8,7 @@ import Synchronization
 /// apply plain files and database transactions in the same order.
 public enum StoreChange: Sendable {
     /// A committed transaction: its LTX file, and the epoch it was committed in.
-    case transaction(database: String, txid: TXID, epoch: UInt64, ltx: LTXContent)
+    case transaction(database: String, txid: TXID, epoch: Epoch, ltx: LTXContent)
     /// A plain file's whole content and mode.
     case file(path: String, mode: UInt32, content: [UInt8])
     /// A plain file, symbolic link or directory was removed.
