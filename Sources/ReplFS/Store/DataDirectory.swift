@@ -52,16 +52,20 @@ public struct DataDirectory: Sendable {
     }
 
     /// Checks the directory belongs to `cluster` (or is new or empty)
-    /// without changing anything.
-    public func check(cluster: String) throws(StoreError) {
-        let manager = FileManager.default
-        var isDirectory: ObjCBool = false
-        guard manager.fileExists(atPath: root, isDirectory: &isDirectory) else { return }
-        guard isDirectory.boolValue else {
+    /// without changing anything. Returns its identity, nil if it is new or empty.
+    @discardableResult
+    public func check(cluster: String) throws(StoreError) -> Identity? {
+        let st: stat
+        switch Syscall.stat(root) {
+        case .success(let value): st = value
+        case .failure(.noEntry): return nil
+        case .failure(let error): throw StoreError(.io, "cannot use data directory", path: root, errno: error)
+        }
+        guard (st.st_mode & S_IFMT) == S_IFDIR else {
             throw StoreError(.foreignDataDirectory, "data directory is not a directory", path: root)
         }
-        let entries = (try? manager.contentsOfDirectory(atPath: root)) ?? []
-        guard !entries.isEmpty else { return }
+        let entries = (try? Syscall.listDirectory(root).get()) ?? []
+        guard !entries.isEmpty else { return nil }
         guard entries.contains("replfs.json") else {
             throw StoreError(.foreignDataDirectory, "data directory is not empty and has no replfs.json: not a ReplFS data directory", path: root)
         }
@@ -74,47 +78,23 @@ public struct DataDirectory: Sendable {
         guard identity.format == DataDirectory.formatVersion else {
             throw StoreError(.foreignDataDirectory, "unsupported data directory format \(identity.format)", path: root)
         }
+        return identity
     }
 
     /// Checks the directory belongs to `cluster`, creating the layout if the
     /// directory is new or empty. Throws without changing anything otherwise.
     public func prepare(cluster: String, node: String) throws(StoreError) {
-        let manager = FileManager.default
-        var isDirectory: ObjCBool = false
-        if manager.fileExists(atPath: root, isDirectory: &isDirectory) {
-            guard isDirectory.boolValue else {
-                throw StoreError(.foreignDataDirectory, "data directory is not a directory", path: root)
+        if let identity = try check(cluster: cluster) {
+            try createLayout()
+            if identity.nodeIDValue == 0 {
+                var upgraded = identity
+                upgraded.nodeID = DataDirectory.newNodeID()
+                try writeIdentity(upgraded)
             }
-            let entries = (try? manager.contentsOfDirectory(atPath: root)) ?? []
-            if !entries.isEmpty {
-                guard entries.contains("replfs.json") else {
-                    throw StoreError(
-                        .foreignDataDirectory, "data directory is not empty and has no replfs.json: not a ReplFS data directory",
-                        path: root)
-                }
-                let identity = try readIdentity()
-                guard identity.cluster == cluster else {
-                    throw StoreError(
-                        .foreignDataDirectory,
-                        "data directory belongs to cluster \"\(identity.cluster)\", not \"\(cluster)\" (config key cluster)",
-                        path: root)
-                }
-                guard identity.format == DataDirectory.formatVersion else {
-                    throw StoreError(.foreignDataDirectory, "unsupported data directory format \(identity.format)", path: root)
-                }
-                try createLayout()
-                if identity.nodeIDValue == 0 {
-                    var upgraded = identity
-                    upgraded.nodeID = DataDirectory.newNodeID()
-                    try writeIdentity(upgraded)
-                }
-                return
-            }
+            return
         }
-        do {
-            try manager.createDirectory(atPath: root, withIntermediateDirectories: true)
-        } catch {
-            throw StoreError(.io, "cannot create data directory: \(error.localizedDescription)", path: root)
+        if case .failure(let error) = Syscall.makeDirectories(root) {
+            throw StoreError(.io, "cannot create data directory", path: root, errno: error)
         }
         try createLayout()
         try writeIdentity(Identity(format: DataDirectory.formatVersion, cluster: cluster, node: node, nodeID: DataDirectory.newNodeID()))
@@ -142,17 +122,15 @@ public struct DataDirectory: Sendable {
 
     private func createLayout() throws(StoreError) {
         for directory in [files, ltx] {
-            do {
-                try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
-            } catch {
-                throw StoreError(.io, "cannot create directory: \(error.localizedDescription)", path: directory)
+            if case .failure(let error) = Syscall.makeDirectories(directory) {
+                throw StoreError(.io, "cannot create directory", path: directory, errno: error)
             }
         }
     }
 
-    /// Takes the directory's exclusive lock for the life of the process.
-    /// Returns the descriptor holding it.
-    public func lock() throws(StoreError) -> Int32 {
+    /// Takes the directory's exclusive lock; it is held until the returned
+    /// value goes away (or the process ends).
+    public func lock() throws(StoreError) -> DataDirectoryLock {
         let fd: Int32
         switch Syscall.open(at: AT_FDCWD, lockFile, flags: O_RDWR | O_CREAT, mode: 0o644) {
         case .success(let value): fd = value
@@ -163,7 +141,7 @@ public struct DataDirectory: Sendable {
             let pid = "\(getpid())\n"
             _ = Syscall.ftruncate(fd, 0)
             _ = pid.utf8CString.withUnsafeBytes { Syscall.pwrite(fd, UnsafeRawBufferPointer(rebasing: $0.dropLast()), at: 0) }
-            return fd
+            return DataDirectoryLock(fd: fd)
         case .success(false):
             var buffer = [UInt8](repeating: 0, count: 32)
             let n = (try? buffer.withUnsafeMutableBytes { Syscall.pread(fd, into: $0, at: 0) }.get()) ?? 0
@@ -174,5 +152,20 @@ public struct DataDirectory: Sendable {
             Syscall.close(fd)
             throw StoreError(.io, "cannot lock data directory", path: lockFile, errno: error)
         }
+    }
+}
+
+/// The data directory's exclusive lock (`flock` on `DATA/lock`), released
+/// when this goes away: whatever path startup takes out, the lock is
+/// closed exactly once.
+public final class DataDirectoryLock: Sendable {
+    private let fd: Int32
+
+    fileprivate init(fd: Int32) {
+        self.fd = fd
+    }
+
+    deinit {
+        Syscall.close(fd)
     }
 }

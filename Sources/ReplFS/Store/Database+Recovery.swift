@@ -54,28 +54,12 @@ extension Database {
         }
 
         return state.withLock { state in
-            // The log: the newest complete file is the position.
-            var last: (header: LTXHeader, trailer: LTXTrailer, content: LTXContent)?
-            let logDirectory = environment.logDirectory(for: path)
-            if Self.fileSize(logDirectory) != nil, case .success(let log) = ensureLog(&state) {
-                var torn = 0
-                while let record = log.newestRecord() {
-                    do {
-                        let decoded = try Self.walkLTX(record.content)
-                        last = (decoded.header, decoded.trailer, record.content)
-                        break
-                    } catch {
-                        logger.warning(
-                            "removing a torn LTX record", metadata: ["database": "\(path)", "txid": "\(record.maxTXID)", "reason": "\(error)"])
-                        log.removeNewestRecord()
-                        torn += 1
-                    }
-                }
-                if torn > 0 { outcomes.append(.removedTornFiles(torn)) }
-            }
+            // The log: the newest complete record is the position.
+            let (last, torn) = newestCompleteRecord(&state)
+            if torn > 0 { outcomes.append(.removedTornFiles(torn)) }
             if let last {
                 state.position = Position(
-                    txid: last.header.maxTXID, checksum: last.trailer.postApplyChecksum, epoch: state.epochs.epoch(at: last.header.maxTXID) ?? 0)
+                    txid: last.header.maxTXID, checksum: last.trailer.postApplyChecksum, epoch: state.epochs.epoch(at: last.header.maxTXID) ?? .unknown)
             }
 
             // The content.
@@ -93,7 +77,7 @@ extension Database {
                     closeReadFD(&state)
                     content = loadContent(&state)
                     outcomes.append(.redone(last.header.maxTXID))
-                } else if hasJournal, content.pageSize == Int(last.header.pageSize),
+                } else if hasJournal, content.pages.pageSize == Int(last.header.pageSize),
                     let free = freePages(&state, content), case .success(let txid) = recordRepair(&state, pages: free, content: content)
                 {
                     // SQLite rolled back a hot journal but left free pages it
@@ -108,18 +92,18 @@ extension Database {
                         "database content does not match its log; recording it as a new transaction",
                         metadata: [
                             "database": "\(path)", "position": "\(state.position)", "content": "\(content.checksum)",
-                            "last-pre-apply": "\(before)", "hot-journal": "\(hasJournal)", "wal": "\(hasWAL)", "pages": "\(content.pageCount)",
+                            "last-pre-apply": "\(before)", "hot-journal": "\(hasJournal)", "wal": "\(hasWAL)", "pages": "\(content.pages.pageCount)",
                         ])
                     // The log's last state is what the new transaction starts from.
-                    state.pageCount = last.header.commit
-                    state.pageSize = Int(last.header.pageSize)
+                    state.pages.pageCount = last.header.commit
+                    state.pages.pageSize = Int(last.header.pageSize)
                     let prepared = prepareFullCapture(&state, sync: true)
                     _ = complete(&state, prepared) { .success(()) }
                     outcomes.append(.resynced(state.position.txid))
                     return outcomes
                 }
                 adopt(content, position: state.position, into: &state)
-            } else if content.pageCount > 0 {
+            } else if content.pages.pageCount > 0 {
                 let prepared = prepareFullCapture(&state, sync: true)
                 _ = complete(&state, prepared) { .success(()) }
                 outcomes.append(.snapshotted)
@@ -128,13 +112,28 @@ extension Database {
         }
     }
 
+    /// The newest record of the log that decodes whole; torn ones after it
+    /// (a crash while one was written) are removed, and counted.
+    private func newestCompleteRecord(_ state: inout State) -> (last: (header: LTXHeader, trailer: LTXTrailer, content: LTXContent)?, torn: Int) {
+        guard Self.fileSize(environment.logDirectory(for: path)) != nil, case .success(let log) = ensureLog(&state) else { return (nil, 0) }
+        var torn = 0
+        while let record = log.newestRecord() {
+            do {
+                let decoded = try Self.walkLTX(record.content)
+                return ((decoded.header, decoded.trailer, record.content), torn)
+            } catch {
+                logger.warning("removing a torn LTX record", metadata: ["database": "\(path)", "txid": "\(record.maxTXID)", "reason": "\(error)"])
+                log.removeNewestRecord()
+                torn += 1
+            }
+        }
+        return (nil, torn)
+    }
+
     /// Content of the database file: page checksums and their XOR.
     struct Content {
-        var pageSize = 0
-        var pageCount: UInt32 = 0
-        var pageChecksums: [Checksum] = []
+        var pages = PageTable()
         var checksum = Checksum.emptyDatabase
-        var isWAL = false
     }
 
     private func loadContent(_ state: inout State) -> Content {
@@ -145,18 +144,18 @@ extension Database {
         guard let header = headerBytes.withUnsafeBytes({ DatabaseHeader($0) }),
             case .success(let st) = Syscall.fstat(fd)
         else { return content }
-        content.pageSize = header.pageSize
-        content.isWAL = header.isWAL
-        content.pageCount = header.hasValidPageCount ? header.pageCountInHeader : UInt32(Int64(st.st_size) / Int64(header.pageSize))
-        content.pageChecksums = [Checksum](repeating: .zero, count: Int(content.pageCount))
+        content.pages.pageSize = header.pageSize
+        content.pages.isWAL = header.isWAL
+        content.pages.pageCount = header.hasValidPageCount ? header.pageCountInHeader : UInt32(Int64(st.st_size) / Int64(header.pageSize))
+        content.pages.pageChecksums = [Checksum](repeating: .zero, count: Int(content.pages.pageCount))
         let lockPage = PageNumber.lockPage(pageSize: header.pageSize).rawValue
         let page = UnsafeMutableRawBufferPointer.allocate(byteCount: header.pageSize, alignment: 16)
         defer { page.deallocate() }
         var pgno: UInt32 = 1
-        while pgno <= content.pageCount {
+        while pgno <= content.pages.pageCount {
             if pgno != lockPage, case .success = Self.readPage(fd, pgno, into: page) {
                 let value = Checksum.page(PageNumber(pgno), UnsafeRawBufferPointer(page))
-                content.pageChecksums[Int(pgno - 1)] = value
+                content.pages.pageChecksums[Int(pgno - 1)] = value
                 content.checksum = content.checksum.replacingPage(old: .zero, new: value)
             }
             pgno += 1
@@ -167,8 +166,8 @@ extension Database {
     /// The freelist pages of the database file, if its freelist parses.
     private func freePages(_ state: inout State, _ content: Content) -> Set<UInt32>? {
         guard case .success(let fd) = openReadFD(&state) else { return nil }
-        let pageSize = content.pageSize
-        return Freelist.pages(pageSize: pageSize, pageCount: content.pageCount) { pgno in
+        let pageSize = content.pages.pageSize
+        return Freelist.pages(pageSize: pageSize, pageCount: content.pages.pageCount) { pgno in
             var page = [UInt8](repeating: 0, count: pageSize)
             guard case .success(pageSize) = page.withUnsafeMutableBytes({ Self.readPage(fd, pgno, into: $0).map { pageSize } }) else { return nil }
             return page
@@ -183,15 +182,15 @@ extension Database {
         guard case .success(let fd) = openReadFD(&state) else { return .failure(.io) }
         let txid = TXID(state.position.txid.rawValue + 1)
         let header = LTXHeader(
-            pageSize: UInt32(content.pageSize), commit: content.pageCount, minTXID: txid, maxTXID: txid,
-            timestamp: Self.nowMilliseconds(), preApplyChecksum: state.position.checksum, nodeID: environment.nodeID)
-        let page = UnsafeMutableRawBufferPointer.allocate(byteCount: content.pageSize, alignment: 16)
+            pageSize: UInt32(content.pages.pageSize), commit: content.pages.pageCount, minTXID: txid, maxTXID: txid,
+            timestamp: WallClock.milliseconds(), preApplyChecksum: state.position.checksum, nodeID: environment.nodeID)
+        let page = UnsafeMutableRawBufferPointer.allocate(byteCount: content.pages.pageSize, alignment: 16)
         defer { page.deallocate() }
-        var epoch: UInt64 = 0
+        var epoch: Epoch = .unknown
         do {
             var encoder = try LTXEncoder(header: header)
-            let lockPage = PageNumber.lockPage(pageSize: content.pageSize).rawValue
-            for pgno in pages.sorted() where pgno != lockPage && pgno <= content.pageCount {
+            let lockPage = PageNumber.lockPage(pageSize: content.pages.pageSize).rawValue
+            for pgno in pages.sorted() where pgno != lockPage && pgno <= content.pages.pageCount {
                 if case .failure(let error) = Self.readPage(fd, pgno, into: page) { return .failure(error) }
                 try encoder.append(PageNumber(pgno), page: UnsafeRawBufferPointer(page))
             }
@@ -208,10 +207,7 @@ extension Database {
     }
 
     private func adopt(_ content: Content, position: Position, into state: inout State) {
-        state.pageSize = content.pageSize
-        state.pageCount = content.pageCount
-        state.pageChecksums = content.pageChecksums
-        state.isWAL = content.isWAL
+        state.pages = content.pages
         state.position = position
     }
 
@@ -219,13 +215,13 @@ extension Database {
     /// were written over it and the file cut to the file's commit size;
     /// nil if the file cannot be read.
     private func checksum(afterApplying record: LTXContent, onto content: Content) -> Checksum? {
-        var checksums = content.pageChecksums
+        var checksums = content.pages.pageChecksums
         var commit: UInt32 = 0
         do {
             _ = try Self.walkLTX(record) { header in
                 commit = header.commit
                 let pageSize = Int(header.pageSize)
-                guard pageSize == content.pageSize || content.pageCount == 0 else { throw Errno.io }
+                guard pageSize == content.pages.pageSize || content.pages.pageCount == 0 else { throw Errno.io }
                 // Cut or grow to the commit size (grown pages read as zeros).
                 if checksums.count > Int(commit) { checksums.removeLast(checksums.count - Int(commit)) }
                 let lockPage = PageNumber.lockPage(pageSize: pageSize).rawValue

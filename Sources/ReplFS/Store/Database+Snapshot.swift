@@ -31,7 +31,7 @@ extension Database {
 
         // First pass, lock-free.
         let plan = waitForQuietState { state -> (Int, UInt32, [UInt32: Int], (UInt32, UInt32)?) in
-            (state.pageSize, state.pageCount, state.wal.committedPages, state.wal.header.map { ($0.salt1, $0.salt2) })
+            (state.pages.pageSize, state.pages.pageCount, state.wal.committedPages, state.wal.header.map { ($0.salt1, $0.salt2) })
         }
         guard plan.0 > 0 else { return .failure(.noEntry) }
         var pageSize = plan.0
@@ -69,9 +69,9 @@ extension Database {
 
         // Second pass, under the lock: fix what moved.
         return waitForQuietState { state -> Result<DatabaseSnapshot, Errno> in
-            if state.pageSize != pageSize {
+            if state.pages.pageSize != pageSize {
                 // VACUUM changed the page size meanwhile: copy again, under the lock.
-                pageSize = state.pageSize
+                pageSize = state.pages.pageSize
                 copied = []
                 lockPage = PageNumber.lockPage(pageSize: pageSize).rawValue
             }
@@ -82,10 +82,10 @@ extension Database {
             database = Syscall.open(at: environment.filesFD, self.path, flags: O_RDONLY)
             wal = Syscall.open(at: environment.filesFD, self.path + "-wal", flags: O_RDONLY)
             var checksum = Checksum.emptyDatabase
-            if state.pageCount > 0 {
-                for pgno in 1...state.pageCount where pgno != lockPage {
+            if state.pages.pageCount > 0 {
+                for pgno in 1...state.pages.pageCount where pgno != lockPage {
                     let index = Int(pgno - 1)
-                    let expected = state.pageChecksums[index]
+                    let expected = state.pages.pageChecksums[index]
                     if index >= copied.count || copied[index] != expected {
                         readLogical(pgno, frames, into: buffer)
                         guard Checksum.page(PageNumber(pgno), UnsafeRawBufferPointer(buffer)) == expected else { return .failure(.io) }
@@ -97,8 +97,8 @@ extension Database {
                 }
             }
             guard checksum == state.position.checksum else { return .failure(.io) }
-            if case .failure(let error) = Syscall.ftruncate(out, Int64(state.pageCount) * Int64(pageSize)) { return .failure(error) }
-            return .success(DatabaseSnapshot(database: self.path, position: state.position, pageSize: pageSize, pageCount: state.pageCount, path: path))
+            if case .failure(let error) = Syscall.ftruncate(out, Int64(state.pages.pageCount) * Int64(pageSize)) { return .failure(error) }
+            return .success(DatabaseSnapshot(database: self.path, position: state.position, pageSize: pageSize, pageCount: state.pages.pageCount, path: path))
         }
     }
 

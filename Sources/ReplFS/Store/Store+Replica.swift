@@ -116,7 +116,7 @@ extension Store {
         // Log matching: the replica's last transaction must have been
         // committed in the epoch this node's history gives it. The checksum
         // alone cannot show it (invariant 1).
-        if replica.epoch != 0, let mine = database.epochHistory.epoch(at: replica.txid), mine != replica.epoch {
+        if replica.epoch.isKnown, let mine = database.epochHistory.epoch(at: replica.txid), mine != replica.epoch {
             logger.warning(
                 "a replica's history diverged from this node's: its last transaction was committed in another epoch",
                 metadata: ["database": "\(path)", "replica-position": "\(replica)", "replica-epoch": "\(replica.epoch)", "epoch-here": "\(mine)"])
@@ -200,7 +200,7 @@ extension Store {
         let key = DatabaseKey.escape(path)
         let suffix = ".txid-\(position.txid.rawValue)"
         // The same position kept already (a retried snapshot): that copy.
-        let existing = (try? FileManager.default.contentsOfDirectory(atPath: asideDirectory)) ?? []
+        let existing = (try? Syscall.listDirectory(asideDirectory).get()) ?? []
         if let kept = existing.first(where: { name in
             // <key>.<time><suffix>, the time without dots.
             name.hasPrefix(key + ".") && name.hasSuffix(suffix) && !name.dropFirst(key.count + 1).dropLast(suffix.count).contains(".")
@@ -214,7 +214,7 @@ extension Store {
     /// Databases moved aside (for status): their paths, oldest first.
     public var movedAside: [String] {
         let directory = self.directory.root + "/aside"
-        let names = (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? []
+        let names = (try? Syscall.listDirectory(directory).get()) ?? []
         return names.filter { !$0.hasSuffix("-wal") && !$0.hasSuffix("-shm") && !$0.hasSuffix("-journal") }.sorted().map { directory + "/" + $0 }
     }
 
@@ -238,7 +238,7 @@ extension Store {
                 .flatMap { Syscall.fsync(fd, dataOnly: true) }
         }.flatMap {
             ensureParent(of: path)
-            return Glibc.rename(staged, directory.files + "/" + path) == 0 ? .success(()) : .failure(.current)
+            return Syscall.rename(at: AT_FDCWD, staged, to: directory.files + "/" + path)
         }
         if case .failure = result { _ = Syscall.unlink(at: AT_FDCWD, staged) }
         mount.invalidateName(path: path)
@@ -265,12 +265,7 @@ extension Store {
     public func applyRemove(path: String) -> Result<Void, Errno> {
         let result: Result<Void, Errno>
         if case .success(let st) = attributes(path), (st.st_mode & S_IFMT) == S_IFDIR {
-            do {
-                try FileManager.default.removeItem(atPath: directory.files + "/" + path)
-                result = .success(())
-            } catch {
-                result = .failure(.io)
-            }
+            result = Syscall.removeTree(directory.files + "/" + path)
         } else {
             result = Syscall.unlink(at: filesFD, path)
         }
@@ -289,7 +284,7 @@ extension Store {
 
     private func ensureParent(of path: String) {
         guard let slash = path.lastIndex(of: "/") else { return }
-        try? FileManager.default.createDirectory(atPath: directory.files + "/" + path[..<slash], withIntermediateDirectories: true)
+        _ = Syscall.makeDirectories(directory.files + "/" + path[..<slash])
     }
 }
 

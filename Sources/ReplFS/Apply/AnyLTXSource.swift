@@ -1,0 +1,22 @@
+/// An LTX byte source that is either in memory or a file.
+enum AnyLTXSource: LTXByteSource {
+    case memory(LTXMemorySource)
+    case file(LTXFileSource)
+
+    mutating func read(into buffer: UnsafeMutableRawBufferPointer) throws(LTXError) -> Int {
+        switch self {
+        case .memory(var source):
+            let n = try source.read(into: buffer)
+            self = .memory(source)
+            return n
+        case .file(var source):
+            let n = try source.read(into: buffer)
+            self = .file(source)
+            return n
+        }
+    }
+
+    func closeIfFile() {
+        if case .file(let source) = self { source.close() }
+    }
+}
