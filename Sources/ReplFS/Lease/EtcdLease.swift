@@ -31,76 +31,27 @@ import Synchronization
 ///   names someone else, whatever their stream has reached.
 public final class EtcdLease: LeaseKeeper, @unchecked Sendable {
     private let controller: RoleController
+
     private let client: EtcdClient
+
     private let key: String
+
     private let ttl: Duration
+
     private let margin: Duration
+
     private let logger: Logger
+
     private let running = Atomic(true)
+
     private let stopped = Semaphore()
+
     private let wake = Semaphore()
+
     private let state = Locked(State())
+
     /// Lease renewal failures (a counter for metrics).
     public let renewFailures = Atomic<Int>(0)
-
-    struct State {
-        /// The lease this node holds the key with, and the key's revision.
-        var lease: Int64?
-        var epoch: UInt64 = 0
-        /// Writes stop at this monotonic time (ns) unless renewed.
-        var deadline: UInt64 = 0
-        /// The holder this node last acted on (node, create revision).
-        var lastHolder: (String, Int64)?
-        /// Take the key as soon as it is free (this node is a handoff's target).
-        var takeover = false
-        /// Do not campaign before this: this node has never been part of a
-        /// term, and nodes that hold the data should win a fresh start.
-        /// Cleared once it follows a primary. (A handoff holds others back
-        /// through the notice in etcd, see ``released(to:)``.)
-        var freshHoldBackUntil: ContinuousClock.Instant?
-        var description = "starting"
-        var lastError: String?
-        var lastErrorAt: Date?
-        /// Whether the last error still holds: no exchange with etcd has
-        /// succeeded since.
-        var errorHolds = false
-        /// When an exchange with etcd last succeeded.
-        var lastContact: ContinuousClock.Instant?
-        /// When this node first saw the key free, this time round.
-        var freeSince: ContinuousClock.Instant?
-        /// Until then, a free key is not campaigned for: candidates of a
-        /// cluster starting together publish their standings first. Set at
-        /// start (2 TTLs), cleared once this node follows a primary.
-        var gatherUntil: ContinuousClock.Instant?
-        /// The lease this node's standing is attached to, and what it last said.
-        var standingLease: Int64?
-        var lastPublished: (standing: Standing, at: ContinuousClock.Instant)?
-    }
-
-    /// What a candidate publishes before it campaigns
-    /// (`<key>.positions/<node>`, attached to a lease of its own): how far
-    /// its history goes. The candidate holding the newest history takes the
-    /// key; the others hold back while it is live.
-    struct Standing: Codable, Equatable {
-        var node: String
-        /// The highest epoch of any database's last transaction.
-        var epoch: UInt64
-        /// The TXIDs of the databases' last transactions, summed.
-        var transactions: UInt64
-
-        /// Raft's up-to-date rule (the later last term, then the longer log),
-        /// then the name, so that exactly one candidate ranks first.
-        func ranks(above other: Standing) -> Bool {
-            (epoch, transactions, other.node) > (other.epoch, other.transactions, node)
-        }
-    }
-
-
-    /// What the key holds: the primary's name and replication address.
-    struct Holder: Codable {
-        var node: String
-        var address: String
-    }
 
     public init(controller: RoleController, config: Config, logger: Logger) throws(EtcdError) {
         self.controller = controller
@@ -118,7 +69,7 @@ public final class EtcdLease: LeaseKeeper, @unchecked Sendable {
 
     public func start() {
         state.withLock { $0.gatherUntil = .now + ttl * 2 }
-        if controller.storedState().epoch == 0 {
+        if !controller.storedState().epoch.isKnown {
             // Never part of a term: let nodes that hold data campaign first.
             state.withLock { $0.freshHoldBackUntil = .now + ttl * 3 }
         }
@@ -167,8 +118,6 @@ public final class EtcdLease: LeaseKeeper, @unchecked Sendable {
             $0.errorHolds = false
         }
     }
-
-    // MARK: - The loop
 
     private func run() {
         while isRunning {
@@ -250,47 +199,56 @@ public final class EtcdLease: LeaseKeeper, @unchecked Sendable {
             }
         }
         let (takeover, holdBack) = state.withLock { ($0.takeover, $0.freshHoldBackUntil) }
-        if current != nil { state.withLock { $0.freeSince = nil } }
         if let current {
-            guard let holder = try? JSONDecoder().decode(Holder.self, from: Data(current.value)) else {
-                note("waiting", error: "the key \(key) holds something that is not a replfsd holder")
-                sleep(.milliseconds(500))
-                return
-            }
-            if holder.node == me {
-                // Held by this node while it is not primary: left by a
-                // previous run (this process holds the data directory lock,
-                // so that run is over), or kept past a fence. Free it, then
-                // campaign like everyone else.
-                logger.notice("releasing a lease this node holds but does not act on", metadata: ["key": "\(key)"])
-                try? client.revoke(current.lease)
-                state.withLock { if $0.lease == current.lease { $0.lease = nil } }
-                sleep(.milliseconds(20))
-                return
-            }
-            let acted = state.withLock { $0.lastHolder.map { $0 == (holder.node, current.createRevision) } ?? false }
-            if takeover, !acted {
-                // Another node started a new term: the handoff to this node
-                // did not happen, so stop waiting to take the key.
-                state.withLock { $0.takeover = false }
-                logger.warning("another node took the lease during a handoff to this node", metadata: ["holder": "\(holder.node)"])
-            }
-            if !acted || controller.role == .fenced {
-                state.withLock { $0.lastHolder = (holder.node, current.createRevision) }
-                note("following \(holder.node)")
-                controller.perform {
-                    controller.follow(Peer(name: holder.node, address: holder.address), epoch: UInt64(current.createRevision))
-                }
-            }
-            if takeover, acted {
-                // The old primary revokes its lease once we confirmed: poll.
-                sleep(.milliseconds(10))
-            } else {
-                _ = try? client.watch(key, fromRevision: current.modRevision + 1, timeout: .seconds(1))
-            }
+            state.withLock { $0.freeSince = nil }
+            observeHeld(current, takeover: takeover)
+        } else {
+            observeFree(takeover: takeover, holdBack: holdBack)
+        }
+    }
+
+    /// Another node holds the key (or this one, left over): follow it.
+    private func observeHeld(_ current: EtcdKeyValue, takeover: Bool) {
+        guard let holder = try? JSONDecoder().decode(Holder.self, from: Data(current.value)) else {
+            note("waiting", error: "the key \(key) holds something that is not a replfsd holder")
+            sleep(.milliseconds(500))
             return
         }
-        // The key is free.
+        if holder.node == me {
+            // Held by this node while it is not primary: left by a
+            // previous run (this process holds the data directory lock,
+            // so that run is over), or kept past a fence. Free it, then
+            // campaign like everyone else.
+            logger.notice("releasing a lease this node holds but does not act on", metadata: ["key": "\(key)"])
+            try? client.revoke(current.lease)
+            state.withLock { if $0.lease == current.lease { $0.lease = nil } }
+            sleep(.milliseconds(20))
+            return
+        }
+        let acted = state.withLock { $0.lastHolder.map { $0 == (holder.node, current.createRevision) } ?? false }
+        if takeover, !acted {
+            // Another node started a new term: the handoff to this node
+            // did not happen, so stop waiting to take the key.
+            state.withLock { $0.takeover = false }
+            logger.warning("another node took the lease during a handoff to this node", metadata: ["holder": "\(holder.node)"])
+        }
+        if !acted || controller.role == .fenced {
+            state.withLock { $0.lastHolder = (holder.node, current.createRevision) }
+            note("following \(holder.node)")
+            controller.perform {
+                controller.follow(Peer(name: holder.node, address: holder.address), epoch: Epoch(UInt64(current.createRevision)))
+            }
+        }
+        if takeover, acted {
+            // The old primary revokes its lease once we confirmed: poll.
+            sleep(.milliseconds(10))
+        } else {
+            _ = try? client.watch(key, fromRevision: current.modRevision + 1, timeout: .seconds(1))
+        }
+    }
+
+    /// The key is free: campaign, unless this node should hold back.
+    private func observeFree(takeover: Bool, holdBack: ContinuousClock.Instant?) {
         guard controller.identity.candidate else {
             note("waiting for a primary (not a candidate)")
             _ = try? client.watch(key, fromRevision: 0, timeout: .milliseconds(500))
@@ -356,7 +314,7 @@ public final class EtcdLease: LeaseKeeper, @unchecked Sendable {
     private func standing() -> Standing {
         let positions = controller.store.positions()
         return Standing(
-            node: me, epoch: positions.map(\.position.epoch).max() ?? 0, transactions: positions.reduce(0) { $0 &+ $1.position.txid.rawValue })
+            node: me, epoch: positions.map(\.position.epoch).max() ?? .unknown, transactions: positions.reduce(0) { $0 &+ $1.position.txid.rawValue })
     }
 
     /// Writes `standing` under a lease of this node's (2 TTLs), granted once
@@ -401,7 +359,7 @@ public final class EtcdLease: LeaseKeeper, @unchecked Sendable {
         let deadline = started + UInt64((granted - margin).nanoseconds)
         state.withLock {
             $0.lease = lease
-            $0.epoch = UInt64(revision)
+            $0.epoch = Epoch(UInt64(revision))
             $0.deadline = deadline
             $0.takeover = false
             $0.freshHoldBackUntil = nil
@@ -421,7 +379,7 @@ public final class EtcdLease: LeaseKeeper, @unchecked Sendable {
             try? client.revoke(standing)
         }
         controller.perform {
-            controller.becomePrimary(epoch: UInt64(revision), deadline: deadline) { [self] in renewWhileTakingOffice(lease) }
+            controller.becomePrimary(epoch: Epoch(UInt64(revision)), deadline: deadline) { [self] in renewWhileTakingOffice(lease) }
         }
         if controller.role != .primary {
             // Could not act on it (for example the state could not be saved).
@@ -461,9 +419,7 @@ public final class EtcdLease: LeaseKeeper, @unchecked Sendable {
         return (try? Array(JSONEncoder().encode(holder))) ?? []
     }
 
-    // MARK: - LeaseKeeper
-
-    public func handoffEpoch(after epoch: UInt64) -> UInt64 { 0 }
+    public func handoffEpoch(after epoch: Epoch) -> Epoch { .unknown }
 
     public func released(to target: Peer) {
         guard let lease = state.withLock({ $0.lease }) else { return }
@@ -485,7 +441,7 @@ public final class EtcdLease: LeaseKeeper, @unchecked Sendable {
         state.withLock { $0.lease = nil }
     }
 
-    public func resumeAfterFailedHandoff(offered: UInt64) -> UInt64? {
+    public func resumeAfterFailedHandoff(offered: Epoch) -> Epoch? {
         let (lease, epoch, deadline) = state.withLock { ($0.lease, $0.epoch, $0.deadline) }
         guard lease != nil, MonotonicClock.nanoseconds() < deadline else { return nil }
         return epoch
@@ -501,11 +457,11 @@ public final class EtcdLease: LeaseKeeper, @unchecked Sendable {
         }
     }
 
-    public func redirected(to primary: Peer, epoch: UInt64, by node: String) {
+    public func redirected(to primary: Peer, epoch: Epoch, by node: String) {
         // The key names the primary; a peer's word is not needed.
     }
 
-    public func forcePromotion() -> Result<UInt64, RoleError> {
+    public func forcePromotion() -> Result<Epoch, RoleError> {
         if let current = try? client.get(key), let holder = try? JSONDecoder().decode(Holder.self, from: Data(current.value)), holder.node != me {
             return .failure(RoleError(
                 .conflict,

@@ -12,11 +12,11 @@ import Foundation
 /// a primary that holds it).
 public struct NodeState: Codable, Sendable, Equatable {
     /// The highest primary epoch this node has seen.
-    public var epoch: UInt64
+    public var epoch: Epoch
     /// The node that holds (or was handed) that epoch; nil if never known.
     public var primary: String?
 
-    public init(epoch: UInt64 = 0, primary: String? = nil) {
+    public init(epoch: Epoch = .unknown, primary: String? = nil) {
         self.epoch = epoch
         self.primary = primary
     }
@@ -32,9 +32,14 @@ public struct NodeStateFile: Sendable {
 
     /// The stored state; a fresh state when there is none yet.
     public func load() throws(StoreError) -> NodeState {
-        guard FileManager.default.fileExists(atPath: path) else { return NodeState() }
+        let bytes: [UInt8]
+        switch Syscall.readFile(path) {
+        case .success(let value): bytes = value
+        case .failure(.noEntry): return NodeState()
+        case .failure(let error): throw StoreError(.foreignDataDirectory, "unreadable node state", path: path, errno: error)
+        }
         do {
-            return try JSONDecoder().decode(NodeState.self, from: Data(contentsOf: URL(fileURLWithPath: path)))
+            return try JSONDecoder().decode(NodeState.self, from: Data(bytes))
         } catch {
             throw StoreError(.foreignDataDirectory, "unreadable node state: \(error)", path: path)
         }

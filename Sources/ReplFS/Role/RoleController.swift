@@ -3,57 +3,6 @@ import Foundation
 import Logging
 import Synchronization
 
-/// The application this node runs only while it is the primary
-/// (`exec.command`, see ``Supervisor``).
-public protocol SupervisedApplication: Sendable {
-    /// Wants it running (starts it, restarts it if it dies).
-    func start()
-    /// Stops it and returns once it has exited: gracefully (SIGTERM, then
-    /// SIGKILL after the stop timeout), or `immediately` (SIGKILL: the node
-    /// lost its lease and another may already run the application).
-    func stop(immediately: Bool)
-}
-
-extension SupervisedApplication {
-    /// Stops it gracefully and returns once it has exited.
-    func stop() { stop(immediately: false) }
-}
-
-/// The role a node has now.
-public enum NodeRole: String, Sendable, Codable {
-    /// Writes, streams to replicas, runs the application.
-    case primary
-    /// Read-only, follows the primary.
-    case replica
-    /// Read-only, lost its lease (or never had a primary to follow): waits
-    /// for the lease to name one.
-    case fenced
-    /// Was primary, has stopped writing, waits for the new primary to
-    /// confirm it holds everything.
-    case handingOff = "handing-off"
-}
-
-/// Why a promote or demote did not happen (nothing was changed).
-public struct RoleError: Error, CustomStringConvertible, Sendable {
-    public enum Code: String, Sendable {
-        case notPrimary, notCandidate, noCandidate, unreachable, conflict, notReady, failed
-    }
-    public var code: Code
-    public var message: String
-    public init(_ code: Code, _ message: String) {
-        self.code = code
-        self.message = message
-    }
-    public var description: String { message }
-}
-
-/// What a promote or demote did.
-public struct RoleChange: Sendable {
-    public var primary: String
-    public var epoch: UInt64
-    public var duration: Duration
-}
-
 /// Moves this node between primary and replica, and is the one place that
 /// knows which it is.
 ///
@@ -82,7 +31,7 @@ public final class RoleController: ReplicationRole, ReplicaClientDelegate, @unch
 
     struct State {
         var role: NodeRole
-        var epoch: UInt64
+        var epoch: Epoch
         var primary: Peer?
         var client: ReplicaClient?
         var lastError: String? {
@@ -98,7 +47,7 @@ public final class RoleController: ReplicationRole, ReplicaClientDelegate, @unch
     /// A consistent picture for status.
     public struct Snapshot: Sendable {
         public var role: NodeRole
-        public var epoch: UInt64
+        public var epoch: Epoch
         public var primary: Peer?
         public var writable: Bool
         public var upstream: ReplicaClient.Status?
@@ -136,7 +85,7 @@ public final class RoleController: ReplicationRole, ReplicaClientDelegate, @unch
     public var me: Peer { Peer(name: identity.node, address: identity.address) }
 
     public var role: NodeRole { state.withLock { $0.role } }
-    public var epoch: UInt64 { state.withLock { $0.epoch } }
+    public var epoch: Epoch { state.withLock { $0.epoch } }
     public var primary: Peer? { state.withLock { $0.primary } }
     var client: ReplicaClient? { state.withLock { $0.client } }
 
@@ -171,7 +120,7 @@ public final class RoleController: ReplicationRole, ReplicaClientDelegate, @unch
     }
 
     /// Persists a new epoch and its holder, if higher than what is stored.
-    private func record(epoch: UInt64, primary: String) -> Bool {
+    private func record(epoch: Epoch, primary: String) -> Bool {
         do {
             var stored = try stateFile.load()
             if epoch > stored.epoch || (epoch == stored.epoch && stored.primary != primary) {
@@ -198,7 +147,7 @@ public final class RoleController: ReplicationRole, ReplicaClientDelegate, @unch
     /// renews the lease when due and returns the deadline it allows, or nil
     /// once the lease is lost. A node whose lease ran out meanwhile does not
     /// take office (it never acts on a lease it no longer holds).
-    func becomePrimary(epoch: UInt64, deadline: UInt64? = nil, keepLease: (() -> UInt64?)? = nil) {
+    func becomePrimary(epoch: Epoch, deadline: UInt64? = nil, keepLease: (() -> UInt64?)? = nil) {
         dispatchPrecondition(condition: .onQueue(queue))
         guard !state.withLock({ $0.closed }) else { return }
         var deadline = deadline
@@ -252,7 +201,7 @@ public final class RoleController: ReplicationRole, ReplicaClientDelegate, @unch
 
     /// Follows `primary` (at `epoch`, or at least what this node has seen).
     /// Call on the role queue.
-    func follow(_ primary: Peer, epoch: UInt64) {
+    func follow(_ primary: Peer, epoch: Epoch) {
         dispatchPrecondition(condition: .onQueue(queue))
         guard primary.name != identity.node, !state.withLock({ $0.closed }) else { return }
         let (role, current, currentClient) = state.withLock { ($0.role, $0.primary, $0.client) }
@@ -385,12 +334,12 @@ public final class RoleController: ReplicationRole, ReplicaClientDelegate, @unch
             return .failure(RoleError(.notCandidate, "\(target) has lease.candidate: false and cannot become primary"))
         }
         let lease = self.lease
-        let newEpoch = lease?.handoffEpoch(after: epoch) ?? epoch + 1
+        let newEpoch = lease?.handoffEpoch(after: epoch) ?? epoch.next
         let peer = Peer(name: target, address: replica.address)
         logger.notice("handing the primary role over", metadata: ["to": "\(peer)", "epoch": "\(newEpoch)"])
         application?.stop()
         store.stopWrites(reason: "handed the primary role to \(target)")
-        if newEpoch > 0, !record(epoch: newEpoch, primary: target) {
+        if newEpoch.isKnown, !record(epoch: newEpoch, primary: target) {
             store.startWrites()
             application?.start()
             return .failure(RoleError(.failed, "cannot persist the node state"))
@@ -407,7 +356,7 @@ public final class RoleController: ReplicationRole, ReplicaClientDelegate, @unch
             // The target never confirmed: it may be gone. Resume, at a newer
             // epoch than the one offered, so that if the target did take over
             // and its confirmation was lost, the cluster follows this node.
-            let resumed: UInt64? = lease == nil ? newEpoch + 1 : lease?.resumeAfterFailedHandoff(offered: newEpoch)
+            let resumed: Epoch? = lease == nil ? newEpoch.next : lease?.resumeAfterFailedHandoff(offered: newEpoch)
             if let resumed {
                 becomePrimary(epoch: resumed, deadline: lease?.currentDeadline)
             } else {
@@ -527,7 +476,7 @@ public final class RoleController: ReplicationRole, ReplicaClientDelegate, @unch
         }
     }
 
-    public func replicaClient(_ client: ReplicaClient, following primary: String, epoch: UInt64) {
+    public func replicaClient(_ client: ReplicaClient, following primary: String, epoch: Epoch) {
         guard epoch > self.epoch else { return }
         schedule { [self] in
             guard state.withLock({ $0.client }) === client, epoch > self.epoch else { return }
@@ -541,48 +490,4 @@ public final class RoleController: ReplicationRole, ReplicaClientDelegate, @unch
             lease?.handoffReceived(handoff)
         }
     }
-}
-
-/// What decides the role: a static configuration (with handoffs by hand) or
-/// a lease in etcd. The ``RoleController`` carries the decisions out and
-/// asks the keeper where a decision depends on the kind of lease.
-public protocol LeaseKeeper: AnyObject, Sendable {
-    /// Starts deciding (the initial role, then changes).
-    func start()
-    /// Stops; a primary releases its lease so another node can take over at once.
-    func stop()
-    /// The epoch a handoff offers: static, the next one; etcd, 0 (the target
-    /// takes the lease and its key's revision).
-    func handoffEpoch(after epoch: UInt64) -> UInt64
-    /// The handoff's target confirmed: let it take the role (etcd: revoke).
-    func released(to target: Peer)
-    /// The target did not confirm: the epoch to resume at, or nil to stay fenced.
-    func resumeAfterFailedHandoff(offered: UInt64) -> UInt64?
-    /// A handoff marker reached this replica (everything before it applied).
-    func handoffReceived(_ handoff: ReplicationMessage.Handoff)
-    /// A peer this node tried to follow named another primary.
-    func redirected(to primary: Peer, epoch: UInt64, by node: String)
-    /// `promote --force` with the primary unreachable.
-    func forcePromotion() -> Result<UInt64, RoleError>
-    /// When writes must stop (monotonic nanoseconds), if the lease sets it.
-    var currentDeadline: UInt64? { get }
-    var status: LeaseStatus { get }
-}
-
-/// The lease as status shows it.
-public struct LeaseStatus: Sendable {
-    public var type: String
-    public var candidate: Bool
-    public var state: String
-    public var key: String?
-    public var expiresIn: Duration?
-    public var lastError: String?
-    /// When ``lastError`` happened, and whether it still holds (a later
-    /// exchange with the coordinator succeeded: it does not).
-    public var lastErrorAt: Date?
-    public var lastErrorHolds = false
-    /// Since the keeper last heard from the coordinator (etcd).
-    public var lastContactAgo: Duration?
-    /// Failed renewals so far (etcd).
-    public var renewFailures: Int = 0
 }

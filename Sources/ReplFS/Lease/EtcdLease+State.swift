@@ -1,0 +1,68 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import Foundation
+import Logging
+import Synchronization
+
+/// What the etcd lease keeps between its loop's turns, and what it
+/// publishes in etcd (the holder's key value, each candidate's standing).
+extension EtcdLease {
+    struct State {
+        /// The lease this node holds the key with, and the key's revision.
+        var lease: Int64?
+        var epoch: Epoch = .unknown
+        /// Writes stop at this monotonic time (ns) unless renewed.
+        var deadline: UInt64 = 0
+        /// The holder this node last acted on (node, create revision).
+        var lastHolder: (String, Int64)?
+        /// Take the key as soon as it is free (this node is a handoff's target).
+        var takeover = false
+        /// Do not campaign before this: this node has never been part of a
+        /// term, and nodes that hold the data should win a fresh start.
+        /// Cleared once it follows a primary. (A handoff holds others back
+        /// through the notice in etcd, see ``released(to:)``.)
+        var freshHoldBackUntil: ContinuousClock.Instant?
+        var description = "starting"
+        var lastError: String?
+        var lastErrorAt: Date?
+        /// Whether the last error still holds: no exchange with etcd has
+        /// succeeded since.
+        var errorHolds = false
+        /// When an exchange with etcd last succeeded.
+        var lastContact: ContinuousClock.Instant?
+        /// When this node first saw the key free, this time round.
+        var freeSince: ContinuousClock.Instant?
+        /// Until then, a free key is not campaigned for: candidates of a
+        /// cluster starting together publish their standings first. Set at
+        /// start (2 TTLs), cleared once this node follows a primary.
+        var gatherUntil: ContinuousClock.Instant?
+        /// The lease this node's standing is attached to, and what it last said.
+        var standingLease: Int64?
+        var lastPublished: (standing: Standing, at: ContinuousClock.Instant)?
+    }
+
+    /// What a candidate publishes before it campaigns
+    /// (`<key>.positions/<node>`, attached to a lease of its own): how far
+    /// its history goes. The candidate holding the newest history takes the
+    /// key; the others hold back while it is live.
+    struct Standing: Codable, Equatable {
+        var node: String
+        /// The highest epoch of any database's last transaction.
+        var epoch: Epoch
+        /// The TXIDs of the databases' last transactions, summed.
+        var transactions: UInt64
+
+        /// Raft's up-to-date rule (the later last term, then the longer log),
+        /// then the name, so that exactly one candidate ranks first.
+        func ranks(above other: Standing) -> Bool {
+            (epoch, transactions, other.node) > (other.epoch, other.transactions, node)
+        }
+    }
+
+    /// What the key holds: the primary's name and replication address.
+    struct Holder: Codable {
+        var node: String
+        var address: String
+    }
+}
