@@ -53,75 +53,8 @@ public enum ConfigLoader {
         try checkSeparate(mount: ResolvedPath.lexical(config.mount), data: ResolvedPath.lexical(config.data))
         if let retention = try top.duration("retention") { config.retention = retention }
 
-        if let replication = try top.section("replication") {
-            if let listen = try replication.address("listen") { config.replication.listen = listen }
-            config.replication.advertise = try replication.address("advertise")
-            config.replication.tokenFile = try replication.path("token-file")
-            if let tls = try replication.section("tls") {
-                config.replication.tls = Config.TLS(cert: try tls.requiredPath("cert"), key: try tls.requiredPath("key"), ca: try tls.requiredPath("ca"))
-                try tls.rejectUnknown()
-            }
-            if let sync = try replication.integer("sync-replicas") {
-                guard sync >= 0 else { throw ConfigError(key: "replication.sync-replicas", "must be 0 or more") }
-                config.replication.syncReplicas = sync
-            }
-            if let timeout = try replication.duration("sync-timeout") { config.replication.syncTimeout = timeout }
-            if let degrade = try replication.bool("sync-degrade") {
-                config.replication.syncDegrade = degrade
-                if degrade { config.pending.append("replication.sync-degrade") }
-            }
-            try replication.rejectUnknown()
-        }
-
-        if let lease = try top.section("lease") {
-            if let type = try lease.string("type") {
-                guard let kind = Config.Lease.Kind(rawValue: type) else {
-                    throw ConfigError(key: "lease.type", "\"\(type)\" is not a lease type (static or etcd)")
-                }
-                config.lease.type = kind
-            }
-            if let candidate = try lease.bool("candidate") { config.lease.candidate = candidate }
-            if let maxLag = try lease.string("max-lag"), maxLag != "0" {
-                guard ConfigLoader.parseDuration(maxLag) != nil else {
-                    throw ConfigError(key: "lease.max-lag", "\"\(maxLag)\" is not a duration (use 0, 500ms, 5s)")
-                }
-                config.pending.append("lease.max-lag")
-            }
-            if let staticSection = try lease.section("static") {
-                config.lease.staticPrimary = try staticSection.string("primary")
-                if let peers = try staticSection.section("peers") {
-                    for key in peers.keys {
-                        guard let address = try peers.address(key) else { continue }
-                        config.lease.staticPeers[key] = address
-                    }
-                }
-                try staticSection.rejectUnknown()
-            }
-            if let etcd = try lease.section("etcd") {
-                if let endpoints = try etcd.stringList("endpoints") {
-                    guard !endpoints.isEmpty else { throw ConfigError(key: "lease.etcd.endpoints", "must list at least one endpoint") }
-                    for endpoint in endpoints where !(endpoint.hasPrefix("http://") || endpoint.hasPrefix("https://")) {
-                        throw ConfigError(key: "lease.etcd.endpoints", "\"\(endpoint)\" is not an http(s) URL")
-                    }
-                    config.lease.etcdEndpoints = endpoints
-                }
-                if let key = try etcd.string("key") {
-                    guard key.hasPrefix("/") else { throw ConfigError(key: "lease.etcd.key", "must start with /") }
-                    config.lease.etcdKey = key
-                }
-                if let ttl = try etcd.duration("ttl") {
-                    guard ttl >= Duration.seconds(2) else { throw ConfigError(key: "lease.etcd.ttl", "must be at least 2s (etcd's minimum lease)") }
-                    config.lease.etcdTTL = ttl
-                }
-                if let tls = try etcd.section("tls") {
-                    _ = (try tls.requiredPath("cert"), try tls.requiredPath("key"), try tls.requiredPath("ca"))
-                    try tls.rejectUnknown()
-                    config.pending.append("lease.etcd.tls")
-                }
-                try etcd.rejectUnknown()
-            }
-            try lease.rejectUnknown()
-        }
+        if let replication = try top.section("replication") { try parseReplication(replication, into: &config) }
+        if let lease = try top.section("lease") { try parseLease(lease, into: &config) }
         if config.lease.type == Config.Lease.Kind.static, let primary = config.lease.staticPrimary, !config.lease.staticPeers.isEmpty,
             config.lease.staticPeers[primary] == nil
         {
@@ -151,6 +84,80 @@ public enum ConfigLoader {
         try readPendingSections(top, into: &config)
         try top.rejectUnknown()
         return config
+    }
+
+    private static func parseReplication(_ replication: Section, into config: inout Config) throws(ConfigError) {
+        if let listen = try replication.address("listen") { config.replication.listen = listen }
+        config.replication.advertise = try replication.address("advertise")
+        config.replication.tokenFile = try replication.path("token-file")
+        if let tls = try replication.section("tls") {
+            config.replication.tls = Config.TLS(cert: try tls.requiredPath("cert"), key: try tls.requiredPath("key"), ca: try tls.requiredPath("ca"))
+            try tls.rejectUnknown()
+        }
+        if let sync = try replication.integer("sync-replicas") {
+            guard sync >= 0 else { throw ConfigError(key: "replication.sync-replicas", "must be 0 or more") }
+            config.replication.syncReplicas = sync
+        }
+        if let timeout = try replication.duration("sync-timeout") { config.replication.syncTimeout = timeout }
+        if let degrade = try replication.bool("sync-degrade") {
+            config.replication.syncDegrade = degrade
+            if degrade { config.pending.append("replication.sync-degrade") }
+        }
+        try replication.rejectUnknown()
+    }
+
+    private static func parseLease(_ lease: Section, into config: inout Config) throws(ConfigError) {
+        if let type = try lease.string("type") {
+            guard let kind = Config.Lease.Kind(rawValue: type) else {
+                throw ConfigError(key: "lease.type", "\"\(type)\" is not a lease type (static or etcd)")
+            }
+            config.lease.type = kind
+        }
+        if let candidate = try lease.bool("candidate") { config.lease.candidate = candidate }
+        if let maxLag = try lease.string("max-lag"), maxLag != "0" {
+            guard ConfigLoader.parseDuration(maxLag) != nil else {
+                throw ConfigError(key: "lease.max-lag", "\"\(maxLag)\" is not a duration (use 0, 500ms, 5s)")
+            }
+            config.pending.append("lease.max-lag")
+        }
+        if let staticSection = try lease.section("static") { try parseStatic(staticSection, into: &config) }
+        if let etcd = try lease.section("etcd") { try parseEtcd(etcd, into: &config) }
+        try lease.rejectUnknown()
+    }
+
+    private static func parseStatic(_ staticSection: Section, into config: inout Config) throws(ConfigError) {
+        config.lease.staticPrimary = try staticSection.string("primary")
+        if let peers = try staticSection.section("peers") {
+            for key in peers.keys {
+                guard let address = try peers.address(key) else { continue }
+                config.lease.staticPeers[key] = address
+            }
+        }
+        try staticSection.rejectUnknown()
+    }
+
+    private static func parseEtcd(_ etcd: Section, into config: inout Config) throws(ConfigError) {
+        if let endpoints = try etcd.stringList("endpoints") {
+            guard !endpoints.isEmpty else { throw ConfigError(key: "lease.etcd.endpoints", "must list at least one endpoint") }
+            for endpoint in endpoints where !(endpoint.hasPrefix("http://") || endpoint.hasPrefix("https://")) {
+                throw ConfigError(key: "lease.etcd.endpoints", "\"\(endpoint)\" is not an http(s) URL")
+            }
+            config.lease.etcdEndpoints = endpoints
+        }
+        if let key = try etcd.string("key") {
+            guard key.hasPrefix("/") else { throw ConfigError(key: "lease.etcd.key", "must start with /") }
+            config.lease.etcdKey = key
+        }
+        if let ttl = try etcd.duration("ttl") {
+            guard ttl >= Duration.seconds(2) else { throw ConfigError(key: "lease.etcd.ttl", "must be at least 2s (etcd's minimum lease)") }
+            config.lease.etcdTTL = ttl
+        }
+        if let tls = try etcd.section("tls") {
+            _ = (try tls.requiredPath("cert"), try tls.requiredPath("key"), try tls.requiredPath("ca"))
+            try tls.rejectUnknown()
+            config.pending.append("lease.etcd.tls")
+        }
+        try etcd.rejectUnknown()
     }
 
     /// The design's sections this version does not act on yet: each is

@@ -26,7 +26,8 @@ public final class Daemon: Sendable {
     /// Whether this node has peers (otherwise it is a lone primary and
     /// listens for nobody).
     public let isClustered: Bool
-    private let lockFD: Int32
+    /// Held for the life of the daemon: one replfsd per data directory.
+    private let directoryLock: DataDirectoryLock
     /// This node's ID, from its data directory (random, made at creation).
     public let nodeID: UInt64
     private let logger: Logger
@@ -40,6 +41,8 @@ public final class Daemon: Sendable {
         self.config = config
         self.logger = logger
         let directory = DataDirectory(root: config.data)
+        // What startup has done so far is undone if a later step fails.
+        let rollback = StartupRollback()
         // Every check first; nothing is created or changed until all pass.
         let preparation: MountPoint.Preparation
         let token: [UInt8]?
@@ -47,14 +50,8 @@ public final class Daemon: Sendable {
             preparation = try MountPoint.check(config.mount)
             try directory.check(cluster: config.cluster)
             token = try Daemon.readToken(config)
-        } catch let error as MountError {
-            throw StartupError(description: "\(error)")
-        } catch {
-            throw StartupError(description: "\(error)")
-        }
-        do {
             try directory.prepare(cluster: config.cluster, node: config.node)
-            lockFD = try directory.lock()
+            directoryLock = try directory.lock()
             nodeID = try directory.readIdentity().nodeIDValue
         } catch {
             throw StartupError(description: "\(error)")
@@ -70,13 +67,10 @@ public final class Daemon: Sendable {
             // mount is in place nothing can be written under it by mistake.
             try MountPoint.prepare(config.mount, preparation, logger: logger)
             session = try FUSESession(fileSystem: fileSystem, mountPoint: config.mount)
-        } catch let error as StoreError {
-            Syscall.close(lockFD)
-            throw StartupError(description: "\(error)")
         } catch {
-            Syscall.close(lockFD)
             throw StartupError(description: "\(error)")
         }
+        rollback.add { [session] in session.unmount() }
         store.setMountAccess(MountAccessor(mountPoint: config.mount, session: session, fileSystem: fileSystem, logger: logger))
         retention = LogRetention(store: store, retention: config.retention, logger: logger)
 
@@ -91,11 +85,33 @@ public final class Daemon: Sendable {
         let identity = ReplicaClient.Identity(
             cluster: config.cluster, node: config.node, nodeID: nodeID, candidate: config.lease.candidate, address: config.advertisedAddress,
             authenticator: authenticator)
-        supervisor = config.exec.map { exec in
-            // The application runs under `replfsd app-watchdog`, which kills
-            // its whole tree when the lease deadline passes even if this
-            // process is frozen; it gets the stop timeout, the supervisor a
-            // little more (the watchdog's own SIGKILL comes first).
+        supervisor = Self.makeSupervisor(config, directory: directory, logger: logger)
+        do {
+            controller = try RoleController(
+                store: store, feed: feed, server: server, identity: identity, stateFile: NodeStateFile(directory: directory),
+                application: supervisor, logger: logger)
+            lease = try Self.makeLease(config, controller: controller, logger: logger)
+        } catch {
+            throw StartupError(description: "\(error)")
+        }
+        controller.setLease(lease)
+        admin = AdminServer(handler: DaemonAdmin(config: config, controller: controller, lease: lease, supervisor: supervisor), logger: logger)
+        let (controller, lease) = (self.controller, self.lease)
+        sampler = metrics.map { MetricsSampler(metrics: $0.metrics, controller: controller, lease: lease) }
+        rollback.add { [admin, metrics] in
+            admin.stop()
+            metrics?.stop()
+        }
+        try startListeners()
+        rollback.complete()
+    }
+
+    /// The application runs under `replfsd app-watchdog`, which kills its
+    /// whole tree when the lease deadline passes even if this process is
+    /// frozen; it gets the stop timeout, the supervisor a little more (the
+    /// watchdog's own SIGKILL comes first).
+    private static func makeSupervisor(_ config: Config, directory: DataDirectory, logger: Logger) -> Supervisor? {
+        config.exec.map { exec in
             let watchdog = [
                 Daemon.executablePath, "app-watchdog", "--deadline-file", directory.root + "/" + LeaseDeadlineFile.name,
                 "--stop-timeout", "\(Double(exec.stopTimeout.milliseconds) / 1000)", "--daemon", "\(getpid())", "--",
@@ -104,48 +120,32 @@ public final class Daemon: Sendable {
                 command: exec.command, launcher: watchdog, stopTimeout: exec.stopTimeout + .seconds(2),
                 environment: ["REPLFS_NODE": config.node, "REPLFS_MOUNT": config.mount, "REPLFS_CLUSTER": config.cluster], logger: logger)
         }
-        do {
-            controller = try RoleController(
-                store: store, feed: feed, server: server, identity: identity, stateFile: NodeStateFile(directory: directory),
-                application: supervisor, logger: logger)
-        } catch {
-            session.unmount()
-            Syscall.close(lockFD)
-            throw StartupError(description: "\(error)")
-        }
+    }
+
+    private static func makeLease(_ config: Config, controller: RoleController, logger: Logger) throws -> any LeaseKeeper {
         switch config.lease.type {
         case .static:
-            lease = StaticLease(
+            return StaticLease(
                 controller: controller, configuredPrimary: config.lease.staticPrimary ?? config.node, peers: config.lease.staticPeers, logger: logger)
         case .etcd:
-            do {
-                lease = try EtcdLease(controller: controller, config: config, logger: logger)
-            } catch {
-                session.unmount()
-                Syscall.close(lockFD)
-                throw StartupError(description: "\(error)")
-            }
+            return try EtcdLease(controller: controller, config: config, logger: logger)
         }
-        controller.setLease(lease)
-        admin = AdminServer(handler: DaemonAdmin(config: config, controller: controller, lease: lease, supervisor: supervisor), logger: logger)
-        let (controller, lease) = (self.controller, self.lease)
-        sampler = metrics.map { MetricsSampler(metrics: $0.metrics, controller: controller, lease: lease) }
+    }
+
+    /// The admin socket, the metrics endpoint and, in a cluster, the
+    /// replication listener.
+    private func startListeners() throws(StartupError) {
         do {
             try admin.start(socket: config.admin.socket)
             if let metrics, let listen = config.metrics.listen { try metrics.start(listen: listen) }
-            if isClustered {
-                do {
-                    try server.start(listen: config.replication.listen)
-                } catch {
-                    throw StartupError(description: "replication.listen: cannot listen on \(config.replication.listen): \(error)")
-                }
-            }
         } catch {
-            admin.stop()
-            metrics?.stop()
-            session.unmount()
-            Syscall.close(lockFD)
             throw StartupError(description: "\(error)")
+        }
+        guard isClustered else { return }
+        do {
+            try server.start(listen: config.replication.listen)
+        } catch {
+            throw StartupError(description: "replication.listen: cannot listen on \(config.replication.listen): \(error)")
         }
     }
 
@@ -157,16 +157,12 @@ public final class Daemon: Sendable {
                 key: "replication.token-file",
                 "\(path) is accessible by group or others (mode \(String(info.st_mode & 0o777, radix: 8))): chmod 600 \(path)")
         }
-        guard let data = FileManager.default.contents(atPath: path) else {
+        guard case .success(let data) = Syscall.readFile(path) else {
             throw ConfigError(key: "replication.token-file", "cannot read \(path)")
         }
         let token = String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
         guard !token.isEmpty else { throw ConfigError(key: "replication.token-file", "\(path) is empty") }
         return Array(token.utf8)
-    }
-
-    deinit {
-        Syscall.close(lockFD)
     }
 
     /// This program's path (`/proc/self/exe`), to run `replfsd app-watchdog`.
@@ -199,5 +195,24 @@ public final class Daemon: Sendable {
         controller.shutdown()
         lease.stop()
         session.stop()
+    }
+}
+
+/// Undoes what startup has done so far, last step first, unless startup
+/// completes: the one cleanup path for every failure of ``Daemon/init(config:logger:)``.
+private final class StartupRollback {
+    private var steps: [() -> Void] = []
+
+    func add(_ step: @escaping () -> Void) {
+        steps.append(step)
+    }
+
+    /// Startup succeeded: nothing is undone.
+    func complete() {
+        steps.removeAll()
+    }
+
+    deinit {
+        for step in steps.reversed() { step() }
     }
 }

@@ -126,7 +126,7 @@ final class DaemonAdmin: AdminHandler {
             let before = controller.epoch
             return controller.demote().map { change in
                 var change = change
-                if change.epoch == 0 {
+                if !change.epoch.isKnown {
                     // etcd: the new primary's epoch is its key's revision, known
                     // here once this node follows it.
                     let deadline = ContinuousClock.now + .seconds(3)
@@ -147,20 +147,17 @@ final class DaemonAdmin: AdminHandler {
         }
         defer { _ = Syscall.unlink(at: AT_FDCWD, snapshot.path) }
         let temporary = path + ".replfs-export"
-        do {
-            try? FileManager.default.removeItem(atPath: temporary)
-            try FileManager.default.copyItem(atPath: snapshot.path, toPath: temporary)
-            if case .success(let fd) = Syscall.open(at: AT_FDCWD, temporary, flags: O_RDONLY) {
-                _ = Syscall.fsync(fd)
-                Syscall.close(fd)
+        _ = Syscall.removeTree(temporary)
+        let written = Syscall.copyFile(snapshot.path, to: temporary)
+            .flatMap { Syscall.open(at: AT_FDCWD, temporary, flags: O_RDONLY) }
+            .flatMap { fd in
+                defer { Syscall.close(fd) }
+                return Syscall.fsync(fd)
             }
-            if case .failure(let error) = Syscall.rename(at: AT_FDCWD, temporary, to: path) {
-                try? FileManager.default.removeItem(atPath: temporary)
-                return .failure(AdminError(.failed, "cannot write \(path): \(error)"))
-            }
-        } catch {
-            try? FileManager.default.removeItem(atPath: temporary)
-            return .failure(AdminError(.failed, "cannot write \(path): \(error.localizedDescription)"))
+            .flatMap { Syscall.rename(at: AT_FDCWD, temporary, to: path) }
+        if case .failure(let error) = written {
+            _ = Syscall.removeTree(temporary)
+            return .failure(AdminError(.failed, "cannot write \(path): \(error)"))
         }
         return .success(AdminActionResult(
             message: "exported \(database) at txid \(snapshot.position.txid) (checksum \(snapshot.position.checksum)) to \(path)",

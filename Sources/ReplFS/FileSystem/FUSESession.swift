@@ -78,7 +78,7 @@ public final class FUSESession: @unchecked Sendable {
         guard !stopping.exchange(true, ordering: .acquiringAndReleasing) else { return }
         fuse_session_exit(session)
         let path = mountPoint
-        DetachedThread { var st = statvfs(); _ = statvfs(path, &st) }.start()
+        DetachedThread { _ = Syscall.fileSystemStatus(path) }.start()
     }
 
     /// Detaches the mount (lazily: open files keep working until closed).

@@ -31,8 +31,7 @@ public enum MountPoint {
         var preparation = Preparation.ready
         // statfs always reaches a FUSE daemon (stat may be answered from the
         // kernel's attribute cache even when the daemon is gone).
-        var fs = statvfs()
-        if statvfs(path, &fs) != 0 && errno == ENOTCONN {
+        if case .failure(.notConnected) = Syscall.fileSystemStatus(path) {
             // A dead FUSE mount: nothing can be listed until it is cleared.
             return .clearDeadMount
         }
@@ -49,7 +48,7 @@ public enum MountPoint {
         if isMounted(path) {
             throw MountError("mount point is busy: something is already mounted there", path: path)
         }
-        let entries = (try? FileManager.default.contentsOfDirectory(atPath: path)) ?? []
+        let entries = (try? Syscall.listDirectory(path).get()) ?? []
         if !entries.isEmpty && entries.allSatisfy({ isStraySharedMemory(path + "/" + $0) }) {
             return .removeStraySharedMemory(entries.sorted())
         }
@@ -68,10 +67,8 @@ public enum MountPoint {
         case .ready:
             return
         case .create:
-            do {
-                try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
-            } catch {
-                throw MountError("cannot create mount point: \(error.localizedDescription)", path: path)
+            if case .failure(let error) = Syscall.makeDirectories(path) {
+                throw MountError("cannot create mount point: \(error)", path: path)
             }
         case .clearDeadMount:
             logger.warning("clearing a dead mount left by an earlier replfsd", metadata: ["mount": "\(path)"])

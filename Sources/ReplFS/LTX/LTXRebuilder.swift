@@ -103,65 +103,9 @@ public struct LTXRebuilder: Sendable {
         var previous: LTXChainVerifier.Link?
         for path in ordered {
             do throws(LTXError) {
-                let source = try LTXFileSource(path: path)
-                defer { source.close() }
-                var decoder = LTXDecoder(source: source)
-                let header = try decoder.decodeHeader()
-                try verifier.checkLink(previous: previous, header: header, path: path)
-                let pageSize = Int(header.pageSize)
-
-                var checksums: PageChecksums
-                var wholeImage = header.isSnapshot
-                if let existing = state.take() {
-                    if existing.pageSize != pageSize {
-                        // A page-size change rewrites the whole database: check
-                        // it follows the old content, then start from empty.
-                        if header.tracksChecksums && header.preApplyChecksum != existing.database {
-                            throw LTXError.checksumMismatch(what: "pre-apply", stored: header.preApplyChecksum, computed: existing.database)
-                        }
-                        try LTXRebuilder.truncate(fd, to: 0, path: databasePath)
-                        checksums = PageChecksums(pageSize: pageSize)
-                        wholeImage = true
-                    } else {
-                        // Moved out rather than copied, so the array stays
-                        // uniquely referenced and page updates do not copy it.
-                        checksums = existing
-                    }
-                } else if header.isSnapshot {
-                    try LTXRebuilder.truncate(fd, to: 0, path: databasePath)
-                    checksums = PageChecksums(pageSize: pageSize)
-                } else {
-                    checksums = try LTXRebuilder.scan(fd, pageSize: pageSize, path: databasePath)
-                }
-                if !wholeImage && header.tracksChecksums && header.preApplyChecksum != checksums.database {
-                    throw LTXError.checksumMismatch(what: "pre-apply", stored: header.preApplyChecksum, computed: checksums.database)
-                }
-
-                var page = [UInt8](repeating: 0, count: pageSize)
-                while let pgno = try decoder.nextPage(into: &page) {
-                    try page.withUnsafeBufferPointer { (buffer) throws(LTXError) in
-                        let bytes = UnsafeRawBufferPointer(buffer)
-                        try LTXRebuilder.writeAll(fd, bytes, at: pgno.fileOffset(pageSize: pageSize), path: databasePath)
-                        checksums.set(pgno, Checksum.page(pgno, bytes))
-                    }
-                }
-                let trailer = try decoder.finish()
-                if wholeImage {
-                    let lock = PageNumber.lockPage(pageSize: pageSize).rawValue
-                    let expected = Int(header.commit) - (header.commit >= lock ? 1 : 0)
-                    if decoder.pageCount != expected {
-                        throw LTXError.brokenChain(file: path, reason:
-                            "changes the page size to \(pageSize) but holds \(decoder.pageCount) of the database's \(expected) pages")
-                    }
-                }
-                try LTXRebuilder.truncate(fd, to: Int(header.commit) * pageSize, path: databasePath)
-                checksums.resize(toPageCount: Int(header.commit))
-                if header.tracksChecksums && trailer.postApplyChecksum != checksums.database {
-                    throw LTXError.checksumMismatch(what: "post-apply", stored: trailer.postApplyChecksum, computed: checksums.database)
-                }
-
+                let (checksums, link) = try apply(path, to: fd, databasePath: databasePath, after: previous, state: state.take(), verifier: verifier)
                 state = checksums
-                previous = LTXChainVerifier.Link(path: path, header: header, trailer: trailer)
+                previous = link
                 if first == nil { first = previous }
             } catch {
                 if case .brokenChain = error { throw error }
@@ -182,6 +126,73 @@ public struct LTXRebuilder: Sendable {
             postApplyChecksum: last.trailer.postApplyChecksum,
             pageSize: last.header.pageSize,
             commit: last.header.commit)
+    }
+
+    /// Applies one file of the chain to the database open at `fd`, checking
+    /// it follows `previous` and, when it tracks checksums, that the content
+    /// before and after is what it claims. `state` is the page checksums the
+    /// chain has reached (nil before the first file).
+    private func apply(
+        _ path: String, to fd: Int32, databasePath: String, after previous: LTXChainVerifier.Link?, state: consuming PageChecksums?,
+        verifier: LTXChainVerifier
+    ) throws(LTXError) -> (PageChecksums, LTXChainVerifier.Link) {
+        let source = try LTXFileSource(path: path)
+        defer { source.close() }
+        var decoder = LTXDecoder(source: source)
+        let header = try decoder.decodeHeader()
+        try verifier.checkLink(previous: previous, header: header, path: path)
+        let pageSize = Int(header.pageSize)
+
+        var checksums: PageChecksums
+        var wholeImage = header.isSnapshot
+        if let existing = state.take() {
+            if existing.pageSize != pageSize {
+                // A page-size change rewrites the whole database: check
+                // it follows the old content, then start from empty.
+                if header.tracksChecksums && header.preApplyChecksum != existing.database {
+                    throw LTXError.checksumMismatch(what: "pre-apply", stored: header.preApplyChecksum, computed: existing.database)
+                }
+                try LTXRebuilder.truncate(fd, to: 0, path: databasePath)
+                checksums = PageChecksums(pageSize: pageSize)
+                wholeImage = true
+            } else {
+                // Moved out rather than copied, so the array stays
+                // uniquely referenced and page updates do not copy it.
+                checksums = existing
+            }
+        } else if header.isSnapshot {
+            try LTXRebuilder.truncate(fd, to: 0, path: databasePath)
+            checksums = PageChecksums(pageSize: pageSize)
+        } else {
+            checksums = try LTXRebuilder.scan(fd, pageSize: pageSize, path: databasePath)
+        }
+        if !wholeImage && header.tracksChecksums && header.preApplyChecksum != checksums.database {
+            throw LTXError.checksumMismatch(what: "pre-apply", stored: header.preApplyChecksum, computed: checksums.database)
+        }
+
+        var page = [UInt8](repeating: 0, count: pageSize)
+        while let pgno = try decoder.nextPage(into: &page) {
+            try page.withUnsafeBufferPointer { (buffer) throws(LTXError) in
+                let bytes = UnsafeRawBufferPointer(buffer)
+                try LTXRebuilder.writeAll(fd, bytes, at: pgno.fileOffset(pageSize: pageSize), path: databasePath)
+                checksums.set(pgno, Checksum.page(pgno, bytes))
+            }
+        }
+        let trailer = try decoder.finish()
+        if wholeImage {
+            let lock = PageNumber.lockPage(pageSize: pageSize).rawValue
+            let expected = Int(header.commit) - (header.commit >= lock ? 1 : 0)
+            if decoder.pageCount != expected {
+                throw LTXError.brokenChain(file: path, reason:
+                    "changes the page size to \(pageSize) but holds \(decoder.pageCount) of the database's \(expected) pages")
+            }
+        }
+        try LTXRebuilder.truncate(fd, to: Int(header.commit) * pageSize, path: databasePath)
+        checksums.resize(toPageCount: Int(header.commit))
+        if header.tracksChecksums && trailer.postApplyChecksum != checksums.database {
+            throw LTXError.checksumMismatch(what: "post-apply", stored: trailer.postApplyChecksum, computed: checksums.database)
+        }
+        return (checksums, LTXChainVerifier.Link(path: path, header: header, trailer: trailer))
     }
 
     /// Orders files by the TXID range in their headers (names may be

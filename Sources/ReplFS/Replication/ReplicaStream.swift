@@ -25,7 +25,7 @@ final class ReplicaStream: @unchecked Sendable {
     private let channel: any Channel
     private let store: Store
     private let feed: ChangeFeed
-    private let epoch: UInt64
+    private let epoch: Epoch
     private let logger: Logger
     private let counters: ReplicationCounters
     private let stopped = Atomic(false)
@@ -35,7 +35,7 @@ final class ReplicaStream: @unchecked Sendable {
     private var sent: [String: Position]
     /// The newest epoch of the history last sent per database: a
     /// transaction from another epoch is preceded by the history again.
-    private var epochsSent: [String: UInt64] = [:]
+    private var epochsSent: [String: Epoch] = [:]
     private var files: [String: UInt64]
     /// What the replica acknowledged (per database), and when it last did.
     let acknowledged = Mutex<(txids: [String: TXID], at: ContinuousClock.Instant?)>(([:], nil))
@@ -44,7 +44,7 @@ final class ReplicaStream: @unchecked Sendable {
     private var outgoing: ByteBuffer
 
     init(
-        replica: String, replicaID: UInt64, peer: String, address: String, candidate: Bool, channel: any Channel, store: Store, feed: ChangeFeed, epoch: UInt64,
+        replica: String, replicaID: UInt64, peer: String, address: String, candidate: Bool, channel: any Channel, store: Store, feed: ChangeFeed, epoch: Epoch,
         positions: [ReplicationMessage.DatabasePosition], files: [ReplicationMessage.FileDigest], counters: ReplicationCounters,
         logger: Logger
     ) {
@@ -236,7 +236,7 @@ final class ReplicaStream: @unchecked Sendable {
     private func sendEpochs(database: String) {
         let history = store.epochHistory(of: database)
         send(.epochs(database: database, history: history))
-        epochsSent[database] = history.lastEpoch ?? 0
+        epochsSent[database] = history.lastEpoch ?? .unknown
     }
 
     private func sendEntry(_ entry: PlainEntry) {
@@ -264,7 +264,7 @@ final class ReplicaStream: @unchecked Sendable {
         guard case .success(let snapshot) = store.snapshot(database: database) else {
             // Nothing to copy: the database was deleted here. Send an empty snapshot.
             let txid = TXID(max(primaryPosition.txid.rawValue, 1))
-            let header = LTXHeader(pageSize: 4096, commit: 0, minTXID: TXID(1), maxTXID: txid, timestamp: Database.nowMilliseconds())
+            let header = LTXHeader(pageSize: 4096, commit: 0, minTXID: TXID(1), maxTXID: txid, timestamp: WallClock.milliseconds())
             guard var encoder = try? LTXEncoder(header: header), (try? encoder.finish(postApplyChecksum: .emptyDatabase)) != nil else { return nil }
             send(.ltx(database: database, part: divergent ? [.whole, .divergent] : .whole, bytes: encoder.takeBytes()))
             return Position(txid: txid, checksum: .emptyDatabase)
@@ -274,7 +274,7 @@ final class ReplicaStream: @unchecked Sendable {
         logger.info("sending snapshot", metadata: ["replica": "\(replica)", "database": "\(database)", "position": "\(snapshot.position)", "pages": "\(snapshot.pageCount)"])
         let header = LTXHeader(
             pageSize: UInt32(snapshot.pageSize), commit: snapshot.pageCount, minTXID: TXID(1), maxTXID: snapshot.position.txid,
-            timestamp: Database.nowMilliseconds())
+            timestamp: WallClock.milliseconds())
         guard var encoder = try? LTXEncoder(header: header), case .success(let fd) = Syscall.open(at: AT_FDCWD, snapshot.path, flags: O_RDONLY) else {
             return nil
         }

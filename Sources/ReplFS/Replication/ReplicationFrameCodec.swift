@@ -54,44 +54,13 @@ public enum ReplicationFrameCodec {
         let bodyStart = buffer.writerIndex
         switch message {
         case .hello(let hello):
-            buffer.writeInteger(MessageType.hello.rawValue)
-            buffer.writeInteger(hello.version)
-            buffer.writeShortString(hello.cluster)
-            buffer.writeShortString(hello.node)
-            buffer.writeInteger(hello.nodeID)
-            buffer.writeBlob(hello.nonce)
+            write(hello, into: &buffer)
         case .challenge(let challenge):
-            buffer.writeInteger(MessageType.challenge.rawValue)
-            buffer.writeInteger(challenge.version)
-            buffer.writeBlob(challenge.nonce)
-            buffer.writeBlob(challenge.proof)
+            write(challenge, into: &buffer)
         case .welcome(let welcome):
-            buffer.writeInteger(MessageType.welcome.rawValue)
-            buffer.writeShortString(welcome.node)
-            buffer.writeInteger(welcome.nodeID)
-            buffer.writeInteger(welcome.epoch)
-            buffer.writeInteger(UInt8(welcome.isPrimary ? 1 : 0))
-            buffer.writeShortString(welcome.primary)
-            buffer.writeShortString(welcome.primaryAddress)
-            buffer.writeBlob(welcome.proof)
+            write(welcome, into: &buffer)
         case .authenticate(let authenticate):
-            buffer.writeInteger(MessageType.authenticate.rawValue)
-            buffer.writeBlob(authenticate.proof)
-            buffer.writeInteger(authenticate.epoch)
-            buffer.writeInteger(UInt8((authenticate.candidate ? 1 : 0) | (authenticate.probe ? 2 : 0)))
-            buffer.writeShortString(authenticate.address)
-            buffer.writeInteger(UInt32(authenticate.positions.count))
-            for entry in authenticate.positions {
-                buffer.writeShortString(entry.database)
-                buffer.writeInteger(entry.position.txid.rawValue)
-                buffer.writeInteger(entry.position.checksum.rawValue)
-                buffer.writeInteger(entry.position.epoch)
-            }
-            buffer.writeInteger(UInt32(authenticate.files.count))
-            for file in authenticate.files {
-                buffer.writeShortString(file.path)
-                buffer.writeInteger(file.checksum)
-            }
+            write(authenticate, into: &buffer)
         case .refused(let reason):
             buffer.writeInteger(MessageType.refused.rawValue)
             buffer.writeShortString(reason)
@@ -100,7 +69,7 @@ public enum ReplicationFrameCodec {
             buffer.writeShortString(database)
             buffer.writeInteger(UInt32(history.entries.count))
             for entry in history.entries {
-                buffer.writeInteger(entry.epoch)
+                buffer.writeInteger(entry.epoch.rawValue)
                 buffer.writeInteger(entry.firstTXID.rawValue)
             }
         case .ltx(let database, let part, let bytes):
@@ -126,7 +95,7 @@ public enum ReplicationFrameCodec {
             buffer.writeShortString(target)
         case .heartbeat(let epoch):
             buffer.writeInteger(MessageType.heartbeat.rawValue)
-            buffer.writeInteger(epoch)
+            buffer.writeInteger(epoch.rawValue)
         case .acknowledge(let database, let txid):
             buffer.writeInteger(MessageType.acknowledge.rawValue)
             buffer.writeShortString(database)
@@ -138,7 +107,7 @@ public enum ReplicationFrameCodec {
             buffer.writeInteger(MessageType.handoff.rawValue)
             buffer.writeShortString(handoff.node)
             buffer.writeShortString(handoff.address)
-            buffer.writeInteger(handoff.epoch)
+            buffer.writeInteger(handoff.epoch.rawValue)
         case .handoffAccepted(let node):
             buffer.writeInteger(MessageType.handoffAccepted.rawValue)
             buffer.writeShortString(node)
@@ -148,6 +117,55 @@ public enum ReplicationFrameCodec {
         }
         buffer.writeInteger(checksum)
         buffer.setInteger(UInt32(buffer.writerIndex - bodyStart), at: lengthIndex)
+    }
+
+    // The handshake messages, field by field in the order ``decode(_:limit:)`` reads them.
+
+    private static func write(_ hello: ReplicationMessage.Hello, into buffer: inout ByteBuffer) {
+        buffer.writeInteger(MessageType.hello.rawValue)
+        buffer.writeInteger(hello.version)
+        buffer.writeShortString(hello.cluster)
+        buffer.writeShortString(hello.node)
+        buffer.writeInteger(hello.nodeID)
+        buffer.writeBlob(hello.nonce)
+    }
+
+    private static func write(_ challenge: ReplicationMessage.Challenge, into buffer: inout ByteBuffer) {
+        buffer.writeInteger(MessageType.challenge.rawValue)
+        buffer.writeInteger(challenge.version)
+        buffer.writeBlob(challenge.nonce)
+        buffer.writeBlob(challenge.proof)
+    }
+
+    private static func write(_ welcome: ReplicationMessage.Welcome, into buffer: inout ByteBuffer) {
+        buffer.writeInteger(MessageType.welcome.rawValue)
+        buffer.writeShortString(welcome.node)
+        buffer.writeInteger(welcome.nodeID)
+        buffer.writeInteger(welcome.epoch.rawValue)
+        buffer.writeInteger(UInt8(welcome.isPrimary ? 1 : 0))
+        buffer.writeShortString(welcome.primary)
+        buffer.writeShortString(welcome.primaryAddress)
+        buffer.writeBlob(welcome.proof)
+    }
+
+    private static func write(_ authenticate: ReplicationMessage.Authenticate, into buffer: inout ByteBuffer) {
+        buffer.writeInteger(MessageType.authenticate.rawValue)
+        buffer.writeBlob(authenticate.proof)
+        buffer.writeInteger(authenticate.epoch.rawValue)
+        buffer.writeInteger(UInt8((authenticate.candidate ? 1 : 0) | (authenticate.probe ? 2 : 0)))
+        buffer.writeShortString(authenticate.address)
+        buffer.writeInteger(UInt32(authenticate.positions.count))
+        for entry in authenticate.positions {
+            buffer.writeShortString(entry.database)
+            buffer.writeInteger(entry.position.txid.rawValue)
+            buffer.writeInteger(entry.position.checksum.rawValue)
+            buffer.writeInteger(entry.position.epoch.rawValue)
+        }
+        buffer.writeInteger(UInt32(authenticate.files.count))
+        for file in authenticate.files {
+            buffer.writeShortString(file.path)
+            buffer.writeInteger(file.checksum)
+        }
     }
 
     /// Decodes one frame from the front of `buffer`, or returns nil when the
@@ -187,7 +205,7 @@ public enum ReplicationFrameCodec {
             return .challenge(.init(version: try body.read(UInt16.self), nonce: try body.readBlob(), proof: try body.readBlob()))
         case .welcome:
             return .welcome(.init(
-                node: try body.readShortString(), nodeID: try body.read(UInt64.self), epoch: try body.read(UInt64.self),
+                node: try body.readShortString(), nodeID: try body.read(UInt64.self), epoch: Epoch(try body.read(UInt64.self)),
                 isPrimary: try body.read(UInt8.self) != 0, primary: try body.readShortString(), primaryAddress: try body.readShortString(),
                 proof: try body.readBlob()))
         case .authenticate:
@@ -203,13 +221,13 @@ public enum ReplicationFrameCodec {
                 let txid = TXID(try body.read(UInt64.self))
                 let checksum = Checksum(try body.read(UInt64.self))
                 let epoch = try body.read(UInt64.self)
-                positions.append(.init(database: database, position: Position(txid: txid, checksum: checksum, epoch: epoch)))
+                positions.append(.init(database: database, position: Position(txid: txid, checksum: checksum, epoch: Epoch(epoch))))
             }
             var files: [ReplicationMessage.FileDigest] = []
             for _ in 0..<(try body.readCount()) {
                 files.append(.init(path: try body.readShortString(), checksum: try body.read(UInt64.self)))
             }
-            return .authenticate(.init(proof: proof, epoch: epoch, candidate: candidate, probe: probe, address: address, positions: positions, files: files))
+            return .authenticate(.init(proof: proof, epoch: Epoch(epoch), candidate: candidate, probe: probe, address: address, positions: positions, files: files))
         case .refused:
             return .refused(reason: try body.readShortString())
         case .epochs:
@@ -223,7 +241,7 @@ public enum ReplicationFrameCodec {
                 let epoch = try body.read(UInt64.self)
                 let txid = try body.read(UInt64.self)
                 guard txid > 0 else { throw ReplicationProtocolError(.malformed, "epoch history entry at TXID 0") }
-                entries.append(.init(epoch: epoch, firstTXID: TXID(txid)))
+                entries.append(.init(epoch: Epoch(epoch), firstTXID: TXID(txid)))
             }
             return .epochs(database: database, history: EpochHistory(entries))
         case .ltx:
@@ -237,13 +255,13 @@ public enum ReplicationFrameCodec {
         case .symlink:
             return .symlink(path: try body.readShortString(), target: try body.readShortString())
         case .heartbeat:
-            return .heartbeat(epoch: try body.read(UInt64.self))
+            return .heartbeat(epoch: Epoch(try body.read(UInt64.self)))
         case .acknowledge:
             return .acknowledge(database: try body.readShortString(), txid: TXID(try body.read(UInt64.self)))
         case .handoffRequest:
             return .handoffRequest(node: try body.readShortString())
         case .handoff:
-            return .handoff(.init(node: try body.readShortString(), address: try body.readShortString(), epoch: try body.read(UInt64.self)))
+            return .handoff(.init(node: try body.readShortString(), address: try body.readShortString(), epoch: Epoch(try body.read(UInt64.self))))
         case .handoffAccepted:
             return .handoffAccepted(node: try body.readShortString())
         }

@@ -38,7 +38,7 @@ public final class ReplicationServer: Sendable {
         }
 
         var view: ReplicationView {
-            role.withLock { $0?.replicationView } ?? ReplicationView(isPrimary: false, epoch: 0, primary: nil)
+            role.withLock { $0?.replicationView } ?? ReplicationView(isPrimary: false, epoch: .unknown, primary: nil)
         }
     }
 
@@ -194,68 +194,9 @@ final class PrimaryConnectionHandler: ChannelInboundHandler, @unchecked Sendable
         let message = unwrapInboundIn(data)
         switch message {
         case .hello(let hello):
-            guard self.hello == nil else { return refuse(channelContext, "unexpected hello") }
-            self.hello = hello
-            guard hello.version == ReplicationMessage.protocolVersion else {
-                return refuse(channelContext, "protocol version \(hello.version) is not \(ReplicationMessage.protocolVersion)")
-            }
-            guard hello.cluster == context.cluster else {
-                // This node's cluster name is not told to a peer that has
-                // proven nothing.
-                return refuse(
-                    channelContext, "wrong cluster ID \"\(hello.cluster)\"",
-                    detail: "wrong cluster ID \"\(hello.cluster)\" (this is \"\(context.cluster)\")")
-            }
-            ownNonce = Authenticator.nonce()
-            // Only a proof and a nonce: who this node is, its epoch and the
-            // primary are told in `welcome`, once the peer has proven the token.
-            let proof = context.authenticator.proof(role: .primary, cluster: context.cluster, challenge: hello.nonce, own: ownNonce)
-            channelContext.writeAndFlush(
-                wrapOutboundOut(frame(channelContext, .challenge(.init(version: ReplicationMessage.protocolVersion, nonce: ownNonce, proof: proof)))),
-                promise: nil)
+            received(hello, channelContext)
         case .authenticate(let authenticate):
-            guard let hello, !ownNonce.isEmpty, !authenticated else { return refuse(channelContext, "unexpected authentication") }
-            guard
-                context.authenticator.verify(
-                    authenticate.proof, role: .replica, cluster: context.cluster, challenge: ownNonce, own: hello.nonce,
-                    claims: authenticate.claims(identity: hello))
-            else {
-                return refuse(channelContext, "authentication failed: wrong token")
-            }
-            handshakeTimeout?.cancel()
-            authenticated = true
-            context.admission.authenticated()
-            limit.bytes = ReplicationFrameCodec.maximumFrameSize
-            if let conflict = nameConflict(hello) {
-                context.logger.error(
-                    "refused a node claiming a name another node holds",
-                    metadata: [
-                        "name": "\(hello.node)", "peer": "\(peer(channelContext))", "node-id": "\(HexFormat.sixteenDigits(hello.nodeID))",
-                        "holder": "\(conflict)",
-                    ])
-                return refuse(channelContext, "node name \"\(hello.node)\" is held by another node (\(conflict)); give this node its own name")
-            }
-            let view = context.view
-            var welcome = ReplicationMessage.Welcome(
-                node: context.node, nodeID: context.nodeID, epoch: view.epoch, isPrimary: view.isPrimary, primary: view.primary?.name ?? "",
-                primaryAddress: view.primary?.address ?? "", proof: [])
-            welcome.proof = context.authenticator.proof(
-                role: .primary, cluster: context.cluster, challenge: hello.nonce, own: ownNonce, claims: welcome.claims)
-            let answer = frame(channelContext, .welcome(welcome))
-            guard view.isPrimary, !authenticate.probe else {
-                // Told where to go (or, to a probe, who is primary): done.
-                channelContext.writeAndFlush(wrapOutboundOut(answer)).whenComplete { _ in channelContext.close(promise: nil) }
-                return
-            }
-            channelContext.writeAndFlush(wrapOutboundOut(answer), promise: nil)
-            let stream = ReplicaStream(
-                replica: hello.node, replicaID: hello.nodeID, peer: peer(channelContext), address: authenticate.address, candidate: authenticate.candidate,
-                channel: channelContext.channel, store: context.store, feed: context.feed,
-                epoch: view.epoch, positions: authenticate.positions, files: authenticate.files, counters: context.counters,
-                logger: context.logger)
-            self.stream = stream
-            context.streams.withLock { $0[ObjectIdentifier(stream)] = stream }
-            stream.start()
+            received(authenticate, channelContext)
         case .acknowledge(let database, let txid):
             stream?.acknowledge(database: database, txid: txid)
         case .handoffRequest(let node):
@@ -270,6 +211,77 @@ final class PrimaryConnectionHandler: ChannelInboundHandler, @unchecked Sendable
         default:
             refuse(channelContext, "unexpected message from a replica")
         }
+    }
+
+    /// The replica's first message: answered with this node's proof and a
+    /// nonce, nothing else (who this node is comes once the peer proved the token).
+    private func received(_ hello: ReplicationMessage.Hello, _ channelContext: ChannelHandlerContext) {
+        guard self.hello == nil else { return refuse(channelContext, "unexpected hello") }
+        self.hello = hello
+        guard hello.version == ReplicationMessage.protocolVersion else {
+            return refuse(channelContext, "protocol version \(hello.version) is not \(ReplicationMessage.protocolVersion)")
+        }
+        guard hello.cluster == context.cluster else {
+            // This node's cluster name is not told to a peer that has
+            // proven nothing.
+            return refuse(
+                channelContext, "wrong cluster ID \"\(hello.cluster)\"",
+                detail: "wrong cluster ID \"\(hello.cluster)\" (this is \"\(context.cluster)\")")
+        }
+        ownNonce = Authenticator.nonce()
+        // Only a proof and a nonce: who this node is, its epoch and the
+        // primary are told in `welcome`, once the peer has proven the token.
+        let proof = context.authenticator.proof(role: .primary, cluster: context.cluster, challenge: hello.nonce, own: ownNonce)
+        channelContext.writeAndFlush(
+            wrapOutboundOut(frame(channelContext, .challenge(.init(version: ReplicationMessage.protocolVersion, nonce: ownNonce, proof: proof)))),
+            promise: nil)
+    }
+
+    /// The replica's proof: once it holds, the welcome, and for a replica
+    /// of the primary, the stream.
+    private func received(_ authenticate: ReplicationMessage.Authenticate, _ channelContext: ChannelHandlerContext) {
+        guard let hello, !ownNonce.isEmpty, !authenticated else { return refuse(channelContext, "unexpected authentication") }
+        guard
+            context.authenticator.verify(
+                authenticate.proof, role: .replica, cluster: context.cluster, challenge: ownNonce, own: hello.nonce,
+                claims: authenticate.claims(identity: hello))
+        else {
+            return refuse(channelContext, "authentication failed: wrong token")
+        }
+        handshakeTimeout?.cancel()
+        authenticated = true
+        context.admission.authenticated()
+        limit.bytes = ReplicationFrameCodec.maximumFrameSize
+        if let conflict = nameConflict(hello) {
+            context.logger.error(
+                "refused a node claiming a name another node holds",
+                metadata: [
+                    "name": "\(hello.node)", "peer": "\(peer(channelContext))", "node-id": "\(HexFormat.sixteenDigits(hello.nodeID))",
+                    "holder": "\(conflict)",
+                ])
+            return refuse(channelContext, "node name \"\(hello.node)\" is held by another node (\(conflict)); give this node its own name")
+        }
+        let view = context.view
+        var welcome = ReplicationMessage.Welcome(
+            node: context.node, nodeID: context.nodeID, epoch: view.epoch, isPrimary: view.isPrimary, primary: view.primary?.name ?? "",
+            primaryAddress: view.primary?.address ?? "", proof: [])
+        welcome.proof = context.authenticator.proof(
+            role: .primary, cluster: context.cluster, challenge: hello.nonce, own: ownNonce, claims: welcome.claims)
+        let answer = frame(channelContext, .welcome(welcome))
+        guard view.isPrimary, !authenticate.probe else {
+            // Told where to go (or, to a probe, who is primary): done.
+            channelContext.writeAndFlush(wrapOutboundOut(answer)).whenComplete { _ in channelContext.close(promise: nil) }
+            return
+        }
+        channelContext.writeAndFlush(wrapOutboundOut(answer), promise: nil)
+        let stream = ReplicaStream(
+            replica: hello.node, replicaID: hello.nodeID, peer: peer(channelContext), address: authenticate.address, candidate: authenticate.candidate,
+            channel: channelContext.channel, store: context.store, feed: context.feed,
+            epoch: view.epoch, positions: authenticate.positions, files: authenticate.files, counters: context.counters,
+            logger: context.logger)
+        self.stream = stream
+        context.streams.withLock { $0[ObjectIdentifier(stream)] = stream }
+        stream.start()
     }
 
     /// Who holds `hello`'s name, if another node does: this node itself, or
