@@ -94,7 +94,7 @@ let package = Package(
         ),
         .testTarget(
             name: "ReplFSTests",
-            dependencies: ["ReplFS"],
+            dependencies: ["ReplFS", "CSQLite"],
             swiftSettings: strictSettings
         ),
         .testTarget(
