@@ -163,7 +163,7 @@ extension Database {
         if reset, case .failure(let error) = Syscall.ftruncate(fd, 0) { return .failure(error) }
         if let (source, header) = streamed {
             do {
-                var decoder = try Self.decoder(for: source)
+                var decoder = try source.decoder()
                 defer { decoder.source.closeIfFile() }
                 _ = try decoder.decodeHeader()
                 let size = Int(header.pageSize)

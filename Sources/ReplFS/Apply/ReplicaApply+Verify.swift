@@ -16,7 +16,7 @@ extension Database {
     /// Decodes and checks one file against the current position.
     func verify(_ source: LTXContent, keepAside: Bool, view: BatchView, state: inout State) -> Result<Verified, ApplyRefusal> {
         do throws(LTXError) {
-            var decoder = try Self.decoder(for: source)
+            var decoder = try source.decoder()
             defer { decoder.source.closeIfFile() }
             let header = try decoder.decodeHeader()
             let pageSize = Int(header.pageSize)
@@ -62,13 +62,6 @@ extension Database {
             return .success(Verified(header: header, transaction: transaction, pages: pages))
         } catch {
             return .failure(.corrupt(database: path, error))
-        }
-    }
-
-    static func decoder(for source: LTXContent) throws(LTXError) -> LTXDecoder<AnyLTXSource> {
-        switch source {
-        case .bytes(let bytes): return LTXDecoder(source: .memory(LTXMemorySource(bytes)))
-        case .file(let path): return LTXDecoder(source: .file(try LTXFileSource(path: path)))
         }
     }
 

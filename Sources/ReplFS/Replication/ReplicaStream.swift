@@ -312,7 +312,7 @@ final class ReplicaStream: @unchecked Sendable {
     /// the post-apply checksum.
     static func rebased(_ content: LTXContent, from position: Position) -> [UInt8]? {
         do {
-            var decoder = try Database.decoder(for: content)
+            var decoder = try content.decoder()
             defer { decoder.source.closeIfFile() }
             let original = try decoder.decodeHeader()
             var header = original

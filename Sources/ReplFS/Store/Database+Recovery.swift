@@ -274,7 +274,7 @@ extension Database {
         _ record: LTXContent, header onHeader: (LTXHeader) throws -> Void = { _ in },
         page onPage: (PageNumber, UnsafeRawBufferPointer) throws -> Void = { _, _ in }
     ) throws -> (header: LTXHeader, trailer: LTXTrailer) {
-        var decoder = try decoder(for: record)
+        var decoder = try record.decoder()
         defer { decoder.source.closeIfFile() }
         let header = try decoder.decodeHeader()
         try onHeader(header)

@@ -52,16 +52,26 @@ extension Store {
         }
     }
 
+    /// The open file, with the capture its role calls for, chosen here once.
     func makeFile(fd: Int32, path: String, writable: Bool, byDaemon: Bool) -> StoreFile {
         let role = SQLiteFileRole.classify(path)
         if writable, role == .main { openWriters.withLock { $0[path, default: 0] += 1 } }
-        let database: Database?
+        let capture: any FileCapture
+        var database: Database?
         switch role {
-        case .journal(let base), .wal(let base): database = self.database(at: base, create: true)
-        case .sharedMemory: database = nil
-        case .main: database = self.database(at: path, create: false)
+        case .wal(let base):
+            database = self.database(at: base, create: true)
+            capture = database.map { WALFileCapture(database: $0) } ?? PassThroughCapture()
+        case .journal(let base):
+            database = self.database(at: base, create: true)
+            capture = database.map { JournalFileCapture(database: $0) } ?? PassThroughCapture()
+        case .sharedMemory:
+            capture = PassThroughCapture()
+        case .main:
+            database = self.database(at: path, create: false)
+            capture = MainFileCapture(store: self)
         }
-        return StoreFile(fd: fd, path: path, role: role, database: database, writable: writable, byDaemon: byDaemon)
+        return StoreFile(fd: fd, path: path, role: role, database: database, capture: capture, writable: writable, byDaemon: byDaemon)
     }
 
     public func read(_ file: StoreFile, into buffer: UnsafeMutableRawBufferPointer, at offset: Int64) -> Result<Int, Errno> {
@@ -76,33 +86,7 @@ extension Store {
     }
 
     func routeWrite(_ file: StoreFile, _ data: UnsafeRawBufferPointer, at offset: Int64) -> Result<Int, Errno> {
-        return permitted(file.path, .daemon, exempt: file.byDaemon) {
-            switch file.role {
-            case .wal:
-                guard let database = file.attachedDatabase else { return Syscall.pwrite(file.fd, data, at: offset) }
-                return database.walWrite(data, at: offset, walFD: file.fd) { Syscall.pwrite(file.fd, data, at: offset) }
-            case .journal:
-                guard let database = file.attachedDatabase else { return Syscall.pwrite(file.fd, data, at: offset) }
-                return database.journalWrite(data, at: offset) { Syscall.pwrite(file.fd, data, at: offset) }
-            case .sharedMemory:
-                return Syscall.pwrite(file.fd, data, at: offset)
-            case .main:
-                var database = file.attachedDatabase
-                if database == nil {
-                    database = self.database(at: file.path, create: offset == 0 && DatabaseHeader.hasMagic(data))
-                    if let database { file.attach(database) }
-                }
-                let result = Syscall.pwrite(file.fd, data, at: offset)
-                if case .success(let count) = result {
-                    if let database {
-                        database.mainFileWritten(offset: offset, count: count)
-                    } else {
-                        file.markModified()
-                    }
-                }
-                return result
-            }
-        }
+        permitted(file.path, .daemon, exempt: file.byDaemon) { file.capture.write(data, at: offset, to: file) }
     }
 
     /// Truncates (or extends) a file, by open file when the kernel gives one.
@@ -143,27 +127,9 @@ extension Store {
 
     /// `fsync`: also the moment to make the LTX files of what SQLite syncs durable.
     public func sync(_ file: StoreFile, dataOnly: Bool) -> Result<Void, Errno> {
-        let result = routeSync(file, dataOnly: dataOnly)
+        let result = file.capture.sync(file, dataOnly: dataOnly)
         if case .failure(let error) = result { noteFailedWrite(error, path: file.path) }
         return result
-    }
-
-    func routeSync(_ file: StoreFile, dataOnly: Bool) -> Result<Void, Errno> {
-        let perform = { Syscall.fsync(file.fd, dataOnly: dataOnly) }
-        switch file.role {
-        case .wal:
-            guard let database = file.attachedDatabase else { return perform() }
-            return database.walSync(perform: perform)
-        case .journal:
-            guard let database = file.attachedDatabase else { return perform() }
-            return database.flushingLog(perform: perform)
-        case .sharedMemory:
-            return perform()
-        case .main:
-            guard let database = file.attachedDatabase ?? self.database(at: file.path, create: false) else { return perform() }
-            if case .failure(let error) = database.mainFileSynced(closing: false) { return .failure(error) }
-            return database.flushingLog(perform: perform)
-        }
     }
 
     /// `close(2)` of one descriptor of the file.
@@ -174,14 +140,7 @@ extension Store {
     /// database and waits for that reader's SQLite locks).
     public func flush(_ file: StoreFile) -> Result<Void, Errno> {
         guard file.writable, !file.byDaemon, isWritable else { return .success(()) }
-        if case .wal = file.role, let database = file.attachedDatabase { return database.walClosed() }
-        guard case .main = file.role else { return .success(()) }
-        if let database = file.attachedDatabase ?? self.database(at: file.path, create: false) {
-            return database.mainFileSynced(closing: true)
-        }
-        // A plain file is replicated whole when it is closed after a change.
-        if file.takeModified() { publishFile(file.path) }
-        return .success(())
+        return file.capture.closed(file)
     }
 
     /// The kernel released the last reference to an open file.

@@ -152,7 +152,7 @@ extension Store {
     }
 
     private static func header(of content: LTXContent) throws -> LTXHeader {
-        var decoder = try Database.decoder(for: content)
+        var decoder = try content.decoder()
         defer { decoder.source.closeIfFile() }
         return try decoder.decodeHeader()
     }

@@ -14,6 +14,8 @@ public final class StoreFile: Sendable {
     /// The database this file belongs to, once known. A main file becomes a
     /// database when SQLite first writes a header or a journal/WAL appears.
     private let database: Mutex<Database?>
+    /// What its writes, syncs and closes do (chosen from its role at open).
+    let capture: any FileCapture
     /// Whether the file was opened for writing.
     let writable: Bool
     /// A plain file written through this handle since it was last reported.
@@ -22,7 +24,8 @@ public final class StoreFile: Sendable {
     /// Opened by one of this daemon's own threads (replica apply).
     let byDaemon: Bool
 
-    init(fd: Int32, path: String, role: SQLiteFileRole, database: Database?, writable: Bool, byDaemon: Bool = false) {
+    init(fd: Int32, path: String, role: SQLiteFileRole, database: Database?, capture: any FileCapture, writable: Bool, byDaemon: Bool = false) {
+        self.capture = capture
         self.byDaemon = byDaemon
         self.fd = fd
         self.path = path

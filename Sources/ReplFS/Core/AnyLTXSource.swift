@@ -20,3 +20,13 @@ enum AnyLTXSource: LTXByteSource {
         if case .file(let source) = self { source.close() }
     }
 }
+
+extension LTXContent {
+    /// A decoder reading the record from memory or from its file.
+    func decoder() throws(LTXError) -> LTXDecoder<AnyLTXSource> {
+        switch self {
+        case .bytes(let bytes): return LTXDecoder(source: .memory(LTXMemorySource(bytes)))
+        case .file(let path): return LTXDecoder(source: .file(try LTXFileSource(path: path)))
+        }
+    }
+}

@@ -1,0 +1,42 @@
+/// A file that is not a journal, WAL or `-shm`: a database, or a plain
+/// file that becomes one when SQLite first writes a header.
+///
+/// A database's writes outside a transaction it can see are captured at
+/// the next sync or close (see UntrackedCapture.swift); a plain file is
+/// published whole when it is closed after a change.
+struct MainFileCapture: FileCapture {
+    let store: Store
+
+    func write(_ data: UnsafeRawBufferPointer, at offset: Int64, to file: StoreFile) -> Result<Int, Errno> {
+        var database = file.attachedDatabase
+        if database == nil {
+            database = store.database(at: file.path, create: offset == 0 && DatabaseHeader.hasMagic(data))
+            if let database { file.attach(database) }
+        }
+        let result = Syscall.pwrite(file.fd, data, at: offset)
+        if case .success(let count) = result {
+            if let database {
+                database.mainFileWritten(offset: offset, count: count)
+            } else {
+                file.markModified()
+            }
+        }
+        return result
+    }
+
+    func sync(_ file: StoreFile, dataOnly: Bool) -> Result<Void, Errno> {
+        let perform = { Syscall.fsync(file.fd, dataOnly: dataOnly) }
+        guard let database = file.attachedDatabase ?? store.database(at: file.path, create: false) else { return perform() }
+        if case .failure(let error) = database.mainFileSynced(closing: false) { return .failure(error) }
+        return database.flushingLog(perform: perform)
+    }
+
+    func closed(_ file: StoreFile) -> Result<Void, Errno> {
+        if let database = file.attachedDatabase ?? store.database(at: file.path, create: false) {
+            return database.mainFileSynced(closing: true)
+        }
+        // A plain file is replicated whole when it is closed after a change.
+        if file.takeModified() { store.publishFile(file.path) }
+        return .success(())
+    }
+}
