@@ -30,7 +30,7 @@ import Synchronization
 ///   and the target creates the key. The others hold back while the notice
 ///   names someone else, whatever their stream has reached.
 public final class EtcdLease: LeaseKeeper, @unchecked Sendable {
-    private let controller: RoleController
+    private let host: any LeaseHost
 
     private let client: EtcdClient
 
@@ -53,8 +53,8 @@ public final class EtcdLease: LeaseKeeper, @unchecked Sendable {
     /// Lease renewal failures (a counter for metrics).
     public let renewFailures = Atomic<Int>(0)
 
-    public init(controller: RoleController, config: Config, logger: Logger) throws(EtcdError) {
-        self.controller = controller
+    public init(host: any LeaseHost, config: Config, logger: Logger) throws(EtcdError) {
+        self.host = host
         client = try EtcdClient(endpoints: config.lease.etcdEndpoints, requestTimeout: .milliseconds(500))
         key = config.lease.etcdKey
         ttl = config.lease.etcdTTL
@@ -62,14 +62,14 @@ public final class EtcdLease: LeaseKeeper, @unchecked Sendable {
         self.logger = logger
     }
 
-    private var me: String { controller.identity.node }
+    private var me: String { host.identity.node }
 
     /// Where a handing-over primary names its successor (see ``released(to:)``).
     private var noticeKey: String { key + ".handoff" }
 
     public func start() {
         state.withLock { $0.gatherUntil = .now + ttl * 2 }
-        if !controller.storedState().epoch.isKnown {
+        if !host.storedState().epoch.isKnown {
             // Never part of a term: let nodes that hold data campaign first.
             state.withLock { $0.freshHoldBackUntil = .now + ttl * 3 }
         }
@@ -81,7 +81,7 @@ public final class EtcdLease: LeaseKeeper, @unchecked Sendable {
         wake.post()
         stopped.wait()
         if let standing = state.withLock({ $0.standingLease }) { try? client.revoke(standing) }
-        // Writes have stopped (the controller shut down first): free the key
+        // Writes have stopped (the role controller shut down first): free the key
         // so another node takes over now rather than after the TTL.
         if let lease = state.withLock({ $0.lease }) {
             do {
@@ -121,7 +121,7 @@ public final class EtcdLease: LeaseKeeper, @unchecked Sendable {
 
     private func run() {
         while isRunning {
-            switch controller.role {
+            switch host.role {
             case .primary, .handingOff:
                 renew()
             case .replica, .fenced:
@@ -135,7 +135,7 @@ public final class EtcdLease: LeaseKeeper, @unchecked Sendable {
     private func renew() {
         guard let lease = state.withLock({ $0.lease }) else {
             // Primary without a lease (cannot happen with etcd): fence.
-            controller.fence(reason: "no lease held")
+            host.report(.lost(reason: "no lease held"))
             return
         }
         let sent = MonotonicClock.nanoseconds()
@@ -144,7 +144,7 @@ public final class EtcdLease: LeaseKeeper, @unchecked Sendable {
                 renewFailures.add(1, ordering: .relaxed)
                 note("lost", error: "the lease expired at etcd")
                 state.withLock { $0.lease = nil }
-                controller.fence(reason: "the lease expired at etcd")
+                host.report(.lost(reason: "the lease expired at etcd"))
                 return
             }
             heardFromEtcd()
@@ -153,7 +153,7 @@ public final class EtcdLease: LeaseKeeper, @unchecked Sendable {
                 $0.deadline = deadline
                 $0.description = "primary"
             }
-            controller.store.extendWrites(until: deadline)
+            host.report(.renewed(deadline: deadline))
             // The key must still be ours (nobody deleted it by hand).
             if let holder = try client.get(key), holder.lease == lease {
                 // still ours
@@ -161,7 +161,7 @@ public final class EtcdLease: LeaseKeeper, @unchecked Sendable {
                 note("lost", error: "the key \(key) is no longer held by this node's lease")
                 try? client.revoke(lease)
                 state.withLock { $0.lease = nil }
-                controller.fence(reason: "the key \(key) was taken away")
+                host.report(.lost(reason: "the key \(key) was taken away"))
                 return
             }
         } catch {
@@ -169,7 +169,7 @@ public final class EtcdLease: LeaseKeeper, @unchecked Sendable {
             note("renewing", error: "cannot renew the lease: \(error)")
             logger.warning("cannot renew the lease", metadata: ["error": "\(error)"])
             if MonotonicClock.nanoseconds() >= state.withLock({ $0.deadline }) {
-                controller.fence(reason: "could not renew the lease in time: \(error)")
+                host.report(.lost(reason: "could not renew the lease in time: \(error)"))
                 state.withLock { $0.lease = nil }
                 return
             }
@@ -190,7 +190,7 @@ public final class EtcdLease: LeaseKeeper, @unchecked Sendable {
             return
         }
         heardFromEtcd()
-        if controller.snapshot.upstream?.connected == true {
+        if host.snapshot.upstream?.connected == true {
             // Following a primary: this node holds the data now, so the
             // fresh-node hold-back is over.
             state.withLock {
@@ -232,12 +232,10 @@ public final class EtcdLease: LeaseKeeper, @unchecked Sendable {
             state.withLock { $0.takeover = false }
             logger.warning("another node took the lease during a handoff to this node", metadata: ["holder": "\(holder.node)"])
         }
-        if !acted || controller.role == .fenced {
+        if !acted || host.role == .fenced {
             state.withLock { $0.lastHolder = (holder.node, current.createRevision) }
             note("following \(holder.node)")
-            controller.perform {
-                controller.follow(Peer(name: holder.node, address: holder.address), epoch: Epoch(UInt64(current.createRevision)))
-            }
+            host.report(.following(Peer(name: holder.node, address: holder.address), epoch: Epoch(UInt64(current.createRevision))))
         }
         if takeover, acted {
             // The old primary revokes its lease once we confirmed: poll.
@@ -249,12 +247,12 @@ public final class EtcdLease: LeaseKeeper, @unchecked Sendable {
 
     /// The key is free: campaign, unless this node should hold back.
     private func observeFree(takeover: Bool, holdBack: ContinuousClock.Instant?) {
-        guard controller.identity.candidate else {
+        guard host.identity.candidate else {
             note("waiting for a primary (not a candidate)")
             _ = try? client.watch(key, fromRevision: 0, timeout: .milliseconds(500))
             return
         }
-        if let reason = controller.cannotLead {
+        if let reason = host.cannotLead {
             note("not campaigning: \(reason)")
             _ = try? client.watch(key, fromRevision: 0, timeout: .milliseconds(500))
             return
@@ -312,7 +310,7 @@ public final class EtcdLease: LeaseKeeper, @unchecked Sendable {
     private var positionsPrefix: String { key + ".positions/" }
 
     private func standing() -> Standing {
-        let positions = controller.store.positions()
+        let positions = host.positions()
         return Standing(
             node: me, epoch: positions.map(\.position.epoch).max() ?? .unknown, transactions: positions.reduce(0) { $0 &+ $1.position.txid.rawValue })
     }
@@ -378,10 +376,8 @@ public final class EtcdLease: LeaseKeeper, @unchecked Sendable {
         }) {
             try? client.revoke(standing)
         }
-        controller.perform {
-            controller.becomePrimary(epoch: Epoch(UInt64(revision)), deadline: deadline) { [self] in renewWhileTakingOffice(lease) }
-        }
-        if controller.role != .primary {
+        host.report(.elected(epoch: Epoch(UInt64(revision)), deadline: deadline, keepLease: { [self] in renewWhileTakingOffice(lease) }))
+        if host.role != .primary {
             // Could not act on it (for example the state could not be saved).
             try client.revoke(lease)
             state.withLock { $0.lease = nil }
@@ -415,7 +411,7 @@ public final class EtcdLease: LeaseKeeper, @unchecked Sendable {
     }
 
     private func holderValue() -> [UInt8] {
-        let holder = Holder(node: me, address: controller.identity.address)
+        let holder = Holder(node: me, address: host.identity.address)
         return (try? Array(JSONEncoder().encode(holder))) ?? []
     }
 
@@ -453,7 +449,7 @@ public final class EtcdLease: LeaseKeeper, @unchecked Sendable {
             note("taking over")
             wake.post()
         } else {
-            controller.follow(Peer(name: handoff.node, address: handoff.address), epoch: controller.epoch)
+            host.report(.following(Peer(name: handoff.node, address: handoff.address), epoch: host.epoch))
         }
     }
 
@@ -475,7 +471,7 @@ public final class EtcdLease: LeaseKeeper, @unchecked Sendable {
         wake.post()
         let deadline = ContinuousClock.now + ttl * 3
         while ContinuousClock.now < deadline {
-            if controller.role == .primary { return .success(controller.epoch) }
+            if host.role == .primary { return .success(host.epoch) }
             Thread.sleep(forTimeInterval: 0.01)
         }
         return .failure(RoleError(.failed, "could not take the lease within \(ttl * 3)"))
@@ -491,7 +487,7 @@ public final class EtcdLease: LeaseKeeper, @unchecked Sendable {
             expires = .nanoseconds(Int64(snapshot.deadline > now ? snapshot.deadline - now : 0))
         }
         return LeaseStatus(
-            type: "etcd", candidate: controller.identity.candidate, state: snapshot.description, key: key, expiresIn: expires,
+            type: "etcd", candidate: host.identity.candidate, state: snapshot.description, key: key, expiresIn: expires,
             lastError: snapshot.lastError, lastErrorAt: snapshot.lastErrorAt, lastErrorHolds: snapshot.errorHolds,
             lastContactAgo: snapshot.lastContact.map { ContinuousClock.now - $0 }, renewFailures: renewFailures.load(ordering: .relaxed))
     }

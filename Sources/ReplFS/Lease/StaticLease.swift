@@ -19,7 +19,7 @@ import Synchronization
 ///   the old primary was cut off) resolve toward the higher epoch, and the
 ///   other one keeps its diverged transactions aside when it follows.
 public final class StaticLease: LeaseKeeper, @unchecked Sendable {
-    private let controller: RoleController
+    private let host: any LeaseHost
     private let configuredPrimary: String
     /// Every other node, by name.
     private let peers: [String: String]
@@ -30,12 +30,12 @@ public final class StaticLease: LeaseKeeper, @unchecked Sendable {
     private let stopped = Semaphore()
     private let lastError = Locked<String?>(nil)
 
-    public init(controller: RoleController, configuredPrimary: String, peers: [String: String], logger: Logger) {
-        self.controller = controller
+    public init(host: any LeaseHost, configuredPrimary: String, peers: [String: String], logger: Logger) {
+        self.host = host
         self.configuredPrimary = configuredPrimary
-        self.peers = peers.filter { $0.key != controller.identity.node }
+        self.peers = peers.filter { $0.key != host.identity.node }
         self.logger = logger
-        probe = ReplicationProbe(identity: controller.identity, group: group)
+        probe = ReplicationProbe(identity: host.identity, group: group)
     }
 
     /// Decides the first role (asking the peers), then keeps checking on
@@ -51,10 +51,10 @@ public final class StaticLease: LeaseKeeper, @unchecked Sendable {
         try? group.syncShutdownGracefully()
     }
 
-    private var me: String { controller.identity.node }
+    private var me: String { host.identity.node }
 
     private func peer(_ name: String) -> Peer? {
-        if name == me { return controller.me }
+        if name == me { return Peer(name: host.identity.node, address: host.identity.address) }
         return peers[name].map { Peer(name: name, address: $0) }
     }
 
@@ -100,41 +100,38 @@ public final class StaticLease: LeaseKeeper, @unchecked Sendable {
 
     /// The first role: the persisted state, unless a peer knows better.
     private func decideAtStartup() {
-        let stored = controller.storedState()
+        let stored = host.storedState()
         let answers = askPeers()
         let highestSeen = max(stored.epoch, answers.map(\.view.epoch).max() ?? .unknown)
-        controller.perform {
-            if let claimed = claimedPrimary(answers), claimed.view.epoch >= stored.epoch, let primary = peer(claimed.node) {
-                // The address this node reached it at (its own peers entry).
-                controller.follow(primary, epoch: claimed.view.epoch)
+        if let claimed = claimedPrimary(answers), claimed.view.epoch >= stored.epoch, let primary = peer(claimed.node) {
+            // The address this node reached it at (its own peers entry).
+            return host.report(.following(primary, epoch: claimed.view.epoch))
+        }
+        let holder = !stored.epoch.isKnown ? configuredPrimary : (stored.primary ?? configuredPrimary)
+        if holder == me {
+            guard highestSeen <= stored.epoch else {
+                // A peer saw a later term than this node's: another node
+                // was made primary while this one was away.
+                let named = answers.max { $0.view.epoch < $1.view.epoch }?.view.primary
+                if let named, named.name != me {
+                    host.report(.following(named, epoch: highestSeen))
+                } else {
+                    note("a peer knows epoch \(highestSeen), newer than this node's \(stored.epoch); waiting for its primary")
+                }
                 return
             }
-            let holder = !stored.epoch.isKnown ? configuredPrimary : (stored.primary ?? configuredPrimary)
-            if holder == me {
-                guard highestSeen <= stored.epoch else {
-                    // A peer saw a later term than this node's: another node
-                    // was made primary while this one was away.
-                    let named = answers.max { $0.view.epoch < $1.view.epoch }?.view.primary
-                    if let named, named.name != me {
-                        controller.follow(named, epoch: highestSeen)
-                    } else {
-                        note("a peer knows epoch \(highestSeen), newer than this node's \(stored.epoch); waiting for its primary")
-                    }
-                    return
-                }
-                controller.becomePrimary(epoch: max(stored.epoch, Epoch(1)))
-            } else if let primary = peer(holder) {
-                controller.follow(primary, epoch: stored.epoch)
-            } else {
-                note("the primary \(holder) is not in lease.static.peers")
-            }
+            host.report(.elected(epoch: max(stored.epoch, Epoch(1))))
+        } else if let primary = peer(holder) {
+            host.report(.following(primary, epoch: stored.epoch))
+        } else {
+            note("the primary \(holder) is not in lease.static.peers")
         }
     }
 
     /// Once a second: a primary makes sure no peer holds a later term; a
     /// replica cut off from its primary looks for the current one.
     private func check() {
-        let snapshot = controller.snapshot
+        let snapshot = host.snapshot
         switch snapshot.role {
         case .primary:
             let answers = askPeers()
@@ -142,7 +139,7 @@ public final class StaticLease: LeaseKeeper, @unchecked Sendable {
                 logger.warning(
                     "another node is primary at a later epoch: stepping down",
                     metadata: ["primary": "\(claimed.node)", "epoch": "\(claimed.view.epoch)", "own epoch": "\(snapshot.epoch)"])
-                controller.perform { controller.follow(primary, epoch: claimed.view.epoch) }
+                host.report(.following(primary, epoch: claimed.view.epoch))
             }
         case .replica, .fenced:
             if let since = snapshot.upstream?.disconnectedSince, ContinuousClock.now - since < .seconds(3) { return }
@@ -150,7 +147,7 @@ public final class StaticLease: LeaseKeeper, @unchecked Sendable {
             if let claimed = claimedPrimary(answers), claimed.view.epoch >= snapshot.epoch, claimed.node != snapshot.primary?.name,
                 let primary = peer(claimed.node)
             {
-                controller.perform { controller.follow(primary, epoch: claimed.view.epoch) }
+                host.report(.following(primary, epoch: claimed.view.epoch))
             }
         case .handingOff:
             break
@@ -160,7 +157,7 @@ public final class StaticLease: LeaseKeeper, @unchecked Sendable {
     private func note(_ message: String) {
         logger.error("\(message)")
         lastError.withLock { $0 = message }
-        controller.noteError(message)
+        host.report(.failed(message))
     }
 
     // MARK: - LeaseKeeper
@@ -173,16 +170,16 @@ public final class StaticLease: LeaseKeeper, @unchecked Sendable {
 
     public func handoffReceived(_ handoff: ReplicationMessage.Handoff) {
         if handoff.node == me {
-            controller.becomePrimary(epoch: handoff.epoch)
+            host.report(.elected(epoch: handoff.epoch))
         } else {
             // This node's own peers entry wins over the address the old primary relayed.
-            controller.follow(peer(handoff.node) ?? Peer(name: handoff.node, address: handoff.address), epoch: handoff.epoch)
+            host.report(.following(peer(handoff.node) ?? Peer(name: handoff.node, address: handoff.address), epoch: handoff.epoch))
         }
     }
 
     public func redirected(to primary: Peer, epoch: Epoch, by node: String) {
-        guard epoch >= controller.epoch else { return }
-        controller.follow(peer(primary.name) ?? primary, epoch: epoch)
+        guard epoch >= host.epoch else { return }
+        host.report(.following(peer(primary.name) ?? primary, epoch: epoch))
     }
 
     public func forcePromotion() -> Result<Epoch, RoleError> {
@@ -191,17 +188,15 @@ public final class StaticLease: LeaseKeeper, @unchecked Sendable {
             return .failure(RoleError(
                 .conflict, "\(claimed.node) is the primary (epoch \(claimed.view.epoch)) and reachable: run promote without --force"))
         }
-        let highest = max(controller.storedState().epoch, answers.map(\.view.epoch).max() ?? .unknown, controller.epoch)
-        return controller.perform {
-            controller.becomePrimary(epoch: highest.next)
-            return controller.role == .primary ? .success(highest.next) : .failure(RoleError(.failed, "could not become primary"))
-        }
+        let highest = max(host.storedState().epoch, answers.map(\.view.epoch).max() ?? .unknown, host.epoch)
+        host.report(.elected(epoch: highest.next))
+        return host.role == .primary && host.epoch == highest.next ? .success(highest.next) : .failure(RoleError(.failed, "could not become primary"))
     }
 
     public var currentDeadline: UInt64? { nil }
 
     public var status: LeaseStatus {
-        let snapshot = controller.snapshot
+        let snapshot = host.snapshot
         let state: String
         switch snapshot.role {
         case .primary: state = "primary"
@@ -210,6 +205,6 @@ public final class StaticLease: LeaseKeeper, @unchecked Sendable {
         case .handingOff: state = "handing off"
         }
         return LeaseStatus(
-            type: "static", candidate: controller.identity.candidate, state: state, key: nil, expiresIn: nil, lastError: lastError.value)
+            type: "static", candidate: host.identity.candidate, state: state, key: nil, expiresIn: nil, lastError: lastError.value)
     }
 }

@@ -17,7 +17,7 @@ import Synchronization
 ///
 /// Transitions run one at a time on a serial queue, never on the event loop
 /// or the apply thread that reported what caused them.
-public final class RoleController: ReplicationRole, ReplicaClientDelegate, @unchecked Sendable {
+public final class RoleController: ReplicationRole, ReplicaClientDelegate, LeaseHost, @unchecked Sendable {
     public let store: Store
     public let feed: ChangeFeed
     public let server: ReplicationServer
@@ -72,6 +72,7 @@ public final class RoleController: ReplicationRole, ReplicaClientDelegate, @unch
         // Nothing is written until a lease keeper decides.
         state = Locked(State(role: .fenced, epoch: stored.epoch, primary: nil))
         store.stopWrites()
+        queue.setSpecific(key: Self.onRoleQueue, value: true)
         server.setRole(self)
     }
 
@@ -103,15 +104,39 @@ public final class RoleController: ReplicationRole, ReplicaClientDelegate, @unch
             replicas: role == .primary || role == .handingOff ? server.replicas : [], lastError: lastError, lastErrorAt: lastErrorAt)
     }
 
-    func noteError(_ message: String) {
+    private func noteError(_ message: String) {
         state.withLock { $0.lastError = message }
     }
 
     // MARK: - Transitions (on the role queue)
 
-    /// Runs `body` on the role queue and waits for it.
+    /// Runs `body` on the role queue and waits for it (at once if this is
+    /// the role queue already: a lease reporting from a handoff it was given).
     func perform<T>(_ body: () -> T) -> T {
-        queue.sync(execute: body)
+        DispatchQueue.getSpecific(key: Self.onRoleQueue) == true ? body() : queue.sync(execute: body)
+    }
+
+    private static let onRoleQueue = DispatchSpecificKey<Bool>()
+
+    // MARK: - LeaseHost
+
+    public func report(_ event: LeaseEvent) {
+        switch event {
+        case .elected(let epoch, let deadline, let keepLease):
+            perform { becomePrimary(epoch: epoch, deadline: deadline, keepLease: keepLease) }
+        case .renewed(let deadline):
+            store.extendWrites(until: deadline)
+        case .following(let primary, let epoch):
+            perform { follow(primary, epoch: epoch) }
+        case .lost(let reason):
+            fence(reason: reason)
+        case .failed(let message):
+            noteError(message)
+        }
+    }
+
+    public func positions() -> [(database: String, position: Position)] {
+        store.positions()
     }
 
     /// Runs `body` on the role queue later.
@@ -147,7 +172,7 @@ public final class RoleController: ReplicationRole, ReplicaClientDelegate, @unch
     /// renews the lease when due and returns the deadline it allows, or nil
     /// once the lease is lost. A node whose lease ran out meanwhile does not
     /// take office (it never acts on a lease it no longer holds).
-    func becomePrimary(epoch: Epoch, deadline: UInt64? = nil, keepLease: (() -> UInt64?)? = nil) {
+    private func becomePrimary(epoch: Epoch, deadline: UInt64? = nil, keepLease: (() -> UInt64?)? = nil) {
         dispatchPrecondition(condition: .onQueue(queue))
         guard !state.withLock({ $0.closed }) else { return }
         var deadline = deadline
@@ -201,7 +226,7 @@ public final class RoleController: ReplicationRole, ReplicaClientDelegate, @unch
 
     /// Follows `primary` (at `epoch`, or at least what this node has seen).
     /// Call on the role queue.
-    func follow(_ primary: Peer, epoch: Epoch) {
+    private func follow(_ primary: Peer, epoch: Epoch) {
         dispatchPrecondition(condition: .onQueue(queue))
         guard primary.name != identity.node, !state.withLock({ $0.closed }) else { return }
         let (role, current, currentClient) = state.withLock { ($0.role, $0.primary, $0.client) }
@@ -240,7 +265,7 @@ public final class RoleController: ReplicationRole, ReplicaClientDelegate, @unch
     /// The lease is lost: writes stop at once, then the application.
     /// Call on the role queue (or from the lease keeper's thread: writes are
     /// stopped before waiting for the queue).
-    public func fence(reason: String) {
+    private func fence(reason: String) {
         store.stopWrites(reason: "lost its lease (\(reason))")
         perform {
             let role = state.withLock { $0.role }
