@@ -2,12 +2,11 @@
 import Glibc
 #endif
 import ArgumentParser
-import Dispatch
 import Logging
 import ReplFS
 
 /// `replfsd mount --config FILE`: the foreground daemon.
-struct MountCommand: ParsableCommand {
+struct MountCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "mount", abstract: "Mount the replicated directory and serve it until SIGTERM or SIGINT.")
 
@@ -17,7 +16,7 @@ struct MountCommand: ParsableCommand {
     @Option(name: .long, help: "Log level: trace, debug, info, notice, warning, error.")
     var logLevel: String = "info"
 
-    func run() throws {
+    func run() async throws {
         let level = Logger.Level(rawValue: logLevel) ?? .info
         LoggingSystem.bootstrap { label in
             var handler = StreamLogHandler.standardError(label: label)
@@ -48,17 +47,8 @@ struct MountCommand: ParsableCommand {
             throw ExitCode(2)
         }
 
-        // SIGTERM/SIGINT end the loop; the unmount happens on this thread.
-        var sources: [any DispatchSourceSignal] = []
-        for signalNumber in [SIGTERM, SIGINT] {
-            signal(signalNumber, SIG_IGN)
-            let source = DispatchSource.makeSignalSource(signal: signalNumber, queue: .global())
-            source.setEventHandler { daemon.stop() }
-            source.resume()
-            sources.append(source)
-        }
-        daemon.run()
-        for source in sources { source.cancel() }
+        // SIGTERM and SIGINT shut the daemon down in order (Daemon.run).
+        try await daemon.run()
     }
 }
 

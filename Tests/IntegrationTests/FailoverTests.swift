@@ -305,7 +305,13 @@ extension IntegrationTests {
             let primary = try cluster.waitForPrimary(timeout: 30)
             #expect(primary !== a)
             _ = try Command.sqlite(primary.mount + "/app.db", "INSERT INTO acks VALUES (100000, 'new', 0)")
-            try cluster.waitForConvergence(["app.db"], nodes: cluster.replicas)
+            do {
+                try cluster.waitForConvergence(["app.db"], nodes: cluster.replicas)
+            } catch {
+                // What the rejoining node did, for the failure report.
+                print("node-a's log:\n\(a.currentLog.suffix(8000))")
+                throw error
+            }
             #expect(try a.status().role == "replica")
 
             // What node-a acknowledged alone is not on the new primary; it is

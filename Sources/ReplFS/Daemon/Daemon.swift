@@ -4,6 +4,8 @@ import Glibc
 import Dispatch
 import Foundation
 import Logging
+import ServiceLifecycle
+import UnixSignals
 
 /// Wires a configuration into a running node: data directory, store
 /// (with recovery), file system and FUSE session, and replication.
@@ -126,9 +128,9 @@ public final class Daemon: Sendable {
         switch config.lease.type {
         case .static:
             return StaticLease(
-                controller: controller, configuredPrimary: config.lease.staticPrimary ?? config.node, peers: config.lease.staticPeers, logger: logger)
+                host: controller, configuredPrimary: config.lease.staticPrimary ?? config.node, peers: config.lease.staticPeers, logger: logger)
         case .etcd:
-            return try EtcdLease(controller: controller, config: config, logger: logger)
+            return try EtcdLease(host: controller, config: config, logger: logger)
         }
     }
 
@@ -170,31 +172,45 @@ public final class Daemon: Sendable {
         (try? Syscall.readlink(at: AT_FDCWD, "/proc/self/exe").get()) ?? CommandLine.arguments[0]
     }
 
-    /// Serves until ``stop()``, then unmounts and flushes the logs.
-    public func run() {
+    /// Serves until SIGTERM or SIGINT (or the mount goes away), then shuts
+    /// down in order.
+    ///
+    /// Every long-running part is a service of one swift-service-lifecycle
+    /// `ServiceGroup`. The group starts them in the order below and, at
+    /// graceful shutdown, stops them one by one in the reverse order: the
+    /// application, then writes (both the role's), the lease, the
+    /// background work, the listeners and the replication stream, the
+    /// mount, and last the store (its spool and materializer).
+    public func run() async throws {
         logger.info("mounted", metadata: ["mount": "\(config.mount)", "data": "\(config.data)", "node": "\(config.node)"])
-        lease.start()
-        controller.watchDeadline()
-        retention.start()
-        sampler?.start()
-        let result = session.run()
-        sampler?.stop()
-        retention.stop()
-        admin.stop()
-        metrics?.stop()
-        server.stop()
-        session.unmount()
-        store.close()
-        logger.info("unmounted", metadata: ["mount": "\(config.mount)", "loop": "\(result)"])
-    }
-
-    /// Ends ``run()`` (from any thread or a signal handler's queue): the
-    /// application stops first, then writes, then the lease is released and
-    /// the mount goes away.
-    public func stop() {
-        controller.shutdown()
-        lease.stop()
-        session.stop()
+        let (store, session, server, admin, metrics, retention, sampler, lease, controller) =
+            (self.store, self.session, self.server, self.admin, self.metrics, self.retention, self.sampler, self.lease, self.controller)
+        let roleDecided = Semaphore()
+        var services: [ServiceGroupConfiguration.ServiceConfiguration] = [
+            .init(service: BlockingService("store", stop: { store.close() })),
+            .init(service: MountService(session: session, roleDecided: roleDecided, logger: logger), successTerminationBehavior: .gracefullyShutdownGroup),
+            .init(service: BlockingService("replication", stop: { server.stop() })),
+            .init(service: BlockingService("admin", stop: { admin.stop() })),
+        ]
+        if let metrics { services.append(.init(service: BlockingService("metrics", stop: { metrics.stop() }))) }
+        services.append(.init(service: BlockingService("retention", start: { retention.start() }, stop: { retention.stop() })))
+        if let sampler { services.append(.init(service: BlockingService("sampler", start: { sampler.start() }, stop: { sampler.stop() }))) }
+        services += [
+            .init(
+                service: BlockingService(
+                    "lease",
+                    start: {
+                        lease.start()
+                        controller.watchDeadline()
+                        roleDecided.post()
+                    }, stop: { lease.stop() })),
+            // The application first, then writes; a primary waits for its
+            // replicas to confirm its last transactions.
+            .init(service: BlockingService("role", stop: { controller.shutdown() })),
+        ]
+        let group = ServiceGroup(
+            configuration: ServiceGroupConfiguration(services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+        try await group.run()
     }
 }
 
