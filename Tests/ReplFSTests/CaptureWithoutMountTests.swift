@@ -106,16 +106,51 @@ struct CaptureWithoutMountTests {
     }
 }
 
+extension CaptureWithoutMountTests {
+    @Test("a journal left hot when writes stopped at the commit point is rolled back before the primary's snapshot: readers open the database, the copy kept aside holds only what was committed")
+    func staleJournalRolledBack() throws {
+        let old = try ScratchStore()
+        let other = try ScratchStore()
+        let records = RecordedTransactions()
+        other.store.setObserver(records)
+        do {
+            let db = try other.vfs.open("app.db")
+            try db.execute("PRAGMA journal_mode=DELETE; CREATE TABLE t(v); INSERT INTO t VALUES ('new primary')")
+        }
+        // An application that keeps its connection, as Headscale does.
+        let writer = try old.vfs.open("app.db")
+        try writer.execute("PRAGMA journal_mode=DELETE; CREATE TABLE t(v); INSERT INTO t VALUES ('committed')")
+        // The lease runs out just as SQLite deletes the journal (its commit point).
+        let store = old.store
+        old.vfs.beforeDelete.withLock { $0 = { path in if path == "app.db-journal" { store.stopWrites(reason: "lost its lease") } } }
+        #expect(throws: (any Error).self, "the commit is refused") { try writer.execute("INSERT INTO t VALUES ('never committed')") }
+        #expect(FileManager.default.fileExists(atPath: old.files + "/app.db-journal"), "the refused commit leaves the journal hot")
+
+        // Rejoining as a replica of a primary with another history: a snapshot.
+        let result = old.store.applyTransactions(database: "app.db", records.take(database: "app.db"), divergent: true)
+        #expect(result.refusal == nil, "\(String(describing: result.refusal))")
+        #expect(!FileManager.default.fileExists(atPath: old.files + "/app.db-journal"))
+        #expect(try SQLiteHandle(path: old.files + "/app.db", readOnly: true).query("SELECT v FROM t") == ["new primary"])
+        let asides = old.store.movedAside
+        try #require(asides.count == 1, "\(asides)")
+        let kept = try SQLiteHandle(path: asides[0], readOnly: true)
+        #expect(try kept.query("PRAGMA integrity_check") == ["ok"])
+        #expect(try kept.query("SELECT v FROM t") == ["committed"], "the copy holds what this node committed, not the refused transaction")
+        withExtendedLifetime(writer) {}
+    }
+}
+
 /// A data directory and a store in a temporary directory.
 final class ScratchStore {
     let root: String
+    let directory: DataDirectory
     let store: Store
     let vfs: StoreVFS
     var files: String { root + "/data/files" }
 
     init(writable: Bool = true) throws {
         root = NSTemporaryDirectory() + "replfs-unit-" + UUID().uuidString
-        let directory = DataDirectory(root: root + "/data")
+        directory = DataDirectory(root: root + "/data")
         try directory.prepare(cluster: "unit", node: "n1")
         store = try Store(directory: directory, nodeID: 1, logger: Logger(label: "test"))
         if writable { store.startWrites(epoch: Epoch(1)) } else { store.stopWrites() }

@@ -34,6 +34,10 @@ extension Database {
         _ sources: [LTXContent], mount: any MountAccess, aside: (String, Position) -> String, keepAside: Bool
     ) -> (position: Position?, refusal: ApplyRefusal?) {
         state.withLock { state in
+            if state.journalActive, let error = rollBackStaleJournal(&state, mount: mount) {
+                noteFailure(error, loggedThrough: nil, &state)
+                return (nil, .io(database: path, error))
+            }
             var finishedStall = false
             if state.unapplied != nil {
                 if let error = finishUnapplied(&state, mount: mount) {
@@ -61,6 +65,47 @@ extension Database {
             }
             return (state.position, refusal)
         }
+    }
+
+    /// Rolls back a transaction this node began as primary and never
+    /// committed: writes stopped (its lease was lost) between SQLite making
+    /// the rollback journal hot and deleting it, so the commit point and
+    /// SQLite's own rollback were both refused. The journal is left hot:
+    /// SQLite's readers cannot open the database through the read-only
+    /// mount while it is there, a copy kept aside would hold the
+    /// uncommitted pages, and a later promotion would roll it back over
+    /// what this node received. SQLite rolls it back here, on the real
+    /// file, with the mount's readers held off, before anything is applied
+    /// or kept aside. Nothing acknowledged is lost: the transaction never
+    /// reached its commit point, so it was never logged or acknowledged.
+    /// Returns the error if the journal cannot be rolled back.
+    private func rollBackStaleJournal(_ state: inout State, mount: any MountAccess) -> Errno? {
+        defer {
+            state.journalActive = false
+            state.dirty.removeAll()
+            state.unjournaledWrites = false
+        }
+        var header = [UInt8](repeating: 0, count: 8)
+        let hot = Syscall.open(at: environment.filesFD, path + "-journal", flags: O_RDONLY).map { fd in
+            defer { Syscall.close(fd) }
+            let read = header.withUnsafeMutableBytes { Syscall.pread(fd, into: $0, at: 0) }
+            return (try? read.get()) == header.count && header.withUnsafeBytes { JournalHeader.hasMagic($0) }
+        }
+        guard (try? hot.get()) == true else { return nil }
+        let gate = mount.excludeReaders(database: path, walMode: false)
+        defer { gate.release() }
+        let result = SQLiteRecovery.rollBackJournal(path: environment.filesPath + "/" + path)
+        closeReadFD(&state)
+        mount.invalidateContent(path: path, .wholeFile)
+        mount.invalidateName(path: path + "-journal")
+        if case .failure(let error) = result {
+            logger.error("cannot roll back the journal this node left when its writes stopped", metadata: ["database": "\(path)", "error": "\(error)"])
+            return .io
+        }
+        logger.warning(
+            "rolled back a transaction this node began as primary and never committed: its journal was left when writes stopped",
+            metadata: ["database": "\(path)", "position": "\(state.position)"])
+        return nil
     }
 
     /// What pass 1 accepted of a batch, recorded in the log (but for the

@@ -9,6 +9,8 @@ import Synchronization
 struct DatabaseEnvironment: Sendable {
     /// Descriptor of `DATA/files`, the real tree behind the mount.
     let filesFD: Int32
+    /// Its path (for SQLite, which opens files by name).
+    let filesPath: String
     /// `DATA/ltx`, one directory per database below it.
     let ltxRoot: String
     /// Written into every LTX header.

@@ -30,6 +30,25 @@ public enum SQLiteRecovery {
     }
 }
 
+extension SQLiteRecovery {
+    /// Lets SQLite roll back the hot journal of the database at the
+    /// absolute `path` (by opening it and reading), and nothing else: a
+    /// WAL is left as it is. The caller keeps every other connection out.
+    public static func rollBackJournal(path: String) -> Result<Void, SQLiteRecoveryError> {
+        var handle: OpaquePointer?
+        let rc = sqlite3_open_v2(path, &handle, SQLITE_OPEN_READWRITE, nil)
+        defer { sqlite3_close_v2(handle) }
+        guard rc == SQLITE_OK, let db = handle else {
+            return .failure(SQLiteRecoveryError(path: path, message: handle.map { String(cString: sqlite3_errmsg($0)) } ?? "open failed (\(rc))"))
+        }
+        sqlite3_busy_timeout(db, 5000)
+        guard sqlite3_exec(db, "SELECT count(*) FROM sqlite_schema", nil, nil, nil) == SQLITE_OK else {
+            return .failure(SQLiteRecoveryError(path: path, message: String(cString: sqlite3_errmsg(db))))
+        }
+        return .success(())
+    }
+}
+
 /// SQLite could not open or recover a database.
 public struct SQLiteRecoveryError: Error, CustomStringConvertible, Sendable {
     public var path: String

@@ -70,7 +70,7 @@ public final class Store: Sendable {
         let sameDevice = (try? Syscall.stat(directory.spool).get().st_dev) == (try? Syscall.stat(directory.files).get().st_dev)
         observers = ObserverSlot()
         environment = DatabaseEnvironment(
-            filesFD: filesFD, ltxRoot: directory.ltx, nodeID: nodeID, logger: logger, spool: spool, spoolSharesDevice: sameDevice,
+            filesFD: filesFD, filesPath: directory.files, ltxRoot: directory.ltx, nodeID: nodeID, logger: logger, spool: spool, spoolSharesDevice: sameDevice,
             materializer: materializer, observers: observers, counters: counters, commitEpoch: commitEpoch)
         databases = Mutex([:])
         gate = WriteGate(open: true)

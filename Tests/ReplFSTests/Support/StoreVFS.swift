@@ -19,6 +19,9 @@ final class StoreVFS: @unchecked Sendable {
     let filesRoot: String
     private let vfs: UnsafeMutablePointer<sqlite3_vfs>
     private let unix: UnsafeMutablePointer<sqlite3_vfs>
+    /// Called with the store's path of each file SQLite deletes, before the
+    /// store sees the unlink (a test's way to stop writes at the commit point).
+    let beforeDelete = Mutex<(@Sendable (String) -> Void)?>(nil)
     /// The methods of every file this VFS opens (each forwards to the store or the unix VFS).
     fileprivate let methods = makeStoreIOMethods()
 
@@ -129,6 +132,7 @@ private let storeVFSDelete: @convention(c) (UnsafeMutablePointer<sqlite3_vfs>?, 
     guard let name, let path = owner.relative(String(cString: name)) else {
         return owner.unixVFS.pointee.xDelete!(owner.unixVFS, name, syncDirectory)
     }
+    owner.beforeDelete.withLock { $0 }?(path)
     switch owner.store.unlink(path, caller: Store.Caller(pid: getpid())) {
     case .success: break
     case .failure(.noEntry): return SQLITE_IOERR_DELETE_NOENT_VALUE
