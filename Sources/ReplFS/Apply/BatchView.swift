@@ -10,7 +10,7 @@ struct BatchView {
     /// Pages past this read as zero (a file cut the database shorter).
     var keptBase: UInt32
     /// Checksums the batch's files set.
-    var changed: [UInt32: Checksum] = [:]
+    var changed: [PageNumber: Checksum] = [:]
 
     init(_ state: borrowing Database.State) {
         position = state.position
@@ -20,9 +20,9 @@ struct BatchView {
         keptBase = UInt32(state.pages.pageChecksums.count)
     }
 
-    func checksum(_ pgno: UInt32, base: borrowing [Checksum]) -> Checksum {
+    func checksum(_ pgno: PageNumber, base: borrowing [Checksum]) -> Checksum {
         if let value = changed[pgno] { return value }
-        return pgno <= keptBase ? base[Int(pgno - 1)] : .zero
+        return pgno.rawValue <= keptBase ? base[Int(pgno.rawValue) - 1] : .zero
     }
 
     /// The view after `transaction`, as ``Database/apply(_:to:)`` will leave the state.
@@ -32,7 +32,7 @@ struct BatchView {
             keptBase = 0
         } else if transaction.commitSize < pageCount {
             keptBase = min(keptBase, transaction.commitSize)
-            changed = changed.filter { $0.key <= transaction.commitSize }
+            changed = changed.filter { $0.key.rawValue <= transaction.commitSize }
         }
         for (pgno, value) in transaction.updates { changed[pgno] = value }
         position = Position(txid: transaction.txid, checksum: transaction.checksum, epoch: transaction.epoch)

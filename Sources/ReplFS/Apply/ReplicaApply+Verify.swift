@@ -34,11 +34,11 @@ extension Database {
             }
             var checksum = wholeImage ? Checksum.emptyDatabase : view.position.checksum
             if !wholeImage && header.commit < view.pageCount {
-                for pgno in (header.commit + 1)...view.pageCount {
+                for pgno in ((header.commit + 1)...view.pageCount).lazy.map(PageNumber.init(rawValue:)) {
                     checksum = checksum.replacingPage(old: view.checksum(pgno, base: state.pages.pageChecksums), new: .zero)
                 }
             }
-            var updates: [(UInt32, Checksum)] = []
+            var updates: [(PageNumber, Checksum)] = []
             var pages: [(UInt32, [UInt8])] = []
             var isWAL: Bool?
             let keep: Bool
@@ -46,9 +46,9 @@ extension Database {
             var page = [UInt8](repeating: 0, count: pageSize)
             while let pgno = try decoder.nextPage(into: &page) {
                 let new = page.withUnsafeBytes { Checksum.page(pgno, $0) }
-                let old: Checksum = (!wholeImage && pgno.rawValue <= view.pageCount) ? view.checksum(pgno.rawValue, base: state.pages.pageChecksums) : .zero
+                let old: Checksum = (!wholeImage && pgno.rawValue <= view.pageCount) ? view.checksum(pgno, base: state.pages.pageChecksums) : .zero
                 checksum = checksum.replacingPage(old: old, new: new)
-                updates.append((pgno.rawValue, new))
+                updates.append((pgno, new))
                 if pgno.rawValue == 1, let databaseHeader = page.withUnsafeBytes({ DatabaseHeader($0) }) { isWAL = databaseHeader.isWAL }
                 if keep { pages.append((pgno.rawValue, page)) }
             }

@@ -19,8 +19,8 @@ extension Database {
     /// - Returns: `nil` without writing anything when the content did not
     ///   change (a rollback, or a write of identical bytes).
     func prepare(
-        _ state: inout State, pageSize: Int, commitSize: UInt32, candidates: [UInt32], allPages requestedAllPages: Bool, sync: Bool,
-        expectSync: Bool = false, read: (UInt32, UnsafeMutableRawBufferPointer) -> Result<Void, Errno>
+        _ state: inout State, pageSize: Int, commitSize: UInt32, candidates: [PageNumber], allPages requestedAllPages: Bool, sync: Bool,
+        expectSync: Bool = false, read: (PageNumber, UnsafeMutableRawBufferPointer) -> Result<Void, Errno>
     ) -> Result<Prepared?, Errno> {
         let txid = state.position.txid.next
         let isSnapshot = txid.rawValue == 1
@@ -50,7 +50,7 @@ extension Database {
         do throws(LTXRecordWriter.Failure) {
             var writer = try LTXRecordWriter(log: log, header: header)
             let changed: Bool
-            do {
+            do throws(LTXRecordWriter.Failure) {
                 changed = try collectChanges(into: &transaction, table: state.pages, candidates: candidates, writer: &writer, read: read)
             } catch {
                 writer.abandon()
@@ -77,39 +77,39 @@ extension Database {
     /// did, and moves its checksum and updates. Returns whether anything
     /// changed; pages cut off by a smaller commit size count as changed.
     private func collectChanges(
-        into transaction: inout Prepared, table: PageTable, candidates: [UInt32], writer: inout LTXRecordWriter,
-        read: (UInt32, UnsafeMutableRawBufferPointer) -> Result<Void, Errno>
+        into transaction: inout Prepared, table: PageTable, candidates: [PageNumber], writer: inout LTXRecordWriter,
+        read: (PageNumber, UnsafeMutableRawBufferPointer) -> Result<Void, Errno>
     ) throws(LTXRecordWriter.Failure) -> Bool {
         let commitSize = transaction.commitSize
         let allPages = transaction.allPages
-        let lockPage = PageNumber.lockPage(pageSize: transaction.pageSize).rawValue
+        let lockPage = PageNumber.lockPage(pageSize: transaction.pageSize)
         var changed = false
         // Pages truncated away stop contributing.
         if !allPages && commitSize < table.pageCount {
-            for pgno in (commitSize + 1)...table.pageCount where pgno != lockPage {
+            for pgno in ((commitSize + 1)...table.pageCount).lazy.map(PageNumber.init(rawValue:)) where pgno != lockPage {
                 transaction.checksum = transaction.checksum.replacingPage(old: table.checksum(of: pgno), new: .zero)
             }
             changed = true
         }
         let page = UnsafeMutableRawBufferPointer.allocate(byteCount: transaction.pageSize, alignment: 16)
         defer { page.deallocate() }
-        func visit(_ pgno: UInt32) throws(LTXRecordWriter.Failure) {
+        func visit(_ pgno: PageNumber) throws(LTXRecordWriter.Failure) {
             if pgno == lockPage { return }
             if case .failure(let error) = read(pgno, page) { throw .io(error) }
             let bytes = UnsafeRawBufferPointer(page)
-            let new = Checksum.page(PageNumber(pgno), bytes)
+            let new = Checksum.page(pgno, bytes)
             let old = allPages ? Checksum.zero : table.checksum(of: pgno)
             if !allPages && new == old { return }
             transaction.checksum = transaction.checksum.replacingPage(old: old, new: new)
             transaction.updates.append((pgno, new))
-            if pgno == 1, let header = DatabaseHeader(bytes) { transaction.isWAL = header.isWAL }
+            if pgno.rawValue == 1, let header = DatabaseHeader(bytes) { transaction.isWAL = header.isWAL }
             changed = true
-            try writer.append(PageNumber(pgno), page: bytes)
+            try writer.append(pgno, page: bytes)
         }
         if allPages {
             var pgno: UInt32 = 1
             while pgno <= commitSize {
-                try visit(pgno)
+                try visit(PageNumber(pgno))
                 pgno += 1
             }
         } else {
@@ -120,12 +120,12 @@ extension Database {
 
     /// The candidates within the commit size, and every page the database
     /// grew by, ascending.
-    static func pagesToRead(candidates: [UInt32], oldPageCount: UInt32, commitSize: UInt32) -> [UInt32] {
-        var pages = candidates.filter { $0 <= commitSize }
+    static func pagesToRead(candidates: [PageNumber], oldPageCount: UInt32, commitSize: UInt32) -> [PageNumber] {
+        var pages = candidates.filter { $0.rawValue <= commitSize }
         let grownFrom = oldPageCount + 1
         if commitSize >= grownFrom {
             let known = Set(pages)
-            pages.append(contentsOf: (grownFrom...commitSize).filter { !known.contains($0) })
+            pages.append(contentsOf: (grownFrom...commitSize).lazy.map(PageNumber.init(rawValue:)).filter { !known.contains($0) })
             pages.sort()
         }
         return pages

@@ -191,8 +191,8 @@ final class Database: Sendable {
     }
 
     /// Reads page `pgno` of a database file; zeros past its end.
-    static func readPage(_ fd: Int32, _ pgno: UInt32, into buffer: UnsafeMutableRawBufferPointer) -> Result<Void, Errno> {
-        Syscall.pread(fd, into: buffer, at: Int64(pgno - 1) * Int64(buffer.count)).map { n in
+    static func readPage(_ fd: Int32, _ pgno: PageNumber, into buffer: UnsafeMutableRawBufferPointer) -> Result<Void, Errno> {
+        Syscall.pread(fd, into: buffer, at: Int64(pgno.fileOffset(pageSize: buffer.count))).map { n in
             if n < buffer.count { (buffer.baseAddress! + n).initializeMemory(as: UInt8.self, repeating: 0, count: buffer.count - n) }
         }
     }
@@ -220,7 +220,7 @@ final class Database: Sendable {
         var pageSize: Int
         var commitSize: UInt32
         var allPages: Bool
-        var updates: [(UInt32, Checksum)]
+        var updates: [(PageNumber, Checksum)]
         /// WAL mode according to page 1, when page 1 changed.
         var isWAL: Bool?
         /// The epoch the transaction was committed in (0: not known).

@@ -22,13 +22,13 @@ struct DirtyRanges: Sendable {
     mutating func removeAll() { ranges.removeAll(keepingCapacity: true) }
 
     /// The distinct 1-based page numbers the ranges touch, ascending.
-    func pageNumbers(pageSize: Int) -> [UInt32] {
-        var pages = Set<UInt32>()
+    func pageNumbers(pageSize: Int) -> [PageNumber] {
+        var pages = Set<PageNumber>()
         let size = Int64(pageSize)
         for range in ranges {
             var page = range.start / size
             while page * size < range.end {
-                pages.insert(UInt32(truncatingIfNeeded: page + 1))
+                pages.insert(PageNumber(UInt32(truncatingIfNeeded: page + 1)))
                 page += 1
             }
         }

@@ -25,8 +25,8 @@ struct PageTable: Sendable {
     var isComplete: Bool { pageChecksums.count == Int(pageCount) }
 
     /// The checksum page `pgno` has now (zero past the end).
-    func checksum(of pgno: UInt32) -> Checksum {
-        pgno <= UInt32(pageChecksums.count) ? pageChecksums[Int(pgno - 1)] : .zero
+    func checksum(of pgno: PageNumber) -> Checksum {
+        Int(pgno.rawValue) <= pageChecksums.count ? pageChecksums[Int(pgno.rawValue) - 1] : .zero
     }
 
     /// The table after `transaction` committed: resized to its commit size
@@ -40,7 +40,7 @@ struct PageTable: Sendable {
         } else if commitSize > pageChecksums.count {
             pageChecksums.append(contentsOf: repeatElement(.zero, count: commitSize - pageChecksums.count))
         }
-        for (pgno, value) in transaction.updates { pageChecksums[Int(pgno - 1)] = value }
+        for (pgno, value) in transaction.updates { pageChecksums[Int(pgno.rawValue) - 1] = value }
         if let isWAL = transaction.isWAL { self.isWAL = isWAL }
         pageCount = transaction.commitSize
         if commitSize > 0 {

@@ -91,10 +91,10 @@ extension Database {
         }
         let dbFD = openReadFD(&state)
         return prepare(
-            &state, pageSize: pageSize, commitSize: commit.commitSize, candidates: frameOfPage.keys.sorted(), allPages: allPages, sync: false,
+            &state, pageSize: pageSize, commitSize: commit.commitSize, candidates: frameOfPage.keys.sorted().map(PageNumber.init(rawValue:)), allPages: allPages, sync: false,
             expectSync: state.walSyncsCommits
         ) { pgno, page in
-            if let frame = frameOfPage[pgno] ?? earlier[pgno] {
+            if let frame = frameOfPage[pgno.rawValue] ?? earlier[pgno.rawValue] {
                 // The page as the WAL file holds it, overlaid with the part the
                 // current write brings (it has not reached the file yet).
                 let dataOffset = firstFrameOffset + Int64(frame - 1) * frameSize + Int64(WALFrameHeader.size)

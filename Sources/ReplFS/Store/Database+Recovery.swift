@@ -153,7 +153,7 @@ extension Database {
         defer { page.deallocate() }
         var pgno: UInt32 = 1
         while pgno <= content.pages.pageCount {
-            if pgno != lockPage, case .success = Self.readPage(fd, pgno, into: page) {
+            if pgno != lockPage, case .success = Self.readPage(fd, PageNumber(pgno), into: page) {
                 let value = Checksum.page(PageNumber(pgno), UnsafeRawBufferPointer(page))
                 content.pages.pageChecksums[Int(pgno - 1)] = value
                 content.checksum = content.checksum.replacingPage(old: .zero, new: value)
@@ -169,7 +169,7 @@ extension Database {
         let pageSize = content.pages.pageSize
         return Freelist.pages(pageSize: pageSize, pageCount: content.pages.pageCount) { pgno in
             var page = [UInt8](repeating: 0, count: pageSize)
-            guard case .success(pageSize) = page.withUnsafeMutableBytes({ Self.readPage(fd, pgno, into: $0).map { pageSize } }) else { return nil }
+            guard case .success(pageSize) = page.withUnsafeMutableBytes({ Self.readPage(fd, PageNumber(pgno), into: $0).map { pageSize } }) else { return nil }
             return page
         }
     }
@@ -191,7 +191,7 @@ extension Database {
             var encoder = try LTXEncoder(header: header)
             let lockPage = PageNumber.lockPage(pageSize: content.pages.pageSize).rawValue
             for pgno in pages.sorted() where pgno != lockPage && pgno <= content.pages.pageCount {
-                if case .failure(let error) = Self.readPage(fd, pgno, into: page) { return .failure(error) }
+                if case .failure(let error) = Self.readPage(fd, PageNumber(pgno), into: page) { return .failure(error) }
                 try encoder.append(PageNumber(pgno), page: UnsafeRawBufferPointer(page))
             }
             try encoder.finish(postApplyChecksum: content.checksum)

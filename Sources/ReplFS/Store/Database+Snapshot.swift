@@ -52,7 +52,7 @@ extension Database {
                 let offset = Int64(WALHeader.size) + Int64(frame - 1) * Int64(WALFrameHeader.size + buffer.count) + Int64(WALFrameHeader.size)
                 _ = Syscall.pread(fd, into: buffer, at: offset)
             } else if case .success(let fd) = database {
-                _ = Self.readPage(fd, pgno, into: buffer)
+                _ = Self.readPage(fd, PageNumber(pgno), into: buffer)
             }
         }
         var lockPage = PageNumber.lockPage(pageSize: pageSize).rawValue
