@@ -29,34 +29,6 @@ public final class RoleController: ReplicationRole, ReplicaClientDelegate, Lease
     private let state: Locked<State>
     private let leaseSlot = Locked<(any LeaseKeeper)?>(nil)
 
-    struct State {
-        var role: NodeRole
-        var epoch: Epoch
-        var primary: Peer?
-        var client: ReplicaClient?
-        var lastError: String? {
-            didSet { lastErrorAt = lastError == nil ? nil : Date() }
-        }
-        var lastErrorAt: Date?
-        /// The node a handoff in progress waits for, and its signal.
-        var handoff: (target: String, accepted: Semaphore)?
-        /// Set by ``shutdown()``: no more transitions.
-        var closed = false
-    }
-
-    /// A consistent picture for status.
-    public struct Snapshot: Sendable {
-        public var role: NodeRole
-        public var epoch: Epoch
-        public var primary: Peer?
-        public var writable: Bool
-        public var upstream: ReplicaClient.Status?
-        public var replicas: [ConnectedReplica]
-        public var lastError: String?
-        /// When ``lastError`` happened.
-        public var lastErrorAt: Date?
-    }
-
     public init(
         store: Store, feed: ChangeFeed, server: ReplicationServer, identity: ReplicaClient.Identity, stateFile: NodeStateFile,
         application: (any SupervisedApplication)?, logger: Logger
@@ -86,8 +58,11 @@ public final class RoleController: ReplicationRole, ReplicaClientDelegate, Lease
     public var me: Peer { Peer(name: identity.node, address: identity.address) }
 
     public var role: NodeRole { state.withLock { $0.role } }
+
     public var epoch: Epoch { state.withLock { $0.epoch } }
+
     public var primary: Peer? { state.withLock { $0.primary } }
+
     var client: ReplicaClient? { state.withLock { $0.client } }
 
     /// The persisted state (highest epoch seen, its holder).
