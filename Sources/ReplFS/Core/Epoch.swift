@@ -8,18 +8,12 @@
 /// node that has never seen a primary. A type of its own keeps an epoch
 /// from being passed where a TXID, a revision or a node ID belongs: all
 /// four are `UInt64` on the wire.
-public struct Epoch: RawRepresentable, Hashable, Comparable, Sendable, CustomStringConvertible, Codable, ExpressibleByIntegerLiteral {
+public struct Epoch: CountingNumber, CustomStringConvertible, Codable, ExpressibleByIntegerLiteral {
     /// The value on the wire and on disk.
     public var rawValue: UInt64
 
     @inlinable
     public init(rawValue: UInt64) {
-        self.rawValue = rawValue
-    }
-
-    /// Shorthand for `init(rawValue:)`.
-    @inlinable
-    public init(_ rawValue: UInt64) {
         self.rawValue = rawValue
     }
 
@@ -36,15 +30,6 @@ public struct Epoch: RawRepresentable, Hashable, Comparable, Sendable, CustomStr
     /// Whether an epoch is known (not 0).
     @inlinable
     public var isKnown: Bool { rawValue != 0 }
-
-    /// The term after this one (a static lease's handoff or forced promotion).
-    @inlinable
-    public var next: Epoch { Epoch(rawValue + 1) }
-
-    @inlinable
-    public static func < (lhs: Epoch, rhs: Epoch) -> Bool {
-        lhs.rawValue < rhs.rawValue
-    }
 
     /// Decimal, as status, logs and etcd revisions show it.
     public var description: String { String(rawValue) }

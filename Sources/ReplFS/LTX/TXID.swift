@@ -5,7 +5,7 @@
 /// `minTXID` is 1 is a snapshot. Wrapping the raw `UInt64` in a type keeps
 /// TXIDs from being confused with page numbers, offsets or checksums, which
 /// all share integer types in the LTX format.
-public struct TXID: RawRepresentable, Hashable, Comparable, Sendable, CustomStringConvertible {
+public struct TXID: CountingNumber, CustomStringConvertible {
     /// The on-disk value.
     public var rawValue: UInt64
 
@@ -13,23 +13,6 @@ public struct TXID: RawRepresentable, Hashable, Comparable, Sendable, CustomStri
     @inlinable
     public init(rawValue: UInt64) {
         self.rawValue = rawValue
-    }
-
-    /// Shorthand for `init(rawValue:)`, for call sites that spell out literals.
-    @inlinable
-    public init(_ rawValue: UInt64) {
-        self.rawValue = rawValue
-    }
-
-    /// The transaction after this one. Traps on overflow, which 2^64
-    /// transactions will not reach.
-    @inlinable
-    public var next: TXID { TXID(rawValue + 1) }
-
-    /// Orders TXIDs numerically, which is also the order files must be applied in.
-    @inlinable
-    public static func < (lhs: TXID, rhs: TXID) -> Bool {
-        lhs.rawValue < rhs.rawValue
     }
 
     /// Sixteen lowercase hex digits, the form used in LTX file names and by
