@@ -19,12 +19,12 @@ extension Database {
     /// it through the wal-index (``WALIndexAppender``), keeping the tracker
     /// in step as if SQLite had written the frames. Nothing visible changes
     /// unless it returns `.appended`.
-    func appendToWAL(_ pages: [UInt32: [UInt8]], commit: UInt32, pageSize: Int, _ state: inout State, mount: any MountAccess) -> AppendOutcome {
+    func appendToWAL(_ pages: [PageNumber: [UInt8]], commit: UInt32, pageSize: Int, _ state: inout State, mount: any MountAccess) -> AppendOutcome {
         guard let sharedMemory = mount.openSharedMemory(database: path) else { return .unusable }
         defer { Syscall.close(sharedMemory) }
         guard case .success(let wal) = Syscall.open(at: environment.filesFD, path + "-wal", flags: O_RDWR | O_CREAT, mode: 0o644) else { return .unusable }
         defer { Syscall.close(wal) }
-        let frames = pages.filter { $0.key <= commit }.sorted { $0.key < $1.key }
+        let frames = pages.filter { $0.key.rawValue <= commit }.sorted { $0.key < $1.key }.map { ($0.key.rawValue, $0.value) }
         guard !frames.isEmpty else { return .unusable }
         let appender = WALIndexAppender(wal: wal, sharedMemory: sharedMemory)
         let known = state.wal.header == nil ? 0 : state.wal.lastCommit
@@ -147,7 +147,7 @@ extension Database {
         }
     }
 
-    func writePages(_ pages: [UInt32: [UInt8]], streamed: (LTXContent, LTXHeader)?, reset: Bool, commit: UInt32, pageSize: Int) -> Result<Void, Errno> {
+    func writePages(_ pages: [PageNumber: [UInt8]], streamed: (LTXContent, LTXHeader)?, reset: Bool, commit: UInt32, pageSize: Int) -> Result<Void, Errno> {
         if commit == 0 {
             switch Syscall.unlink(at: environment.filesFD, path) {
             case .success, .failure(.noEntry): return .success(())
@@ -178,8 +178,8 @@ extension Database {
                 return .failure(.io)
             }
         }
-        for (pgno, bytes) in pages where pgno <= commit {
-            let result = bytes.withUnsafeBytes { Syscall.pwrite(fd, $0, at: Int64(pgno - 1) * Int64(pageSize)) }
+        for (pgno, bytes) in pages where pgno.rawValue <= commit {
+            let result = bytes.withUnsafeBytes { Syscall.pwrite(fd, $0, at: Int64(pgno.fileOffset(pageSize: pageSize))) }
             if case .failure(let error) = result { return .failure(error) }
         }
         return Syscall.ftruncate(fd, Int64(commit) * Int64(pageSize))

@@ -10,7 +10,7 @@ extension Database {
         var header: LTXHeader
         var transaction: Prepared
         /// The pages, when the file is in memory.
-        var pages: [(UInt32, [UInt8])]
+        var pages: [(PageNumber, [UInt8])]
     }
 
     /// Decodes and checks one file against the current position.
@@ -39,7 +39,7 @@ extension Database {
                 }
             }
             var updates: [(PageNumber, Checksum)] = []
-            var pages: [(UInt32, [UInt8])] = []
+            var pages: [(PageNumber, [UInt8])] = []
             var isWAL: Bool?
             let keep: Bool
             if case .bytes = source { keep = true } else { keep = false }
@@ -50,7 +50,7 @@ extension Database {
                 checksum = checksum.replacingPage(old: old, new: new)
                 updates.append((pgno, new))
                 if pgno.rawValue == 1, let databaseHeader = page.withUnsafeBytes({ DatabaseHeader($0) }) { isWAL = databaseHeader.isWAL }
-                if keep { pages.append((pgno.rawValue, page)) }
+                if keep { pages.append((pgno, page)) }
             }
             let trailer = try decoder.finish()
             if header.tracksChecksums && trailer.postApplyChecksum != checksum {
@@ -69,7 +69,7 @@ extension Database {
     /// (the last version of each page, the first file's pre-apply checksum,
     /// the position reached after the last), on stable storage on return.
     func recordMerged(
-        first: LTXHeader, preApply: Checksum, last: LTXHeader, whole: Bool, pages: [UInt32: [UInt8]], postApply: Checksum, in state: inout State
+        first: LTXHeader, preApply: Checksum, last: LTXHeader, whole: Bool, pages: [PageNumber: [UInt8]], postApply: Checksum, in state: inout State
     ) -> Result<[UInt8], Errno> {
         let log: LTXLog
         switch ensureLog(&state) {
@@ -83,9 +83,9 @@ extension Database {
             preApplyChecksum: whole ? .zero : (first.isSnapshot ? .zero : first.preApplyChecksum), nodeID: last.nodeID)
         do {
             var encoder = try LTXEncoder(header: header)
-            let lockPage = PageNumber.lockPage(pageSize: Int(last.pageSize)).rawValue
-            for pgno in pages.keys.sorted() where pgno <= last.commit && pgno != lockPage {
-                try pages[pgno]!.withUnsafeBytes { try encoder.append(PageNumber(pgno), page: $0) }
+            let lockPage = PageNumber.lockPage(pageSize: Int(last.pageSize))
+            for pgno in pages.keys.sorted() where pgno.rawValue <= last.commit && pgno != lockPage {
+                try pages[pgno]!.withUnsafeBytes { try encoder.append(pgno, page: $0) }
             }
             try encoder.finish(postApplyChecksum: postApply)
             let bytes = encoder.takeBytes()

@@ -114,7 +114,7 @@ extension Database {
         /// The position and page checksums the accepted files reach.
         var view: BatchView
         /// The last version of each page of the in-memory files.
-        var pages: [UInt32: [UInt8]] = [:]
+        var pages: [PageNumber: [UInt8]] = [:]
         /// The last file that came as a file (a snapshot): written from there.
         var streamed: (LTXContent, LTXHeader)?
         /// A file replaced the database whole: the database file starts empty.
@@ -240,7 +240,7 @@ extension Database {
         let wholeFile = batch.resetFile || batch.streamed != nil || batch.view.pageSize != ownPageSize || !batch.existed
         publishApplied(
             &state, gate: gate, mount: mount, existed: batch.existed, wholeFile: wholeFile,
-            pages: Set(batch.pages.keys).union(ownFrames.keys), startPageCount: startPageCount)
+            pages: Set(batch.pages.keys.map(\.rawValue)).union(ownFrames.keys), startPageCount: startPageCount)
         return nil
     }
 
