@@ -122,7 +122,7 @@ extension Database {
             defer { Syscall.close(out) }
             return Syscall.open(at: environment.filesFD, path, flags: O_RDONLY).flatMap { source in
                 defer { Syscall.close(source) }
-                return Self.copyFile(from: source, to: out)
+                return Syscall.copy(from: source, to: out)
             }
             .flatMap { frames.isEmpty || pageSize == 0 ? .success(()) : copyFrames(frames, pageSize: pageSize, into: out) }
             .flatMap { Syscall.ftruncate(out, size) }
@@ -130,21 +130,6 @@ extension Database {
         }
         if case .failure = copied { _ = Syscall.unlink(at: AT_FDCWD, destination) }
         return copied
-    }
-
-    static func copyFile(from source: Int32, to destination: Int32) -> Result<Void, Errno> {
-        let chunk = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 20, alignment: 16)
-        defer { chunk.deallocate() }
-        var offset: Int64 = 0
-        while true {
-            switch Syscall.pread(source, into: chunk, at: offset) {
-            case .failure(let error): return .failure(error)
-            case .success(0): return .success(())
-            case .success(let count):
-                if case .failure(let error) = Syscall.pwrite(destination, UnsafeRawBufferPointer(rebasing: chunk[..<count]), at: offset) { return .failure(error) }
-                offset += Int64(count)
-            }
-        }
     }
 
     func writePages(_ pages: [PageNumber: [UInt8]], streamed: (LTXContent, LTXHeader)?, reset: Bool, commit: UInt32, pageSize: Int) -> Result<Void, Errno> {

@@ -148,13 +148,13 @@ final class DaemonAdmin: AdminHandler {
         defer { _ = Syscall.unlink(at: AT_FDCWD, snapshot.path) }
         let temporary = path + ".replfs-export"
         _ = Syscall.removeTree(temporary)
-        let written = Syscall.copyFile(snapshot.path, to: temporary)
-            .flatMap { Syscall.open(at: AT_FDCWD, temporary, flags: O_RDONLY) }
-            .flatMap { fd in
-                defer { Syscall.close(fd) }
-                return Syscall.fsync(fd)
+        let written = Syscall.open(at: AT_FDCWD, snapshot.path, flags: O_RDONLY).flatMap { source in
+            defer { Syscall.close(source) }
+            return Syscall.open(at: AT_FDCWD, temporary, flags: O_WRONLY | O_CREAT | O_EXCL, mode: 0o644).flatMap { out in
+                defer { Syscall.close(out) }
+                return Syscall.copy(from: source, to: out).flatMap { Syscall.fsync(out) }
             }
-            .flatMap { Syscall.rename(at: AT_FDCWD, temporary, to: path) }
+        }.flatMap { Syscall.rename(at: AT_FDCWD, temporary, to: path) }
         if case .failure(let error) = written {
             _ = Syscall.removeTree(temporary)
             return .failure(AdminError(.failed, "cannot write \(path): \(error)"))

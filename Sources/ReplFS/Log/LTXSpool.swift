@@ -385,7 +385,7 @@ final class LTXSpool: Sendable {
 
     /// The complete, valid records of a spool, up to the first torn one.
     private func readRecords(_ name: String) -> [ParsedRecord] {
-        guard case .success(let bytes) = readWholeFile(name) else { return [] }
+        guard case .success(let bytes) = Syscall.readFile(at: directoryFD, name) else { return [] }
         var records: [ParsedRecord] = []
         var offset = 0
         while offset + 8 <= bytes.count {
@@ -415,15 +415,5 @@ final class LTXSpool: Sendable {
             offset = body + length
         }
         return records
-    }
-
-    private func readWholeFile(_ name: String) -> Result<[UInt8], Errno> {
-        Syscall.open(at: directoryFD, name, flags: O_RDONLY).flatMap { fd in
-            defer { Syscall.close(fd) }
-            return Syscall.fstat(fd).flatMap { st in
-                var bytes = [UInt8](repeating: 0, count: Int(st.st_size))
-                return bytes.withUnsafeMutableBytes { Syscall.pread(fd, into: $0, at: 0) }.map { n in Array(bytes.prefix(n)) }
-            }
-        }
     }
 }

@@ -247,7 +247,7 @@ final class ReplicaStream: @unchecked Sendable {
             guard case .success(let target) = store.readlink(entry.path) else { return }
             send(.symlink(path: entry.path, target: target))
         case .file:
-            guard case .success(let content) = store.readWholeFile(entry.path) else { return }
+            guard case .success(let content) = store.readPlainFile(entry.path) else { return }
             send(.putFile(.init(path: entry.path, mode: entry.mode, content: content)))
         }
         files[entry.path] = entry.digest

@@ -137,6 +137,11 @@ extension Store {
         SQLiteFileRole.classify(path) == .main && database(at: path, create: false) == nil
     }
 
+    /// The whole content of a plain file (replicated whole).
+    func readPlainFile(_ path: String) -> Result<[UInt8], Errno> {
+        Syscall.readFile(at: filesFD, path)
+    }
+
     /// Reports the current content of a plain file, directory or link.
     func publishFile(_ path: String) {
         guard !observers.isEmpty, case .success(let st) = attributes(path) else { return }
@@ -146,20 +151,10 @@ extension Store {
         case S_IFLNK:
             if case .success(let target) = readlink(path) { observers.publish(.symlink(path: path, target: target)) }
         case S_IFREG:
-            guard case .success(let content) = readWholeFile(path) else { return }
+            guard case .success(let content) = readPlainFile(path) else { return }
             observers.publish(.file(path: path, mode: UInt32(st.st_mode & 0o7777), content: content))
         default:
             return
-        }
-    }
-
-    func readWholeFile(_ path: String) -> Result<[UInt8], Errno> {
-        Syscall.open(at: filesFD, path, flags: O_RDONLY).flatMap { fd in
-            defer { Syscall.close(fd) }
-            return Syscall.fstat(fd).flatMap { st in
-                var bytes = [UInt8](repeating: 0, count: Int(st.st_size))
-                return bytes.withUnsafeMutableBytes { Syscall.pread(fd, into: $0, at: 0) }.map { Array(bytes.prefix($0)) }
-            }
         }
     }
 

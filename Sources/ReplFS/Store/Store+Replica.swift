@@ -84,7 +84,7 @@ extension Store {
             guard case .success(let target) = readlink(path) else { return nil }
             return PlainEntry(path: path, kind: .symlink, mode: 0, digest: PlainEntry.digest(kind: .symlink, mode: 0, bytes: Array(target.utf8)))
         case S_IFREG:
-            guard isPlain(path), !isDatabaseFile(path), case .success(let content) = readWholeFile(path) else { return nil }
+            guard isPlain(path), !isDatabaseFile(path), case .success(let content) = readPlainFile(path) else { return nil }
             return PlainEntry(path: path, kind: .file, mode: mode, digest: PlainEntry.digest(kind: .file, mode: mode, bytes: content))
         default:
             return nil

@@ -45,19 +45,10 @@ extension Syscall {
         }
     }
 
-    /// Copies the file at `source` to a new file at `destination`.
-    public static func copyFile(_ source: String, to destination: String) -> Result<Void, Errno> {
-        do {
-            try FileManager.default.copyItem(atPath: source, toPath: destination)
-            return .success(())
-        } catch {
-            return .failure(posixError(of: error))
-        }
-    }
-
-    /// The whole content of a (small) file.
-    public static func readFile(_ path: String) -> Result<[UInt8], Errno> {
-        open(at: AT_FDCWD, path, flags: O_RDONLY).flatMap { fd in
+    /// The whole content of a (small) file, `path` relative to the
+    /// directory open at `directory` (or absolute).
+    public static func readFile(at directory: Int32 = AT_FDCWD, _ path: String) -> Result<[UInt8], Errno> {
+        open(at: directory, path, flags: O_RDONLY).flatMap { fd in
             defer { close(fd) }
             return fstat(fd).flatMap { st in
                 var bytes = [UInt8](repeating: 0, count: Int(st.st_size))

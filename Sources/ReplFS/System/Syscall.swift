@@ -216,6 +216,23 @@ public enum Syscall {
         return retrying({ Glibc.futimens(fd, &t) }, failed: { $0 != 0 }).map { _ in () }
     }
 
+    /// Copies everything `source` holds into `destination` from offset 0,
+    /// a megabyte at a time (`pread` and `pwrite`: neither offset moves).
+    public static func copy(from source: Int32, to destination: Int32) -> Result<Void, Errno> {
+        let chunk = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 20, alignment: 16)
+        defer { chunk.deallocate() }
+        var offset: Int64 = 0
+        while true {
+            switch pread(source, into: chunk, at: offset) {
+            case .failure(let error): return .failure(error)
+            case .success(0): return .success(())
+            case .success(let count):
+                if case .failure(let error) = pwrite(destination, UnsafeRawBufferPointer(rebasing: chunk[..<count]), at: offset) { return .failure(error) }
+                offset += Int64(count)
+            }
+        }
+    }
+
     /// `fstatvfs(3)`.
     public static func fstatvfs(_ fd: Int32) -> Result<statvfs, Errno> {
         var st = statvfs()
