@@ -11,9 +11,6 @@ public final class StoreFile: Sendable {
     /// Path relative to the mount root when the file was opened.
     public let path: String
     let role: SQLiteFileRole
-    /// The database this file belongs to, once known. A main file becomes a
-    /// database when SQLite first writes a header or a journal/WAL appears.
-    private let database: Mutex<Database?>
     /// What its writes, syncs and closes do (chosen from its role at open).
     let capture: any FileCapture
     /// Whether the file was opened for writing.
@@ -24,26 +21,17 @@ public final class StoreFile: Sendable {
     /// Opened by one of this daemon's own threads (replica apply).
     let byDaemon: Bool
 
-    init(fd: Int32, path: String, role: SQLiteFileRole, database: Database?, capture: any FileCapture, writable: Bool, byDaemon: Bool = false) {
+    init(fd: Int32, path: String, role: SQLiteFileRole, capture: any FileCapture, writable: Bool, byDaemon: Bool = false) {
         self.capture = capture
         self.byDaemon = byDaemon
         self.fd = fd
         self.path = path
         self.role = role
-        self.database = Mutex(database)
         self.writable = writable
     }
 
     deinit {
         Syscall.close(fd)
-    }
-
-    var attachedDatabase: Database? {
-        database.withLock { $0 }
-    }
-
-    func attach(_ value: Database) {
-        database.withLock { $0 = value }
     }
 
     func markModified() {

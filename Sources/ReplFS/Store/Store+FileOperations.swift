@@ -57,21 +57,17 @@ extension Store {
         let role = SQLiteFileRole.classify(path)
         if writable, role == .main { openWriters.withLock { $0[path, default: 0] += 1 } }
         let capture: any FileCapture
-        var database: Database?
         switch role {
         case .wal(let base):
-            database = self.database(at: base, create: true)
-            capture = database.map { WALFileCapture(database: $0) } ?? PassThroughCapture()
+            capture = self.database(at: base, create: true).map { WALFileCapture(database: $0) } ?? PassThroughCapture()
         case .journal(let base):
-            database = self.database(at: base, create: true)
-            capture = database.map { JournalFileCapture(database: $0) } ?? PassThroughCapture()
+            capture = self.database(at: base, create: true).map { JournalFileCapture(database: $0) } ?? PassThroughCapture()
         case .sharedMemory:
             capture = PassThroughCapture()
         case .main:
-            database = self.database(at: path, create: false)
-            capture = MainFileCapture(store: self)
+            capture = MainFileCapture(store: self, database: self.database(at: path, create: false))
         }
-        return StoreFile(fd: fd, path: path, role: role, database: database, capture: capture, writable: writable, byDaemon: byDaemon)
+        return StoreFile(fd: fd, path: path, role: role, capture: capture, writable: writable, byDaemon: byDaemon)
     }
 
     public func read(_ file: StoreFile, into buffer: UnsafeMutableRawBufferPointer, at offset: Int64) -> Result<Int, Errno> {
@@ -80,13 +76,9 @@ extension Store {
 
     /// Writes through to the real file, capturing a commit it completes.
     public func write(_ file: StoreFile, _ data: UnsafeRawBufferPointer, at offset: Int64) -> Result<Int, Errno> {
-        let result = routeWrite(file, data, at: offset)
+        let result = permitted(file.path, .daemon, exempt: file.byDaemon) { file.capture.write(data, at: offset, to: file) }
         if case .failure(let error) = result { noteFailedWrite(error, path: file.path) }
         return result
-    }
-
-    func routeWrite(_ file: StoreFile, _ data: UnsafeRawBufferPointer, at offset: Int64) -> Result<Int, Errno> {
-        permitted(file.path, .daemon, exempt: file.byDaemon) { file.capture.write(data, at: offset, to: file) }
     }
 
     /// Truncates (or extends) a file, by open file when the kernel gives one.
