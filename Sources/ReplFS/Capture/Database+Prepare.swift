@@ -49,15 +49,16 @@ extension Database {
             nodeID: environment.nodeID)
         do throws(LTXRecordWriter.Failure) {
             var writer = try LTXRecordWriter(log: log, header: header)
-            let changed: Bool
             do throws(LTXRecordWriter.Failure) {
-                changed = try collectChanges(into: &transaction, table: state.pages, candidates: candidates, writer: &writer, read: read)
+                try collectChanges(into: &transaction, table: state.pages, candidates: candidates, writer: &writer, read: read)
             } catch {
                 writer.abandon()
                 throw error
             }
+            // Same size and no page changed (with every page read: the same
+            // content, so the same checksum): a rollback, or identical bytes.
             let unchanged = !isSnapshot && commitSize == state.pages.pageCount && pageSize == state.pages.pageSize
-                && (allPages ? transaction.checksum == state.position.checksum : !changed)
+                && (allPages ? transaction.checksum == state.position.checksum : transaction.updates.isEmpty)
             if unchanged {
                 writer.abandon()
                 return .success(nil)
@@ -74,22 +75,20 @@ extension Database {
 
     /// Reads the pages of `transaction` that may have changed against
     /// `table` (every page when it holds every page), encodes those that
-    /// did, and moves its checksum and updates. Returns whether anything
-    /// changed; pages cut off by a smaller commit size count as changed.
+    /// did, and moves its checksum and updates (pages cut off by a smaller
+    /// commit size leave the checksum).
     private func collectChanges(
         into transaction: inout Prepared, table: PageTable, candidates: [PageNumber], writer: inout LTXRecordWriter,
         read: (PageNumber, UnsafeMutableRawBufferPointer) -> Result<Void, Errno>
-    ) throws(LTXRecordWriter.Failure) -> Bool {
+    ) throws(LTXRecordWriter.Failure) {
         let commitSize = transaction.commitSize
         let allPages = transaction.allPages
         let lockPage = PageNumber.lockPage(pageSize: transaction.pageSize)
-        var changed = false
         // Pages truncated away stop contributing.
         if !allPages && commitSize < table.pageCount {
             for pgno in ((commitSize + 1)...table.pageCount).lazy.map(PageNumber.init(rawValue:)) where pgno != lockPage {
                 transaction.checksum = transaction.checksum.replacingPage(old: table.checksum(of: pgno), new: .zero)
             }
-            changed = true
         }
         let page = UnsafeMutableRawBufferPointer.allocate(byteCount: transaction.pageSize, alignment: 16)
         defer { page.deallocate() }
@@ -103,7 +102,6 @@ extension Database {
             transaction.checksum = transaction.checksum.replacingPage(old: old, new: new)
             transaction.updates.append((pgno, new))
             if pgno.rawValue == 1, let header = DatabaseHeader(bytes) { transaction.isWAL = header.isWAL }
-            changed = true
             try writer.append(pgno, page: bytes)
         }
         if allPages {
@@ -115,7 +113,6 @@ extension Database {
         } else {
             for pgno in Self.pagesToRead(candidates: candidates, oldPageCount: table.pageCount, commitSize: commitSize) { try visit(pgno) }
         }
-        return changed
     }
 
     /// The candidates within the commit size, and every page the database
