@@ -183,30 +183,28 @@ public final class Daemon: Sendable {
     /// mount, and last the store (its spool and materializer).
     public func run() async throws {
         logger.info("mounted", metadata: ["mount": "\(config.mount)", "data": "\(config.data)", "node": "\(config.node)"])
-        let (store, session, server, admin, metrics, retention, sampler, lease, controller) =
-            (self.store, self.session, self.server, self.admin, self.metrics, self.retention, self.sampler, self.lease, self.controller)
         let roleDecided = Semaphore()
         var services: [ServiceGroupConfiguration.ServiceConfiguration] = [
-            .init(service: BlockingService("store", stop: { store.close() })),
+            .init(service: BlockingService("store", stop: { [store] in store.close() })),
             .init(service: MountService(session: session, roleDecided: roleDecided, logger: logger), successTerminationBehavior: .gracefullyShutdownGroup),
-            .init(service: BlockingService("replication", stop: { server.stop() })),
-            .init(service: BlockingService("admin", stop: { admin.stop() })),
+            .init(service: BlockingService("replication", stop: { [server] in server.stop() })),
+            .init(service: BlockingService("admin", stop: { [admin] in admin.stop() })),
         ]
-        if let metrics { services.append(.init(service: BlockingService("metrics", stop: { metrics.stop() }))) }
-        services.append(.init(service: BlockingService("retention", start: { retention.start() }, stop: { retention.stop() })))
-        if let sampler { services.append(.init(service: BlockingService("sampler", start: { sampler.start() }, stop: { sampler.stop() }))) }
+        if let metrics { services.append(.init(service: BlockingService("metrics", stop: metrics.stop))) }
+        services.append(.init(service: BlockingService("retention", start: retention.start, stop: retention.stop)))
+        if let sampler { services.append(.init(service: BlockingService("sampler", start: sampler.start, stop: sampler.stop))) }
         services += [
             .init(
                 service: BlockingService(
                     "lease",
-                    start: {
+                    start: { [lease, controller] in
                         lease.start()
                         controller.watchDeadline()
                         roleDecided.post()
-                    }, stop: { lease.stop() })),
+                    }, stop: { [lease] in lease.stop() })),
             // The application first, then writes; a primary waits for its
             // replicas to confirm its last transactions.
-            .init(service: BlockingService("role", stop: { controller.shutdown() })),
+            .init(service: BlockingService("role", stop: { [controller] in controller.shutdown() })),
         ]
         let group = ServiceGroup(
             configuration: ServiceGroupConfiguration(services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
