@@ -41,7 +41,7 @@ struct MountCommand: AsyncParsableCommand {
 
         let daemon: Daemon
         do {
-            daemon = try Daemon(config: configuration, logger: logger)
+            daemon = try await Daemon(config: configuration, logger: logger)
         } catch {
             printError("replfsd: \(error)")
             throw ExitCode(2)

@@ -27,22 +27,33 @@ struct AdminFixture {
         return String(cString: path!)
     }
 
-    static func with(_ handler: FakeAdminHandler = FakeAdminHandler(), socketName: String = "run/replfsd.sock", _ body: (AdminFixture) throws -> Void) throws {
+    /// Starts a server, runs `body` (which blocks on sockets) on a thread of
+    /// its own, then stops the server and removes the directory.
+    static func with(
+        _ handler: FakeAdminHandler = FakeAdminHandler(), socketName: String = "run/replfsd.sock",
+        _ body: @escaping @Sendable (AdminFixture) throws -> Void
+    ) async throws {
         let directory = temporaryDirectory()
         defer { try? FileManager.default.removeItem(atPath: directory) }
         let socket = directory + "/" + socketName
         let server = AdminServer(handler: handler, logger: Logger(label: "admin-test"))
-        try server.start(socket: socket)
-        defer { server.stop() }
-        try body(AdminFixture(directory: directory, socket: socket, handler: handler, server: server))
+        try await server.start(socket: socket)
+        let fixture = AdminFixture(directory: directory, socket: socket, handler: handler, server: server)
+        do {
+            try await blocking { try body(fixture) }
+        } catch {
+            await server.stop()
+            throw error
+        }
+        await server.stop()
     }
 }
 
 @Suite("Admin socket", .serialized)
 struct AdminServerTests {
     @Test("status round-trips through AdminClient as the handler returned it")
-    func statusRoundTrip() throws {
-        try AdminFixture.with { fixture in
+    func statusRoundTrip() async throws {
+        try await AdminFixture.with { fixture in
             let status = try fixture.client.status().get()
             #expect(status == FakeAdminHandler.sampleStatus)
             #expect(fixture.handler.recorded == ["status"])
@@ -50,8 +61,8 @@ struct AdminServerTests {
     }
 
     @Test("promote passes force; an empty body means not forced")
-    func promoteForce() throws {
-        try AdminFixture.with { fixture in
+    func promoteForce() async throws {
+        try await AdminFixture.with { fixture in
             let result = try fixture.client.promote(force: true).get()
             #expect(result == AdminActionResult(message: "promoted node-a", epoch: Epoch(8), primary: "node-a", tookMs: 12))
             _ = try fixture.client.promote(force: false).get()
@@ -62,9 +73,9 @@ struct AdminServerTests {
     }
 
     @Test("a refusal comes back as the handler's AdminError, code and message, with its HTTP status")
-    func refusal() throws {
+    func refusal() async throws {
         let refusal = AdminError(.noCandidate, "no replica is caught up (node-b lags 3 transactions)")
-        try AdminFixture.with(FakeAdminHandler(demote: .failure(refusal))) { fixture in
+        try await AdminFixture.with(FakeAdminHandler(demote: .failure(refusal))) { fixture in
             switch fixture.client.demote() {
             case .success(let value):
                 Issue.record("demote succeeded: \(value)")
@@ -91,8 +102,8 @@ struct AdminServerTests {
     }
 
     @Test("export and import send the database and the path")
-    func transfer() throws {
-        try AdminFixture.with { fixture in
+    func transfer() async throws {
+        try await AdminFixture.with { fixture in
             let exported = try fixture.client.export(database: "db.sqlite", to: "/backup/db.sqlite").get()
             #expect(exported.message == "exported db.sqlite at txid 1042 to /backup/db.sqlite")
             _ = fixture.client.importDatabase("db.sqlite", from: "/backup/in.sqlite")
@@ -101,8 +112,8 @@ struct AdminServerTests {
     }
 
     @Test("malformed or incomplete bodies get 400 naming the problem; the handler is not called")
-    func badRequests() throws {
-        try AdminFixture.with { fixture in
+    func badRequests() async throws {
+        try await AdminFixture.with { fixture in
             let cases: [(String, String, String)] = [
                 ("/promote", #"{"force": tru"#, "malformed JSON"),
                 ("/promote", #"{"force": "yes"}"#, #"field "force" must be true or false"#),
@@ -126,8 +137,8 @@ struct AdminServerTests {
     }
 
     @Test("unknown path is 404, wrong method 405 with Allow; neither reaches the handler")
-    func routing() throws {
-        try AdminFixture.with { fixture in
+    func routing() async throws {
+        try await AdminFixture.with { fixture in
             let unknown = try #require(fixture.raw("GET", "/nope"))
             #expect(unknown.status == 404)
             #expect(unknown.body.contains(#""error":"not-found""#))
@@ -141,8 +152,8 @@ struct AdminServerTests {
     }
 
     @Test("a body over 1 MiB is refused with 413 before the handler")
-    func tooLarge() throws {
-        try AdminFixture.with { fixture in
+    func tooLarge() async throws {
+        try await AdminFixture.with { fixture in
             let request = RawHTTP.request("POST", "/promote", bodyBytes: HTTPServer.maximumBodySize + 1)
             let response = try #require(RawHTTP.send(unixSocket: fixture.socket, request))
             #expect(response.status == 413)
@@ -151,9 +162,9 @@ struct AdminServerTests {
     }
 
     @Test("status is answered while a promotion blocks in the handler")
-    func handlersRunOffTheEventLoop() throws {
+    func handlersRunOffTheEventLoop() async throws {
         let gate = Semaphore()
-        try AdminFixture.with(FakeAdminHandler(promoteGate: gate)) { fixture in
+        try await AdminFixture.with(FakeAdminHandler(promoteGate: gate)) { fixture in
             let client = fixture.client
             let promoted = Semaphore()
             let outcome = Locked<Result<AdminActionResult, AdminClientError>?>(nil)
@@ -176,26 +187,26 @@ struct AdminServerTests {
     }
 
     @Test("the socket is 0600, in a directory created for it, and removed by stop")
-    func socketFile() throws {
-        var socketPath = ""
-        try AdminFixture.with(socketName: "a/b/replfsd.sock") { fixture in
-            socketPath = fixture.socket
-            let attributes = try FileManager.default.attributesOfItem(atPath: fixture.socket)
-            #expect(attributes[.type] as? FileAttributeType == .typeSocket)
-            #expect((attributes[.posixPermissions] as? NSNumber)?.intValue == 0o600)
-            fixture.server.stop()
-            #expect(Syscall.stat(fixture.socket).failure == .noEntry)
-        }
-        #expect(!socketPath.isEmpty)
+    func socketFile() async throws {
+        let directory = AdminFixture.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let socket = directory + "/a/b/replfsd.sock"
+        let server = AdminServer(handler: FakeAdminHandler(), logger: Logger(label: "admin-test"))
+        try await server.start(socket: socket)
+        let attributes = try FileManager.default.attributesOfItem(atPath: socket)
+        #expect(attributes[.type] as? FileAttributeType == .typeSocket)
+        #expect((attributes[.posixPermissions] as? NSNumber)?.intValue == 0o600)
+        await server.stop()
+        #expect(Syscall.stat(socket).failure == .noEntry)
     }
 
     @Test("a stale socket file (its replfsd died) is replaced")
-    func staleSocket() throws {
+    func staleSocket() async throws {
         let directory = AdminFixture.temporaryDirectory()
         defer { try? FileManager.default.removeItem(atPath: directory) }
         let path = directory + "/replfsd.sock"
         #expect(RawHTTP.makeStaleSocket(at: path))
-        guard case .failure(let unreachable) = AdminClient(socket: path).status() else {
+        guard case .failure(let unreachable) = try await blocking({ AdminClient(socket: path).status() }) else {
             Issue.record("a stale socket answered")
             return
         }
@@ -204,35 +215,40 @@ struct AdminServerTests {
 
         let handler = FakeAdminHandler()
         let server = AdminServer(handler: handler, logger: Logger(label: "admin-test"))
-        try server.start(socket: path)
-        defer { server.stop() }
-        #expect(try AdminClient(socket: path).status().get() == FakeAdminHandler.sampleStatus)
+        try await server.start(socket: path)
+        let status = try await blocking { try AdminClient(socket: path).status().get() }
+        await server.stop()
+        #expect(status == FakeAdminHandler.sampleStatus)
     }
 
     @Test("a second server on a live socket fails clearly and leaves the first one serving")
-    func socketInUse() throws {
-        try AdminFixture.with { fixture in
-            let second = AdminServer(handler: FakeAdminHandler(), logger: Logger(label: "admin-test"))
-            #expect {
-                try second.start(socket: fixture.socket)
-            } throws: { error in
-                guard let error = error as? HTTPServerError else { return false }
-                return error.code == .inUse && "\(error)" == "admin.socket: \(fixture.socket) is in use by another replfsd"
-            }
-            second.stop()
-            let status = try fixture.client.status().get()
-            #expect(status.node == "node-a")
+    func socketInUse() async throws {
+        let directory = AdminFixture.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let socket = directory + "/replfsd.sock"
+        let first = AdminServer(handler: FakeAdminHandler(), logger: Logger(label: "admin-test"))
+        try await first.start(socket: socket)
+        let second = AdminServer(handler: FakeAdminHandler(), logger: Logger(label: "admin-test"))
+        await #expect {
+            try await second.start(socket: socket)
+        } throws: { error in
+            guard let error = error as? HTTPServerError else { return false }
+            return error.code == .inUse && "\(error)" == "admin.socket: \(socket) is in use by another replfsd"
         }
+        await second.stop()
+        let status = try await blocking { try AdminClient(socket: socket).status().get() }
+        await first.stop()
+        #expect(status.node == "node-a")
     }
 
     @Test("a path that is not a socket is refused and left alone")
-    func notASocket() throws {
+    func notASocket() async throws {
         let directory = AdminFixture.temporaryDirectory()
         defer { try? FileManager.default.removeItem(atPath: directory) }
         let path = directory + "/replfsd.sock"
         try "keep me".write(toFile: path, atomically: false, encoding: .utf8)
         let server = AdminServer(handler: FakeAdminHandler(), logger: Logger(label: "admin-test"))
-        #expect(throws: HTTPServerError.self) { try server.start(socket: path) }
+        await #expect(throws: HTTPServerError.self) { try await server.start(socket: path) }
         #expect(try String(contentsOfFile: path, encoding: .utf8) == "keep me")
     }
 

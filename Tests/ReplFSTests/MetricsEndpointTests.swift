@@ -6,10 +6,9 @@ import Testing
 @Suite("Metrics endpoint", .serialized)
 struct MetricsEndpointTests {
     @Test("GET /metrics on a free loopback port shows the values the daemon set")
-    func scrape() throws {
+    func scrape() async throws {
         let endpoint = MetricsEndpoint(logger: Logger(label: "metrics-test"))
-        try endpoint.start(listen: "127.0.0.1:0")
-        defer { endpoint.stop() }
+        try await endpoint.start(listen: "127.0.0.1:0")
         let port = try #require(endpoint.port)
         #expect(port > 0)
 
@@ -25,7 +24,7 @@ struct MetricsEndpointTests {
         metrics.recordFUSEOperation(.write, duration: .microseconds(30))
         metrics.recordFUSEOperation(.write, duration: .milliseconds(3))
 
-        let response = try #require(RawHTTP.send(port: port, RawHTTP.request("GET", "/metrics")))
+        let response = try #require(try await blocking { RawHTTP.send(port: port, RawHTTP.request("GET", "/metrics")) })
         #expect(response.status == 200)
         #expect(response.headers["content-type"]?.hasPrefix("text/plain; version=0.0.4") == true)
         let lines = Set(response.body.split(separator: "\n").map(String.init))
@@ -44,7 +43,8 @@ struct MetricsEndpointTests {
         #expect(lines.contains("# TYPE replfs_fuse_op_seconds histogram"))
 
         metrics.setRole(primary: false)
-        let later = try #require(RawHTTP.send(port: port, RawHTTP.request("GET", "/metrics")))
+        let later = try #require(try await blocking { RawHTTP.send(port: port, RawHTTP.request("GET", "/metrics")) })
+        await endpoint.stop()
         #expect(later.body.contains("\nreplfs_role 0.0\n"))
     }
 
@@ -70,30 +70,32 @@ struct MetricsEndpointTests {
     }
 
     @Test("other paths are 404 and other methods 405")
-    func routing() throws {
+    func routing() async throws {
         let endpoint = MetricsEndpoint(logger: Logger(label: "metrics-test"))
-        try endpoint.start(listen: "127.0.0.1:0")
-        defer { endpoint.stop() }
+        try await endpoint.start(listen: "127.0.0.1:0")
         let port = try #require(endpoint.port)
-        #expect(RawHTTP.send(port: port, RawHTTP.request("GET", "/nope"))?.status == 404)
-        #expect(RawHTTP.send(port: port, RawHTTP.request("POST", "/metrics", body: ""))?.status == 405)
+        let statuses = try await blocking {
+            [RawHTTP.send(port: port, RawHTTP.request("GET", "/nope"))?.status, RawHTTP.send(port: port, RawHTTP.request("POST", "/metrics", body: ""))?.status]
+        }
+        await endpoint.stop()
+        #expect(statuses == [404, 405])
     }
 
     @Test("a port already bound and a malformed address are startup errors naming metrics.listen")
-    func bindErrors() throws {
+    func bindErrors() async throws {
         let first = MetricsEndpoint(logger: Logger(label: "metrics-test"))
-        try first.start(listen: "127.0.0.1:0")
-        defer { first.stop() }
+        try await first.start(listen: "127.0.0.1:0")
         let port = try #require(first.port)
         let second = MetricsEndpoint(logger: Logger(label: "metrics-test"))
-        #expect {
-            try second.start(listen: "127.0.0.1:\(port)")
+        await #expect {
+            try await second.start(listen: "127.0.0.1:\(port)")
         } throws: { error in
             guard let error = error as? HTTPServerError else { return false }
             return error.code == .bind && "\(error)".hasPrefix("metrics.listen: 127.0.0.1:\(port) cannot be bound")
         }
-        #expect(throws: HTTPServerError(.invalidAddress, key: "metrics.listen", address: "localhost", "is not host:port")) {
-            try second.start(listen: "localhost")
+        await #expect(throws: HTTPServerError(.invalidAddress, key: "metrics.listen", address: "localhost", "is not host:port")) {
+            try await second.start(listen: "localhost")
         }
+        await first.stop()
     }
 }

@@ -1,5 +1,6 @@
 import Foundation
 import Logging
+import ServiceLifecycle
 
 /// The admin API on the Unix socket (`admin.socket`): HTTP with JSON bodies,
 /// answered by an ``AdminHandler``.
@@ -10,7 +11,7 @@ import Logging
 /// with a message naming what is wrong and never reaches the handler; an
 /// unknown path is 404, a known path with the wrong method 405. Refusals
 /// from the handler keep their ``AdminError/Code`` (409 for role conflicts).
-public final class AdminServer: Sendable {
+public final class AdminServer: Service, Sendable {
     private let server: HTTPServer
 
     /// - Parameter handlerThreads: how many admin calls may block at once
@@ -22,12 +23,17 @@ public final class AdminServer: Sendable {
 
     /// Listens on the Unix socket at `path` (mode 0600). Throws when another
     /// replfsd answers there or the path cannot be bound.
-    public func start(socket path: String) throws(HTTPServerError) {
-        try server.start(at: .unixSocket(path: path))
+    public func start(socket path: String) async throws(HTTPServerError) {
+        try await server.start(at: .unixSocket(path: path))
+    }
+
+    /// Serves until the daemon's graceful shutdown, then stops.
+    public func run() async throws {
+        try await server.run()
     }
 
     /// Stops listening and removes the socket file. Idempotent.
-    public func stop() {
-        server.stop()
+    public func stop() async {
+        await server.stop()
     }
 }

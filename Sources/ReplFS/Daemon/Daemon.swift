@@ -39,7 +39,7 @@ public final class Daemon: Sendable {
         public var description: String
     }
 
-    public init(config: Config, logger: Logger) throws(StartupError) {
+    public init(config: Config, logger: Logger) async throws(StartupError) {
         self.config = config
         self.logger = logger
         let directory = DataDirectory(root: config.data)
@@ -100,11 +100,7 @@ public final class Daemon: Sendable {
         admin = AdminServer(handler: DaemonAdmin(config: config, controller: controller, lease: lease, supervisor: supervisor), logger: logger)
         let (controller, lease) = (self.controller, self.lease)
         sampler = metrics.map { MetricsSampler(metrics: $0.metrics, controller: controller, lease: lease) }
-        rollback.add { [admin, metrics] in
-            admin.stop()
-            metrics?.stop()
-        }
-        try startListeners()
+        try await startListeners()
         rollback.complete()
     }
 
@@ -135,19 +131,26 @@ public final class Daemon: Sendable {
     }
 
     /// The admin socket, the metrics endpoint and, in a cluster, the
-    /// replication listener.
-    private func startListeners() throws(StartupError) {
+    /// replication listener; if one cannot listen, those already listening stop.
+    private func startListeners() async throws(StartupError) {
+        var listening: [@Sendable () async -> Void] = []
         do {
-            try admin.start(socket: config.admin.socket)
-            if let metrics, let listen = config.metrics.listen { try metrics.start(listen: listen) }
+            try await admin.start(socket: config.admin.socket)
+            listening.append(admin.stop)
+            if let metrics, let listen = config.metrics.listen {
+                try await metrics.start(listen: listen)
+                listening.append(metrics.stop)
+            }
+            if isClustered {
+                do {
+                    try server.start(listen: config.replication.listen)
+                } catch {
+                    throw StartupError(description: "replication.listen: cannot listen on \(config.replication.listen): \(error)")
+                }
+            }
         } catch {
-            throw StartupError(description: "\(error)")
-        }
-        guard isClustered else { return }
-        do {
-            try server.start(listen: config.replication.listen)
-        } catch {
-            throw StartupError(description: "replication.listen: cannot listen on \(config.replication.listen): \(error)")
+            for stop in listening.reversed() { await stop() }
+            throw error as? StartupError ?? StartupError(description: "\(error)")
         }
     }
 
@@ -188,9 +191,9 @@ public final class Daemon: Sendable {
             .init(service: BlockingService("store", stop: { [store] in store.close() })),
             .init(service: MountService(session: session, roleDecided: roleDecided, logger: logger), successTerminationBehavior: .gracefullyShutdownGroup),
             .init(service: BlockingService("replication", stop: { [server] in server.stop() })),
-            .init(service: BlockingService("admin", stop: { [admin] in admin.stop() })),
+            .init(service: admin),
         ]
-        if let metrics { services.append(.init(service: BlockingService("metrics", stop: metrics.stop))) }
+        if let metrics { services.append(.init(service: metrics)) }
         services.append(.init(service: BlockingService("retention", start: retention.start, stop: retention.stop)))
         if let sampler { services.append(.init(service: BlockingService("sampler", start: sampler.start, stop: sampler.stop))) }
         services += [

@@ -1,25 +1,29 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import Hummingbird
 import Logging
 import NIOCore
-import NIOHTTP1
 import NIOPosix
+import ServiceLifecycle
 import Synchronization
 
-/// A small HTTP/1.1 server for the admin socket and the metrics endpoint.
+/// The HTTP/1.1 server of the admin socket and the metrics endpoint:
+/// Hummingbird 2 serves the connections, and a synchronous ``Handler``
+/// answers each request, read whole (bodies up to ``maximumBodySize``).
 ///
-/// Requests are read whole (bodies up to ``maximumBodySize``) and answered
-/// by a synchronous handler that runs on a small thread pool, never on the
-/// event loop: admin handlers block for seconds (a promotion waits for the
-/// lease and the catch-up) and must not stall other requests such as
+/// The handler runs on a small thread pool of its own, never on the
+/// concurrency pool: admin handlers block for seconds (a promotion waits for
+/// the lease and the catch-up) and must not stall other requests such as
 /// `status` meanwhile.
 ///
-/// On a Unix socket the server refuses to take over a socket another process
-/// still answers on, replaces a stale one, creates the missing parent
-/// directory and makes the socket `0600` right after binding: whoever can
-/// connect can promote the node, so only its owner (root) may.
-public final class HTTPServer: Sendable {
+/// ``start(at:)`` binds before it returns, so a daemon reports an address in
+/// use as a startup error; the server is then a `Service` of the daemon's
+/// group, which stops it at graceful shutdown (requests in flight finish).
+/// On a Unix socket it follows ``UnixSocketPath``'s rules and makes the
+/// socket `0600` before ``start(at:)`` returns: whoever can connect can
+/// promote the node, so only its owner (root) may.
+public final class HTTPServer: Service, Sendable {
     /// Answers one request; may block (it runs on the server's own threads).
     public typealias Handler = @Sendable (HTTPServerRequest) -> HTTPServerResponse
 
@@ -27,11 +31,20 @@ public final class HTTPServer: Sendable {
     public static let maximumBodySize = 1 << 20
 
     private struct Running: Sendable {
-        let group: MultiThreadedEventLoopGroup
+        /// Runs the Hummingbird application; shut down gracefully to stop it.
+        let group: ServiceGroup
+        /// Ends when the application has stopped.
+        let served: Task<Void, Never>
         let pool: NIOThreadPool
-        let channel: any Channel
-        /// The socket file this server created (path, inode), removed by ``stop()`` if still its own.
-        let socketFile: (path: String, inode: UInt64)?
+        let address: HTTPServerAddress
+        /// The socket file this server created, removed by ``stop()`` if still its own.
+        let socket: UnixSocketPath.Created?
+    }
+
+    /// What the application reports first: listening (on this address), or ended.
+    private enum Startup: Sendable {
+        case listening(SocketAddress?)
+        case ended((any Error)?)
     }
 
     private let key: String
@@ -43,7 +56,7 @@ public final class HTTPServer: Sendable {
     /// - Parameters:
     ///   - key: the configuration key the address comes from ("admin.socket"), used in errors.
     ///   - handlerThreads: how many requests may block in the handler at once.
-    ///   - handler: answers each request, off the event loop.
+    ///   - handler: answers each request, off the concurrency pool.
     public init(key: String, handlerThreads: Int = 4, logger: Logger, handler: @escaping Handler) {
         self.key = key
         self.handlerThreads = max(1, handlerThreads)
@@ -51,140 +64,98 @@ public final class HTTPServer: Sendable {
         self.handler = handler
     }
 
-    deinit {
-        stop()
-    }
-
     /// Binds `address` and starts answering. Throws ``HTTPServerError`` naming
     /// the key and address; nothing is left running or bound on failure.
-    public func start(at address: HTTPServerAddress) throws(HTTPServerError) {
+    public func start(at address: HTTPServerAddress) async throws(HTTPServerError) {
         precondition(running.withLock { $0 == nil }, "HTTPServer.start called twice")
-        if case .unixSocket(let path) = address { try prepareSocketPath(path) }
-
-        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
-        let pool = NIOThreadPool(numberOfThreads: handlerThreads)
-        pool.start()
-        let handler = self.handler
-        let bootstrap = ServerBootstrap(group: group)
-            .serverChannelOption(ChannelOptions.backlog, value: 32)
-            .childChannelInitializer { channel in
-                channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.configureHTTPServerPipeline(withErrorHandling: true)
-                    try channel.pipeline.syncOperations.addHandler(
-                        HTTPServerChannelHandler(handler: handler, pool: pool, maximumBodySize: HTTPServer.maximumBodySize))
-                }
-            }
-        func shutDown() {
-            try? group.syncShutdownGracefully()
-            try? pool.syncShutdownGracefully()
-        }
-
-        let channel: any Channel
-        var socketFile: (path: String, inode: UInt64)?
+        let bind: BindAddress
         switch address {
         case .unixSocket(let path):
+            try UnixSocketPath(key: key, path: path, logger: logger).prepare()
+            bind = .unixDomainSocket(path: path)
+        case .tcp(let host, let port):
+            bind = .hostname(host, port: port)
+        }
+        let pool = NIOThreadPool(numberOfThreads: handlerThreads)
+        pool.start()
+        let (events, reporter) = AsyncStream.makeStream(of: Startup.self)
+        let responder = HTTPServerResponder(handler: handler, pool: pool, maximumBodySize: HTTPServer.maximumBodySize)
+        var quiet = logger
+        quiet.logLevel = max(logger.logLevel, .warning)
+        let application = Application(
+            responder: CallbackResponder { (request: Request, _: BasicRequestContext) in await responder.respond(to: request) },
+            configuration: ApplicationConfiguration(address: bind, backlog: 32, reuseAddress: true),
+            onServerRunning: { channel in reporter.yield(.listening(channel.localAddress)) },
+            logger: quiet)
+        let group = ServiceGroup(configuration: ServiceGroupConfiguration(services: [application], logger: quiet))
+        let served = Task {
             do {
-                channel = try bootstrap.bind(unixDomainSocketPath: path).wait()
+                try await group.run()
+                reporter.yield(.ended(nil))
             } catch {
-                shutDown()
-                throw HTTPServerError(.bind, key: key, address: path, "cannot be bound: \(HTTPServer.describe(error))")
+                reporter.yield(.ended(error))
             }
-            // Before the first request can be answered: only the owner may connect.
-            let made = Syscall.chmod(at: AT_FDCWD, path, mode: 0o600).flatMap { Syscall.stat(path) }
-            switch made {
-            case .success(let st):
-                socketFile = (path, UInt64(st.st_ino))
+            reporter.finish()
+        }
+        var startup = events.makeAsyncIterator()
+        let local: SocketAddress?
+        switch await startup.next() {
+        case .listening(let address)?:
+            local = address
+        case .ended(let error)?:
+            await served.value
+            try? await pool.shutdownGracefully()
+            let reason = error.map(HTTPServer.describe) ?? "the server ended at once"
+            throw HTTPServerError(.bind, key: key, address: address.description, "cannot be bound: \(reason)")
+        case nil:
+            preconditionFailure("the startup stream ends only after reporting")
+        }
+        var socket: UnixSocketPath.Created?
+        var bound = address
+        if case .unixSocket(let path) = address {
+            // Before start returns, and so before the daemon announces it: only the owner may connect.
+            switch UnixSocketPath.makePrivate(path) {
+            case .success(let created):
+                socket = created
             case .failure(let errno):
-                try? channel.close().wait()
+                await Self.shutDown(group: group, served: served, pool: pool)
                 _ = Syscall.unlink(at: AT_FDCWD, path)
-                shutDown()
                 throw HTTPServerError(.bind, key: key, address: path, "cannot be made private (chmod 0600): \(errno)")
             }
-        case .tcp(let host, let port):
-            do {
-                channel = try bootstrap.serverChannelOption(ChannelOptions.socketOption(.so_reuseaddr), value: 1)
-                    .bind(host: host, port: port).wait()
-            } catch {
-                shutDown()
-                throw HTTPServerError(.bind, key: key, address: address.description, "cannot be bound: \(HTTPServer.describe(error))")
-            }
+        } else if let local, let port = local.port {
+            bound = .tcp(host: local.ipAddress ?? "?", port: port)
         }
-        running.withLock { $0 = Running(group: group, pool: pool, channel: channel, socketFile: socketFile) }
-        logger.info("listening", metadata: ["\(key)": "\(boundAddress?.description ?? address.description)"])
+        running.withLock { $0 = Running(group: group, served: served, pool: pool, address: bound, socket: socket) }
+        logger.info("listening", metadata: ["\(key)": "\(bound)"])
     }
 
     /// Where the server listens now, with the real port when bound to port 0
     /// (tests); `nil` when not running.
     public var boundAddress: HTTPServerAddress? {
-        running.withLock { running -> HTTPServerAddress? in
-            guard let running else { return nil }
-            if let file = running.socketFile { return .unixSocket(path: file.path) }
-            guard let local = running.channel.localAddress, let port = local.port else { return nil }
-            return .tcp(host: local.ipAddress ?? "?", port: port)
-        }
+        running.withLock { $0?.address }
     }
 
-    /// Stops listening, lets handlers already running finish, and removes the
+    /// Serves until graceful shutdown of the daemon's group, then stops.
+    public func run() async throws {
+        try? await gracefulShutdown()
+        await stop()
+    }
+
+    /// Stops listening, lets requests in flight finish, and removes the
     /// socket file if it is still the one this server created. Idempotent.
-    public func stop() {
+    public func stop() async {
         guard let stopping = running.withLock({ running -> Running? in
             defer { running = nil }
             return running
         }) else { return }
-        try? stopping.channel.close().wait()
-        try? stopping.group.syncShutdownGracefully()
-        try? stopping.pool.syncShutdownGracefully()
-        if let file = stopping.socketFile, case .success(let st) = Syscall.stat(file.path), UInt64(st.st_ino) == file.inode {
-            _ = Syscall.unlink(at: AT_FDCWD, file.path)
-        }
+        await Self.shutDown(group: stopping.group, served: stopping.served, pool: stopping.pool)
+        stopping.socket?.removeIfStillOurs()
     }
 
-    /// Creates the parent directory if missing; removes a stale socket file
-    /// (nobody answers on it) and refuses a live one or anything else.
-    private func prepareSocketPath(_ path: String) throws(HTTPServerError) {
-        guard path.hasPrefix("/"), path.count > 1 else {
-            throw HTTPServerError(.invalidAddress, key: key, address: path, "must be an absolute path")
-        }
-        if case .failure(let errno) = HTTPServer.makeDirectories(HTTPServer.parent(of: path)) {
-            throw HTTPServerError(.directory, key: key, address: path, "cannot create its directory \(HTTPServer.parent(of: path)): \(errno)")
-        }
-        switch Syscall.lstat(at: AT_FDCWD, path) {
-        case .failure(.noEntry):
-            return
-        case .failure(let errno):
-            throw HTTPServerError(.bind, key: key, address: path, "cannot be checked: \(errno)")
-        case .success(let st):
-            guard st.st_mode & S_IFMT == S_IFSOCK else {
-                throw HTTPServerError(.notASocket, key: key, address: path, "exists and is not a socket (not removed)")
-            }
-        }
-        switch HTTPServer.probe(socket: path) {
-        case .success:
-            throw HTTPServerError(.inUse, key: key, address: path, "is in use by another replfsd")
-        case .failure(let errno) where errno.rawValue == ECONNREFUSED || errno == .noEntry:
-            // Left by a replfsd that died: nobody listens, so it is safe to replace.
-            logger.notice("removing stale socket", metadata: ["\(key)": "\(path)"])
-            if case .failure(let errno) = Syscall.unlink(at: AT_FDCWD, path), errno != .noEntry {
-                throw HTTPServerError(.bind, key: key, address: path, "is stale but cannot be removed: \(errno)")
-            }
-        case .failure(let errno):
-            throw HTTPServerError(.bind, key: key, address: path, "cannot be checked (connect: \(errno))")
-        }
-    }
-
-    /// Connects to a Unix socket and closes at once: `.success` means a
-    /// process listens on it. `connect(2)` on a Unix socket does not wait for
-    /// the peer to accept, so this returns immediately either way.
-    static func probe(socket path: String) -> Result<Void, Errno> {
-        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
-        defer { try? group.syncShutdownGracefully() }
-        do {
-            let channel = try ClientBootstrap(group: group).connectTimeout(.seconds(2)).connect(unixDomainSocketPath: path).wait()
-            try? channel.close().wait()
-            return .success(())
-        } catch {
-            return .failure(errno(of: error) ?? .io)
-        }
+    private static func shutDown(group: ServiceGroup, served: Task<Void, Never>, pool: NIOThreadPool) async {
+        await group.triggerGracefulShutdown()
+        await served.value
+        try? await pool.shutdownGracefully()
     }
 
     /// The errno inside a NIO connect or bind error, if there is one.
@@ -202,26 +173,5 @@ public final class HTTPServer: Sendable {
     /// A short reason for a NIO error: the errno's text when there is one.
     static func describe(_ error: any Error) -> String {
         errno(of: error).map { "\($0)" } ?? "\(error)"
-    }
-
-    static func parent(of path: String) -> String {
-        guard let slash = path.lastIndex(of: "/"), slash != path.startIndex else { return "/" }
-        return String(path[..<slash])
-    }
-
-    /// `mkdir -p` with mode 0755 (the socket itself is 0600).
-    static func makeDirectories(_ path: String) -> Result<Void, Errno> {
-        switch Syscall.stat(path) {
-        case .success(let st):
-            return st.st_mode & S_IFMT == S_IFDIR ? .success(()) : .failure(.notDirectory)
-        case .failure(.noEntry):
-            if case .failure(let errno) = makeDirectories(parent(of: path)) { return .failure(errno) }
-            switch Syscall.mkdir(at: AT_FDCWD, path, mode: 0o755) {
-            case .success, .failure(.exists): return .success(())
-            case .failure(let errno): return .failure(errno)
-            }
-        case .failure(let errno):
-            return .failure(errno)
-        }
     }
 }

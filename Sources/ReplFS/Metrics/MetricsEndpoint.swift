@@ -1,5 +1,6 @@
 import Logging
 import Prometheus
+import ServiceLifecycle
 
 /// Serves the daemon's metrics at `GET /metrics` on `metrics.listen`, in the
 /// Prometheus text format (`text/plain; version=0.0.4`).
@@ -7,7 +8,7 @@ import Prometheus
 /// Owns the registry and the ``ReplFSMetrics`` handles the daemon updates;
 /// the handles work whether or not the endpoint is started, so the daemon
 /// can create them unconditionally and start serving only when configured.
-public final class MetricsEndpoint: Sendable {
+public final class MetricsEndpoint: Service, Sendable {
     /// The content type of the Prometheus text exposition format 0.0.4.
     public static let contentType = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -23,8 +24,13 @@ public final class MetricsEndpoint: Sendable {
     }
 
     /// Listens on "host:port" (port 0 picks a free one; see ``port``).
-    public func start(listen address: String) throws(HTTPServerError) {
-        try server.start(at: HTTPServerAddress.parse(hostPort: address, key: "metrics.listen"))
+    public func start(listen address: String) async throws(HTTPServerError) {
+        try await server.start(at: HTTPServerAddress.parse(hostPort: address, key: "metrics.listen"))
+    }
+
+    /// Serves until the daemon's graceful shutdown, then stops.
+    public func run() async throws {
+        try await server.run()
     }
 
     /// The bound port while running.
@@ -34,8 +40,8 @@ public final class MetricsEndpoint: Sendable {
     }
 
     /// Stops listening. Idempotent.
-    public func stop() {
-        server.stop()
+    public func stop() async {
+        await server.stop()
     }
 
     /// The current exposition text (what a scrape returns).
