@@ -20,8 +20,7 @@ struct ImportCommand: ParsableCommand {
 
     func run() throws {
         let path = AdminClient.absolutePath(input)
-        var isDirectory: ObjCBool = false
-        guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory), !isDirectory.boolValue else {
+        guard case .success = Syscall.stat(path), !Syscall.isDirectory(path) else {
             printError("replfsd import: \(path): no such file")
             throw ExitCode(2)
         }

@@ -67,18 +67,10 @@ public struct LTXChainVerifier: Sendable {
     /// The full paths of the canonically named LTX files in `directory`,
     /// sorted by name, which is TXID order.
     public static func files(inDirectory directory: String) throws(LTXError) -> [String] {
-        guard let dir = opendir(directory) else {
-            throw .io(operation: "opendir", path: directory, errno: errno)
-        }
-        defer { closedir(dir) }
-        var names: [String] = []
-        while let entry = readdir(dir) {
-            let name = withUnsafeBytes(of: entry.pointee.d_name) { raw in
-                String(decoding: raw.prefix { $0 != 0 }, as: UTF8.self)
-            }
-            if (try? LTXFileName(parsing: name)) != nil {
-                names.append(name)
-            }
+        let names: [String]
+        switch Syscall.listDirectory(directory) {
+        case .success(let listed): names = listed.filter { (try? LTXFileName(parsing: $0)) != nil }
+        case .failure(let error): throw .io(operation: "opendir", path: directory, errno: error.rawValue)
         }
         let prefix = directory.hasSuffix("/") ? directory : directory + "/"
         return names.sorted().map { prefix + $0 }

@@ -24,35 +24,22 @@ public struct LTXFileSource: LTXByteSource, Sendable {
 
     /// Opens `path` read-only. The caller must `close()` the result.
     public init(path: String) throws(LTXError) {
-        let fd = open(path, O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else {
-            throw .io(operation: "open", path: path, errno: errno)
+        switch Syscall.open(at: AT_FDCWD, path, flags: O_RDONLY) {
+        case .success(let fd): self.init(fileDescriptor: fd, path: path)
+        case .failure(let error): throw .io(operation: "open", path: path, errno: error.rawValue)
         }
-        self.init(fileDescriptor: fd, path: path)
     }
 
     /// Reads with `read(2)`, retrying on `EINTR`.
     public mutating func read(into buffer: UnsafeMutableRawBufferPointer) throws(LTXError) -> Int {
-        guard let base = buffer.baseAddress, !buffer.isEmpty else { return 0 }
-        while true {
-            #if canImport(Glibc)
-            let n = Glibc.read(fileDescriptor, base, buffer.count)
-            #else
-            let n = Darwin.read(fileDescriptor, base, buffer.count)
-            #endif
-            if n >= 0 { return n }
-            if errno != EINTR {
-                throw .io(operation: "read", path: path, errno: errno)
-            }
+        switch Syscall.read(fileDescriptor, into: buffer) {
+        case .success(let count): return count
+        case .failure(let error): throw .io(operation: "read", path: path, errno: error.rawValue)
         }
     }
 
     /// Closes the descriptor.
     public func close() {
-        #if canImport(Glibc)
-        _ = Glibc.close(fileDescriptor)
-        #else
-        _ = Darwin.close(fileDescriptor)
-        #endif
+        Syscall.close(fileDescriptor)
     }
 }

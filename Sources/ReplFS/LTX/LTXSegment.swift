@@ -96,11 +96,10 @@ public struct LTXSegmentReader {
     /// Reads from `fd` (which the caller closes), from the first record.
     public init(fileDescriptor fd: Int32) {
         self.fd = fd
-        var st = stat()
-        size = fstat(fd, &st) == 0 ? Int64(st.st_size) : 0
+        size = (try? Syscall.fstat(fd).get()).map { Int64($0.st_size) } ?? 0
         var header = [UInt8](repeating: 0, count: LTXSegment.headerSize)
-        let count = header.withUnsafeMutableBytes { pread(fd, $0.baseAddress, LTXSegment.headerSize, 0) }
-        hasHeader = count == LTXSegment.headerSize && header == LTXSegment.header
+        let count = header.withUnsafeMutableBytes { Syscall.pread(fd, into: $0, at: 0) }
+        hasHeader = count == .success(LTXSegment.headerSize) && header == LTXSegment.header
         end = hasHeader ? Int64(LTXSegment.headerSize) : 0
     }
 
@@ -141,17 +140,8 @@ public struct LTXSegmentReader {
     }
 
     private static func readFully(_ fd: Int32, into bytes: inout [UInt8], at offset: Int64) -> Bool {
-        var done = 0
         let total = bytes.count
-        return bytes.withUnsafeMutableBytes { raw in
-            while done < total {
-                let n = pread(fd, raw.baseAddress! + done, total - done, off_t(offset + Int64(done)))
-                if n < 0 && errno == EINTR { continue }
-                if n <= 0 { return false }
-                done += n
-            }
-            return true
-        }
+        return bytes.withUnsafeMutableBytes { Syscall.pread(fd, into: $0, at: offset) } == .success(total)
     }
 }
 
@@ -163,67 +153,62 @@ extension LTXSegment {
     public static func singleFiles(of paths: [String]) throws(LTXError) -> (directory: String, temporary: Bool) {
         var sources: [String] = []
         for path in paths {
-            var st = stat()
-            if stat(path, &st) == 0 && (st.st_mode & S_IFMT) == S_IFDIR {
-                let prefix = path.hasSuffix("/") ? path : path + "/"
-                guard let dir = opendir(path) else { throw .io(operation: "opendir", path: path, errno: errno) }
-                while let entry = readdir(dir) {
-                    let name = withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
-                    if firstTXID(ofName: name) != nil || (try? LTXFileName(parsing: name)) != nil { sources.append(prefix + name) }
-                }
-                closedir(dir)
-            } else {
+            guard Syscall.isDirectory(path) else {
                 sources.append(path)
+                continue
             }
+            let prefix = path.hasSuffix("/") ? path : path + "/"
+            let names: [String]
+            switch Syscall.listDirectory(path) {
+            case .success(let listed): names = listed.sorted()
+            case .failure(let error): throw .io(operation: "opendir", path: path, errno: error.rawValue)
+            }
+            sources += names.filter { firstTXID(ofName: $0) != nil || (try? LTXFileName(parsing: $0)) != nil }.map { prefix + $0 }
         }
-        if paths.count == 1, !sources.contains(where: isSegment(path:)), sources.allSatisfy({ $0.hasPrefix(paths[0]) }) {
-            var st = stat()
-            if stat(paths[0], &st) == 0 && (st.st_mode & S_IFMT) == S_IFDIR { return (paths[0], false) }
+        if paths.count == 1, !sources.contains(where: isSegment(path:)), sources.allSatisfy({ $0.hasPrefix(paths[0]) }), Syscall.isDirectory(paths[0]) {
+            return (paths[0], false)
         }
-        var template = Array(((getenv("TMPDIR").map { String(cString: $0) } ?? "/tmp") + "/replfs-ltx-XXXXXX").utf8CString)
-        guard let made = template.withUnsafeMutableBufferPointer({ mkdtemp($0.baseAddress!) }) else {
-            throw .io(operation: "mkdtemp", path: String(cString: template), errno: errno)
+        let directory: String
+        switch Syscall.makeTemporaryDirectory(prefix: "replfs-ltx-") {
+        case .success(let made): directory = made
+        case .failure(let error): throw .io(operation: "mkdtemp", path: "replfs-ltx-XXXXXX", errno: error.rawValue)
         }
-        let directory = String(cString: made)
         for source in sources {
-            let fd = open(source, O_RDONLY | O_CLOEXEC)
-            guard fd >= 0 else { throw .io(operation: "open", path: source, errno: errno) }
-            defer { close(fd) }
-            if isSegment(path: source) {
-                var reader = LTXSegmentReader(fileDescriptor: fd)
-                guard reader.hasHeader else { throw .inFile(source, .invalidHeader(reason: "not an LTX segment (no LTXS header)")) }
-                while let record = reader.next() {
-                    try writeFile(record.bytes, to: directory + "/" + LTXFileName(minTXID: record.minTXID, maxTXID: record.maxTXID).description)
-                }
-            } else {
-                var st = stat()
-                guard fstat(fd, &st) == 0 else { throw .io(operation: "fstat", path: source, errno: errno) }
-                var bytes = [UInt8](repeating: 0, count: Int(st.st_size))
-                let count = bytes.withUnsafeMutableBytes { pread(fd, $0.baseAddress, $0.count, 0) }
-                guard count == bytes.count else { throw .io(operation: "read", path: source, errno: errno) }
+            let bytes: [UInt8]
+            switch Syscall.readFile(source) {
+            case .success(let read): bytes = read
+            case .failure(let error): throw .io(operation: "read", path: source, errno: error.rawValue)
+            }
+            guard isSegment(path: source) else {
                 try writeFile(bytes, to: directory + "/" + String(source.split(separator: "/").last ?? "file.ltx"))
+                continue
+            }
+            // A segment is split into its records, one single file each.
+            let fd: Int32
+            switch Syscall.open(at: AT_FDCWD, source, flags: O_RDONLY) {
+            case .success(let opened): fd = opened
+            case .failure(let error): throw .io(operation: "open", path: source, errno: error.rawValue)
+            }
+            defer { Syscall.close(fd) }
+            var reader = LTXSegmentReader(fileDescriptor: fd)
+            guard reader.hasHeader else { throw .inFile(source, .invalidHeader(reason: "not an LTX segment (no LTXS header)")) }
+            while let record = reader.next() {
+                try writeFile(record.bytes, to: directory + "/" + LTXFileName(minTXID: record.minTXID, maxTXID: record.maxTXID).description)
             }
         }
         return (directory, true)
     }
 
     private static func writeFile(_ bytes: [UInt8], to path: String) throws(LTXError) {
-        let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
-        guard fd >= 0 else { throw .io(operation: "open", path: path, errno: errno) }
-        defer { close(fd) }
-        let written = bytes.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
-        guard written == bytes.count else { throw .io(operation: "write", path: path, errno: errno) }
+        let written = Syscall.open(at: AT_FDCWD, path, flags: O_WRONLY | O_CREAT | O_TRUNC, mode: 0o644).flatMap { fd in
+            defer { Syscall.close(fd) }
+            return bytes.withUnsafeBytes { Syscall.write(fd, $0) }
+        }
+        if case .failure(let error) = written { throw .io(operation: "write", path: path, errno: error.rawValue) }
     }
 
     /// Removes a directory ``singleFiles(of:)`` made.
     public static func removeTemporary(_ directory: String) {
-        if let dir = opendir(directory) {
-            while let entry = readdir(dir) {
-                let name = withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
-                if name != "." && name != ".." { unlink(directory + "/" + name) }
-            }
-            closedir(dir)
-        }
-        rmdir(directory)
+        _ = Syscall.removeTree(directory)
     }
 }

@@ -23,6 +23,22 @@ extension Syscall {
         }
     }
 
+    /// Whether `path` names a directory (following symbolic links).
+    public static func isDirectory(_ path: String) -> Bool {
+        guard case .success(let st) = stat(path) else { return false }
+        return st.st_mode & S_IFMT == S_IFDIR
+    }
+
+    /// `mkdtemp(3)` in `$TMPDIR` (or /tmp): a new directory only this user
+    /// can enter, named `prefix` and six random characters.
+    public static func makeTemporaryDirectory(prefix: String) -> Result<String, Errno> {
+        let base = ProcessInfo.processInfo.environment["TMPDIR"] ?? "/tmp"
+        var template = Array("\(base)/\(prefix)XXXXXX".utf8CString)
+        return template.withUnsafeMutableBufferPointer { buffer in
+            mkdtemp(buffer.baseAddress!).map { .success(String(cString: $0)) } ?? .failure(.current)
+        }
+    }
+
     /// `mkdir -p`: the directory and any missing parents.
     public static func makeDirectories(_ path: String, mode: mode_t = 0o755) -> Result<Void, Errno> {
         do {

@@ -53,6 +53,13 @@ public enum Syscall {
         return .success(done)
     }
 
+    /// `read(2)` at the current offset, once (a short count is not the end
+    /// of the file; zero is).
+    public static func read(_ fd: Int32, into buffer: UnsafeMutableRawBufferPointer) -> Result<Int, Errno> {
+        guard let base = buffer.baseAddress, !buffer.isEmpty else { return .success(0) }
+        return retrying({ Glibc.read(fd, base, buffer.count) }, failed: { $0 < 0 })
+    }
+
     /// `pwrite(2)`, repeated until all of `buffer` is written.
     public static func pwrite(_ fd: Int32, _ buffer: UnsafeRawBufferPointer, at offset: Int64) -> Result<Int, Errno> {
         var done = 0
