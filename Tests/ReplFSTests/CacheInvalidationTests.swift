@@ -25,9 +25,9 @@ struct CacheInvalidationTests {
     @Test("nothing changed drops no pages; too many scattered ranges drop the whole file")
     func limits() {
         #expect(CacheInvalidation.pages([], pageSize: 4096, oldPageCount: 3, newPageCount: 3) == .byteRanges([]))
-        let scattered = (1...200).map { UInt32($0 * 2) }
+        let scattered = (1...200).map { PageNumber(UInt32($0 * 2)) }
         #expect(CacheInvalidation.pages(scattered, pageSize: 4096, oldPageCount: 400, newPageCount: 400) == .wholeFile)
-        let contiguous = (1...200).map { UInt32($0) }
+        let contiguous = (1...200).map { PageNumber(UInt32($0)) }
         #expect(CacheInvalidation.pages(contiguous, pageSize: 4096, oldPageCount: 400, newPageCount: 400) == .byteRanges([0..<(200 * 4096)]))
     }
 }

@@ -104,7 +104,7 @@ struct WALIndexAppenderTests {
         let image = try [UInt8](Data(contentsOf: URL(fileURLWithPath: b)))
         let pageSize = 4096
         let pageCount = image.count / pageSize
-        let pages = (0..<pageCount).map { (UInt32($0 + 1), Array(image[($0 * pageSize)..<(($0 + 1) * pageSize)])) }
+        let pages = (0..<pageCount).map { (PageNumber(UInt32($0 + 1)), Array(image[($0 * pageSize)..<(($0 + 1) * pageSize)])) }
         let wal = try Syscall.open(at: AT_FDCWD, a + "-wal", flags: O_RDWR).get()
         defer { Syscall.close(wal) }
         let shm = try Syscall.open(at: AT_FDCWD, a + "-shm", flags: O_RDWR).get()

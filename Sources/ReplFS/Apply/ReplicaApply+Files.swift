@@ -24,7 +24,7 @@ extension Database {
         defer { Syscall.close(sharedMemory) }
         guard case .success(let wal) = Syscall.open(at: environment.filesFD, path + "-wal", flags: O_RDWR | O_CREAT, mode: 0o644) else { return .unusable }
         defer { Syscall.close(wal) }
-        let frames = pages.filter { $0.key.rawValue <= commit }.sorted { $0.key < $1.key }.map { ($0.key.rawValue, $0.value) }
+        let frames = pages.filter { $0.key.rawValue <= commit }.sorted { $0.key < $1.key }.map { ($0.key, $0.value) }
         guard !frames.isEmpty else { return .unusable }
         let appender = WALIndexAppender(wal: wal, sharedMemory: sharedMemory)
         let known = state.wal.header == nil ? 0 : state.wal.lastCommit
@@ -68,7 +68,7 @@ extension Database {
     /// its WAL: they are copied into the main file (a checkpoint, done here
     /// because SQLite cannot write through a read-only mount), made durable,
     /// and the WAL is emptied. Readers are held off by the caller.
-    func retireWAL(frames: [UInt32: Int], pageSize: Int) -> Result<Void, Errno> {
+    func retireWAL(frames: [PageNumber: Int], pageSize: Int) -> Result<Void, Errno> {
         let walPath = path + "-wal"
         guard case .success(let info) = Syscall.lstat(at: environment.filesFD, walPath), info.st_size > 0 else { return .success(()) }
         if !frames.isEmpty, pageSize > 0 {
@@ -87,7 +87,7 @@ extension Database {
 
     /// Writes the pages of this node's committed WAL frames (`frames`: page
     /// number to frame index) into the database file open at `main`.
-    func copyFrames(_ frames: [UInt32: Int], pageSize: Int, into main: Int32) -> Result<Void, Errno> {
+    func copyFrames(_ frames: [PageNumber: Int], pageSize: Int, into main: Int32) -> Result<Void, Errno> {
         let wal: Int32
         switch Syscall.open(at: environment.filesFD, path + "-wal", flags: O_RDONLY) {
         case .success(let value): wal = value
@@ -99,7 +99,7 @@ extension Database {
         for (pgno, frame) in frames.sorted(by: { $0.key < $1.key }) {
             let offset = Int64(WALHeader.size) + Int64(frame - 1) * Int64(WALFrameHeader.size + pageSize) + Int64(WALFrameHeader.size)
             guard case .success(pageSize) = Syscall.pread(wal, into: page, at: offset) else { return .failure(.io) }
-            if case .failure(let error) = Syscall.pwrite(main, UnsafeRawBufferPointer(page), at: Int64(pgno - 1) * Int64(pageSize)) {
+            if case .failure(let error) = Syscall.pwrite(main, UnsafeRawBufferPointer(page), at: Int64(pgno.fileOffset(pageSize: pageSize))) {
                 return .failure(error)
             }
         }

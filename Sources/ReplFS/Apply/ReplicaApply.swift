@@ -240,7 +240,7 @@ extension Database {
         let wholeFile = batch.resetFile || batch.streamed != nil || batch.view.pageSize != ownPageSize || !batch.existed
         publishApplied(
             &state, gate: gate, mount: mount, existed: batch.existed, wholeFile: wholeFile,
-            pages: Set(batch.pages.keys.map(\.rawValue)).union(ownFrames.keys), startPageCount: startPageCount)
+            pages: Set(batch.pages.keys).union(ownFrames.keys), startPageCount: startPageCount)
         return nil
     }
 
@@ -293,7 +293,7 @@ extension Database {
     /// `-wal` and WAL-index header readers of a WAL database need, the
     /// kernel's caches of what changed, the primary's epochs, readers let in.
     private func publishApplied(
-        _ state: inout State, gate: any ReaderGate, mount: any MountAccess, existed: Bool, wholeFile: Bool, pages: some Collection<UInt32>, startPageCount: UInt32
+        _ state: inout State, gate: any ReaderGate, mount: any MountAccess, existed: Bool, wholeFile: Bool, pages: some Collection<PageNumber>, startPageCount: UInt32
     ) {
         if state.pages.isWAL || gate.readersUseWAL {
             // Readers of a WAL database need a -wal to open; here it stays

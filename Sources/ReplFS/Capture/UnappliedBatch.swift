@@ -12,7 +12,7 @@ struct UnappliedBatch {
     /// The batch's transactions, moved into the state once the file holds them.
     var transactions: [Database.Prepared]
     /// This node's own WAL frames (it was primary until now), folded first.
-    var ownFrames: [UInt32: Int]
+    var ownFrames: [PageNumber: Int]
     var ownPageSize: Int
     var gate: any ReaderGate
 }

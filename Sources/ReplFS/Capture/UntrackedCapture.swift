@@ -64,7 +64,7 @@ extension Database {
         let dbFD = openReadFD(&state)
         let pageSize = committed.header.pageSize
         let prepared = prepare(&state, pageSize: pageSize, commitSize: committed.commitSize, candidates: [], allPages: true, sync: sync) { pgno, page in
-            if let frame = committed.pages[pgno.rawValue] {
+            if let frame = committed.pages[pgno] {
                 return Syscall.pread(walFD, into: page, at: committed.header.frameOffset(frame) + Int64(WALFrameHeader.size)).flatMap { count in
                     count == pageSize ? .success(()) : .failure(.io)
                 }

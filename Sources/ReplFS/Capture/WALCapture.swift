@@ -74,7 +74,7 @@ extension Database {
         _ state: inout State, _ commit: WALTracker.Commit, buffer: UnsafeRawBufferPointer, at offset: Int64, walFD: Int32
     ) -> Result<Prepared?, Errno> {
         // The last frame for each page wins.
-        var frameOfPage: [UInt32: Int] = [:]
+        var frameOfPage: [PageNumber: Int] = [:]
         frameOfPage.reserveCapacity(commit.pageNumbers.count)
         for (i, pgno) in commit.pageNumbers.enumerated() {
             frameOfPage[pgno] = commit.frames.lowerBound + i
@@ -84,17 +84,17 @@ extension Database {
         let firstFrameOffset = Int64(WALHeader.size)
         // A first capture needs the whole logical content: the database file
         // overlaid with every committed frame before this transaction.
-        var earlier: [UInt32: Int] = [:]
+        var earlier: [PageNumber: Int] = [:]
         let allPages = state.position.txid.rawValue == 0 || state.pages.pageSize != pageSize || !commit.isComplete
         if allPages {
             earlier = scanCommittedFrames(walFD: walFD, through: commit.frames.lowerBound - 1, pageSize: pageSize, salt1: commit.salt1, salt2: commit.salt2)
         }
         let dbFD = openReadFD(&state)
         return prepare(
-            &state, pageSize: pageSize, commitSize: commit.commitSize, candidates: frameOfPage.keys.sorted().map(PageNumber.init(rawValue:)), allPages: allPages, sync: false,
+            &state, pageSize: pageSize, commitSize: commit.commitSize, candidates: frameOfPage.keys.sorted(), allPages: allPages, sync: false,
             expectSync: state.walSyncsCommits
         ) { pgno, page in
-            if let frame = frameOfPage[pgno.rawValue] ?? earlier[pgno.rawValue] {
+            if let frame = frameOfPage[pgno] ?? earlier[pgno] {
                 // The page as the WAL file holds it, overlaid with the part the
                 // current write brings (it has not reached the file yet).
                 let dataOffset = firstFrameOffset + Int64(frame - 1) * frameSize + Int64(WALFrameHeader.size)
@@ -122,8 +122,8 @@ extension Database {
     }
 
     /// Page → last frame index among the valid frames 1...`last` of the WAL.
-    func scanCommittedFrames(walFD: Int32, through last: Int, pageSize: Int, salt1: UInt32, salt2: UInt32) -> [UInt32: Int] {
-        var result: [UInt32: Int] = [:]
+    func scanCommittedFrames(walFD: Int32, through last: Int, pageSize: Int, salt1: UInt32, salt2: UInt32) -> [PageNumber: Int] {
+        var result: [PageNumber: Int] = [:]
         guard last >= 1 else { return result }
         var header = [UInt8](repeating: 0, count: WALFrameHeader.size)
         let frameSize = Int64(WALFrameHeader.size + pageSize)
@@ -133,7 +133,7 @@ extension Database {
             guard case .success(WALFrameHeader.size) = read else { break }
             let frame = header.withUnsafeBytes { WALFrameHeader($0) }
             guard frame.salt1 == salt1, frame.salt2 == salt2 else { break }
-            result[frame.pageNumber] = index
+            result[PageNumber(frame.pageNumber)] = index
         }
         return result
     }

@@ -15,7 +15,7 @@
 struct WALTracker: Sendable {
     /// A frame written since the last commit.
     struct Frame: Sendable {
-        var pageNumber: UInt32
+        var pageNumber: PageNumber
         var commitSize: UInt32
         /// Bytes of the page written since the header (the kernel may split
         /// one write(2) at page-cache boundaries).
@@ -30,7 +30,7 @@ struct WALTracker: Sendable {
         /// Database size in pages after the commit.
         var commitSize: UInt32
         /// Page number of each frame in `frames`.
-        var pageNumbers: [UInt32]
+        var pageNumbers: [PageNumber]
         var pageSize: Int
         var salt1: UInt32
         var salt2: UInt32
@@ -46,7 +46,7 @@ struct WALTracker: Sendable {
     /// Page number to the last committed frame holding it, for this WAL
     /// generation: where the committed version of a page is, if not in the
     /// database file (snapshots read it).
-    private(set) var committedPages: [UInt32: Int] = [:]
+    private(set) var committedPages: [PageNumber: Int] = [:]
 
     /// Forgets everything, as when the WAL is deleted or truncated to zero.
     mutating func reset() {
@@ -91,7 +91,7 @@ struct WALTracker: Sendable {
                 // transaction's leftovers at this index, or an earlier version of
                 // a frame SQLite rewrites in place, must not count as written.
                 if frameHeader.salt1 == header.salt1 && frameHeader.salt2 == header.salt2 && index > lastCommit {
-                    frames[index] = Frame(pageNumber: frameHeader.pageNumber, commitSize: frameHeader.commitSize, dataBytes: 0, dataWritten: false)
+                    frames[index] = Frame(pageNumber: PageNumber(frameHeader.pageNumber), commitSize: frameHeader.commitSize, dataBytes: 0, dataWritten: false)
                 } else {
                     frames[index] = nil
                 }
@@ -113,7 +113,7 @@ struct WALTracker: Sendable {
         while firstKnown - 1 > lastCommit, let frame = frames[firstKnown - 1], frame.dataWritten {
             firstKnown -= 1
         }
-        var pages: [UInt32] = []
+        var pages: [PageNumber] = []
         pages.reserveCapacity(completed - firstKnown + 1)
         for index in firstKnown...completed { pages.append(frames[index]!.pageNumber) }
         return Commit(
@@ -152,7 +152,7 @@ struct WALTracker: Sendable {
     /// Marks `commit` as logged: its frames are now part of the database.
     /// Replaces the committed-page map (after a commit whose earlier frames
     /// were unknown, from a scan of the WAL file).
-    mutating func setCommittedPages(_ pages: [UInt32: Int]) {
+    mutating func setCommittedPages(_ pages: [PageNumber: Int]) {
         committedPages = pages
     }
 

@@ -20,12 +20,12 @@ public enum CacheInvalidation: Sendable, Equatable {
     /// The ranges covering `pages` (those within the new size) and, if the
     /// file shrank, everything after its new end.
     public static func pages(
-        _ pages: some Sequence<UInt32>, pageSize: Int, oldPageCount: UInt32, newPageCount: UInt32, maxRanges: Int = maxRanges
+        _ pages: some Sequence<PageNumber>, pageSize: Int, oldPageCount: UInt32, newPageCount: UInt32, maxRanges: Int = maxRanges
     ) -> CacheInvalidation {
         let size = Int64(pageSize)
         var ranges: [Range<Int64>] = []
-        for pgno in pages.filter({ $0 >= 1 && $0 <= newPageCount }).sorted() {
-            let start = Int64(pgno - 1) * size
+        for pgno in pages.filter({ $0.rawValue >= 1 && $0.rawValue <= newPageCount }).sorted() {
+            let start = Int64(pgno.fileOffset(pageSize: pageSize))
             if let last = ranges.last, last.upperBound == start {
                 ranges[ranges.count - 1] = last.lowerBound..<(start + size)
             } else {

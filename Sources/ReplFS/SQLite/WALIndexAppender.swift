@@ -64,7 +64,7 @@ struct WALIndexAppender {
     /// size, its pages) must be dropped by then, or a reader that sees the
     /// new header reads a short or stale frame.
     func append(
-        pages: [(UInt32, [UInt8])], commitSize: UInt32, pageSize: Int, expectedFrames: Int, walWritten: ([Range<Int64>]) -> Void = { _ in }
+        pages: [(PageNumber, [UInt8])], commitSize: UInt32, pageSize: Int, expectedFrames: Int, walWritten: ([Range<Int64>]) -> Void = { _ in }
     ) -> Result<Appended, Failure> {
         precondition(!pages.isEmpty)
         // A connection of SQLite's that opens and finds no other holding the
@@ -115,7 +115,7 @@ struct WALIndexAppender {
             for (index, (pgno, page)) in pages.enumerated() {
                 let base = index * frameSize
                 let frame = UnsafeMutableRawBufferPointer(rebasing: raw[base..<(base + frameSize)])
-                BigEndian.store(pgno, into: frame, at: 0)
+                BigEndian.store(pgno.rawValue, into: frame, at: 0)
                 BigEndian.store(index == pages.count - 1 ? commitSize : 0, into: frame, at: 4)
                 for offset in 8..<16 { frame[offset] = walHeader[offset + 8] }
                 page.withUnsafeBytes { frame.baseAddress!.advanced(by: WALFrameHeader.size).copyMemory(from: $0.baseAddress!, byteCount: pageSize) }
@@ -160,7 +160,7 @@ struct WALIndexAppender {
     }
 
     /// Adds frames `first...` (their page numbers in order) to the index.
-    private func index(_ pageNumbers: [UInt32], from first: Int, previousMaxFrame: Int) -> Result<Void, Failure> {
+    private func index(_ pageNumbers: [PageNumber], from first: Int, previousMaxFrame: Int) -> Result<Void, Failure> {
         var frame = first
         var remaining = pageNumbers[...]
         var cleaned = false
@@ -188,14 +188,14 @@ struct WALIndexAppender {
             cleaned = true
             var index = firstIndex
             while index <= capacity, let pgno = remaining.first {
-                var key = Int((pgno &* 383) & UInt32(Self.hashSlots - 1))
+                var key = Int((pgno.rawValue &* 383) & UInt32(Self.hashSlots - 1))
                 var collisions = 0
                 while hash[key] != 0 {
                     key = (key + 1) & (Self.hashSlots - 1)
                     collisions += 1
                     if collisions > Self.hashSlots { return .failure(.unusableIndex) }
                 }
-                array[index - 1] = pgno
+                array[index - 1] = pgno.rawValue
                 hash[key] = UInt16(index)
                 remaining = remaining.dropFirst()
                 index += 1

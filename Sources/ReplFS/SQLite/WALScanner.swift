@@ -20,7 +20,7 @@ public struct WALScanner {
         /// Database size in pages after that commit.
         public var commitSize: UInt32
         /// Page number to the last committed frame holding it.
-        public var pages: [UInt32: Int]
+        public var pages: [PageNumber: Int]
     }
 
     /// The committed part of the WAL open at `fd`; nil if it has no valid
@@ -36,7 +36,7 @@ public struct WALScanner {
 
         let frameSize = WALFrameHeader.size + header.pageSize
         var frame = [UInt8](repeating: 0, count: frameSize)
-        var pending: [UInt32: Int] = [:]
+        var pending: [PageNumber: Int] = [:]
         var result: Committed?
         var index = 1
         while true {
@@ -49,7 +49,7 @@ public struct WALScanner {
                 next = checksum(UnsafeRawBufferPointer(rebasing: bytes[WALFrameHeader.size...]), bigEndian: bigEndian, from: next)
                 guard next == (frameHeader.checksum1, frameHeader.checksum2) else { return false }
                 sum = next
-                pending[frameHeader.pageNumber] = index
+                pending[PageNumber(frameHeader.pageNumber)] = index
                 if frameHeader.isCommit {
                     var pages = result?.pages ?? [:]
                     pages.merge(pending) { _, new in new }

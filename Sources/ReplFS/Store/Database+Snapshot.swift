@@ -30,7 +30,7 @@ extension Database {
         defer { Syscall.close(out) }
 
         // First pass, lock-free.
-        let plan = waitForQuietState { state -> (Int, UInt32, [UInt32: Int], (UInt32, UInt32)?) in
+        let plan = waitForQuietState { state -> (Int, UInt32, [PageNumber: Int], (UInt32, UInt32)?) in
             (state.pages.pageSize, state.pages.pageCount, state.wal.committedPages, state.wal.header.map { ($0.salt1, $0.salt2) })
         }
         guard plan.0 > 0 else { return .failure(.noEntry) }
@@ -46,20 +46,20 @@ extension Database {
             if case .success(let fd) = wal { Syscall.close(fd) }
         }
         defer { closeFiles() }
-        func readLogical(_ pgno: UInt32, _ frames: [UInt32: Int], into buffer: UnsafeMutableRawBufferPointer) {
+        func readLogical(_ pgno: PageNumber, _ frames: [PageNumber: Int], into buffer: UnsafeMutableRawBufferPointer) {
             buffer.initializeMemory(as: UInt8.self, repeating: 0)
             if let frame = frames[pgno], case .success(let fd) = wal {
                 let offset = Int64(WALHeader.size) + Int64(frame - 1) * Int64(WALFrameHeader.size + buffer.count) + Int64(WALFrameHeader.size)
                 _ = Syscall.pread(fd, into: buffer, at: offset)
             } else if case .success(let fd) = database {
-                _ = Self.readPage(fd, PageNumber(pgno), into: buffer)
+                _ = Self.readPage(fd, pgno, into: buffer)
             }
         }
         var lockPage = PageNumber.lockPage(pageSize: pageSize).rawValue
         if plan.1 > 0 {
             let buffer = UnsafeMutableRawBufferPointer(rebasing: page[0..<pageSize])
             for pgno in 1...plan.1 {
-                readLogical(pgno, plan.2, into: buffer)
+                readLogical(PageNumber(pgno), plan.2, into: buffer)
                 copied.append(pgno == lockPage ? .zero : Checksum.page(PageNumber(pgno), UnsafeRawBufferPointer(buffer)))
                 if case .failure(let error) = Syscall.pwrite(out, UnsafeRawBufferPointer(buffer), at: Int64(pgno - 1) * Int64(pageSize)) {
                     return .failure(error)
@@ -87,7 +87,7 @@ extension Database {
                     let index = Int(pgno - 1)
                     let expected = state.pages.pageChecksums[index]
                     if index >= copied.count || copied[index] != expected {
-                        readLogical(pgno, frames, into: buffer)
+                        readLogical(PageNumber(pgno), frames, into: buffer)
                         guard Checksum.page(PageNumber(pgno), UnsafeRawBufferPointer(buffer)) == expected else { return .failure(.io) }
                         if case .failure(let error) = Syscall.pwrite(out, UnsafeRawBufferPointer(buffer), at: Int64(index) * Int64(pageSize)) {
                             return .failure(error)

@@ -8,3 +8,10 @@ func blocking<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async thr
         DetachedThread { continuation.resume(with: Result { try body() }) }.start()
     }
 }
+
+/// Page numbers written as literals in tests (`[1, 5]`, `committedPages[3]`).
+extension PageNumber: ExpressibleByIntegerLiteral {
+    public init(integerLiteral value: UInt32) {
+        self.init(value)
+    }
+}
