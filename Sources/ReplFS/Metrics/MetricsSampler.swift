@@ -12,9 +12,8 @@ public final class MetricsSampler: @unchecked Sendable {
     private let metrics: ReplFSMetrics
     private let controller: RoleController
     private let lease: any LeaseKeeper
-    private let running = Atomic(true)
-    private let wake = Semaphore()
-    private let stopped = Semaphore()
+    /// Samples once a second, from ``start()`` to ``stop()``.
+    private let passes = Locked<PeriodicTask?>(nil)
     private var lastTXIDs: [String: UInt64] = [:]
     private var lastLTXBytes = 0
     private var lastSnapshots = 0
@@ -28,19 +27,13 @@ public final class MetricsSampler: @unchecked Sendable {
     }
 
     public func start() {
-        DetachedThread { [self] in
-            while running.load(ordering: .acquiring) {
-                sample()
-                _ = wake.wait(timeout: .seconds(1))
-            }
-            stopped.post()
-        }.start()
+        let task = PeriodicTask(every: .seconds(1)) { [self] in sample() }
+        passes.withLock { $0 = task }
+        task.start()
     }
 
     public func stop() {
-        running.store(false, ordering: .releasing)
-        wake.post()
-        stopped.wait()
+        passes.value?.stop()
     }
 
     /// One sample (also called directly by tests).

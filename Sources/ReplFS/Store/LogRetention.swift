@@ -12,8 +12,7 @@ public final class LogRetention: Sendable {
     private let store: Store
     private let retention: Duration
     private let logger: Logger
-    private let running = Atomic(true)
-    private let stopped = Semaphore()
+    private let passes = Locked<PeriodicTask?>(nil)
 
     public init(store: Store, retention: Duration, logger: Logger) {
         self.store = store
@@ -21,30 +20,16 @@ public final class LogRetention: Sendable {
         self.logger = logger
     }
 
+    /// Prunes every quarter of `retention` (at least every 0.2 s, at most
+    /// every 10 s), until ``stop()``.
     public func start() {
-        DetachedThread { [self] in loop() }.start()
+        let task = PeriodicTask(every: min(max(retention / 4, .milliseconds(200)), .seconds(10))) { [self] in prune() }
+        passes.withLock { $0 = task }
+        task.start()
     }
 
     public func stop() {
-        guard running.exchange(false, ordering: .acquiringAndReleasing) else { return }
-        stopped.wait()
-    }
-
-    private var interval: Double {
-        let seconds = Double(retention.components.seconds) + Double(retention.components.attoseconds) / 1e18
-        return min(max(seconds / 4, 0.2), 10)
-    }
-
-    private func loop() {
-        var last = Date.distantPast
-        while running.load(ordering: .acquiring) {
-            if Date().timeIntervalSince(last) >= interval {
-                _ = prune()
-                last = Date()
-            }
-            usleep(100_000)
-        }
-        stopped.post()
+        passes.value?.stop()
     }
 
     /// One pass over every database's log; returns how many files went.
