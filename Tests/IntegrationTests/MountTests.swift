@@ -112,7 +112,7 @@ extension IntegrationTests {
                 ("mount: [unclosed\n", "invalid YAML"),
                 (
                     "mount: /tmp/x-mnt\ndata: /tmp/x-data\nreplication:\n  tls: {cert: /c.pem, key: /k.pem, ca: /ca.pem}\n",
-                    "replication.tls: not supported by this version"
+                    "replication.tls.cert: /c.pem cannot be read"
                 ),
                 ("mount: /tmp/x-mnt\ndata: /tmp/x-data\nreplication:\n  sync-replicas: 1\n", "replication.sync-replicas: 1 is not supported by this version"),
                 ("mount: /tmp/x-mnt\ndata: /tmp/x-data\ndata: /tmp/x-data2\n", "data: appears twice (lines 2 and 3)"),

@@ -37,6 +37,11 @@ extension AdminStatus {
             lease.append("last error\(when): \(error)")
         }
         line("lease", lease.joined(separator: ", "))
+        if let tls {
+            line("tls", "on, \(tls.subject), expires \(tls.notAfter) (\(tls.daysToExpiry) days)")
+        } else {
+            line("tls", "off")
+        }
         if let logStall { line("log", logStall) }
         if let applyStall { line("apply", applyStall) }
         if databases.isEmpty { line("database", "none") }

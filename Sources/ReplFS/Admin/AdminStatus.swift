@@ -39,6 +39,8 @@ public struct AdminStatus: Codable, Sendable, Equatable {
     /// Set while replicated transactions cannot be recorded or written
     /// (replica: "apply stalled: ..."); the node does not lead meanwhile.
     public var applyStall: String?
+    /// Replication's TLS (`replication.tls`); `nil`: off, the stream is in clear.
+    public var tls: TLS?
 
     public init(
         node: String, cluster: String, role: String, writable: Bool, epoch: Epoch, primary: Peer? = nil, lease: Lease,
@@ -58,6 +60,22 @@ public struct AdminStatus: Codable, Sendable, Equatable {
         self.process = process
         self.asides = asides
         self.lastError = lastError
+    }
+
+    /// The certificate replication presents now (after any rotation).
+    public struct TLS: Codable, Sendable, Equatable {
+        /// The certificate's subject ("CN=node-a,O=ReplFS").
+        public var subject: String
+        /// The end of its validity (ISO 8601).
+        public var notAfter: String
+        /// Whole days left (negative once expired).
+        public var daysToExpiry: Int
+
+        public init(subject: String, notAfter: String, daysToExpiry: Int) {
+            self.subject = subject
+            self.notAfter = notAfter
+            self.daysToExpiry = daysToExpiry
+        }
     }
 
     /// Another node, by name and replication address.

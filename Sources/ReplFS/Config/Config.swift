@@ -35,10 +35,23 @@ public struct Config: Sendable, Equatable {
         public var syncDegrade = false
     }
 
+    /// A node's TLS files: its certificate (with any intermediates after
+    /// it), its private key, and the CA bundle its peers' certificates must
+    /// chain to (PEM files, re-read when they change).
     public struct TLS: Sendable, Equatable {
         public var cert: String
         public var key: String
         public var ca: String
+        /// The name a dialed peer's certificate must carry instead of the
+        /// address dialed (`replication.tls.server-name`); nil: the address.
+        public var serverName: String?
+
+        public init(cert: String, key: String, ca: String, serverName: String? = nil) {
+            self.cert = cert
+            self.key = key
+            self.ca = ca
+            self.serverName = serverName
+        }
     }
 
     public struct Lease: Sendable, Equatable {
@@ -48,6 +61,8 @@ public struct Config: Sendable, Equatable {
         public var staticPrimary: String?
         public var staticPeers: [String: String] = [:]
         public var etcdEndpoints = ["http://127.0.0.1:2379"]
+        /// Client certificate, key and CA for an etcd that requires them.
+        public var etcdTLS: TLS?
         public var etcdKey = "/replfs/primary"
         public var etcdTTL: Duration = .seconds(2)
     }

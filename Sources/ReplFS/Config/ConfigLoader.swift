@@ -91,7 +91,8 @@ public enum ConfigLoader {
         config.replication.advertise = try replication.address("advertise")
         config.replication.tokenFile = try replication.path("token-file")
         if let tls = try replication.section("tls") {
-            config.replication.tls = Config.TLS(cert: try tls.requiredPath("cert"), key: try tls.requiredPath("key"), ca: try tls.requiredPath("ca"))
+            config.replication.tls = Config.TLS(
+                cert: try tls.requiredPath("cert"), key: try tls.requiredPath("key"), ca: try tls.requiredPath("ca"), serverName: try tls.string("server-name"))
             try tls.rejectUnknown()
         }
         if let sync = try replication.integer("sync-replicas") {
@@ -153,9 +154,8 @@ public enum ConfigLoader {
             config.lease.etcdTTL = ttl
         }
         if let tls = try etcd.section("tls") {
-            _ = (try tls.requiredPath("cert"), try tls.requiredPath("key"), try tls.requiredPath("ca"))
+            config.lease.etcdTLS = Config.TLS(cert: try tls.requiredPath("cert"), key: try tls.requiredPath("key"), ca: try tls.requiredPath("ca"))
             try tls.rejectUnknown()
-            config.pending.append("lease.etcd.tls")
         }
         try etcd.rejectUnknown()
     }
@@ -382,11 +382,6 @@ extension Config {
     /// on. An operator who asks for encryption or for commits that wait for
     /// replicas must not silently run without them.
     public func requireImplemented() throws(ConfigError) {
-        if replication.tls != nil {
-            throw ConfigError(
-                key: "replication.tls",
-                "not supported by this version: replication is authenticated (replication.token-file) but not encrypted; remove the key, and carry it over a private network or a VPN")
-        }
         if replication.syncReplicas > 0 {
             throw ConfigError(
                 key: "replication.sync-replicas",

@@ -23,6 +23,8 @@ public final class Daemon: Sendable {
     public let retention: LogRetention
     public let supervisor: Supervisor?
     public let admin: AdminServer
+    /// Mutual TLS of replication (`replication.tls`), if configured.
+    public let tls: TLSCredentials?
     public let metrics: MetricsEndpoint?
     private let sampler: MetricsSampler?
     /// Whether this node has peers (otherwise it is a lone primary and
@@ -48,10 +50,14 @@ public final class Daemon: Sendable {
         // Every check first; nothing is created or changed until all pass.
         let preparation: MountPoint.Preparation
         let token: [UInt8]?
+        let tls: TLSCredentials?
+        let etcdTLS: TLSIdentity?
         do {
             preparation = try MountPoint.check(config.mount)
             try directory.check(cluster: config.cluster)
             token = try Daemon.readToken(config)
+            tls = try config.replication.tls.map { try TLSCredentials(files: $0, key: "replication.tls", logger: logger) }
+            etcdTLS = try config.lease.etcdTLS.map { try TLSIdentity.load($0, key: "lease.etcd.tls") }
             try directory.prepare(cluster: config.cluster, node: config.node)
             directoryLock = try directory.lock()
             nodeID = try directory.readIdentity().nodeIDValue
@@ -79,27 +85,30 @@ public final class Daemon: Sendable {
         isClustered = !config.lease.staticPeers.isEmpty || config.lease.type == .etcd
         feed = ChangeFeed()
         let authenticator = Authenticator(token: token)
-        if isClustered && !authenticator.isEnabled {
-            logger.warning("replication.token-file is not set: replication peers are not authenticated")
+        self.tls = tls
+        if isClustered && !authenticator.isEnabled && tls == nil {
+            logger.warning("neither replication.tls nor replication.token-file is set: replication peers are not authenticated, and the stream is not encrypted")
+        } else if isClustered && tls == nil {
+            logger.warning("replication.tls is not set: the replication stream crosses the network unencrypted")
         }
         server = ReplicationServer(
-            store: store, feed: feed, authenticator: authenticator, cluster: config.cluster, node: config.node, nodeID: nodeID, logger: logger)
+            store: store, feed: feed, authenticator: authenticator, tls: tls, cluster: config.cluster, node: config.node, nodeID: nodeID, logger: logger)
         let identity = ReplicaClient.Identity(
             cluster: config.cluster, node: config.node, nodeID: nodeID, candidate: config.lease.candidate, address: config.advertisedAddress,
-            authenticator: authenticator)
+            authenticator: authenticator, tls: tls)
         supervisor = Self.makeSupervisor(config, directory: directory, logger: logger)
         do {
             controller = try RoleController(
                 store: store, feed: feed, server: server, identity: identity, stateFile: NodeStateFile(directory: directory),
                 application: supervisor, logger: logger)
-            lease = try Self.makeLease(config, controller: controller, logger: logger)
+            lease = try Self.makeLease(config, controller: controller, etcdTLS: etcdTLS, logger: logger)
         } catch {
             throw StartupError(description: "\(error)")
         }
         controller.setLease(lease)
-        admin = AdminServer(handler: DaemonAdmin(config: config, controller: controller, lease: lease, supervisor: supervisor), logger: logger)
+        admin = AdminServer(handler: DaemonAdmin(config: config, controller: controller, lease: lease, supervisor: supervisor, tls: tls), logger: logger)
         let (controller, lease) = (self.controller, self.lease)
-        sampler = metrics.map { MetricsSampler(metrics: $0.metrics, controller: controller, lease: lease) }
+        sampler = metrics.map { MetricsSampler(metrics: $0.metrics, controller: controller, lease: lease, tls: tls) }
         try await startListeners()
         rollback.complete()
     }
@@ -120,13 +129,13 @@ public final class Daemon: Sendable {
         }
     }
 
-    private static func makeLease(_ config: Config, controller: RoleController, logger: Logger) throws -> any LeaseKeeper {
+    private static func makeLease(_ config: Config, controller: RoleController, etcdTLS: TLSIdentity?, logger: Logger) throws -> any LeaseKeeper {
         switch config.lease.type {
         case .static:
             return StaticLease(
                 host: controller, configuredPrimary: config.lease.staticPrimary ?? config.node, peers: config.lease.staticPeers, logger: logger)
         case .etcd:
-            return try EtcdLease(host: controller, config: config, logger: logger)
+            return try EtcdLease(host: controller, config: config, tls: etcdTLS, logger: logger)
         }
     }
 
@@ -195,6 +204,7 @@ public final class Daemon: Sendable {
         ]
         if let metrics { services.append(.init(service: metrics)) }
         services.append(.init(service: BlockingService("retention", start: retention.start, stop: retention.stop)))
+        if let tls { services.append(.init(service: BlockingService("tls", start: { tls.startWatching() }, stop: tls.stopWatching))) }
         if let sampler { services.append(.init(service: BlockingService("sampler", start: sampler.start, stop: sampler.stop))) }
         services += [
             .init(

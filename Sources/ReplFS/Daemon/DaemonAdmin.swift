@@ -12,11 +12,13 @@ final class DaemonAdmin: AdminHandler {
     private let controller: RoleController
     private let lease: any LeaseKeeper
     private let supervisor: Supervisor?
+    private let tls: TLSCredentials?
     /// One role change at a time; a second one is refused, not queued.
     private let changing = Atomic(false)
 
-    init(config: Config, controller: RoleController, lease: any LeaseKeeper, supervisor: Supervisor?) {
+    init(config: Config, controller: RoleController, lease: any LeaseKeeper, supervisor: Supervisor?, tls: TLSCredentials?) {
         self.config = config
+        self.tls = tls
         self.controller = controller
         self.lease = lease
         self.supervisor = supervisor
@@ -87,6 +89,10 @@ final class DaemonAdmin: AdminHandler {
         status.nodeID = HexFormat.sixteenDigits(controller.identity.nodeID)
         status.logStall = store.logStall
         status.applyStall = store.applyStall
+        status.tls = tls.map { tls in
+            let identity = tls.identity
+            return AdminStatus.TLS(subject: identity.subject, notAfter: time.string(from: identity.notAfter), daysToExpiry: identity.daysToExpiry())
+        }
         return status
     }
 

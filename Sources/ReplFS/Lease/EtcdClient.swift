@@ -39,7 +39,9 @@ public final class EtcdClient: Sendable {
 
     /// Checks every endpoint (`http://host:port` or `https://host:port`) and
     /// sets up the HTTP client; nothing is sent until the first call.
-    public init(endpoints: [String], requestTimeout: Duration = .milliseconds(500)) throws(EtcdError) {
+    /// `tls` is presented to an etcd that requires client certificates
+    /// (`lease.etcd.tls`), whose own certificate must then chain to its CA.
+    public init(endpoints: [String], requestTimeout: Duration = .milliseconds(500), tls: TLSIdentity? = nil) throws(EtcdError) {
         guard !endpoints.isEmpty else {
             throw EtcdError(.invalidEndpoint, operation: "init", "no etcd endpoint given")
         }
@@ -58,6 +60,12 @@ public final class EtcdClient: Sendable {
         // Fail a refused connection at once so the next endpoint is tried,
         // instead of retrying with backoff until the deadline.
         configuration.connectionPool.retryConnectionEstablishment = false
+        if let tls {
+            // The version is etcd's to choose (its default still allows 1.2).
+            var client = TLSCredentials.clientConfiguration(tls)
+            client.minimumTLSVersion = .tlsv12
+            configuration.tlsConfiguration = client
+        }
         client = HTTPClient(eventLoopGroup: group, configuration: configuration)
     }
 

@@ -53,9 +53,10 @@ public final class EtcdLease: LeaseKeeper, @unchecked Sendable {
     /// Lease renewal failures (a counter for metrics).
     public let renewFailures = Atomic<Int>(0)
 
-    public init(host: any LeaseHost, config: Config, logger: Logger) throws(EtcdError) {
+    /// - Parameter tls: the client certificate of `lease.etcd.tls`, loaded and checked.
+    public init(host: any LeaseHost, config: Config, tls: TLSIdentity? = nil, logger: Logger) throws(EtcdError) {
         self.host = host
-        client = try EtcdClient(endpoints: config.lease.etcdEndpoints, requestTimeout: .milliseconds(500))
+        client = try EtcdClient(endpoints: config.lease.etcdEndpoints, requestTimeout: .milliseconds(500), tls: tls)
         key = config.lease.etcdKey
         ttl = config.lease.etcdTTL
         margin = min(.milliseconds(500), config.lease.etcdTTL / 4)

@@ -12,6 +12,7 @@ public final class MetricsSampler: @unchecked Sendable {
     private let metrics: ReplFSMetrics
     private let controller: RoleController
     private let lease: any LeaseKeeper
+    private let tls: TLSCredentials?
     /// Samples once a second, from ``start()`` to ``stop()``.
     private let passes = Locked<PeriodicTask?>(nil)
     private var lastTXIDs: [String: UInt64] = [:]
@@ -20,7 +21,8 @@ public final class MetricsSampler: @unchecked Sendable {
     private var lastRenewFailures = 0
     private var replicas = Set<String>()
 
-    public init(metrics: ReplFSMetrics, controller: RoleController, lease: any LeaseKeeper) {
+    public init(metrics: ReplFSMetrics, controller: RoleController, lease: any LeaseKeeper, tls: TLSCredentials? = nil) {
+        self.tls = tls
         self.metrics = metrics
         self.controller = controller
         self.lease = lease
@@ -43,6 +45,7 @@ public final class MetricsSampler: @unchecked Sendable {
         metrics.setEpoch(snapshot.epoch.rawValue)
         metrics.logStalled.set(Double(controller.store.logStall == nil ? 0 : 1))
         metrics.applyStalled.set(Double(controller.store.applyStall == nil ? 0 : 1))
+        if let tls { metrics.setTLSCertificateExpiry(tls.identity.notAfter) }
         var primaryTXIDs: [String: UInt64] = [:]
         for database in controller.store.databaseSummaries {
             let txid = database.position.txid.rawValue

@@ -1,3 +1,4 @@
+import Foundation
 import Prometheus
 
 /// The daemon's metrics, as named handles on one `PrometheusCollectorRegistry`.
@@ -37,6 +38,9 @@ public struct ReplFSMetrics: Sendable {
     private let fuseOpSeconds: [DurationHistogram]
     private let databases: Locked<[String: Database]>
     private let replicaLags: Locked<[String: [String: Gauge]]>
+    /// `replfs_tls_certificate_expiry_timestamp_seconds`, registered only
+    /// on a node with `replication.tls`.
+    private let tlsExpiry = Locked<Gauge?>(nil)
 
     /// Bucket bounds of `replfs_fuse_op_seconds`: one FUSE round trip costs
     /// 25-40 us here, a commit's fsync milliseconds, a stuck one seconds.
@@ -69,6 +73,21 @@ public struct ReplFSMetrics: Sendable {
     }
 
     /// Sets `replfs_role`.
+    /// Exports when replication's certificate expires (Unix seconds), so an
+    /// alert can fire well before peers start refusing it.
+    public func setTLSCertificateExpiry(_ notAfter: Date) {
+        let gauge = tlsExpiry.withLock { gauge in
+            if gauge == nil {
+                gauge = registry.makeGauge(
+                    descriptor: Self.name(
+                        "tls_certificate_expiry_timestamp", unit: "seconds",
+                        help: "When the certificate replication presents (replication.tls.cert) expires, in Unix seconds."))
+            }
+            return gauge!
+        }
+        gauge.set(notAfter.timeIntervalSince1970)
+    }
+
     public func setRole(primary: Bool) {
         role.set(primary ? 1.0 : 0.0)
     }

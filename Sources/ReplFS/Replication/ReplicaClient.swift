@@ -26,8 +26,13 @@ public final class ReplicaClient: Sendable {
         /// `replication.advertise`: how peers reach this node.
         public var address: String
         public var authenticator: Authenticator
+        /// Mutual TLS for every connection to a peer (`replication.tls`), if configured.
+        public var tls: TLSCredentials?
 
-        public init(cluster: String, node: String, nodeID: UInt64, candidate: Bool, address: String, authenticator: Authenticator) {
+        public init(
+            cluster: String, node: String, nodeID: UInt64, candidate: Bool, address: String, authenticator: Authenticator, tls: TLSCredentials? = nil
+        ) {
+            self.tls = tls
             self.cluster = cluster
             self.node = node
             self.nodeID = nodeID
@@ -171,8 +176,9 @@ public final class ReplicaClient: Sendable {
         let bootstrap = ClientBootstrap(group: group)
             .connectTimeout(.seconds(2))
             .channelOption(ChannelOptions.socketOption(.tcp_nodelay), value: 1)
-            .channelInitializer { channel in
+            .channelInitializer { [tls = settings.identity.tls] channel in
                 channel.eventLoop.makeCompletedFuture {
+                    if let tls { try channel.pipeline.syncOperations.addHandler(tls.clientHandler(dialing: host)) }
                     try channel.pipeline.syncOperations.addHandler(IdleStateHandler(readTimeout: .seconds(3)))
                     try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(ReplicationFrameDecoder(limit: limit)))
                     try channel.pipeline.syncOperations.addHandler(handler)

@@ -28,8 +28,9 @@ public struct ReplicationProbe: Sendable {
         let handler = ProbeHandler(identity: identity, promise: promise)
         let bootstrap = ClientBootstrap(group: group)
             .connectTimeout(timeout)
-            .channelInitializer { channel in
+            .channelInitializer { [tls = identity.tls] channel in
                 channel.eventLoop.makeCompletedFuture {
+                    if let tls { try channel.pipeline.syncOperations.addHandler(tls.clientHandler(dialing: host)) }
                     try channel.pipeline.syncOperations.addHandler(
                         ByteToMessageHandler(ReplicationFrameDecoder(limit: FrameLimit(ReplicationFrameCodec.unauthenticatedFrameSize))))
                     try channel.pipeline.syncOperations.addHandler(handler)

@@ -17,6 +17,8 @@ public final class ReplicationServer: Sendable {
         let store: Store
         let feed: ChangeFeed
         let authenticator: Authenticator
+        /// Mutual TLS for every connection (`replication.tls`), if configured.
+        let tls: TLSCredentials?
         let cluster: String
         let node: String
         let nodeID: UInt64
@@ -27,8 +29,12 @@ public final class ReplicationServer: Sendable {
         let admission = ConnectionAdmission()
         let refusals = RefusalLog()
 
-        init(store: Store, feed: ChangeFeed, authenticator: Authenticator, cluster: String, node: String, nodeID: UInt64, logger: Logger) {
+        init(
+            store: Store, feed: ChangeFeed, authenticator: Authenticator, tls: TLSCredentials?, cluster: String, node: String, nodeID: UInt64,
+            logger: Logger
+        ) {
             self.store = store
+            self.tls = tls
             self.nodeID = nodeID
             self.feed = feed
             self.authenticator = authenticator
@@ -46,8 +52,15 @@ public final class ReplicationServer: Sendable {
     private let group: MultiThreadedEventLoopGroup
     private let channel: Mutex<(any Channel)?> = Mutex(nil)
 
-    public init(store: Store, feed: ChangeFeed, authenticator: Authenticator, cluster: String, node: String, nodeID: UInt64, logger: Logger) {
-        context = Context(store: store, feed: feed, authenticator: authenticator, cluster: cluster, node: node, nodeID: nodeID, logger: logger)
+    /// - Parameter tls: when set, every accepted connection is a TLS server
+    ///   connection that requires a client certificate chained to the CA;
+    ///   a peer that does not start a TLS handshake is refused.
+    public init(
+        store: Store, feed: ChangeFeed, authenticator: Authenticator, tls: TLSCredentials? = nil, cluster: String, node: String, nodeID: UInt64,
+        logger: Logger
+    ) {
+        context = Context(
+            store: store, feed: feed, authenticator: authenticator, tls: tls, cluster: cluster, node: node, nodeID: nodeID, logger: logger)
         group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
     }
 
@@ -70,6 +83,7 @@ public final class ReplicationServer: Sendable {
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     let limit = FrameLimit(ReplicationFrameCodec.unauthenticatedFrameSize)
+                    if let tls = context.tls { try channel.pipeline.syncOperations.addHandler(tls.serverHandler()) }
                     try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(ReplicationFrameDecoder(limit: limit)))
                     try channel.pipeline.syncOperations.addHandler(PrimaryConnectionHandler(context: context, limit: limit))
                 }

@@ -27,14 +27,30 @@ final class Cluster: @unchecked Sendable {
         case etcd(endpoint: String, ttl: String = "2s")
     }
 
-    init(size: Int = 3, retention: String = "10m", extra: String = "", lease: LeaseKind = .staticLease, application: Bool = false) throws {
+    /// - Parameters:
+    ///   - tls: a cluster CA in `root/pki` (made with `replfsd tls init`) and
+    ///     a certificate per node (`tls issue`, for 127.0.0.1), in every
+    ///     node's `replication.tls`.
+    ///   - dialed: ports the other nodes dial instead of a node's own (a
+    ///     relay or a proxy in front of it), by node name.
+    init(
+        size: Int = 3, retention: String = "10m", extra: String = "", lease: LeaseKind = .staticLease, application: Bool = false, tls: Bool = false,
+        dialed: [String: Int] = [:], ports: [Int]? = nil
+    ) throws {
         root = NSTemporaryDirectory() + "replfs-cluster-\(UUID().uuidString.prefix(8))"
         try FileManager.default.createDirectory(atPath: root, withIntermediateDirectories: true)
         try "cluster-secret-\(UUID().uuidString)\n".write(toFile: root + "/token", atomically: true, encoding: .utf8)
         chmod(root + "/token", 0o600)
-        ports = Cluster.freePorts(size)
+        let chosen = ports ?? Cluster.freePorts(size)
+        self.ports = chosen
         let names = (0..<size).map { "node-" + String(UnicodeScalar(UInt8(97 + $0))) }
-        let peers = zip(names, ports).map { "\($0): 127.0.0.1:\($1)" }.joined(separator: ", ")
+        func peers(seenBy viewer: String) -> String {
+            zip(names, chosen).map { name, port in "\(name): 127.0.0.1:\(name == viewer ? port : dialed[name] ?? port)" }.joined(separator: ", ")
+        }
+        if tls {
+            try Cluster.tls(["init", root + "/pki"])
+            for name in names { try Cluster.tls(["issue", root + "/pki", name, "--ip", "127.0.0.1", "--dns", name]) }
+        }
         if application {
             // Records where and when it runs; stops on SIGTERM.
             try """
@@ -55,7 +71,7 @@ final class Cluster: @unchecked Sendable {
                     lease:
                       static:
                         primary: node-a
-                        peers: {\(peers)}
+                        peers: {\(peers(seenBy: name))}
                     """
             case .etcd(let endpoint, let ttl):
                 leaseSection = """
@@ -74,8 +90,9 @@ final class Cluster: @unchecked Sendable {
                 data: \(node.data)
                 retention: \(retention)
                 replication:
-                  listen: 127.0.0.1:\(ports[index])
+                  listen: 127.0.0.1:\(chosen[index])
                   token-file: \(root)/token
+                \(tls ? "  tls: {cert: \(root)/pki/\(name).crt, key: \(root)/pki/\(name).key, ca: \(root)/pki/ca.crt}" : "")
                 \(leaseSection)
                 \(execSection)
                 \(extra)
@@ -84,6 +101,12 @@ final class Cluster: @unchecked Sendable {
         }
         self.nodes = nodes
         primary = nodes[0]
+    }
+
+    /// Runs `replfsd tls ARGS`, as an operator would.
+    static func tls(_ arguments: [String]) throws {
+        let result = try Command.run(TestEnvironment.replfsd, ["tls"] + arguments)
+        guard result.status == 0 else { throw Failure("replfsd tls \(arguments.joined(separator: " ")): \(result)") }
     }
 
     /// Ports nobody listens on now (bound to port 0 and released).
