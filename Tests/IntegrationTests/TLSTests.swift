@@ -188,6 +188,43 @@ extension IntegrationTests {
             try writeAndConverge("after a damaged certificate file")
         }
 
+        @Test("etcd over TLS with client certificates: the cluster elects and replicates; no certificate or another CA's is refused", .enabled(if: EtcdServer.isInstalled))
+        func etcdOverTLS() throws {
+            let pki = NSTemporaryDirectory() + "replfs-etcd-pki-\(UUID().uuidString.prefix(8))"
+            defer { try? FileManager.default.removeItem(atPath: pki) }
+            try Cluster.tls(["init", pki])
+            try Cluster.tls(["issue", pki, "etcd", "--ip", "127.0.0.1"])
+            try Cluster.tls(["issue", pki, "replfs", "--dns", "replfs"])
+            let client = Config.TLS(cert: pki + "/replfs.crt", key: pki + "/replfs.key", ca: pki + "/ca.crt")
+            let etcd = try EtcdServer(tls: .init(server: Config.TLS(cert: pki + "/etcd.crt", key: pki + "/etcd.key", ca: pki + "/ca.crt"), client: client))
+            defer { etcd.stop() }
+            #expect(etcd.endpoint.hasPrefix("https://"))
+
+            // Without a client certificate, or with one of another CA: refused.
+            let bare = try EtcdClient(endpoints: [etcd.endpoint], requestTimeout: .seconds(2))
+            defer { bare.shutdown() }
+            #expect(throws: EtcdError.self) { try bare.get("/x") }
+            try Cluster.tls(["init", pki + "/other"])
+            try Cluster.tls(["issue", pki + "/other", "stranger", "--dns", "stranger"])
+            // It trusts etcd's CA too, so only etcd can be the one refusing.
+            let bundle = pki + "/both.crt"
+            try (String(contentsOfFile: pki + "/ca.crt", encoding: .utf8) + String(contentsOfFile: pki + "/other/ca.crt", encoding: .utf8))
+                .write(toFile: bundle, atomically: true, encoding: .utf8)
+            let foreign = try EtcdClient(
+                endpoints: [etcd.endpoint], requestTimeout: .seconds(2),
+                tls: TLSIdentity.load(Config.TLS(cert: pki + "/other/stranger.crt", key: pki + "/other/stranger.key", ca: bundle), key: "test"))
+            defer { foreign.shutdown() }
+            #expect(throws: EtcdError.self) { try foreign.get("/x") }
+
+            // replfsd with lease.etcd.tls: a primary is elected and the replica follows.
+            let cluster = try Cluster(size: 2, lease: .etcd(endpoint: etcd.endpoint, tls: client))
+            defer { cluster.destroy() }
+            try cluster.start()
+            let primary = try cluster.waitForPrimary()
+            _ = try Command.sqlite(primary.mount + "/db.sqlite", "CREATE TABLE t(v); INSERT INTO t VALUES (1);")
+            try cluster.waitForConvergence(["db.sqlite"])
+        }
+
         static func contains(_ haystack: [UInt8], _ needle: [UInt8]) -> Bool {
             guard haystack.count >= needle.count else { return false }
             for start in 0...(haystack.count - needle.count) where haystack[start] == needle[0] {

@@ -23,8 +23,8 @@ final class Cluster: @unchecked Sendable {
     /// How the nodes decide who is primary.
     enum LeaseKind {
         case staticLease
-        /// etcd at `endpoint`, with this TTL.
-        case etcd(endpoint: String, ttl: String = "2s")
+        /// etcd at `endpoint`, with this TTL (and this client certificate, for an etcd that requires one).
+        case etcd(endpoint: String, ttl: String = "2s", tls: Config.TLS? = nil)
     }
 
     /// - Parameters:
@@ -73,7 +73,7 @@ final class Cluster: @unchecked Sendable {
                         primary: node-a
                         peers: {\(peers(seenBy: name))}
                     """
-            case .etcd(let endpoint, let ttl):
+            case .etcd(let endpoint, let ttl, let etcdTLS):
                 leaseSection = """
                     lease:
                       type: etcd
@@ -81,6 +81,7 @@ final class Cluster: @unchecked Sendable {
                         endpoints: [\(endpoint)]
                         key: /replfs/\(root.split(separator: "/").last!)/primary
                         ttl: \(ttl)
+                    \(etcdTLS.map { "    tls: {cert: \($0.cert), key: \($0.key), ca: \($0.ca)}" } ?? "")
                     """
             }
             let execSection = application ? "exec:\n  command: [\(root)/app.sh, \(name)]\n  stop-timeout: 2s" : ""

@@ -1,4 +1,5 @@
 import Foundation
+import ReplFS
 
 #if canImport(Glibc)
 import Glibc
@@ -24,7 +25,14 @@ final class EtcdServer: @unchecked Sendable {
     private(set) var clientPort: Int
     private(set) var peerPort: Int
     /// The client URL, for `EtcdClient(endpoints:)` and replfsd's `lease.etcd.endpoints`.
-    var endpoint: String { "http://127.0.0.1:\(clientPort)" }
+    var endpoint: String { "\(tls == nil ? "http" : "https")://127.0.0.1:\(clientPort)" }
+    /// Serve clients over TLS only, and only to clients with a certificate
+    /// of `ca` (`--client-cert-auth`); `client` is one such certificate.
+    struct TLSFiles {
+        var server: Config.TLS
+        var client: Config.TLS
+    }
+    let tls: TLSFiles?
     /// Another address to serve clients on (a partition test's veth), set before ``start(timeout:)``.
     var extraClientHost: String?
     /// The client URL on ``extraClientHost``.
@@ -34,13 +42,16 @@ final class EtcdServer: @unchecked Sendable {
     private var process: Process?
     private var paused = false
     private var removed = false
+    /// Why the last health probe over TLS failed, for the failure message.
+    private var lastProbeError = ""
 
     static var isInstalled: Bool { FileManager.default.isExecutableFile(atPath: binary) }
 
     /// Creates the directory and starts etcd; with `start: false` only
     /// reserves the ports. A port taken between choosing and binding it is
     /// retried with new ports.
-    init(start: Bool = true, startTimeout: Double = 30) throws {
+    init(start: Bool = true, startTimeout: Double = 30, tls: TLSFiles? = nil) throws {
+        self.tls = tls
         root = NSTemporaryDirectory() + "replfs-etcd-\(UUID().uuidString.prefix(8))"
         try FileManager.default.createDirectory(atPath: root, withIntermediateDirectories: true)
         let ports = Cluster.freePorts(2)
@@ -94,6 +105,11 @@ final class EtcdServer: @unchecked Sendable {
                 "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
                 "--initial-cluster", "t=\(peer)",
             ]
+            if let tls {
+                process.arguments! += [
+                    "--cert-file", tls.server.cert, "--key-file", tls.server.key, "--trusted-ca-file", tls.server.ca, "--client-cert-auth",
+                ]
+            }
             process.standardOutput = log
             process.standardError = log
             process.standardInput = FileHandle.nullDevice
@@ -104,14 +120,14 @@ final class EtcdServer: @unchecked Sendable {
         }
         let deadline = Date().addingTimeInterval(timeout)
         while true {
-            if let reply = try? request("/health", method: "GET", timeout: 1), reply.contains("\"health\":\"true\"") { return }
+            if isHealthy() { return }
             if !isRunning {
                 lock.withLock { process = nil }
                 throw Failure("etcd exited while starting; log:\n\(logTail)")
             }
             if Date() > deadline {
                 halt()
-                throw Failure("etcd did not become healthy within \(timeout)s; log:\n\(logTail)")
+                throw Failure("etcd did not become healthy within \(timeout)s (\(lock.withLock { lastProbeError })); log:\n\(logTail)")
             }
             usleep(20_000)
         }
@@ -172,6 +188,24 @@ final class EtcdServer: @unchecked Sendable {
     /// Sends one HTTP/1.0 request to etcd's client port over a plain socket
     /// and returns the response body: for readiness checks and for set-up a
     /// test needs outside the client under test (e.g. `/v3/kv/compaction`).
+    /// Whether etcd answers a linearizable request (over TLS, with the client certificate).
+    private func isHealthy() -> Bool {
+        guard let tls else {
+            return (try? request("/health", method: "GET", timeout: 1))?.contains("\"health\":\"true\"") == true
+        }
+        guard let identity = try? TLSIdentity.load(tls.client, key: "test"),
+            let client = try? EtcdClient(endpoints: [endpoint], requestTimeout: .seconds(1), tls: identity)
+        else { return false }
+        defer { client.shutdown() }
+        do {
+            _ = try client.get("/health-probe")
+            return true
+        } catch {
+            lock.withLock { lastProbeError = "\(error)" }
+            return false
+        }
+    }
+
     func request(_ path: String, method: String = "POST", json: String = "", timeout: Double = 2) throws -> String {
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         guard fd >= 0 else { throw Failure("socket: \(String(cString: strerror(errno)))") }
