@@ -126,6 +126,7 @@ extension IntegrationTests {
                 #expect(count > 0, "FUSE writes counted: \(writes ?? "none")")
                 #expect(body.contains("replfs_fuse_op_seconds_bucket{op=\"write\""))
                 #expect(body.contains("replfs_ltx_bytes_total"))
+                #expect(!body.contains("replfs_tls_certificate_expiry"), "no TLS, no expiry series")
             }
         }
 

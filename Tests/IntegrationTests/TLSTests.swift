@@ -188,6 +188,48 @@ extension IntegrationTests {
             try writeAndConverge("after a damaged certificate file")
         }
 
+        @Test("the dialer checks that the listener's certificate names the address it dialed, or replication.tls.server-name; no token needed")
+        func serverIdentity() throws {
+            let cluster = try Cluster(size: 2, tls: true, token: false)
+            defer { cluster.destroy() }
+            let pki = cluster.root + "/pki"
+            // node-a's certificate names node-a, not the address its peers dial.
+            try Cluster.tls(["issue", pki, "node-a", "--dns", "node-a", "--days", "40", "--force"])
+            let metricsPort = Cluster.freePorts(1)[0]
+            let config = try String(contentsOfFile: cluster.primary.configPath, encoding: .utf8)
+            try cluster.primary.writeConfig(config + "\nmetrics:\n  listen: 127.0.0.1:\(metricsPort)\n")
+            try cluster.start()
+            _ = try Command.sqlite(cluster.primary.mount + "/db.sqlite", "CREATE TABLE t(v); INSERT INTO t VALUES (1);")
+            let replica = cluster.replicas[0]
+            var reason = ""
+            try waitUntil(timeout: 20, "the replica refuses node-a's certificate") {
+                reason = (try? replica.status().upstream?.lastError ?? nil) ?? ""
+                return !reason.isEmpty
+            }
+            #expect(reason.contains("certificate does not name 127.0.0.1"), "\(reason)")
+            #expect(!FileManager.default.fileExists(atPath: replica.mount + "/db.sqlite"))
+
+            // With server-name, the name is checked instead and the replica follows.
+            try replica.stop()
+            let text = try String(contentsOfFile: replica.configPath, encoding: .utf8)
+            try replica.writeConfig(text.replacingOccurrences(of: "ca: \(pki)/ca.crt}", with: "ca: \(pki)/ca.crt, server-name: node-a}"))
+            try replica.start()
+            try cluster.waitForConvergence(["db.sqlite"])
+
+            // The certificate's expiry is a metric (Unix seconds), as status shows it.
+            let tls = try #require(try cluster.primary.status().tls)
+            #expect((39...40).contains(tls.daysToExpiry))
+            var line = ""
+            try waitUntil(timeout: 10, interval: 0.2, "the expiry is exported") {
+                let body = (try? Command.run("/usr/bin/curl", ["-s", "http://127.0.0.1:\(metricsPort)/metrics"]).output) ?? ""
+                line = body.split(separator: "\n").first { $0.hasPrefix("replfs_tls_certificate_expiry_timestamp_seconds ") }.map(String.init) ?? ""
+                return !line.isEmpty
+            }
+            let exported = Double(line.split(separator: " ").last ?? "") ?? 0
+            let notAfter = try #require(ISO8601DateFormatter().date(from: tls.notAfter))
+            #expect(abs(exported - notAfter.timeIntervalSince1970) < 2, "\(line) vs \(tls.notAfter)")
+        }
+
         @Test("etcd over TLS with client certificates: the cluster elects and replicates; no certificate or another CA's is refused", .enabled(if: EtcdServer.isInstalled))
         func etcdOverTLS() throws {
             let pki = NSTemporaryDirectory() + "replfs-etcd-pki-\(UUID().uuidString.prefix(8))"

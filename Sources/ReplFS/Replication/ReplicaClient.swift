@@ -319,7 +319,8 @@ final class ReplicaConnectionHandler: ChannelInboundHandler, @unchecked Sendable
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
-        fail(context, "\(error)")
+        let tls = TLSFailure.describe(error, dialed: context.channel.remoteAddress?.ipAddress, serverName: settings.identity.tls?.identity.files.serverName)
+        fail(context, tls ?? "\(error)")
     }
 }
 

@@ -325,7 +325,8 @@ final class PrimaryConnectionHandler: ChannelInboundHandler, @unchecked Sendable
         if authenticated {
             context.logger.warning("closing replica connection", metadata: ["peer": "\(peer(channelContext))", "replica": "\(replicaName)", "error": "\(error)"])
         } else {
-            context.refusals.refused(host(channelContext), reason: "\(error)", logger: context.logger, metadata: ["replica": "\(replicaName)"])
+            let reason = TLSFailure.describe(error, dialed: nil, serverName: nil) ?? "\(error)"
+            context.refusals.refused(host(channelContext), reason: reason, logger: context.logger, metadata: ["replica": "\(replicaName)"])
         }
         channelContext.close(promise: nil)
     }

@@ -35,7 +35,7 @@ final class Cluster: @unchecked Sendable {
     ///     relay or a proxy in front of it), by node name.
     init(
         size: Int = 3, retention: String = "10m", extra: String = "", lease: LeaseKind = .staticLease, application: Bool = false, tls: Bool = false,
-        dialed: [String: Int] = [:], ports: [Int]? = nil
+        dialed: [String: Int] = [:], ports: [Int]? = nil, token: Bool = true
     ) throws {
         root = NSTemporaryDirectory() + "replfs-cluster-\(UUID().uuidString.prefix(8))"
         try FileManager.default.createDirectory(atPath: root, withIntermediateDirectories: true)
@@ -92,7 +92,7 @@ final class Cluster: @unchecked Sendable {
                 retention: \(retention)
                 replication:
                   listen: 127.0.0.1:\(chosen[index])
-                  token-file: \(root)/token
+                \(token ? "  token-file: \(root)/token" : "")
                 \(tls ? "  tls: {cert: \(root)/pki/\(name).crt, key: \(root)/pki/\(name).key, ca: \(root)/pki/ca.crt}" : "")
                 \(leaseSection)
                 \(execSection)
