@@ -20,8 +20,8 @@ extension Database {
     ///   change (a rollback, or a write of identical bytes).
     func prepare(
         _ state: inout State, pageSize: Int, commitSize: UInt32, candidates: [PageNumber], allPages requestedAllPages: Bool, sync: Bool,
-        expectSync: Bool = false, read: (PageNumber, UnsafeMutableRawBufferPointer) -> Result<Void, Errno>
-    ) -> Result<Prepared?, Errno> {
+        expectSync: Bool = false, read: (PageNumber, UnsafeMutableRawBufferPointer) -> Result<Void, FileSystemError>
+    ) -> Result<Prepared?, FileSystemError> {
         let txid = state.position.txid.next
         let isSnapshot = txid.rawValue == 1
         if isSnapshot && commitSize == 0 { return .success(nil) }
@@ -33,12 +33,12 @@ extension Database {
         let log: LTXLog
         switch ensureLog(&state) {
         case .success(let value): log = value
-        case .failure(let error): return .failure(error)
+        case .failure(let error): return .failure(.notLogged("cannot open the database's log", cause: error))
         }
         let epoch: Epoch
         switch recordEpoch(&state, log: log, txid: txid) {
         case .success(let value): epoch = value
-        case .failure(let error): return .failure(error)
+        case .failure(let error): return .failure(.notLogged("cannot record the epoch history", cause: error))
         }
         var transaction = Prepared(
             txid: txid, checksum: allPages ? .emptyDatabase : state.position.checksum, pageSize: pageSize,
@@ -69,8 +69,14 @@ extension Database {
             if case .encoding(let reason) = error {
                 logger.error("cannot encode the transaction", metadata: ["database": "\(path)", "txid": "\(txid)", "error": "\(reason)"])
             }
-            return .failure(error.errno)
+            return .failure(error.fileSystemError)
         }
+    }
+
+    /// Reads page `pgno` of the database file back to capture it: a page
+    /// that cannot be read fails the capture, and with it the commit.
+    static func readPageBack(_ fd: Int32, _ pgno: PageNumber, into buffer: UnsafeMutableRawBufferPointer) -> Result<Void, FileSystemError> {
+        readPage(fd, pgno, into: buffer).mapError { .notLogged("cannot read page \(pgno) of the database file back", cause: $0) }
     }
 
     /// Reads the pages of `transaction` that may have changed against
@@ -79,7 +85,7 @@ extension Database {
     /// commit size leave the checksum).
     private func collectChanges(
         into transaction: inout Prepared, table: PageTable, candidates: [PageNumber], writer: inout LTXRecordWriter,
-        read: (PageNumber, UnsafeMutableRawBufferPointer) -> Result<Void, Errno>
+        read: (PageNumber, UnsafeMutableRawBufferPointer) -> Result<Void, FileSystemError>
     ) throws(LTXRecordWriter.Failure) {
         let commitSize = transaction.commitSize
         let allPages = transaction.allPages
@@ -94,7 +100,7 @@ extension Database {
         defer { page.deallocate() }
         func visit(_ pgno: PageNumber) throws(LTXRecordWriter.Failure) {
             if pgno == lockPage { return }
-            if case .failure(let error) = read(pgno, page) { throw .io(error) }
+            if case .failure(let error) = read(pgno, page) { throw .unreadable(error) }
             let bytes = UnsafeRawBufferPointer(page)
             let new = Checksum.page(pgno, bytes)
             let old = allPages ? Checksum.zero : table.checksum(of: pgno)

@@ -163,18 +163,21 @@ final class Database: Sendable {
     /// after invalidating the journal (TRUNCATE, PERSIST, or the directory
     /// under EXTRA) only when they promise durability; WAL syncs the WAL at
     /// commit under FULL and before each checkpoint under NORMAL.
-    func flushingLog<T>(perform: () -> Result<T, Errno>) -> Result<T, Errno> {
+    ///
+    /// A failure of `perform` is the file's own (``FileSystemError/Code/system``);
+    /// a failure to flush the log is ``FileSystemError/Code/notLogged``.
+    func flushingLog<T>(perform: () -> Result<T, Errno>) -> Result<T, FileSystemError> {
         let spool = environment.spool
-        guard spool.hasPending else { return perform() }
+        guard spool.hasPending else { return perform().mapError(FileSystemError.system) }
         if environment.spoolSharesDevice {
             // Same file system: write the records out, and let SQLite's own
             // fsync flush the device cache for both (one flush, not two).
             switch spool.writeOutPending() {
-            case .failure(let error): return .failure(error)
+            case .failure(let error): return .failure(.notLogged("cannot write the log out before the sync", cause: error))
             case .success(let range):
                 let result = perform()
                 if case .success = result, let range { spool.markSynced(range) }
-                return result
+                return result.mapError(FileSystemError.system)
             }
         }
         let flush = FlushResult()
@@ -186,8 +189,8 @@ final class Database: Sendable {
         }
         let result = perform()
         group.wait()
-        if case .failure(let error) = flush.get() { return .failure(error) }
-        return result
+        if case .failure(let error) = flush.get() { return .failure(.notLogged("cannot flush the log", cause: error)) }
+        return result.mapError(FileSystemError.system)
     }
 
     /// Reads page `pgno` of a database file; zeros past its end.
@@ -232,21 +235,25 @@ final class Database: Sendable {
     /// Runs `perform` (the operation that completes a commit) after the LTX
     /// file is written; moves the position if it succeeds, removes the file if
     /// it fails, so the log never claims what SQLite did not commit.
-    func complete<T>(_ state: inout State, _ prepared: Result<Prepared?, Errno>, perform: () -> Result<T, Errno>) -> Result<T, Errno> {
+    ///
+    /// A transaction that could not be prepared fails the commit before
+    /// `perform` runs (``FileSystemError/Code/notLogged``); a failure of
+    /// `perform` is the file's own (``FileSystemError/Code/system``).
+    func complete<T>(_ state: inout State, _ prepared: Result<Prepared?, FileSystemError>, perform: () -> Result<T, Errno>) -> Result<T, FileSystemError> {
         let transaction: Prepared?
         switch prepared {
         case .success(let value): transaction = value
         case .failure(let error):
-            logger.error("cannot log transaction; the commit fails", metadata: ["database": "\(path)", "errno": "\(error)"])
+            logger.error("cannot log transaction; the commit fails", metadata: ["database": "\(path)", "error": "\(error)"])
             return .failure(error)
         }
         let result = perform()
-        guard let transaction else { return result }
+        guard let transaction else { return result.mapError(FileSystemError.system) }
         switch result {
         case .success: apply(transaction, to: &state)
         case .failure: state.log?.abandon(transaction.txid)
         }
-        return result
+        return result.mapError(FileSystemError.system)
     }
 
     /// Moves the state to after `transaction` and tells replication.

@@ -41,8 +41,8 @@ extension Database {
     /// Handles a write to `NAME-journal`. The journal becomes live when its
     /// header magic is written; overwriting a live header with anything else
     /// (PERSIST mode zeroes it) is the commit point.
-    func journalWrite(_ buffer: UnsafeRawBufferPointer, at offset: Int64, perform: () -> Result<Int, Errno>) -> Result<Int, Errno> {
-        guard offset == 0 else { return perform() }
+    func journalWrite(_ buffer: UnsafeRawBufferPointer, at offset: Int64, perform: () -> Result<Int, Errno>) -> Result<Int, FileSystemError> {
+        guard offset == 0 else { return perform().mapError(FileSystemError.system) }
         return state.withLock { state in
             if JournalHeader.hasMagic(buffer) {
                 if !state.journalActive {
@@ -51,26 +51,26 @@ extension Database {
                     }
                     beginJournalTransaction(&state)
                 }
-                return perform()
+                return perform().mapError(FileSystemError.system)
             }
-            guard state.journalActive else { return perform() }
+            guard state.journalActive else { return perform().mapError(FileSystemError.system) }
             return commitJournalTransaction(&state, perform: perform)
         }
     }
 
     /// Handles truncation of `NAME-journal`; to zero length it is the commit
     /// point of TRUNCATE mode.
-    func journalTruncate(to size: Int64, perform: () -> Result<Void, Errno>) -> Result<Void, Errno> {
+    func journalTruncate(to size: Int64, perform: () -> Result<Void, Errno>) -> Result<Void, FileSystemError> {
         state.withLock { state in
-            guard size == 0, state.journalActive else { return perform() }
+            guard size == 0, state.journalActive else { return perform().mapError(FileSystemError.system) }
             return commitJournalTransaction(&state, perform: perform)
         }
     }
 
     /// Handles deletion of `NAME-journal`: the commit point of DELETE mode.
-    func journalUnlink(perform: () -> Result<Void, Errno>) -> Result<Void, Errno> {
+    func journalUnlink(perform: () -> Result<Void, Errno>) -> Result<Void, FileSystemError> {
         state.withLock { state in
-            guard state.journalActive else { return perform() }
+            guard state.journalActive else { return perform().mapError(FileSystemError.system) }
             return commitJournalTransaction(&state, perform: perform)
         }
     }
@@ -83,7 +83,7 @@ extension Database {
 
     /// Logs the transaction the live journal covers, then lets `perform`
     /// invalidate the journal (SQLite's commit point).
-    func commitJournalTransaction<T>(_ state: inout State, perform: () -> Result<T, Errno>) -> Result<T, Errno> {
+    func commitJournalTransaction<T>(_ state: inout State, perform: () -> Result<T, Errno>) -> Result<T, FileSystemError> {
         let prepared = prepareFromDatabaseFile(&state, sync: false)
         let result = complete(&state, prepared, perform: perform)
         if case .success = result {
@@ -95,20 +95,23 @@ extension Database {
 
     /// Prepares the database file's current content as a transaction: the
     /// pages written since the last capture, plus growth and truncation.
-    func prepareFromDatabaseFile(_ state: inout State, sync: Bool) -> Result<Prepared?, Errno> {
+    func prepareFromDatabaseFile(_ state: inout State, sync: Bool) -> Result<Prepared?, FileSystemError> {
         let fd: Int32
         switch openReadFD(&state) {
         case .success(let value): fd = value
         case .failure(let error):
-            return error == .noEntry ? .success(nil) : .failure(error)
+            return error == .noEntry ? .success(nil) : .failure(.notLogged("cannot open the database file to read it back", cause: error))
         }
         var headerBytes = [UInt8](repeating: 0, count: DatabaseHeader.size)
-        let read = headerBytes.withUnsafeMutableBytes { Syscall.pread(fd, into: $0, at: 0) }
-        guard case .success(let count) = read else { return .failure(.io) }
+        let count: Int
+        switch headerBytes.withUnsafeMutableBytes({ Syscall.pread(fd, into: $0, at: 0) }) {
+        case .success(let value): count = value
+        case .failure(let error): return .failure(.notLogged("cannot read the database header back", cause: error))
+        }
         let fileSize: Int64
         switch Syscall.fstat(fd) {
         case .success(let st): fileSize = Int64(st.st_size)
-        case .failure(let error): return .failure(error)
+        case .failure(let error): return .failure(.notLogged("cannot stat the database file", cause: error))
         }
         guard count == DatabaseHeader.size, let header = headerBytes.withUnsafeBytes({ DatabaseHeader($0) }) else {
             // Not (or no longer) a database: a rolled-back creation leaves an empty file.
@@ -119,7 +122,7 @@ extension Database {
         let commitSize = header.hasValidPageCount ? header.pageCountInHeader : UInt32(fileSize / Int64(pageSize))
         let candidates = state.dirty.pageNumbers(pageSize: pageSize)
         return prepare(&state, pageSize: pageSize, commitSize: commitSize, candidates: candidates, allPages: false, sync: sync) { pgno, buffer in
-            Self.readPage(fd, pgno, into: buffer)
+            Self.readPageBack(fd, pgno, into: buffer)
         }
     }
 }

@@ -21,13 +21,17 @@ struct LTXRecordWriter: ~Copyable {
     enum Failure: Error {
         /// The encoder refused (a page of the wrong size, a page out of order).
         case encoding(LTXError)
-        /// Reading a page, or writing the log, failed.
+        /// Writing the log failed.
         case io(Errno)
+        /// A page of the transaction could not be read back (its reader says why).
+        case unreadable(FileSystemError)
 
-        var errno: Errno {
+        /// What the capture reports: the commit is not logged.
+        var fileSystemError: FileSystemError {
             switch self {
-            case .encoding: return .io
-            case .io(let errno): return errno
+            case .encoding(let reason): return .notLogged("cannot encode the transaction: \(reason)")
+            case .io(let errno): return .notLogged("cannot write the transaction to the log", cause: errno)
+            case .unreadable(let error): return error
             }
         }
     }

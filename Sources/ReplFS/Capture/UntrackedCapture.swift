@@ -14,7 +14,7 @@ import Glibc
 extension Database {
     /// SQLite synced the database file (or closed it): the moment to capture
     /// writes that no journal covers.
-    func mainFileSynced(closing: Bool) -> Result<Void, Errno> {
+    func mainFileSynced(closing: Bool) -> Result<Void, FileSystemError> {
         state.withLock { state in
             if state.journalActive { return .success(()) }
             guard state.unjournaledWrites else { return .success(()) }
@@ -23,7 +23,7 @@ extension Database {
     }
 
     /// Captures database-file writes no journal covered.
-    func captureUnjournaled(_ state: inout State, sync: Bool) -> Result<Void, Errno> {
+    func captureUnjournaled(_ state: inout State, sync: Bool) -> Result<Void, FileSystemError> {
         let prepared = prepareFromDatabaseFile(&state, sync: sync)
         let result = complete(&state, prepared) { .success(()) }
         if case .success = result {
@@ -35,7 +35,7 @@ extension Database {
 
     /// A descriptor of the WAL was closed: what another program wrote to it
     /// is captured now.
-    func walClosed() -> Result<Void, Errno> {
+    func walClosed() -> Result<Void, FileSystemError> {
         state.withLock { state in
             state.walWrittenByOtherProgram ? captureWAL(&state, sync: true) : .success(())
         }
@@ -43,7 +43,7 @@ extension Database {
 
     /// A file was renamed into place as the WAL (rsync, a restore): what it
     /// holds is captured.
-    func walReplaced() -> Result<Void, Errno> {
+    func walReplaced() -> Result<Void, FileSystemError> {
         state.withLock { state in captureWAL(&state, sync: true) }
     }
 
@@ -52,7 +52,7 @@ extension Database {
     /// frames (validated as SQLite's recovery does, ``WALScanner``), as one
     /// transaction with every page, if it differs from the position. Then
     /// the tracker continues from the WAL's last commit, as SQLite will.
-    func captureWAL(_ state: inout State, sync: Bool) -> Result<Void, Errno> {
+    func captureWAL(_ state: inout State, sync: Bool) -> Result<Void, FileSystemError> {
         state.walWrittenByOtherProgram = false
         guard case .success(let walFD) = Syscall.open(at: environment.filesFD, path + "-wal", flags: O_RDONLY) else { return .success(()) }
         defer { Syscall.close(walFD) }
@@ -65,15 +65,17 @@ extension Database {
         let pageSize = committed.header.pageSize
         let prepared = prepare(&state, pageSize: pageSize, commitSize: committed.commitSize, candidates: [], allPages: true, sync: sync) { pgno, page in
             if let frame = committed.pages[pgno] {
-                return Syscall.pread(walFD, into: page, at: committed.header.frameOffset(frame) + Int64(WALFrameHeader.size)).flatMap { count in
-                    count == pageSize ? .success(()) : .failure(.io)
+                switch Syscall.pread(walFD, into: page, at: committed.header.frameOffset(frame) + Int64(WALFrameHeader.size)) {
+                case .success(pageSize): return .success(())
+                case .success(let count): return .failure(.notLogged("page \(pgno) of the WAL is short (\(count) bytes) when read back"))
+                case .failure(let error): return .failure(.notLogged("cannot read page \(pgno) of the WAL back", cause: error))
                 }
             }
             guard case .success(let fd) = dbFD else {
                 page.initializeMemory(as: UInt8.self, repeating: 0)
                 return .success(())
             }
-            return Self.readPage(fd, pgno, into: page)
+            return Self.readPageBack(fd, pgno, into: page)
         }
         let result = complete(&state, prepared) { .success(()) }
         if case .success = result {
@@ -87,7 +89,7 @@ extension Database {
     /// After a database file written by another program is captured: if it
     /// is in WAL mode and a WAL with frames lies beside it (copied in first,
     /// or renamed into place), SQLite will read both, so both are captured.
-    func captureBesideWAL(_ state: inout State, sync: Bool) -> Result<Void, Errno> {
+    func captureBesideWAL(_ state: inout State, sync: Bool) -> Result<Void, FileSystemError> {
         guard state.pages.isWAL, case .success(let wal) = Syscall.lstat(at: environment.filesFD, path + "-wal"), wal.st_size > WALHeader.size else {
             return .success(())
         }
@@ -96,8 +98,8 @@ extension Database {
 
     /// Prepares the database file's whole content (deletion if it is gone
     /// or not a database) as one transaction.
-    func prepareFullCapture(_ state: inout State, sync: Bool) -> Result<Prepared?, Errno> {
-        func deletion() -> Result<Prepared?, Errno> {
+    func prepareFullCapture(_ state: inout State, sync: Bool) -> Result<Prepared?, FileSystemError> {
+        func deletion() -> Result<Prepared?, FileSystemError> {
             guard state.pages.exists else { return .success(nil) }
             return prepare(&state, pageSize: state.pages.pageSize, commitSize: 0, candidates: [], allPages: true, sync: sync) { _, _ in .success(()) }
         }
@@ -108,20 +110,20 @@ extension Database {
         let size: Int64
         switch Syscall.fstat(fd) {
         case .success(let st): size = Int64(st.st_size)
-        case .failure(let error): return .failure(error)
+        case .failure(let error): return .failure(.notLogged("cannot stat the database file", cause: error))
         }
         let pageSize = header.pageSize
         let commitSize = header.hasValidPageCount ? header.pageCountInHeader : UInt32(size / Int64(pageSize))
         return prepare(&state, pageSize: pageSize, commitSize: commitSize, candidates: [], allPages: true, sync: sync) { pgno, page in
-            Self.readPage(fd, pgno, into: page)
+            Self.readPageBack(fd, pgno, into: page)
         }
     }
 
     /// The database file is being deleted: logged as an LTX file with
     /// `commit = 0` (upstream's deletion marker) before it goes.
-    func drop(perform: () -> Result<Void, Errno>) -> Result<Void, Errno> {
+    func drop(perform: () -> Result<Void, Errno>) -> Result<Void, FileSystemError> {
         state.withLock { state in
-            let prepared: Result<Prepared?, Errno> =
+            let prepared: Result<Prepared?, FileSystemError> =
                 state.pages.exists
                 ? prepare(&state, pageSize: state.pages.pageSize, commitSize: 0, candidates: [], allPages: false, sync: true) { _, _ in .success(()) }
                 : .success(nil)
@@ -139,7 +141,7 @@ extension Database {
 
     /// The file at this path was replaced (renamed over, or renamed away):
     /// capture whatever it holds now as one transaction with every page.
-    func contentReplaced() -> Result<Void, Errno> {
+    func contentReplaced() -> Result<Void, FileSystemError> {
         state.withLock { state in
             closeReadFD(&state)
             state.journalActive = false

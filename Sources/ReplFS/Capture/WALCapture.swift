@@ -17,7 +17,9 @@ extension Database {
     /// transaction is logged first and the write reaches the WAL after, so a
     /// crash in between leaves a log that recovery can redo (never a
     /// committed WAL transaction without its LTX file).
-    func walWrite(_ buffer: UnsafeRawBufferPointer, at offset: Int64, walFD: Int32, perform: () -> Result<Int, Errno>) -> Result<Int, Errno> {
+    func walWrite(
+        _ buffer: UnsafeRawBufferPointer, at offset: Int64, walFD: Int32, perform: () -> Result<Int, Errno>
+    ) -> Result<Int, FileSystemError> {
         state.withLock { state in
             if state.walWrittenByOtherProgram || !state.wal.isSQLiteShaped(offset: offset, count: buffer.count, pageSize: state.pages.pageSize) {
                 if !state.walWrittenByOtherProgram {
@@ -27,9 +29,9 @@ extension Database {
                         "a program other than SQLite is writing the WAL; what it holds is captured when the program syncs or closes it",
                         metadata: ["database": "\(path)", "offset": "\(offset)", "bytes": "\(buffer.count)"])
                 }
-                return perform()
+                return perform().mapError(FileSystemError.system)
             }
-            guard let commit = state.wal.observe(buffer, at: offset) else { return perform() }
+            guard let commit = state.wal.observe(buffer, at: offset) else { return perform().mapError(FileSystemError.system) }
             if state.walCommittedSinceSync { state.walSyncsCommits = false }
             let prepared = prepareWALCommit(&state, commit, buffer: buffer, at: offset, walFD: walFD)
             let result = complete(&state, prepared, perform: perform)
@@ -60,8 +62,8 @@ extension Database {
     /// SQLite syncs the WAL: at commit under `synchronous=FULL`, before a
     /// checkpoint under NORMAL. LTX files of the transactions it makes durable
     /// are flushed first.
-    func walSync(perform: () -> Result<Void, Errno>) -> Result<Void, Errno> {
-        let captured: Result<Void, Errno> = state.withLock { state in
+    func walSync(perform: () -> Result<Void, Errno>) -> Result<Void, FileSystemError> {
+        let captured: Result<Void, FileSystemError> = state.withLock { state in
             state.walSyncsCommits = state.walCommittedSinceSync
             state.walCommittedSinceSync = false
             return state.walWrittenByOtherProgram ? captureWAL(&state, sync: true) : .success(())
@@ -72,7 +74,7 @@ extension Database {
 
     func prepareWALCommit(
         _ state: inout State, _ commit: WALTracker.Commit, buffer: UnsafeRawBufferPointer, at offset: Int64, walFD: Int32
-    ) -> Result<Prepared?, Errno> {
+    ) -> Result<Prepared?, FileSystemError> {
         // The last frame for each page wins.
         var frameOfPage: [PageNumber: Int] = [:]
         frameOfPage.reserveCapacity(commit.pageNumbers.count)
@@ -101,7 +103,11 @@ extension Database {
                 let writeEnd = offset + Int64(buffer.count)
                 let covered = dataOffset >= offset && dataOffset + Int64(pageSize) <= writeEnd
                 if !covered {
-                    guard case .success(let n) = Syscall.pread(walFD, into: page, at: dataOffset) else { return .failure(.io) }
+                    let n: Int
+                    switch Syscall.pread(walFD, into: page, at: dataOffset) {
+                    case .success(let count): n = count
+                    case .failure(let error): return .failure(.notLogged("cannot read page \(pgno) of the WAL back", cause: error))
+                    }
                     if n < page.count { (page.baseAddress! + n).initializeMemory(as: UInt8.self, repeating: 0, count: page.count - n) }
                 }
                 let overlapStart = max(dataOffset, offset)
@@ -117,7 +123,7 @@ extension Database {
                 page.initializeMemory(as: UInt8.self, repeating: 0)
                 return .success(())
             }
-            return Self.readPage(fd, pgno, into: page)
+            return Self.readPageBack(fd, pgno, into: page)
         }
     }
 

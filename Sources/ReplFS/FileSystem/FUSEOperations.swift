@@ -48,20 +48,28 @@ enum FUSEOperations {
         metrics.recordFUSEOperation(operation, duration: ContinuousClock.now - started)
     }
 
+    /// The request carries no `fuse_file_info` where the operation needs one.
+    static let noFileInfo = FileSystemError(.invalid, "the request carries no file information")
+
+    /// The request's file handle is not an open file of this mount.
+    static let noOpenFile = FileSystemError(.badHandle, "the request names no open file")
+
+    /// Replies with the errno of `failure`: every error reply goes through
+    /// here, and its number is made in one place (``FileSystemError/errno``).
     @inline(__always)
-    static func error(_ req: fuse_req_t?, _ errno: Errno) {
-        fuse_reply_err(req, errno.rawValue)
+    static func error(_ req: fuse_req_t?, _ failure: FileSystemError) {
+        fuse_reply_err(req, failure.errno.rawValue)
     }
 
     @inline(__always)
-    static func done(_ req: fuse_req_t?, _ result: Result<Void, Errno>) {
+    static func done(_ req: fuse_req_t?, _ result: Result<Void, FileSystemError>) {
         switch result {
         case .success: fuse_reply_err(req, 0)
-        case .failure(let errno): fuse_reply_err(req, errno.rawValue)
+        case .failure(let failure): error(req, failure)
         }
     }
 
-    static func entry(_ req: fuse_req_t?, _ fs: FileSystem, _ result: Result<FileSystem.Entry, Errno>) {
+    static func entry(_ req: fuse_req_t?, _ fs: FileSystem, _ result: Result<FileSystem.Entry, FileSystemError>) {
         switch result {
         case .success(let value):
             var parameters = fuse_entry_param()
@@ -73,15 +81,15 @@ enum FUSEOperations {
                 // The kernel did not take the reference (interrupted request).
                 fs.forget(value.id, count: 1)
             }
-        case .failure(let errno):
-            fuse_reply_err(req, errno.rawValue)
+        case .failure(let failure):
+            error(req, failure)
         }
     }
 
-    static func attributes(_ req: fuse_req_t?, _ fs: FileSystem, _ result: Result<stat, Errno>) {
+    static func attributes(_ req: fuse_req_t?, _ fs: FileSystem, _ result: Result<stat, FileSystemError>) {
         switch result {
         case .success(var st): fuse_reply_attr(req, &st, fs.attributeTimeout)
-        case .failure(let errno): fuse_reply_err(req, errno.rawValue)
+        case .failure(let failure): error(req, failure)
         }
     }
 
@@ -140,7 +148,7 @@ enum FUSEOperations {
         ops.setattr = { req, ino, attr, toSet, fi in
             FUSEOperations.measure(req, .setattr) {
                 let fs = FUSEOperations.fileSystem(req)
-                guard let attr else { return FUSEOperations.error(req, .invalid) }
+                guard let attr else { return FUSEOperations.error(req, FUSEOperations.noFileInfo) }
                 var changes = FileSystem.AttributeChanges()
                 if toSet & FUSE_SET_ATTR_MODE != 0 { changes.mode = attr.pointee.st_mode }
                 if toSet & FUSE_SET_ATTR_UID != 0 { changes.uid = attr.pointee.st_uid }
@@ -169,7 +177,7 @@ enum FUSEOperations {
             FUSEOperations.measure(req, .readlink) {
                 switch FUSEOperations.fileSystem(req).readlink(UInt64(ino)) {
                 case .success(let target): fuse_reply_readlink(req, target)
-                case .failure(let errno): FUSEOperations.error(req, errno)
+                case .failure(let failure): FUSEOperations.error(req, failure)
                 }
             }
         }
@@ -226,15 +234,15 @@ enum FUSEOperations {
         ops.open = { req, ino, fi in
             FUSEOperations.measure(req, .open) {
                 let fs = FUSEOperations.fileSystem(req)
-                guard let fi else { return FUSEOperations.error(req, .invalid) }
+                guard let fi else { return FUSEOperations.error(req, FUSEOperations.noFileInfo) }
                 switch fs.open(UInt64(ino), flags: cfuse_fi_flags(fi), caller: FUSEOperations.caller(req)) {
                 case .success(let file):
                     FUSEOperations.retain(file, into: fi, store: fs.store)
                     if fuse_reply_open(req, fi) != 0 {
                         Unmanaged<StoreFile>.fromOpaque(UnsafeRawPointer(bitPattern: UInt(fi.pointee.fh))!).release()
                     }
-                case .failure(let errno):
-                    FUSEOperations.error(req, errno)
+                case .failure(let failure):
+                    FUSEOperations.error(req, failure)
                 }
             }
         }
@@ -242,7 +250,7 @@ enum FUSEOperations {
         ops.create = { req, parent, name, mode, fi in
             FUSEOperations.measure(req, .create) {
                 let fs = FUSEOperations.fileSystem(req)
-                guard let fi else { return FUSEOperations.error(req, .invalid) }
+                guard let fi else { return FUSEOperations.error(req, FUSEOperations.noFileInfo) }
                 switch fs.create(parent: UInt64(parent), name: String(cString: name!), mode: mode, flags: cfuse_fi_flags(fi), caller: FUSEOperations.caller(req)) {
                 case .success(let (created, file)):
                     FUSEOperations.retain(file, into: fi, store: fs.store)
@@ -255,8 +263,8 @@ enum FUSEOperations {
                         fs.forget(created.id, count: 1)
                         Unmanaged<StoreFile>.fromOpaque(UnsafeRawPointer(bitPattern: UInt(fi.pointee.fh))!).release()
                     }
-                case .failure(let errno):
-                    FUSEOperations.error(req, errno)
+                case .failure(let failure):
+                    FUSEOperations.error(req, failure)
                 }
             }
         }
@@ -264,12 +272,12 @@ enum FUSEOperations {
         ops.read = { req, _, size, offset, fi in
             FUSEOperations.measure(req, .read) {
                 let fs = FUSEOperations.fileSystem(req)
-                guard let file = FUSEOperations.file(fi) else { return FUSEOperations.error(req, .badFileDescriptor) }
+                guard let file = FUSEOperations.file(fi) else { return FUSEOperations.error(req, FUSEOperations.noOpenFile) }
                 let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: max(size, 1), alignment: 4096)
                 defer { buffer.deallocate() }
                 switch fs.store.read(file, into: UnsafeMutableRawBufferPointer(rebasing: buffer[0..<size]), at: Int64(offset)) {
                 case .success(let count): fuse_reply_buf(req, buffer.baseAddress, count)
-                case .failure(let errno): FUSEOperations.error(req, errno)
+                case .failure(let failure): FUSEOperations.error(req, failure)
                 }
             }
         }
@@ -277,10 +285,10 @@ enum FUSEOperations {
         ops.write = { req, _, bytes, size, offset, fi in
             FUSEOperations.measure(req, .write) {
                 let fs = FUSEOperations.fileSystem(req)
-                guard let file = FUSEOperations.file(fi) else { return FUSEOperations.error(req, .badFileDescriptor) }
+                guard let file = FUSEOperations.file(fi) else { return FUSEOperations.error(req, FUSEOperations.noOpenFile) }
                 switch fs.store.write(file, UnsafeRawBufferPointer(start: bytes, count: size), at: Int64(offset)) {
                 case .success(let count): fuse_reply_write(req, count)
-                case .failure(let errno): FUSEOperations.error(req, errno)
+                case .failure(let failure): FUSEOperations.error(req, failure)
                 }
             }
         }
@@ -288,7 +296,7 @@ enum FUSEOperations {
         ops.flush = { req, _, fi in
             FUSEOperations.measure(req, .flush) {
                 let fs = FUSEOperations.fileSystem(req)
-                guard let file = FUSEOperations.file(fi) else { return FUSEOperations.error(req, .badFileDescriptor) }
+                guard let file = FUSEOperations.file(fi) else { return FUSEOperations.error(req, FUSEOperations.noOpenFile) }
                 FUSEOperations.done(req, fs.store.flush(file))
             }
         }
@@ -308,7 +316,7 @@ enum FUSEOperations {
         ops.fsync = { req, _, datasync, fi in
             FUSEOperations.measure(req, .fsync) {
                 let fs = FUSEOperations.fileSystem(req)
-                guard let file = FUSEOperations.file(fi) else { return FUSEOperations.error(req, .badFileDescriptor) }
+                guard let file = FUSEOperations.file(fi) else { return FUSEOperations.error(req, FUSEOperations.noOpenFile) }
                 FUSEOperations.done(req, fs.store.sync(file, dataOnly: datasync != 0))
             }
         }
@@ -316,22 +324,22 @@ enum FUSEOperations {
         ops.opendir = { req, ino, fi in
             FUSEOperations.measure(req, .opendir) {
                 let fs = FUSEOperations.fileSystem(req)
-                guard let fi else { return FUSEOperations.error(req, .invalid) }
+                guard let fi else { return FUSEOperations.error(req, FUSEOperations.noFileInfo) }
                 switch fs.openDirectory(UInt64(ino)) {
                 case .success(let listing):
                     fi.pointee.fh = UInt64(UInt(bitPattern: Unmanaged.passRetained(listing).toOpaque()))
                     if fuse_reply_open(req, fi) != 0 {
                         Unmanaged<FileSystem.DirectoryListing>.fromOpaque(UnsafeRawPointer(bitPattern: UInt(fi.pointee.fh))!).release()
                     }
-                case .failure(let errno):
-                    FUSEOperations.error(req, errno)
+                case .failure(let failure):
+                    FUSEOperations.error(req, failure)
                 }
             }
         }
 
         ops.readdir = { req, _, size, offset, fi in
             FUSEOperations.measure(req, .readdir) {
-                guard let listing = FUSEOperations.listing(fi) else { return FUSEOperations.error(req, .badFileDescriptor) }
+                guard let listing = FUSEOperations.listing(fi) else { return FUSEOperations.error(req, FUSEOperations.noOpenFile) }
                 let buffer = UnsafeMutablePointer<CChar>.allocate(capacity: max(size, 1))
                 defer { buffer.deallocate() }
                 var used = 0
@@ -363,7 +371,7 @@ enum FUSEOperations {
         ops.fsyncdir = { req, _, _, fi in
             FUSEOperations.measure(req, .fsyncdir) {
                 let fs = FUSEOperations.fileSystem(req)
-                guard let listing = FUSEOperations.listing(fi) else { return FUSEOperations.error(req, .badFileDescriptor) }
+                guard let listing = FUSEOperations.listing(fi) else { return FUSEOperations.error(req, FUSEOperations.noOpenFile) }
                 FUSEOperations.done(req, fs.store.syncDirectory(listing.fd))
             }
         }
@@ -372,7 +380,7 @@ enum FUSEOperations {
             FUSEOperations.measure(req, .statfs) {
                 switch FUSEOperations.fileSystem(req).statistics() {
                 case .success(var st): fuse_reply_statfs(req, &st)
-                case .failure(let errno): FUSEOperations.error(req, errno)
+                case .failure(let failure): FUSEOperations.error(req, failure)
                 }
             }
         }
@@ -380,7 +388,7 @@ enum FUSEOperations {
         ops.fallocate = { req, _, mode, offset, length, fi in
             FUSEOperations.measure(req, .fallocate) {
                 let fs = FUSEOperations.fileSystem(req)
-                guard let file = FUSEOperations.file(fi) else { return FUSEOperations.error(req, .badFileDescriptor) }
+                guard let file = FUSEOperations.file(fi) else { return FUSEOperations.error(req, FUSEOperations.noOpenFile) }
                 FUSEOperations.done(req, fs.store.fallocate(file, mode: mode, offset: Int64(offset), length: Int64(length)))
             }
         }

@@ -7,7 +7,8 @@ import Glibc
 ///
 /// `FUSEOperations` turns each kernel request into one call here and the
 /// result into one reply; nothing here touches libfuse, so it can be driven
-/// directly in tests.
+/// directly in tests. Failures are ``FileSystemError``s; their errno is made
+/// only at the reply (``FileSystemError/errno``).
 public final class FileSystem: Sendable {
     public let store: Store
     let inodes: InodeTable
@@ -34,17 +35,17 @@ public final class FileSystem: Sendable {
         self.entryTimeout = entryTimeout
         switch store.attributes("") {
         case .success(let root): inodes = InodeTable(root: root)
-        case .failure(let error): throw StoreError(.io, "cannot stat files directory", path: store.directory.files, errno: error)
+        case .failure(let error): throw StoreError(.io, "cannot stat files directory", path: store.directory.files, errno: error.cause)
         }
     }
 
-    private func childPath(_ parent: UInt64, _ name: String) -> Result<String, Errno> {
-        guard let path = inodes.path(parent: parent, name: name) else { return .failure(.noEntry) }
+    private func childPath(_ parent: UInt64, _ name: String) -> Result<String, FileSystemError> {
+        guard let path = inodes.path(parent: parent, name: name) else { return .failure(FileSystemError(.noSuchNode, "unknown parent inode \(parent)")) }
         return .success(path)
     }
 
-    private func nodePath(_ id: UInt64) -> Result<String, Errno> {
-        guard let path = inodes.path(of: id) else { return .failure(.noEntry) }
+    private func nodePath(_ id: UInt64) -> Result<String, FileSystemError> {
+        guard let path = inodes.path(of: id) else { return .failure(FileSystemError(.noSuchNode, "unknown inode \(id)")) }
         return .success(path)
     }
 
@@ -52,11 +53,11 @@ public final class FileSystem: Sendable {
         Entry(id: inodes.remember(parent: parent, name: name, attributes: st), attributes: st)
     }
 
-    public func lookup(parent: UInt64, name: String) -> Result<Entry, Errno> {
+    public func lookup(parent: UInt64, name: String) -> Result<Entry, FileSystemError> {
         childPath(parent, name).flatMap { path in
             switch store.attributes(path) {
             case .success(let st): return .success(entry(parent: parent, name: name, st))
-            case .failure(.noEntry): return .success(Entry(id: 0, attributes: stat()))
+            case .failure(let error) where error.code == .system && error.cause == .noEntry: return .success(Entry(id: 0, attributes: stat()))
             case .failure(let error): return .failure(error)
             }
         }
@@ -66,7 +67,7 @@ public final class FileSystem: Sendable {
         inodes.forget(id, count: count)
     }
 
-    public func attributes(_ id: UInt64, file: StoreFile?) -> Result<stat, Errno> {
+    public func attributes(_ id: UInt64, file: StoreFile?) -> Result<stat, FileSystemError> {
         if let file { return store.attributes(of: file) }
         return nodePath(id).flatMap { store.attributes($0) }
     }
@@ -83,7 +84,7 @@ public final class FileSystem: Sendable {
         public init() {}
     }
 
-    public func setAttributes(_ id: UInt64, file: StoreFile?, _ changes: AttributeChanges, caller: Store.Caller) -> Result<stat, Errno> {
+    public func setAttributes(_ id: UInt64, file: StoreFile?, _ changes: AttributeChanges, caller: Store.Caller) -> Result<stat, FileSystemError> {
         nodePath(id).flatMap { path in
             if let mode = changes.mode, case .failure(let error) = store.chmod(path, file: file, mode: mode, caller: caller) { return .failure(error) }
             if changes.uid != nil || changes.gid != nil {
@@ -96,31 +97,31 @@ public final class FileSystem: Sendable {
         }
     }
 
-    public func readlink(_ id: UInt64) -> Result<String, Errno> {
+    public func readlink(_ id: UInt64) -> Result<String, FileSystemError> {
         nodePath(id).flatMap { store.readlink($0) }
     }
 
-    public func mknod(parent: UInt64, name: String, mode: mode_t, device: dev_t, caller: Store.Caller) -> Result<Entry, Errno> {
+    public func mknod(parent: UInt64, name: String, mode: mode_t, device: dev_t, caller: Store.Caller) -> Result<Entry, FileSystemError> {
         childPath(parent, name).flatMap { store.mknod($0, mode: mode, device: device, caller: caller) }.map { entry(parent: parent, name: name, $0) }
     }
 
-    public func mkdir(parent: UInt64, name: String, mode: mode_t, caller: Store.Caller) -> Result<Entry, Errno> {
+    public func mkdir(parent: UInt64, name: String, mode: mode_t, caller: Store.Caller) -> Result<Entry, FileSystemError> {
         childPath(parent, name).flatMap { store.mkdir($0, mode: mode, caller: caller) }.map { entry(parent: parent, name: name, $0) }
     }
 
-    public func unlink(parent: UInt64, name: String, caller: Store.Caller) -> Result<Void, Errno> {
+    public func unlink(parent: UInt64, name: String, caller: Store.Caller) -> Result<Void, FileSystemError> {
         childPath(parent, name).flatMap { store.unlink($0, caller: caller) }.map { inodes.removed(parent: parent, name: name) }
     }
 
-    public func rmdir(parent: UInt64, name: String, caller: Store.Caller) -> Result<Void, Errno> {
+    public func rmdir(parent: UInt64, name: String, caller: Store.Caller) -> Result<Void, FileSystemError> {
         childPath(parent, name).flatMap { store.rmdir($0, caller: caller) }.map { inodes.removed(parent: parent, name: name) }
     }
 
-    public func symlink(target: String, parent: UInt64, name: String, caller: Store.Caller) -> Result<Entry, Errno> {
+    public func symlink(target: String, parent: UInt64, name: String, caller: Store.Caller) -> Result<Entry, FileSystemError> {
         childPath(parent, name).flatMap { store.symlink(target, at: $0, caller: caller) }.map { entry(parent: parent, name: name, $0) }
     }
 
-    public func rename(parent: UInt64, name: String, newParent: UInt64, newName: String, flags: UInt32, caller: Store.Caller) -> Result<Void, Errno> {
+    public func rename(parent: UInt64, name: String, newParent: UInt64, newName: String, flags: UInt32, caller: Store.Caller) -> Result<Void, FileSystemError> {
         childPath(parent, name).flatMap { from in
             childPath(newParent, newName).flatMap { to in
                 store.rename(from, to: to, flags: flags, caller: caller)
@@ -130,7 +131,7 @@ public final class FileSystem: Sendable {
         }
     }
 
-    public func link(_ id: UInt64, newParent: UInt64, newName: String, caller: Store.Caller) -> Result<Entry, Errno> {
+    public func link(_ id: UInt64, newParent: UInt64, newName: String, caller: Store.Caller) -> Result<Entry, FileSystemError> {
         nodePath(id).flatMap { from in
             childPath(newParent, newName).flatMap { store.link(from, to: $0, caller: caller) }
         }.map { entry(parent: newParent, name: newName, $0) }
@@ -140,16 +141,16 @@ public final class FileSystem: Sendable {
     /// file (replaced underneath, as a replica does to apply a plain file),
     /// `ESTALE` makes the kernel look the name up again and retry, so the
     /// open never pairs the old node's cached pages with the new file.
-    public func open(_ id: UInt64, flags: Int32, caller: Store.Caller) -> Result<StoreFile, Errno> {
+    public func open(_ id: UInt64, flags: Int32, caller: Store.Caller) -> Result<StoreFile, FileSystemError> {
         nodePath(id).flatMap { store.open($0, flags: flags, caller: caller) }.flatMap { file in
             if let key = inodes.key(of: id), case .success(let st) = store.attributes(of: file), InodeTable.FileKey(st) != key {
-                return .failure(Errno(rawValue: ESTALE))
+                return .failure(FileSystemError(.stale, "inode \(id) now names another file"))
             }
             return .success(file)
         }
     }
 
-    public func create(parent: UInt64, name: String, mode: mode_t, flags: Int32, caller: Store.Caller) -> Result<(Entry, StoreFile), Errno> {
+    public func create(parent: UInt64, name: String, mode: mode_t, flags: Int32, caller: Store.Caller) -> Result<(Entry, StoreFile), FileSystemError> {
         childPath(parent, name).flatMap { store.create($0, flags: flags, mode: mode, caller: caller) }.map { file, st in
             (entry(parent: parent, name: name, st), file)
         }
@@ -175,9 +176,9 @@ public final class FileSystem: Sendable {
         deinit { Syscall.close(fd) }
     }
 
-    public func openDirectory(_ id: UInt64) -> Result<DirectoryListing, Errno> {
+    public func openDirectory(_ id: UInt64) -> Result<DirectoryListing, FileSystemError> {
         nodePath(id).flatMap { store.openDirectory($0) }.flatMap { fd in
-            switch Syscall.directoryEntries(fd) {
+            switch Syscall.directoryEntries(fd).mapError(FileSystemError.system) {
             case .success(let entries):
                 let items = [DirectoryListing.Item(name: ".", type: UInt8(DT_DIR), inode: 0), .init(name: "..", type: UInt8(DT_DIR), inode: 0)]
                     + entries.map { DirectoryListing.Item(name: $0.name, type: $0.type, inode: $0.inode) }
@@ -189,7 +190,7 @@ public final class FileSystem: Sendable {
         }
     }
 
-    public func statistics() -> Result<statvfs, Errno> {
+    public func statistics() -> Result<statvfs, FileSystemError> {
         store.statistics()
     }
 }

@@ -22,7 +22,7 @@ final class MainFileCapture: FileCapture {
         attached.withLock { $0 } ?? store.database(at: file.path, create: false)
     }
 
-    func write(_ data: UnsafeRawBufferPointer, at offset: Int64, to file: StoreFile) -> Result<Int, Errno> {
+    func write(_ data: UnsafeRawBufferPointer, at offset: Int64, to file: StoreFile) -> Result<Int, FileSystemError> {
         var database = attached.withLock { $0 }
         if database == nil {
             database = store.database(at: file.path, create: offset == 0 && DatabaseHeader.hasMagic(data))
@@ -36,17 +36,17 @@ final class MainFileCapture: FileCapture {
                 file.markModified()
             }
         }
-        return result
+        return result.mapError(FileSystemError.system)
     }
 
-    func sync(_ file: StoreFile, dataOnly: Bool) -> Result<Void, Errno> {
+    func sync(_ file: StoreFile, dataOnly: Bool) -> Result<Void, FileSystemError> {
         let perform = { Syscall.fsync(file.fd, dataOnly: dataOnly) }
-        guard let database = database(of: file) else { return perform() }
+        guard let database = database(of: file) else { return perform().mapError(FileSystemError.system) }
         if case .failure(let error) = database.mainFileSynced(closing: false) { return .failure(error) }
         return database.flushingLog(perform: perform)
     }
 
-    func closed(_ file: StoreFile) -> Result<Void, Errno> {
+    func closed(_ file: StoreFile) -> Result<Void, FileSystemError> {
         if let database = database(of: file) {
             return database.mainFileSynced(closing: true)
         }

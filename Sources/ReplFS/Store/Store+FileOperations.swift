@@ -10,24 +10,28 @@ import Synchronization
 /// write, sync and close of a database, its journal or its WAL goes to the
 /// capture of its role (``Database``); plain files are published whole when
 /// they are closed after a change.
+///
+/// Each fails with a ``FileSystemError``: the real file's system call
+/// (`.system`), a node that does not write (`.readOnly`), or a commit that
+/// could not be logged (`.notLogged`); the FUSE layer makes the errno.
 extension Store {
-    public func attributes(_ path: String) -> Result<stat, Errno> {
-        Syscall.lstat(at: filesFD, at(path))
+    public func attributes(_ path: String) -> Result<stat, FileSystemError> {
+        Syscall.lstat(at: filesFD, at(path)).mapError(FileSystemError.system)
     }
 
-    public func attributes(of file: StoreFile) -> Result<stat, Errno> {
-        Syscall.fstat(file.fd)
+    public func attributes(of file: StoreFile) -> Result<stat, FileSystemError> {
+        Syscall.fstat(file.fd).mapError(FileSystemError.system)
     }
 
     /// Opens an existing file. `O_APPEND` and `O_TRUNC` are handled by the
     /// kernel before the request (offsets and SETATTR), so they are dropped.
-    public func open(_ path: String, flags: Int32, caller: Caller) -> Result<StoreFile, Errno> {
+    public func open(_ path: String, flags: Int32, caller: Caller) -> Result<StoreFile, FileSystemError> {
         let accessMode = flags & O_ACCMODE
         return permitted(path, caller, opening: true, exempt: accessMode == O_RDONLY) {
             let realFlags = flags & ~(O_APPEND | O_TRUNC | O_CREAT | O_EXCL | O_NOCTTY)
             return Syscall.open(at: filesFD, at(path), flags: realFlags).map { fd in
                 makeFile(fd: fd, path: path, writable: accessMode != O_RDONLY, byDaemon: isDaemon(caller))
-            }
+            }.mapError(FileSystemError.system)
         }
     }
 
@@ -36,7 +40,7 @@ extension Store {
     }
 
     /// Creates and opens a file.
-    public func create(_ path: String, flags: Int32, mode: mode_t, caller: Caller) -> Result<(StoreFile, stat), Errno> {
+    public func create(_ path: String, flags: Int32, mode: mode_t, caller: Caller) -> Result<(StoreFile, stat), FileSystemError> {
         return permitted(path, caller, opening: true) {
             let realFlags = (flags & ~(O_APPEND | O_TRUNC | O_NOCTTY)) | O_CREAT
             return Syscall.open(at: filesFD, path, flags: realFlags, mode: mode).flatMap { fd in
@@ -48,7 +52,7 @@ extension Store {
                     Syscall.close(fd)
                     return error
                 }
-            }
+            }.mapError(FileSystemError.system)
         }
     }
 
@@ -70,19 +74,19 @@ extension Store {
         return StoreFile(fd: fd, path: path, role: role, capture: capture, writable: writable, byDaemon: byDaemon)
     }
 
-    public func read(_ file: StoreFile, into buffer: UnsafeMutableRawBufferPointer, at offset: Int64) -> Result<Int, Errno> {
-        Syscall.pread(file.fd, into: buffer, at: offset)
+    public func read(_ file: StoreFile, into buffer: UnsafeMutableRawBufferPointer, at offset: Int64) -> Result<Int, FileSystemError> {
+        Syscall.pread(file.fd, into: buffer, at: offset).mapError(FileSystemError.system)
     }
 
     /// Writes through to the real file, capturing a commit it completes.
-    public func write(_ file: StoreFile, _ data: UnsafeRawBufferPointer, at offset: Int64) -> Result<Int, Errno> {
+    public func write(_ file: StoreFile, _ data: UnsafeRawBufferPointer, at offset: Int64) -> Result<Int, FileSystemError> {
         let result = permitted(file.path, .daemon, exempt: file.byDaemon) { file.capture.write(data, at: offset, to: file) }
         if case .failure(let error) = result { noteFailedWrite(error, path: file.path) }
         return result
     }
 
     /// Truncates (or extends) a file, by open file when the kernel gives one.
-    public func truncate(_ path: String, file: StoreFile?, size: Int64, caller: Caller) -> Result<Void, Errno> {
+    public func truncate(_ path: String, file: StoreFile?, size: Int64, caller: Caller) -> Result<Void, FileSystemError> {
         return permitted(path, caller, exempt: file?.byDaemon == true) {
             let perform: () -> Result<Void, Errno> = { [self] in
                 if let file { return Syscall.ftruncate(file.fd, size) }
@@ -93,16 +97,16 @@ extension Store {
             }
             switch SQLiteFileRole.classify(path) {
             case .journal(let base):
-                guard let database = database(at: base, create: false) else { return perform() }
+                guard let database = database(at: base, create: false) else { return perform().mapError(FileSystemError.system) }
                 return database.journalTruncate(to: size, perform: perform)
             case .wal(let base):
-                let result = perform()
+                let result = perform().mapError(FileSystemError.system)
                 if case .success = result { database(at: base, create: false)?.walResized(size: size) }
                 return result
             case .sharedMemory:
-                return perform()
+                return perform().mapError(FileSystemError.system)
             case .main:
-                let result = perform()
+                let result = perform().mapError(FileSystemError.system)
                 if case .success = result {
                     if let database = database(at: path, create: false) {
                         database.mainFileResized(size: size)
@@ -118,7 +122,7 @@ extension Store {
     }
 
     /// `fsync`: also the moment to make the LTX files of what SQLite syncs durable.
-    public func sync(_ file: StoreFile, dataOnly: Bool) -> Result<Void, Errno> {
+    public func sync(_ file: StoreFile, dataOnly: Bool) -> Result<Void, FileSystemError> {
         let result = file.capture.sync(file, dataOnly: dataOnly)
         if case .failure(let error) = result { noteFailedWrite(error, path: file.path) }
         return result
@@ -130,7 +134,7 @@ extension Store {
     /// have changed, and waiting for a database here could wait forever (a
     /// reader that exits closes its files while the apply thread holds the
     /// database and waits for that reader's SQLite locks).
-    public func flush(_ file: StoreFile) -> Result<Void, Errno> {
+    public func flush(_ file: StoreFile) -> Result<Void, FileSystemError> {
         guard file.writable, !file.byDaemon, isWritable else { return .success(()) }
         return file.capture.closed(file)
     }
@@ -170,9 +174,9 @@ extension Store {
         }
     }
 
-    public func fallocate(_ file: StoreFile, mode: Int32, offset: Int64, length: Int64) -> Result<Void, Errno> {
+    public func fallocate(_ file: StoreFile, mode: Int32, offset: Int64, length: Int64) -> Result<Void, FileSystemError> {
         return permitted(file.path, .daemon, exempt: file.byDaemon) {
-            return Syscall.fallocate(file.fd, mode: mode, offset: offset, length: length)
+            return Syscall.fallocate(file.fd, mode: mode, offset: offset, length: length).mapError(FileSystemError.system)
         }
     }
 }

@@ -189,7 +189,7 @@ public final class Store: Sendable {
 
     /// Whether writes are accepted now (the node is primary and its lease,
     /// if any, has not run out). On a replica every mutating operation fails
-    /// with `EROFS` before touching anything.
+    /// (``FileSystemError/Code/readOnly``, `EROFS`) before touching anything.
     public var isWritable: Bool { gate.admits }
 
     /// Starts accepting writes, until `deadline` (``MonotonicClock``
@@ -260,8 +260,8 @@ public final class Store: Sendable {
     /// replica apply, or opened read-only) are never refused.
     func permitted<T>(
         _ path: String, _ caller: Caller, also other: String? = nil, opening: Bool = false, exempt: Bool = false,
-        _ operation: () -> Result<T, Errno>
-    ) -> Result<T, Errno> {
+        _ operation: () -> Result<T, FileSystemError>
+    ) -> Result<T, FileSystemError> {
         if exempt { return operation() }
         if gate.enter() {
             defer { gate.leave() }
@@ -273,11 +273,12 @@ public final class Store: Sendable {
     }
 
     /// What may change on a node that does not write: applications get
-    /// `EROFS` (SQLite then opens read-only and reports "attempt to write a
-    /// readonly database"), except for what SQLite's readers need: the
-    /// `-shm` file (WAL readers take locks and marks in it) and creating or
-    /// opening (never writing) a `-wal`. Logged once per file.
-    private func permitReadOnly(_ path: String, _ caller: Caller, opening: Bool) -> Result<Void, Errno> {
+    /// ``FileSystemError/Code/readOnly`` (`EROFS`: SQLite then opens
+    /// read-only and reports "attempt to write a readonly database"), except
+    /// for what SQLite's readers need: the `-shm` file (WAL readers take
+    /// locks and marks in it) and creating or opening (never writing) a
+    /// `-wal`. Logged once per file.
+    private func permitReadOnly(_ path: String, _ caller: Caller, opening: Bool) -> Result<Void, FileSystemError> {
         switch SQLiteFileRole.classify(path) {
         case .sharedMemory: return .success(())
         case .wal where opening: return .success(())
@@ -288,7 +289,7 @@ public final class Store: Sendable {
         if first {
             logger.notice("\(refusalReason())", metadata: ["path": "\(path)", "pid": "\(caller.pid)"])
         }
-        return .failure(.readOnlyFileSystem)
+        return .failure(FileSystemError(.readOnly, "\(path): this node does not take writes now"))
     }
 
     /// Who asks: FUSE gives the thread ID of the process making the request.
@@ -309,10 +310,19 @@ extension Store {
     }
 
     /// Logs, at most once a minute, a write or sync that failed for want of
-    /// space or with an I/O error: the application sees SQLITE_FULL or
-    /// SQLITE_IOERR, and the operator should see why.
-    func noteFailedWrite(_ error: Errno, path: String) {
-        guard error.rawValue == ENOSPC || error.rawValue == EDQUOT || error == .io, failedWrites.isDue() else { return }
+    /// space or with an I/O error (the file's own, or a commit that could not
+    /// be logged): the application sees SQLITE_FULL or SQLITE_IOERR, and the
+    /// operator should see why.
+    func noteFailedWrite(_ error: FileSystemError, path: String) {
+        switch error.code {
+        case .system:
+            guard let cause = error.cause, cause == .noSpace || cause == .quotaExceeded || cause == .io else { return }
+        case .notLogged:
+            break
+        case .readOnly, .noSuchNode, .stale, .badHandle, .invalid:
+            return
+        }
+        guard failedWrites.isDue() else { return }
         logger.error(
             "a write in the mount failed: the application gets SQLITE_FULL or SQLITE_IOERR (logged once a minute)",
             metadata: ["path": "\(path)", "error": "\(error)", "data": "\(directory.root)"])

@@ -5,9 +5,10 @@ import Glibc
 /// A POSIX error number.
 ///
 /// Every system call in ReplFS reports failure as an `Errno` (through
-/// ``Syscall``), and the FUSE boundary hands it back to the kernel unchanged,
-/// so SQLite sees exactly the error the real file system gave (or `EROFS` on a
-/// replica).
+/// ``Syscall``). A file operation of the mount carries it as the cause of a
+/// ``FileSystemError``, and the FUSE boundary hands it back to the kernel
+/// unchanged, so SQLite sees exactly the error the real file system gave (or
+/// `EROFS` on a replica).
 public struct Errno: Error, RawRepresentable, Hashable, Sendable, CustomStringConvertible {
     public var rawValue: Int32
 
@@ -35,6 +36,8 @@ public struct Errno: Error, RawRepresentable, Hashable, Sendable, CustomStringCo
     public static let interrupted = Errno(rawValue: EINTR)
     public static let wouldBlock = Errno(rawValue: EWOULDBLOCK)
     public static let noSpace = Errno(rawValue: ENOSPC)
+    public static let quotaExceeded = Errno(rawValue: EDQUOT)
+    public static let stale = Errno(rawValue: ESTALE)
     public static let notConnected = Errno(rawValue: ENOTCONN)
     public static let busy = Errno(rawValue: EBUSY)
     public static let crossDevice = Errno(rawValue: EXDEV)

@@ -94,8 +94,9 @@ private func innerMethods(_ file: UnsafeMutablePointer<sqlite3_file>?) -> Unsafe
     inner(file).pointee.pMethods!
 }
 
-private func ioError(_ code: Int32, _ error: Errno) -> Int32 {
-    error.rawValue == ENOSPC ? SQLITE_FULL : SQLITE_IOERR | (code << 8)
+/// What SQLite's unix VFS makes of the errno the kernel would hand it.
+private func ioError(_ code: Int32, _ error: FileSystemError) -> Int32 {
+    error.errno == .noSpace ? SQLITE_FULL : SQLITE_IOERR | (code << 8)
 }
 
 private let storeVFSOpen: @convention(c) (
@@ -109,7 +110,7 @@ private let storeVFSOpen: @convention(c) (
     var storeFile: StoreFile?
     if let path {
         let caller = Store.Caller(pid: getpid())
-        let opened: Result<StoreFile, Errno> =
+        let opened: Result<StoreFile, FileSystemError> =
             flags & SQLITE_OPEN_READONLY != 0
             ? owner.store.open(path, flags: O_RDONLY, caller: caller)
             : owner.store.create(path, flags: O_RDWR, mode: 0o644, caller: caller).map(\.0)
@@ -135,7 +136,7 @@ private let storeVFSDelete: @convention(c) (UnsafeMutablePointer<sqlite3_vfs>?, 
     owner.beforeDelete.withLock { $0 }?(path)
     switch owner.store.unlink(path, caller: Store.Caller(pid: getpid())) {
     case .success: break
-    case .failure(.noEntry): return SQLITE_IOERR_DELETE_NOENT_VALUE
+    case .failure(let error) where error.errno == .noEntry: return SQLITE_IOERR_DELETE_NOENT_VALUE
     case .failure(let error): return ioError(10, error)
     }
     if syncDirectory != 0 {
