@@ -14,7 +14,7 @@ FAILOVER_RUNS=${BENCH_FAILOVER_RUNS:-10}
 HANDOFF_RUNS=${BENCH_HANDOFF_RUNS:-6}
 AFTER_HANDOFF_RUNS=${BENCH_AFTER_HANDOFF_RUNS:-5}
 REPORT=$(pwd)/.build/bench.md
-# BENCH_ONLY="local memory replication failover growth" picks sections (default: all).
+# BENCH_ONLY="local memory replication failover growth tls" picks sections (default: all).
 # growth: GROWTH_TRANSACTIONS (1,000,000), GROWTH_STEP (100,000), GROWTH_RETENTION (1m).
 want() { [[ -z ${BENCH_ONLY:-} || " $BENCH_ONLY " == *" $1 "* ]]; }
 
@@ -471,6 +471,62 @@ echo
 for name in a b c; do kill "${GPID[$name]}" 2>/dev/null || true; done
 for name in a b c; do while kill -0 "${GPID[$name]}" 2>/dev/null; do sleep 0.1; done; done
 rm -rf "$G"
+fi
+if want tls; then
+echo "### TLS: replication in clear against mutual TLS 1.3, side by side"
+echo
+# Two two-node clusters in turn, the same but for replication.tls.
+T="$ROOT/tls"
+rm -rf "$T"
+mkdir -p "$T"
+"$BIN/replfsd" tls init "$T/pki" >/dev/null
+for name in a b; do "$BIN/replfsd" tls issue "$T/pki" "node-$name" --ip 127.0.0.1 >/dev/null; done
+tls_cluster() { # $1: plain | tls; starts node a and b under $T/$1, prints nothing
+  local port=$(( 23000 + RANDOM % 2000 )) variant=$1
+  for name in a b; do
+    mkdir -p "$T/$variant/$name"
+    local tls_line=""
+    [[ $variant == tls ]] && tls_line="  tls: {cert: $T/pki/node-$name.crt, key: $T/pki/node-$name.key, ca: $T/pki/ca.crt}"
+    cat >"$T/$variant/$name/replfsd.yml" <<YAML
+node: node-$name
+mount: $T/$variant/$name/mnt
+data: $T/$variant/$name/data
+admin: {socket: $T/$variant/$name/replfsd.sock}
+replication:
+  listen: 127.0.0.1:$(( port + $(printf '%d' "'$name") - 97 ))
+  token-file: $ROOT/tls-token
+$tls_line
+lease:
+  static:
+    primary: node-a
+    peers: {node-a: 127.0.0.1:$port, node-b: 127.0.0.1:$(( port + 1 ))}
+YAML
+    "$BIN/replfsd" mount --config "$T/$variant/$name/replfsd.yml" --log-level warning >/dev/null 2>>"$T/$variant/$name/log" &
+    TPID[$name]=$!
+  done
+  for name in a b; do
+    for _ in $(seq 300); do grep -q " $T/$variant/$name/mnt " /proc/self/mountinfo && stat -f "$T/$variant/$name/mnt" >/dev/null 2>&1 && break; sleep 0.1; done
+  done
+}
+tls_stop() { for name in a b; do kill "${TPID[$name]}" 2>/dev/null || true; done; for name in a b; do while kill -0 "${TPID[$name]}" 2>/dev/null; do sleep 0.1; done; done; }
+declare -A TPID
+echo "bench-token-$RANDOM$RANDOM" >"$ROOT/tls-token"
+chmod 600 "$ROOT/tls-token"
+echo "Replication lag (COMMIT on the primary to the row visible on the replica, 10,000 transactions one at a time, WAL) and the primary's write rate with the replica following (WAL/NORMAL one-row transactions, median of $ROUNDS), in clear and with replication.tls:"
+echo
+echo "| replication | lag p50 | lag p99 | lag max | write rate /s | RSS primary | RSS replica |"
+echo "|---|---:|---:|---:|---:|---:|---:|"
+for variant in plain tls; do
+  tls_cluster "$variant"
+  lag=$("$BIN/replfs-testkit" lag --primary "$T/$variant/a/mnt/lag.db" --replica "$T/$variant/b/mnt/lag.db" --transactions 10000)
+  rate=$("$BIN/replfs-testkit" bench --native "$ROOT/native" --mounted "$T/$variant/a/mnt" --seconds "$SECONDS_PER_RUN" --rounds "$ROUNDS" --scenarios wal-normal | tail -1 | awk -F'|' '{gsub(/ /, "", $4); print $4}')
+  rss_a=$(awk '/VmRSS/ {printf "%d", $2 / 1024}' "/proc/${TPID[a]}/status")
+  rss_b=$(awk '/VmRSS/ {printf "%d", $2 / 1024}' "/proc/${TPID[b]}/status")
+  python3 -c "import json,sys; d=json.loads(sys.argv[1]); print('| %s | %.2f ms | %.2f ms | %.2f ms | %s | %s MiB | %s MiB |' % (sys.argv[2], d['p50_ms'], d['p99_ms'], d['max_ms'], sys.argv[3], sys.argv[4], sys.argv[5]))" "$lag" "$variant" "$rate" "$rss_a" "$rss_b"
+  tls_stop
+done
+echo
+rm -rf "$T"
 fi
 echo "Command: \`make bench\` (BENCH_SECONDS=$SECONDS_PER_RUN BENCH_ROUNDS=$ROUNDS BENCH_DB_MIB=$DB_MIB BENCH_SNAPSHOT_MIB=$SNAP_MIB BENCH_FAILOVER_RUNS=$FAILOVER_RUNS BENCH_HANDOFF_RUNS=$HANDOFF_RUNS BENCH_AFTER_HANDOFF_RUNS=$AFTER_HANDOFF_RUNS)"
 } | tee "$REPORT"
