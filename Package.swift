@@ -107,7 +107,10 @@ let package = Package(
         ),
         .testTarget(
             name: "ReplFSTests",
-            dependencies: ["ReplFS", "CSQLite"],
+            dependencies: [
+                "ReplFS", "CSQLite", .product(name: "X509", package: "swift-certificates"), .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "SwiftASN1", package: "swift-asn1"),
+            ],
             swiftSettings: strictSettings
         ),
         .testTarget(

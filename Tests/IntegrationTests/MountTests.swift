@@ -110,10 +110,6 @@ extension IntegrationTests {
                 ),
                 ("mount: /tmp/x-mnt\ndata: /tmp/x-mnt/data\n", "data: must not be inside the mount point"),
                 ("mount: [unclosed\n", "invalid YAML"),
-                (
-                    "mount: /tmp/x-mnt\ndata: /tmp/x-data\nreplication:\n  tls: {cert: /c.pem, key: /k.pem, ca: /ca.pem}\n",
-                    "replication.tls.cert: /c.pem cannot be read"
-                ),
                 ("mount: /tmp/x-mnt\ndata: /tmp/x-data\nreplication:\n  sync-replicas: 1\n", "replication.sync-replicas: 1 is not supported by this version"),
                 ("mount: /tmp/x-mnt\ndata: /tmp/x-data\ndata: /tmp/x-data2\n", "data: appears twice (lines 2 and 3)"),
                 ("mount: /tmp/x-mnt\ndata: /tmp/x-data\nhttp:\n  listen: 127.0.0.1:20203\n", "http: not supported by this version yet"),

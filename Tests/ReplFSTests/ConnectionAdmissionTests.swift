@@ -53,3 +53,23 @@ struct LogThrottleTests {
         #expect(!throttle.isDue(now: 65_000_000_001))
     }
 }
+
+@Suite("Connection rate")
+struct ConnectionRateTests {
+    @Test("one address gets its burst, then its rate; others are not held back by it; the overall bucket caps everyone")
+    func buckets() {
+        let clock = Atomic<UInt64>(1_000_000_000)
+        let rate = ConnectionRate(perAddress: (10, 5), overall: (100, 8), capacity: 4, now: { clock.load(ordering: .relaxed) })
+        for _ in 0..<5 { #expect(rate.allow("10.0.0.9")) }
+        #expect(!rate.allow("10.0.0.9"), "its burst is spent")
+        #expect(rate.allow("10.0.0.1"), "another address is not held back")
+        clock.add(100_000_000, ordering: .relaxed)  // 0.1 s: one more for 10.0.0.9
+        #expect(rate.allow("10.0.0.9"))
+        #expect(!rate.allow("10.0.0.9"))
+        // The overall bucket (8, refilled to full by the 0.1 s, one taken since)
+        // holds 7: a flood from many addresses meets it.
+        var admitted = 0
+        for index in 0..<50 where rate.allow("10.1.0.\(index)") { admitted += 1 }
+        #expect(admitted == 7, "\(admitted)")
+    }
+}

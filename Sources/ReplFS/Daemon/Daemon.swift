@@ -83,6 +83,13 @@ public final class Daemon: Sendable {
         retention = LogRetention(store: store, retention: config.retention, logger: logger)
 
         isClustered = !config.lease.staticPeers.isEmpty || config.lease.type == .etcd
+        if config.lease.type == .etcd, config.lease.etcdTLS != nil {
+            for endpoint in config.lease.etcdEndpoints where endpoint.hasPrefix("http://") {
+                logger.warning(
+                    "lease.etcd.tls is set but this endpoint is not https://: the lease crosses in clear and the client certificate is not used",
+                    metadata: ["endpoint": "\(endpoint)"])
+            }
+        }
         feed = ChangeFeed()
         let authenticator = Authenticator(token: token)
         self.tls = tls

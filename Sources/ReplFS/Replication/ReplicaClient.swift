@@ -172,7 +172,7 @@ public final class ReplicaClient: Sendable {
         let limit = FrameLimit(ReplicationFrameCodec.unauthenticatedFrameSize)
         let handler = ReplicaConnectionHandler(
             settings: settings, applier: applier, positions: positions, files: files, statusSlot: statusSlot, client: self, delegate: delegate,
-            limit: limit)
+            limit: limit, dialed: host)
         let bootstrap = ClientBootstrap(group: group)
             .connectTimeout(.seconds(2))
             .channelOption(ChannelOptions.socketOption(.tcp_nodelay), value: 1)
@@ -216,13 +216,16 @@ final class ReplicaConnectionHandler: ChannelInboundHandler, @unchecked Sendable
     private unowned let client: ReplicaClient
     private let delegate: any ReplicaClientDelegate
     private let limit: FrameLimit
+    /// The host dialed (an address or a name), for TLS errors.
+    private let dialed: String
 
     init(
         settings: ReplicaClient.Settings, applier: ReplicaApplier, positions: [ReplicationMessage.DatabasePosition],
         files: [ReplicationMessage.FileDigest], statusSlot: Locked<ReplicaClient.Status>, client: ReplicaClient,
-        delegate: any ReplicaClientDelegate, limit: FrameLimit
+        delegate: any ReplicaClientDelegate, limit: FrameLimit, dialed: String
     ) {
         self.limit = limit
+        self.dialed = dialed
         handshake = HandshakeInitiator(identity: settings.identity)
         self.settings = settings
         self.applier = applier
@@ -243,9 +246,14 @@ final class ReplicaConnectionHandler: ChannelInboundHandler, @unchecked Sendable
         context.channel.remoteAddress?.description ?? "?"
     }
 
+    /// Closes the link; the reason is logged once while it repeats (a
+    /// refused certificate fails every reconnect the same way).
     private func fail(_ context: ChannelHandlerContext, _ reason: String) {
-        logger.warning("closing the link to the primary", metadata: ["peer": "\(peer(context))", "reason": "\(reason)"])
-        statusSlot.withLock { $0.lastError = reason }
+        let repeated = statusSlot.withLock { status in
+            defer { status.lastError = reason }
+            return status.lastError == reason
+        }
+        if !repeated { logger.warning("closing the link to the primary", metadata: ["peer": "\(peer(context))", "reason": "\(reason)"]) }
         context.close(promise: nil)
     }
 
@@ -319,7 +327,7 @@ final class ReplicaConnectionHandler: ChannelInboundHandler, @unchecked Sendable
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
-        let tls = TLSFailure.describe(error, dialed: context.channel.remoteAddress?.ipAddress, serverName: settings.identity.tls?.identity.files.serverName)
+        let tls = TLSFailure.describe(error, dialed: dialed, serverName: settings.identity.tls?.identity.files.serverName)
         fail(context, tls ?? "\(error)")
     }
 }

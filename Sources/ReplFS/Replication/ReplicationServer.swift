@@ -27,6 +27,7 @@ public final class ReplicationServer: Sendable {
         let streams = Mutex<[ObjectIdentifier: ReplicaStream]>([:])
         let counters = ReplicationCounters()
         let admission = ConnectionAdmission()
+        let rate = ConnectionRate()
         let refusals = RefusalLog()
 
         init(
@@ -165,6 +166,12 @@ final class PrimaryConnectionHandler: ChannelInboundHandler, @unchecked Sendable
 
     func channelActive(context channelContext: ChannelHandlerContext) {
         let channel = channelContext.channel
+        guard context.rate.allow(host(channelContext)) else {
+            // Before a TLS handshake or a frame costs anything.
+            context.refusals.refused(host(channelContext), reason: "new connections arrive faster than a cluster makes them", logger: context.logger)
+            channel.close(promise: nil)
+            return
+        }
         guard context.admission.admit() else {
             // Closed before a byte is read: a flood of strangers costs a
             // socket each for a moment, and the log a line a minute.

@@ -31,9 +31,16 @@ public struct ClusterCA: Sendable {
     public var keyPath: String { directory + "/" + ClusterCA.keyFile }
 
     /// Makes a new CA in `directory` (created if missing), valid `days` days.
-    /// Refuses to replace an existing CA key.
+    /// Refuses to replace an existing CA, certificate or key: a node still
+    /// trusting the old one would be cut off.
     public static func create(in directory: String, name: String = "ReplFS cluster CA", days: Int = 3650, now: Date = Date()) throws(ClusterCAError) -> ClusterCA {
+        guard days > 0 else { throw ClusterCAError("--days \(days): a CA must be valid for at least one day") }
         let ca = ClusterCA(directory: directory)
+        for path in [ca.certificatePath, ca.keyPath] {
+            guard case .failure(.noEntry) = Syscall.lstat(at: AT_FDCWD, path) else {
+                throw ClusterCAError("\(path) exists (not replaced: nodes trust it; make a new CA in another directory)")
+            }
+        }
         if case .failure(let errno) = Syscall.makeDirectories(directory) {
             throw ClusterCAError("cannot create \(directory): \(errno)")
         }
@@ -57,7 +64,7 @@ public struct ClusterCA: Sendable {
             throw ClusterCAError("cannot make the CA certificate: \(error)")
         }
         try write(key.pemRepresentation, to: ca.keyPath, mode: 0o600, replace: false)
-        try write(try pem(certificate), to: ca.certificatePath, mode: 0o644, replace: true)
+        try write(try pem(certificate), to: ca.certificatePath, mode: 0o644, replace: false)
         return ca
     }
 
@@ -67,7 +74,15 @@ public struct ClusterCA: Sendable {
     public func issue(
         node: String, ipAddresses: [String], dnsNames: [String], days: Int = 825, replace: Bool = false, now: Date = Date()
     ) throws(ClusterCAError) -> (certificate: String, key: String) {
-        try issue(node: node, ipAddresses: ipAddresses, dnsNames: dnsNames, notBefore: now - 300, notAfter: now + Double(days) * 86_400, replace: replace)
+        guard days > 0 else { throw ClusterCAError("--days \(days): a certificate must be valid for at least one day") }
+        return try issue(node: node, ipAddresses: ipAddresses, dnsNames: dnsNames, notBefore: now - 300, notAfter: now + Double(days) * 86_400, replace: replace)
+    }
+
+    /// Whether `node` can name a node's files: letters, digits, `.`, `_`
+    /// and `-`, not starting with `.`, and not the CA's own `ca`.
+    static func isNodeName(_ node: String) -> Bool {
+        guard let first = node.first, first != ".", node != "ca", node.count <= 128 else { return false }
+        return node.allSatisfy { $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "." || $0 == "_" || $0 == "-") }
     }
 
     /// ``issue(node:ipAddresses:dnsNames:days:replace:now:)`` with explicit
@@ -75,11 +90,15 @@ public struct ClusterCA: Sendable {
     public func issue(
         node: String, ipAddresses: [String], dnsNames: [String], notBefore: Date, notAfter: Date, replace: Bool
     ) throws(ClusterCAError) -> (certificate: String, key: String) {
-        guard !node.isEmpty, !node.contains("/"), node != ".", node != ".." else { throw ClusterCAError("\"\(node)\" is not a node name") }
+        guard ClusterCA.isNodeName(node) else {
+            throw ClusterCAError("\"\(node)\" is not a node name (letters, digits, '.', '_' and '-'; not \"ca\")")
+        }
         guard !ipAddresses.isEmpty || !dnsNames.isEmpty else {
             throw ClusterCAError("give the addresses peers dial this node at (--ip A, --dns NAME): they are what a peer checks")
         }
         let (caCertificate, caKey) = try load()
+        // A certificate that outlives its CA would fail the day the CA expires.
+        let notAfter = min(notAfter, caCertificate.notValidAfter)
         var names: [GeneralName] = dnsNames.map { .dnsName($0) }
         for address in ipAddresses {
             guard let bytes = ClusterCA.addressBytes(address) else { throw ClusterCAError("--ip \(address) is not an IPv4 or IPv6 address") }
@@ -124,6 +143,9 @@ public struct ClusterCA: Sendable {
         do {
             let key = try Certificate.PrivateKey(pemEncoded: String(decoding: bytes, as: UTF8.self))
             guard key.publicKey == certificate.publicKey else { throw ClusterCAError("\(keyPath) is not the key of \(certificatePath)") }
+            guard case .isCertificateAuthority = try certificate.extensions.basicConstraints else {
+                throw ClusterCAError("\(certificatePath) is not a CA certificate (no basicConstraints CA:TRUE)")
+            }
             return (certificate, key)
         } catch let error as ClusterCAError {
             throw error

@@ -27,18 +27,30 @@ public final class TLSCredentials: Sendable {
         let client: NIOSSLContext
         /// What the files looked like when last read (loaded or refused).
         var stamps: [FileStamp]
+        /// What they looked like at the last check, if that differed from
+        /// ``stamps``: they are read once they look the same at two checks
+        /// in a row, so that a rotation writing the key and then the
+        /// certificate is not caught between the two.
+        var settling: [FileStamp]?
     }
 
-    /// Enough of a file's `stat` to see that it was replaced or rewritten.
+    /// Enough of a file's `stat` to see that it was replaced, rewritten or
+    /// had its mode changed (the status change time covers the last).
     struct FileStamp: Equatable, Sendable {
         var inode: UInt64
         var size: Int64
         var modified: Int
         var modifiedNanoseconds: Int
+        var changed: Int
+        var changedNanoseconds: Int
 
-        static func of(_ path: String) -> FileStamp? {
-            guard case .success(let st) = Syscall.stat(path) else { return nil }
-            return FileStamp(inode: UInt64(st.st_ino), size: Int64(st.st_size), modified: st.st_mtim.tv_sec, modifiedNanoseconds: st.st_mtim.tv_nsec)
+        static let missing = FileStamp(inode: 0, size: -1, modified: 0, modifiedNanoseconds: 0, changed: 0, changedNanoseconds: 0)
+
+        static func of(_ path: String) -> FileStamp {
+            guard case .success(let st) = Syscall.stat(path) else { return missing }
+            return FileStamp(
+                inode: UInt64(st.st_ino), size: Int64(st.st_size), modified: st.st_mtim.tv_sec, modifiedNanoseconds: st.st_mtim.tv_nsec,
+                changed: st.st_ctim.tv_sec, changedNanoseconds: st.st_ctim.tv_nsec)
         }
     }
 
@@ -47,7 +59,8 @@ public final class TLSCredentials: Sendable {
     private let current: Mutex<Current>
     private let logger: Logger
     private let watcher = Locked<PeriodicTask?>(nil)
-    private let expiryWarning = LogThrottle(interval: .seconds(86_400))
+    /// The expiry last warned about, and when: once a day per certificate.
+    private let lastWarning = Mutex<(notAfter: Date, at: ContinuousClock.Instant)?>(nil)
 
     /// Loads and checks the files. Throws ``TLSFileError`` (exit 2 at start).
     public init(files: Config.TLS, key: String, logger: Logger) throws(TLSFileError) {
@@ -76,13 +89,22 @@ public final class TLSCredentials: Sendable {
         return try NIOSSLClientHandler(context: context, serverHostname: serverName ?? (TLSCredentials.isIPAddress(host) ? nil : host))
     }
 
-    /// Re-reads the files if any of them changed since they were last read.
-    /// Returns whether a new identity is now in use.
+    /// Re-reads the files if any of them changed since they were last read
+    /// and has not changed since the previous call (`settled: false` reads
+    /// at once). Returns whether a new identity is now in use.
     @discardableResult
-    public func reloadIfChanged(now: Date = Date()) -> Bool {
-        let (files, seen) = current.withLock { ($0.identity.files, $0.stamps) }
+    public func reloadIfChanged(now: Date = Date(), settled: Bool = true) -> Bool {
+        let files = current.withLock { $0.identity.files }
         let stamps = TLSCredentials.stamps(files)
-        guard stamps != seen else {
+        let due = current.withLock { current -> Bool in
+            guard stamps != current.stamps else {
+                current.settling = nil
+                return false
+            }
+            defer { current.settling = stamps }
+            return !settled || current.settling == stamps
+        }
+        guard due else {
             warnIfExpiring(identity, now: now)
             return false
         }
@@ -115,15 +137,21 @@ public final class TLSCredentials: Sendable {
 
     /// Logs, once a day, that the certificate expires within 14 days.
     private func warnIfExpiring(_ identity: TLSIdentity, now: Date = Date()) {
+        guard identity.notAfter.timeIntervalSince(now) < 14 * 86_400 else { return }
+        let due = lastWarning.withLock { last -> Bool in
+            if let last, last.notAfter == identity.notAfter, ContinuousClock.now - last.at < .seconds(86_400) { return false }
+            last = (identity.notAfter, ContinuousClock.now)
+            return true
+        }
+        guard due else { return }
         let days = identity.daysToExpiry(now: now)
-        guard days < 14, expiryWarning.isDue() else { return }
         logger.warning(
             "the TLS certificate expires soon: issue a new one and replace the file (it is re-read without a restart)",
             metadata: ["\(key).cert": "\(identity.files.cert)", "expires": "\(TLSIdentity.timestamp(identity.notAfter))", "days": "\(days)"])
     }
 
     private static func stamps(_ files: Config.TLS) -> [FileStamp] {
-        [files.cert, files.key, files.ca].map { FileStamp.of($0) ?? FileStamp(inode: 0, size: -1, modified: 0, modifiedNanoseconds: 0) }
+        [files.cert, files.key, files.ca].map(FileStamp.of)
     }
 
     private static func build(_ identity: TLSIdentity, stamps: [FileStamp], key: String) throws(TLSFileError) -> Current {
@@ -135,7 +163,7 @@ public final class TLSCredentials: Sendable {
             server.trustRoots = .certificates(identity.authorities)
             return Current(
                 identity: identity, server: try NIOSSLContext(configuration: server),
-                client: try NIOSSLContext(configuration: clientConfiguration(identity)), stamps: stamps)
+                client: try NIOSSLContext(configuration: clientConfiguration(identity)), stamps: stamps, settling: nil)
         } catch {
             throw TLSFileError(.malformed, key: key + ".cert", path: identity.files.cert, "cannot be used by BoringSSL: \(error)")
         }

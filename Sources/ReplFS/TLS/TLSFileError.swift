@@ -15,6 +15,11 @@ public struct TLSFileError: Error, CustomStringConvertible, Sendable, Equatable 
         case notYetValid = "not-yet-valid"
         /// The private key is not the certificate's.
         case keyMismatch = "key-mismatch"
+        /// The private key can be read by group or others.
+        case exposed
+        /// The certificate cannot serve a node: a CA certificate, or one not
+        /// usable for both server and client authentication.
+        case wrongPurpose = "wrong-purpose"
         /// The certificate does not chain to a certificate of the CA file.
         case untrusted
     }
