@@ -15,9 +15,9 @@ struct TLSFixture {
     let directory: String
     let ca: ClusterCA
 
-    init() throws {
+    init(days: Int = 3650) throws {
         directory = AdminFixture.temporaryDirectory()
-        ca = try ClusterCA.create(in: directory)
+        ca = try ClusterCA.create(in: directory, days: days)
     }
 
     func files(_ node: String, ca path: String? = nil) -> Config.TLS {
@@ -98,6 +98,22 @@ struct TLSIdentityTests {
         #expect(throws: ClusterCAError.self) { try fixture.ca.issue(node: "node-b", ipAddresses: [], dnsNames: []) }
         #expect(throws: ClusterCAError.self) { try fixture.ca.issue(node: "node-b", ipAddresses: ["10.0.0"], dnsNames: []) }
         #expect(throws: ClusterCAError.self) { try ClusterCA(directory: fixture.directory + "/none").issue(node: "x", ipAddresses: ["10.0.0.1"], dnsNames: []) }
+        // The CA's own files are not a node's, and names stay plain.
+        for name in ["ca", "bad\nname", ".hidden", "a b", ""] {
+            #expect(throws: ClusterCAError.self, "\(name)") { try fixture.ca.issue(node: name, ipAddresses: ["10.0.0.1"], dnsNames: [], replace: true) }
+        }
+        #expect(throws: ClusterCAError.self) { try fixture.ca.issue(node: "node-c", ipAddresses: ["10.0.0.1"], dnsNames: [], days: 0) }
+        // A CA whose key was moved off the machine is not replaced either.
+        try FileManager.default.removeItem(atPath: fixture.ca.keyPath)
+        let before = try String(contentsOfFile: fixture.ca.certificatePath, encoding: .utf8)
+        #expect(throws: ClusterCAError.self) { try ClusterCA.create(in: fixture.directory) }
+        #expect(try String(contentsOfFile: fixture.ca.certificatePath, encoding: .utf8) == before)
+        // A certificate never outlives its CA.
+        let short = try TLSFixture(days: 30)
+        defer { short.remove() }
+        _ = try short.ca.issue(node: "node-a", ipAddresses: ["10.0.0.1"], dnsNames: [], days: 825)
+        let identity = try TLSIdentity.load(short.files("node-a"), key: "replication.tls")
+        #expect((29...30).contains(identity.daysToExpiry()))
     }
 
     @Test("a rotation is taken when the files change; a bad new file is refused and the old identity stays")
