@@ -15,6 +15,8 @@ final class RecordingRelay: @unchecked Sendable {
     private var toUpstream: [[UInt8]] = []
     private var fromUpstream: [[UInt8]] = []
     private var open: [Int32] = []
+    /// How many of each connection's two pumps have ended.
+    private var finished: [Int: Int] = [:]
 
     init(upstream: Int) throws {
         self.upstream = upstream
@@ -86,8 +88,17 @@ final class RecordingRelay: @unchecked Sendable {
         }
         shutdown(source, Int32(SHUT_RDWR))
         shutdown(destination, Int32(SHUT_RDWR))
-        lock.withLock { open.removeAll { $0 == source || $0 == destination } }
-        close(source)
-        close(destination)
+        // Both pumps of a connection end here; the second closes the two
+        // sockets (closing twice could close a descriptor reused meanwhile).
+        let last = lock.withLock { () -> Bool in
+            finished[index, default: 0] += 1
+            guard finished[index] == 2 else { return false }
+            open.removeAll { $0 == source || $0 == destination }
+            return true
+        }
+        if last {
+            close(source)
+            close(destination)
+        }
     }
 }

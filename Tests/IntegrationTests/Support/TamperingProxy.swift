@@ -71,21 +71,47 @@ final class TamperingProxy: @unchecked Sendable {
                 close(server)
                 continue
             }
-            Thread.detachNewThread { TamperingProxy.pump(from: client, to: server) }
-            Thread.detachNewThread { [self] in frames(from: server, to: client) }
+            let pair = SocketPair(client: client, server: server)
+            Thread.detachNewThread { TamperingProxy.pump(from: client, to: server, pair: pair) }
+            Thread.detachNewThread { [self] in frames(from: server, to: client, pair: pair) }
         }
     }
 
-    private static func pump(from source: Int32, to destination: Int32) {
+    /// The two sockets of one relayed connection, closed once both
+    /// directions have ended (closing twice could close a descriptor that
+    /// another thread opened meanwhile).
+    final class SocketPair: @unchecked Sendable {
+        let client: Int32
+        let server: Int32
+        private let lock = NSLock()
+        private var ended = 0
+
+        init(client: Int32, server: Int32) {
+            self.client = client
+            self.server = server
+        }
+
+        func end() {
+            shutdown(client, Int32(SHUT_RDWR))
+            shutdown(server, Int32(SHUT_RDWR))
+            let last = lock.withLock { () -> Bool in
+                ended += 1
+                return ended == 2
+            }
+            if last {
+                close(client)
+                close(server)
+            }
+        }
+    }
+
+    private static func pump(from source: Int32, to destination: Int32, pair: SocketPair) {
         var buffer = [UInt8](repeating: 0, count: 65536)
         while true {
             let n = buffer.withUnsafeMutableBytes { read(source, $0.baseAddress, $0.count) }
             if n <= 0 || !writeAll(destination, Array(buffer[0..<n])) { break }
         }
-        shutdown(source, Int32(SHUT_RDWR))
-        shutdown(destination, Int32(SHUT_RDWR))
-        close(source)
-        close(destination)
+        pair.end()
     }
 
     private static func writeAll(_ fd: Int32, _ bytes: [UInt8]) -> Bool {
@@ -110,15 +136,10 @@ final class TamperingProxy: @unchecked Sendable {
     }
 
     /// Forwards the primary's frames, damaging the third LTX frame once.
-    private func frames(from server: Int32, to client: Int32) {
+    private func frames(from server: Int32, to client: Int32, pair: SocketPair) {
         var ltxFrames = 0
         var remembered: [UInt8]?
-        defer {
-            shutdown(server, Int32(SHUT_RDWR))
-            shutdown(client, Int32(SHUT_RDWR))
-            close(server)
-            close(client)
-        }
+        defer { pair.end() }
         while let prefix = TamperingProxy.readExactly(server, 4) {
             let length = Int(prefix[0]) << 24 | Int(prefix[1]) << 16 | Int(prefix[2]) << 8 | Int(prefix[3])
             guard var body = TamperingProxy.readExactly(server, length) else { return }
