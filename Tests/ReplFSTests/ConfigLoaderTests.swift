@@ -262,6 +262,8 @@ struct ConfigLoaderTests {
             #expect(config.exec?.command.first == "/usr/bin/headscale")
             #expect(config.mount == "/var/lib/headscale")
             #expect(config.advertisedAddress.hasSuffix(":20202"))
+            #expect(config.replication.tls?.cert == "/etc/replfs/node-\(node).crt")
+            try config.requireImplemented()
         }
     }
 }
