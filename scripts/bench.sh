@@ -14,7 +14,7 @@ FAILOVER_RUNS=${BENCH_FAILOVER_RUNS:-10}
 HANDOFF_RUNS=${BENCH_HANDOFF_RUNS:-6}
 AFTER_HANDOFF_RUNS=${BENCH_AFTER_HANDOFF_RUNS:-5}
 REPORT=$(pwd)/.build/bench.md
-# BENCH_ONLY="local memory replication failover growth tls" picks sections (default: all).
+# BENCH_ONLY="local memory replication failover growth tls sync" picks sections (default: all).
 # growth: GROWTH_TRANSACTIONS (1,000,000), GROWTH_STEP (100,000), GROWTH_RETENTION (1m).
 want() { [[ -z ${BENCH_ONLY:-} || " $BENCH_ONLY " == *" $1 "* ]]; }
 
@@ -527,6 +527,60 @@ for variant in plain tls; do
 done
 echo
 rm -rf "$T"
+fi
+if want sync; then
+echo "### Synchronous replication: async against sync-replicas: 1, side by side"
+echo
+# Two three-node clusters in turn, the same but for replication.sync-replicas.
+S="$ROOT/sync"
+rm -rf "$S"
+mkdir -p "$S"
+declare -A SPID
+sync_cluster() { # $1: async | sync
+  local port=$(( 25000 + RANDOM % 2000 )) variant=$1
+  for name in a b c; do
+    mkdir -p "$S/$variant/$name"
+    local sync_line=""
+    [[ $variant == sync ]] && sync_line="  sync-replicas: 1"
+    cat >"$S/$variant/$name/replfsd.yml" <<YAML
+node: node-$name
+mount: $S/$variant/$name/mnt
+data: $S/$variant/$name/data
+admin: {socket: $S/$variant/$name/replfsd.sock}
+replication:
+  listen: 127.0.0.1:$(( port + $(printf '%d' "'$name") - 97 ))
+  token-file: $ROOT/sync-token
+$sync_line
+lease:
+  static:
+    primary: node-a
+    peers: {node-a: 127.0.0.1:$port, node-b: 127.0.0.1:$(( port + 1 )), node-c: 127.0.0.1:$(( port + 2 ))}
+YAML
+    "$BIN/replfsd" mount --config "$S/$variant/$name/replfsd.yml" --log-level warning >/dev/null 2>>"$S/$variant/$name/log" &
+    SPID[$name]=$!
+  done
+  for name in a b c; do
+    for _ in $(seq 300); do grep -q " $S/$variant/$name/mnt " /proc/self/mountinfo && stat -f "$S/$variant/$name/mnt" >/dev/null 2>&1 && break; sleep 0.1; done
+  done
+  sleep 2
+}
+sync_stop() { for name in a b c; do kill "${SPID[$name]}" 2>/dev/null || true; done; for name in a b c; do while kill -0 "${SPID[$name]}" 2>/dev/null; do sleep 0.1; done; done; }
+echo "bench-token-$RANDOM$RANDOM" >"$ROOT/sync-token"
+chmod 600 "$ROOT/sync-token"
+echo "One writer, WAL/NORMAL one-row transactions with two replicas following (\`replfs-testkit bench\`, median of $ROUNDS runs of $SECONDS_PER_RUN s), asynchronous and with sync-replicas: 1:"
+echo
+echo "| replication | tx/s | ratio to async |"
+echo "|---|---:|---:|"
+declare -A SRATE
+for variant in async sync; do
+  sync_cluster "$variant"
+  SRATE[$variant]=$("$BIN/replfs-testkit" bench --native "$ROOT/native" --mounted "$S/$variant/a/mnt" --seconds "$SECONDS_PER_RUN" --rounds "$ROUNDS" --scenarios wal-normal | tail -1 | awk -F'|' '{gsub(/ /, "", $4); print $4}')
+  sync_stop
+done
+printf '| async | %d | 1.00x |\n' "${SRATE[async]}"
+printf '| sync-replicas: 1 | %d | %.2fx |\n' "${SRATE[sync]}" "$(echo "${SRATE[sync]} / ${SRATE[async]}" | bc -l)"
+echo
+rm -rf "$S"
 fi
 echo "Command: \`make bench\` (BENCH_SECONDS=$SECONDS_PER_RUN BENCH_ROUNDS=$ROUNDS BENCH_DB_MIB=$DB_MIB BENCH_SNAPSHOT_MIB=$SNAP_MIB BENCH_FAILOVER_RUNS=$FAILOVER_RUNS BENCH_HANDOFF_RUNS=$HANDOFF_RUNS BENCH_AFTER_HANDOFF_RUNS=$AFTER_HANDOFF_RUNS)"
 } | tee "$REPORT"

@@ -37,6 +37,15 @@ extension AdminStatus {
             lease.append("last error\(when): \(error)")
         }
         line("lease", lease.joined(separator: ", "))
+        if let synchronous {
+            line(
+                "sync",
+                synchronous.degraded
+                    ? "degraded: commits go on without waiting until \(synchronous.replicas) replica(s) catch up (sync-degrade)"
+                    : "commits wait for \(synchronous.replicas) replica(s)")
+        } else {
+            line("sync", "off (asynchronous)")
+        }
         if let tls {
             line("tls", "on, \(tls.subject), expires \(tls.notAfter) (\(tls.daysToExpiry) days)")
         } else {

@@ -41,6 +41,8 @@ public struct AdminStatus: Codable, Sendable, Equatable {
     public var applyStall: String?
     /// Replication's TLS (`replication.tls`); `nil`: off, the stream is in clear.
     public var tls: TLS?
+    /// Synchronous replication (`replication.sync-replicas`); `nil`: asynchronous.
+    public var synchronous: Synchronous?
 
     public init(
         node: String, cluster: String, role: String, writable: Bool, epoch: Epoch, primary: Peer? = nil, lease: Lease,
@@ -60,6 +62,20 @@ public struct AdminStatus: Codable, Sendable, Equatable {
         self.process = process
         self.asides = asides
         self.lastError = lastError
+    }
+
+    /// Whether commits wait for replicas now.
+    public struct Synchronous: Codable, Sendable, Equatable {
+        /// `replication.sync-replicas`.
+        public var replicas: Int
+        /// Going on asynchronously since replicas missed `sync-timeout`
+        /// (`sync-degrade: true`), until they catch up.
+        public var degraded: Bool
+
+        public init(replicas: Int, degraded: Bool) {
+            self.replicas = replicas
+            self.degraded = degraded
+        }
     }
 
     /// The certificate replication presents now (after any rotation).

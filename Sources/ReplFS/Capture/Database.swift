@@ -29,6 +29,8 @@ struct DatabaseEnvironment: Sendable {
     let counters: StoreCounters
     /// The epoch new transactions are committed in.
     let commitEpoch: CommitEpoch
+    /// What a commit waits for before it returns (synchronous replication).
+    let barrier: CommitBarrierSlot
 
     /// The LTX directory of the database at `path` (relative to the mount):
     /// the path with `%` and `/` escaped, so every database gets one flat,
@@ -103,6 +105,9 @@ final class Database: Sendable {
         var walCommittedSinceSync = false
         /// Read-only descriptor on the database file, for reading committed pages.
         var readFD: Int32 = -1
+        /// The transaction the current capture entry point committed, if
+        /// any: it waits for the commit barrier once the lock is released.
+        var committedInCall: TXID?
         /// A replicated batch in this node's log whose pages could not all be
         /// written (replica; see ``UnappliedBatch``).
         var unapplied: UnappliedBatch?
@@ -250,10 +255,26 @@ final class Database: Sendable {
         let result = perform()
         guard let transaction else { return result.mapError(FileSystemError.system) }
         switch result {
-        case .success: apply(transaction, to: &state)
+        case .success:
+            apply(transaction, to: &state)
+            state.committedInCall = transaction.txid
         case .failure: state.log?.abandon(transaction.txid)
         }
         return result.mapError(FileSystemError.system)
+    }
+
+    /// Runs a capture entry point under the database's lock and, if it
+    /// committed a transaction, waits for the store's ``CommitBarrier``
+    /// after the lock is released: readers and checkpoints of this
+    /// database, and every other database, go on while replicas confirm.
+    func capturing<T>(_ body: (inout State) -> Result<T, FileSystemError>) -> Result<T, FileSystemError> {
+        let (result, committed) = state.withLock { state -> (Result<T, FileSystemError>, TXID?) in
+            state.committedInCall = nil
+            let result = body(&state)
+            return (result, state.committedInCall)
+        }
+        guard case .success = result, let committed, let barrier = environment.barrier.current else { return result }
+        return barrier.committed(database: path, txid: committed).flatMap { result }
     }
 
     /// Moves the state to after `transaction` and tells replication.

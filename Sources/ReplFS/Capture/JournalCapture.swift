@@ -43,7 +43,7 @@ extension Database {
     /// (PERSIST mode zeroes it) is the commit point.
     func journalWrite(_ buffer: UnsafeRawBufferPointer, at offset: Int64, perform: () -> Result<Int, Errno>) -> Result<Int, FileSystemError> {
         guard offset == 0 else { return perform().mapError(FileSystemError.system) }
-        return state.withLock { state in
+        return capturing { state in
             if JournalHeader.hasMagic(buffer) {
                 if !state.journalActive {
                     if state.unjournaledWrites, case .failure(let error) = captureUnjournaled(&state, sync: false) {
@@ -61,7 +61,7 @@ extension Database {
     /// Handles truncation of `NAME-journal`; to zero length it is the commit
     /// point of TRUNCATE mode.
     func journalTruncate(to size: Int64, perform: () -> Result<Void, Errno>) -> Result<Void, FileSystemError> {
-        state.withLock { state in
+        capturing { state in
             guard size == 0, state.journalActive else { return perform().mapError(FileSystemError.system) }
             return commitJournalTransaction(&state, perform: perform)
         }
@@ -69,7 +69,7 @@ extension Database {
 
     /// Handles deletion of `NAME-journal`: the commit point of DELETE mode.
     func journalUnlink(perform: () -> Result<Void, Errno>) -> Result<Void, FileSystemError> {
-        state.withLock { state in
+        capturing { state in
             guard state.journalActive else { return perform().mapError(FileSystemError.system) }
             return commitJournalTransaction(&state, perform: perform)
         }

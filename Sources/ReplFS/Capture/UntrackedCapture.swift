@@ -15,7 +15,7 @@ extension Database {
     /// SQLite synced the database file (or closed it): the moment to capture
     /// writes that no journal covers.
     func mainFileSynced(closing: Bool) -> Result<Void, FileSystemError> {
-        state.withLock { state in
+        capturing { state in
             if state.journalActive { return .success(()) }
             guard state.unjournaledWrites else { return .success(()) }
             return captureUnjournaled(&state, sync: false).flatMap { captureBesideWAL(&state, sync: false) }
@@ -36,7 +36,7 @@ extension Database {
     /// A descriptor of the WAL was closed: what another program wrote to it
     /// is captured now.
     func walClosed() -> Result<Void, FileSystemError> {
-        state.withLock { state in
+        capturing { state in
             state.walWrittenByOtherProgram ? captureWAL(&state, sync: true) : .success(())
         }
     }
@@ -44,7 +44,7 @@ extension Database {
     /// A file was renamed into place as the WAL (rsync, a restore): what it
     /// holds is captured.
     func walReplaced() -> Result<Void, FileSystemError> {
-        state.withLock { state in captureWAL(&state, sync: true) }
+        capturing { state in captureWAL(&state, sync: true) }
     }
 
     /// Records the content SQLite will see through a WAL that it did not
@@ -122,7 +122,7 @@ extension Database {
     /// The database file is being deleted: logged as an LTX file with
     /// `commit = 0` (upstream's deletion marker) before it goes.
     func drop(perform: () -> Result<Void, Errno>) -> Result<Void, FileSystemError> {
-        state.withLock { state in
+        capturing { state in
             let prepared: Result<Prepared?, FileSystemError> =
                 state.pages.exists
                 ? prepare(&state, pageSize: state.pages.pageSize, commitSize: 0, candidates: [], allPages: false, sync: true) { _, _ in .success(()) }
@@ -142,7 +142,7 @@ extension Database {
     /// The file at this path was replaced (renamed over, or renamed away):
     /// capture whatever it holds now as one transaction with every page.
     func contentReplaced() -> Result<Void, FileSystemError> {
-        state.withLock { state in
+        capturing { state in
             closeReadFD(&state)
             state.journalActive = false
             state.wal.reset()

@@ -20,7 +20,7 @@ extension Database {
     func walWrite(
         _ buffer: UnsafeRawBufferPointer, at offset: Int64, walFD: Int32, perform: () -> Result<Int, Errno>
     ) -> Result<Int, FileSystemError> {
-        state.withLock { state in
+        capturing { state in
             if state.walWrittenByOtherProgram || !state.wal.isSQLiteShaped(offset: offset, count: buffer.count, pageSize: state.pages.pageSize) {
                 if !state.walWrittenByOtherProgram {
                     state.walWrittenByOtherProgram = true
@@ -63,7 +63,7 @@ extension Database {
     /// checkpoint under NORMAL. LTX files of the transactions it makes durable
     /// are flushed first.
     func walSync(perform: () -> Result<Void, Errno>) -> Result<Void, FileSystemError> {
-        let captured: Result<Void, FileSystemError> = state.withLock { state in
+        let captured: Result<Void, FileSystemError> = capturing { state in
             state.walSyncsCommits = state.walCommittedSinceSync
             state.walCommittedSinceSync = false
             return state.walWrittenByOtherProgram ? captureWAL(&state, sync: true) : .success(())

@@ -99,11 +99,11 @@ public enum ConfigLoader {
             guard sync >= 0 else { throw ConfigError(key: "replication.sync-replicas", "must be 0 or more") }
             config.replication.syncReplicas = sync
         }
-        if let timeout = try replication.duration("sync-timeout") { config.replication.syncTimeout = timeout }
-        if let degrade = try replication.bool("sync-degrade") {
-            config.replication.syncDegrade = degrade
-            if degrade { config.pending.append("replication.sync-degrade") }
+        if let timeout = try replication.duration("sync-timeout") {
+            guard timeout > .zero else { throw ConfigError(key: "replication.sync-timeout", "must be more than 0") }
+            config.replication.syncTimeout = timeout
         }
+        if let degrade = try replication.bool("sync-degrade") { config.replication.syncDegrade = degrade }
         try replication.rejectUnknown()
     }
 
@@ -382,10 +382,11 @@ extension Config {
     /// on. An operator who asks for encryption or for commits that wait for
     /// replicas must not silently run without them.
     public func requireImplemented() throws(ConfigError) {
-        if replication.syncReplicas > 0 {
+        // Commits would wait for replicas that cannot exist.
+        if lease.type == .static, replication.syncReplicas > 0, replication.syncReplicas > lease.staticPeers.count - 1 {
             throw ConfigError(
                 key: "replication.sync-replicas",
-                "\(replication.syncReplicas) is not supported by this version: replication is asynchronous (a crashed primary's unsent tail is kept aside); set 0")
+                "\(replication.syncReplicas) is more than the \(max(0, lease.staticPeers.count - 1)) other node(s) in lease.static.peers: commits would never be confirmed")
         }
         if let key = pending.first {
             throw ConfigError(key: key, "not supported by this version yet (docs/design.md lists what is); remove the key")

@@ -25,6 +25,12 @@ public struct FileSystemError: Error, Sendable, Equatable, CustomStringConvertib
         /// the file or its sync failed, so the application was told nothing
         /// the log does not hold (invariant 2: log before commit).
         case notLogged = "not-logged"
+        /// The commit reached this node's file and log, but the replicas
+        /// `replication.sync-replicas` asks for did not confirm it before
+        /// this node stopped being the primary: it is not acknowledged (it
+        /// survives only if a replica that got it takes over; otherwise it
+        /// is kept aside when this node rejoins).
+        case notReplicated = "not-replicated"
         /// The kernel named an inode the mount no longer knows: as if the
         /// file did not exist.
         case noSuchNode = "no-such-node"

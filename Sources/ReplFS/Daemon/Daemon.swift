@@ -25,6 +25,8 @@ public final class Daemon: Sendable {
     public let admin: AdminServer
     /// Mutual TLS of replication (`replication.tls`), if configured.
     public let tls: TLSCredentials?
+    /// Synchronous replication (`replication.sync-replicas` > 0), if configured.
+    public let synchronous: SynchronousReplication?
     public let metrics: MetricsEndpoint?
     private let sampler: MetricsSampler?
     /// Whether this node has peers (otherwise it is a lone primary and
@@ -113,9 +115,13 @@ public final class Daemon: Sendable {
             throw StartupError(description: "\(error)")
         }
         controller.setLease(lease)
-        admin = AdminServer(handler: DaemonAdmin(config: config, controller: controller, lease: lease, supervisor: supervisor, tls: tls), logger: logger)
+        synchronous = Self.makeSynchronous(config, store: store, server: server, metrics: metrics?.metrics, logger: logger)
+        admin = AdminServer(
+            handler: DaemonAdmin(config: config, controller: controller, lease: lease, supervisor: supervisor, tls: tls, synchronous: synchronous),
+            logger: logger)
         let (controller, lease) = (self.controller, self.lease)
-        sampler = metrics.map { MetricsSampler(metrics: $0.metrics, controller: controller, lease: lease, tls: tls) }
+        let synchronous = self.synchronous
+        sampler = metrics.map { MetricsSampler(metrics: $0.metrics, controller: controller, lease: lease, tls: tls, synchronous: synchronous) }
         try await startListeners()
         rollback.complete()
     }
@@ -134,6 +140,21 @@ public final class Daemon: Sendable {
                 command: exec.command, launcher: watchdog, stopTimeout: exec.stopTimeout + .seconds(2),
                 environment: ["REPLFS_NODE": config.node, "REPLFS_MOUNT": config.mount, "REPLFS_CLUSTER": config.cluster], logger: logger)
         }
+    }
+
+    /// With `replication.sync-replicas`, commits through the mount wait for
+    /// that many replicas (``SynchronousReplication``).
+    private static func makeSynchronous(
+        _ config: Config, store: Store, server: ReplicationServer, metrics: ReplFSMetrics?, logger: Logger
+    ) -> SynchronousReplication? {
+        guard config.replication.syncReplicas > 0 else { return nil }
+        let synchronous = SynchronousReplication(
+            settings: .init(replicas: config.replication.syncReplicas, timeout: config.replication.syncTimeout, degrade: config.replication.syncDegrade),
+            replicas: { [server] in server.replicas }, isPrimary: { [store] in store.isWritable },
+            waited: { [metrics] in metrics?.recordCommitWait($0) }, logger: logger)
+        server.onConfirmations { synchronous.acknowledged() }
+        store.setCommitBarrier(synchronous)
+        return synchronous
     }
 
     private static func makeLease(_ config: Config, controller: RoleController, etcdTLS: TLSIdentity?, logger: Logger) throws -> any LeaseKeeper {

@@ -13,12 +13,14 @@ final class DaemonAdmin: AdminHandler {
     private let lease: any LeaseKeeper
     private let supervisor: Supervisor?
     private let tls: TLSCredentials?
+    private let synchronous: SynchronousReplication?
     /// One role change at a time; a second one is refused, not queued.
     private let changing = Atomic(false)
 
-    init(config: Config, controller: RoleController, lease: any LeaseKeeper, supervisor: Supervisor?, tls: TLSCredentials?) {
+    init(config: Config, controller: RoleController, lease: any LeaseKeeper, supervisor: Supervisor?, tls: TLSCredentials?, synchronous: SynchronousReplication?) {
         self.config = config
         self.tls = tls
+        self.synchronous = synchronous
         self.controller = controller
         self.lease = lease
         self.supervisor = supervisor
@@ -89,6 +91,9 @@ final class DaemonAdmin: AdminHandler {
         status.nodeID = HexFormat.sixteenDigits(controller.identity.nodeID)
         status.logStall = store.logStall
         status.applyStall = store.applyStall
+        status.synchronous = synchronous.map { synchronous in
+            AdminStatus.Synchronous(replicas: synchronous.settings.replicas, degraded: synchronous.isDegraded)
+        }
         status.tls = tls.map { tls in
             let identity = tls.identity
             return AdminStatus.TLS(subject: identity.subject, notAfter: time.string(from: identity.notAfter), daysToExpiry: identity.daysToExpiry())

@@ -16,6 +16,9 @@ extension FileSystemError {
             // space is freed. Anything else is an I/O error to it.
             if let cause, cause == .noSpace || cause == .quotaExceeded { return cause }
             return .io
+        case .notReplicated:
+            // SQLITE_IOERR: the application reports the commit as failed.
+            return .io
         case .noSuchNode:
             return .noEntry
         case .stale:

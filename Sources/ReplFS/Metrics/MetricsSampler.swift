@@ -13,6 +13,7 @@ public final class MetricsSampler: @unchecked Sendable {
     private let controller: RoleController
     private let lease: any LeaseKeeper
     private let tls: TLSCredentials?
+    private let synchronous: SynchronousReplication?
     /// Samples once a second, from ``start()`` to ``stop()``.
     private let passes = Locked<PeriodicTask?>(nil)
     private var lastTXIDs: [String: UInt64] = [:]
@@ -21,8 +22,11 @@ public final class MetricsSampler: @unchecked Sendable {
     private var lastRenewFailures = 0
     private var replicas = Set<String>()
 
-    public init(metrics: ReplFSMetrics, controller: RoleController, lease: any LeaseKeeper, tls: TLSCredentials? = nil) {
+    public init(
+        metrics: ReplFSMetrics, controller: RoleController, lease: any LeaseKeeper, tls: TLSCredentials? = nil, synchronous: SynchronousReplication? = nil
+    ) {
         self.tls = tls
+        self.synchronous = synchronous
         self.metrics = metrics
         self.controller = controller
         self.lease = lease
@@ -46,6 +50,7 @@ public final class MetricsSampler: @unchecked Sendable {
         metrics.logStalled.set(Double(controller.store.logStall == nil ? 0 : 1))
         metrics.applyStalled.set(Double(controller.store.applyStall == nil ? 0 : 1))
         if let tls { metrics.setTLSCertificateExpiry(tls.identity.notAfter) }
+        if let synchronous { metrics.setSynchronousDegraded(synchronous.isDegraded) }
         var primaryTXIDs: [String: UInt64] = [:]
         for database in controller.store.databaseSummaries {
             let txid = database.position.txid.rawValue

@@ -41,6 +41,17 @@ public struct ReplFSMetrics: Sendable {
     /// `replfs_tls_certificate_expiry_timestamp_seconds`, registered only
     /// on a node with `replication.tls`.
     private let tlsExpiry = Locked<Gauge?>(nil)
+    /// `replfs_sync_degraded` and `replfs_commit_replica_wait_seconds`,
+    /// registered only with `replication.sync-replicas`.
+    private let synchronous = Locked<(degraded: Gauge, wait: DurationHistogram)?>(nil)
+
+    /// Bucket bounds of `replfs_commit_replica_wait_seconds`: a loopback
+    /// round trip is a fraction of a millisecond, one across the internet
+    /// tens, a stalled replica up to `sync-timeout`.
+    public static let commitWaitBuckets: [Duration] = [
+        .microseconds(250), .microseconds(500), .milliseconds(1), .milliseconds(2), .milliseconds(5), .milliseconds(10), .milliseconds(25),
+        .milliseconds(50), .milliseconds(100), .milliseconds(250), .seconds(1), .seconds(5), .seconds(10),
+    ]
 
     /// Bucket bounds of `replfs_fuse_op_seconds`: one FUSE round trip costs
     /// 25-40 us here, a commit's fsync milliseconds, a stuck one seconds.
@@ -86,6 +97,30 @@ public struct ReplFSMetrics: Sendable {
             return gauge!
         }
         gauge.set(notAfter.timeIntervalSince1970)
+    }
+
+    private var synchronousHandles: (degraded: Gauge, wait: DurationHistogram) {
+        synchronous.withLock { handles in
+            if let handles { return handles }
+            let made = (
+                degraded: registry.makeGauge(
+                    descriptor: Self.name("sync_degraded", help: "1 while commits go on without waiting for replicas (sync-degrade after sync-timeout).")),
+                wait: registry.makeDurationHistogram(
+                    descriptor: Self.name("commit_replica_wait", unit: "seconds", help: "How long commits waited for replicas to confirm them."),
+                    buckets: Self.commitWaitBuckets)
+            )
+            handles = made
+            return made
+        }
+    }
+
+    /// Records how long a commit waited for replicas.
+    public func recordCommitWait(_ duration: Duration) {
+        synchronousHandles.wait.record(duration)
+    }
+
+    public func setSynchronousDegraded(_ degraded: Bool) {
+        synchronousHandles.degraded.set(Double(degraded ? 1 : 0))
     }
 
     public func setRole(primary: Bool) {

@@ -27,6 +27,13 @@ public final class ReplicationServer: Sendable {
         let streams = Mutex<[ObjectIdentifier: ReplicaStream]>([:])
         let counters = ReplicationCounters()
         let admission = ConnectionAdmission()
+        /// Told of every confirmation and every replica that leaves
+        /// (synchronous replication's waiting commits look again).
+        let confirmations = Locked<(@Sendable () -> Void)?>(nil)
+
+        func confirmationsChanged() {
+            confirmations.value?()
+        }
         let rate = ConnectionRate()
         let refusals = RefusalLog()
 
@@ -67,6 +74,12 @@ public final class ReplicationServer: Sendable {
 
     /// Totals for the metrics.
     public var counters: ReplicationCounters { context.counters }
+
+    /// Who hears of every confirmation from a replica and every replica
+    /// that leaves (``SynchronousReplication/acknowledged()``).
+    public func onConfirmations(_ body: (@Sendable () -> Void)?) {
+        context.confirmations.withLock { $0 = body }
+    }
 
     /// Who answers for this node's role (set once, before ``start(listen:)``).
     public func setRole(_ role: any ReplicationRole) {
@@ -220,6 +233,7 @@ final class PrimaryConnectionHandler: ChannelInboundHandler, @unchecked Sendable
             received(authenticate, channelContext)
         case .acknowledge(let database, let txid):
             stream?.acknowledge(database: database, txid: txid)
+            context.confirmationsChanged()
         case .handoffRequest(let node):
             guard stream != nil, node == replicaName else { return refuse(channelContext, "handoff request outside a stream") }
             context.role.withLock { $0 }?.handoffRequested(by: node)
@@ -324,6 +338,7 @@ final class PrimaryConnectionHandler: ChannelInboundHandler, @unchecked Sendable
         if let stream {
             stream.stop()
             context.streams.withLock { _ = $0.removeValue(forKey: ObjectIdentifier(stream)) }
+            context.confirmationsChanged()
         }
         channelContext.fireChannelInactive()
     }

@@ -27,6 +27,8 @@ public final class Store: Sendable {
     let spool: LTXSpool
 
     let observers: ObserverSlot
+    /// What commits wait for before they return (synchronous replication).
+    let barrier: CommitBarrierSlot
 
     /// What was logged, for the metrics.
     public let counters = StoreCounters()
@@ -69,9 +71,10 @@ public final class Store: Sendable {
         spool = try LTXSpool(directory: directory.spool, materializer: materializer)
         let sameDevice = (try? Syscall.stat(directory.spool).get().st_dev) == (try? Syscall.stat(directory.files).get().st_dev)
         observers = ObserverSlot()
+        barrier = CommitBarrierSlot()
         environment = DatabaseEnvironment(
             filesFD: filesFD, filesPath: directory.files, ltxRoot: directory.ltx, nodeID: nodeID, logger: logger, spool: spool, spoolSharesDevice: sameDevice,
-            materializer: materializer, observers: observers, counters: counters, commitEpoch: commitEpoch)
+            materializer: materializer, observers: observers, counters: counters, commitEpoch: commitEpoch, barrier: barrier)
         databases = Mutex([:])
         gate = WriteGate(open: true)
         // Where the application's watchdog reads the lease deadline; no
@@ -93,6 +96,12 @@ public final class Store: Sendable {
     /// Sets who hears about changes (replication on a primary).
     public func setObserver(_ observer: (any StoreObserver)?) {
         observers.set(observer)
+    }
+
+    /// Sets what every commit through the mount waits for before it
+    /// returns (``CommitBarrier``; none: commits return once logged).
+    public func setCommitBarrier(_ barrier: (any CommitBarrier)?) {
+        self.barrier.set(barrier)
     }
 
     /// Every database the store tracks, by path.
@@ -319,7 +328,8 @@ extension Store {
             guard let cause = error.cause, cause == .noSpace || cause == .quotaExceeded || cause == .io else { return }
         case .notLogged:
             break
-        case .readOnly, .noSuchNode, .stale, .badHandle, .invalid:
+        case .readOnly, .noSuchNode, .stale, .badHandle, .invalid, .notReplicated:
+            // A commit the replicas did not confirm is logged by the barrier.
             return
         }
         guard failedWrites.isDue() else { return }

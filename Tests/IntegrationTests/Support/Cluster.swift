@@ -35,7 +35,7 @@ final class Cluster: @unchecked Sendable {
     ///     relay or a proxy in front of it), by node name.
     init(
         size: Int = 3, retention: String = "10m", extra: String = "", lease: LeaseKind = .staticLease, application: Bool = false, tls: Bool = false,
-        dialed: [String: Int] = [:], ports: [Int]? = nil, token: Bool = true
+        dialed: [String: Int] = [:], ports: [Int]? = nil, token: Bool = true, replication: [String] = []
     ) throws {
         root = NSTemporaryDirectory() + "replfs-cluster-\(UUID().uuidString.prefix(8))"
         try FileManager.default.createDirectory(atPath: root, withIntermediateDirectories: true)
@@ -93,6 +93,7 @@ final class Cluster: @unchecked Sendable {
                 replication:
                   listen: 127.0.0.1:\(chosen[index])
                 \(token ? "  token-file: \(root)/token" : "")
+                \(replication.map { "  " + $0 }.joined(separator: "\n"))
                 \(tls ? "  tls: {cert: \(root)/pki/\(name).crt, key: \(root)/pki/\(name).key, ca: \(root)/pki/ca.crt}" : "")
                 \(leaseSection)
                 \(execSection)

@@ -1,0 +1,63 @@
+import Foundation
+import ReplFS
+import Testing
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+extension IntegrationTests {
+    /// `replication.sync-replicas`: commits return once replicas hold them.
+    @Suite("Synchronous replication")
+    struct SynchronousReplicationTests {
+        @Test("sync-replicas: 1 without sync-degrade: with every replica frozen a commit waits, and returns once one replica holds it")
+        func commitWaits() throws {
+            let cluster = try Cluster(size: 3, replication: ["sync-replicas: 1", "sync-timeout: 1s"])
+            defer { cluster.destroy() }
+            try cluster.start()
+            let db = cluster.primary.mount + "/db.sqlite"
+            _ = try Command.sqlite(db, "PRAGMA journal_mode=wal; CREATE TABLE t(v); INSERT INTO t VALUES (0);")
+            try cluster.waitForConvergence(["db.sqlite"])
+            #expect(try cluster.primary.admin(["status"]).output.contains("sync       commits wait for 1 replica(s)"))
+
+            let (b, c) = (cluster.nodes[1], cluster.nodes[2])
+            for node in [b, c] { kill(try #require(node.pid), SIGSTOP) }
+            let insert = try Command.start("/usr/bin/sqlite3", [db, "PRAGMA busy_timeout=60000; INSERT INTO t VALUES (1);"])
+            // Past sync-timeout, the commit has not returned: no replica holds it.
+            let deadline = Date().addingTimeInterval(2)
+            while Date() < deadline && insert.process.isRunning { usleep(20_000) }
+            #expect(insert.process.isRunning, "the commit returned with every replica frozen")
+            #expect(try cluster.primary.status().synchronous?.degraded == false)
+
+            kill(try #require(b.pid), SIGCONT)
+            let result = insert.finish()
+            #expect(result.status == 0, "\(result)")
+            // Acknowledged: node-b holds it, with node-c still frozen.
+            try cluster.waitForConvergence(["db.sqlite"], nodes: [b])
+            #expect(try Command.sqlite(b.mount + "/db.sqlite", "SELECT count(*) FROM t WHERE v = 1") == "1")
+            kill(try #require(c.pid), SIGCONT)
+            try cluster.waitForConvergence(["db.sqlite"])
+        }
+
+        @Test("sync-degrade: after sync-timeout commits go on, status says degraded, and the node is synchronous again once a replica catches up")
+        func degrades() throws {
+            let cluster = try Cluster(size: 2, replication: ["sync-replicas: 1", "sync-timeout: 500ms", "sync-degrade: true"])
+            defer { cluster.destroy() }
+            try cluster.start()
+            let db = cluster.primary.mount + "/db.sqlite"
+            _ = try Command.sqlite(db, "PRAGMA journal_mode=wal; CREATE TABLE t(v); INSERT INTO t VALUES (0);")
+            try cluster.waitForConvergence(["db.sqlite"])
+            let b = cluster.nodes[1]
+            kill(try #require(b.pid), SIGSTOP)
+            let insert = try Command.run("/usr/bin/sqlite3", [db, "INSERT INTO t VALUES (1); INSERT INTO t VALUES (2);"], timeout: 30)
+            #expect(insert.status == 0, "\(insert)")
+            #expect(try cluster.primary.status().synchronous?.degraded == true)
+            #expect(try cluster.primary.admin(["status"]).output.contains("sync       degraded"))
+            #expect(cluster.primary.currentLog.contains("going on asynchronously"))
+            kill(try #require(b.pid), SIGCONT)
+            try waitUntil(timeout: 30, "the primary is synchronous again") { (try? cluster.primary.status().synchronous?.degraded) == false }
+            #expect(cluster.primary.currentLog.contains("commits wait for them again"))
+            try cluster.waitForConvergence(["db.sqlite"])
+        }
+    }
+}

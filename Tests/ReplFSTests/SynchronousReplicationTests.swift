@@ -1,0 +1,100 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import Logging
+import Synchronization
+import Testing
+
+@testable import ReplFS
+
+/// Replicas as the replication server would report them, changed by the test.
+private final class FakeReplicas: Sendable {
+    let replicas = Mutex<[ConnectedReplica]>([])
+    let primary = Atomic(true)
+
+    func set(_ name: String, candidate: Bool = true, _ txid: UInt64) {
+        replicas.withLock { list in
+            list.removeAll { $0.name == name }
+            list.append(
+                ConnectedReplica(
+                    name: name, nodeID: 1, peer: "", address: "", candidate: candidate, acknowledged: ["db": TXID(txid)], lastAcknowledgement: nil))
+        }
+    }
+}
+
+extension Result {
+    var isSuccess: Bool {
+        if case .success = self { return true }
+        return false
+    }
+}
+
+@Suite("Synchronous replication")
+struct SynchronousReplicationTests {
+    private func make(_ fake: FakeReplicas, replicas: Int = 1, timeout: Duration = .seconds(30), degrade: Bool = false) -> SynchronousReplication {
+        SynchronousReplication(
+            settings: .init(replicas: replicas, timeout: timeout, degrade: degrade), replicas: { fake.replicas.withLock { $0 } },
+            isPrimary: { fake.primary.load(ordering: .relaxed) }, logger: Logger(label: "sync-test"))
+    }
+
+    @Test("a commit returns once enough candidates confirmed it; a non-candidate does not count")
+    func waitsForConfirmation() async throws {
+        let fake = FakeReplicas()
+        let sync = make(fake, replicas: 2)
+        fake.set("b", 4)
+        fake.set("c", candidate: false, 9)
+        let returned = Atomic(false)
+        let waiter = Task.detached {
+            let result = try await blocking { sync.committed(database: "db", txid: TXID(5)) }
+            returned.store(true, ordering: .releasing)
+            return result
+        }
+        try await Task.sleep(for: .milliseconds(200))
+        let early = returned.load(ordering: .acquiring)
+        #expect(!early, "one candidate of two confirmed")
+        fake.set("b", 5)
+        sync.acknowledged()
+        try await Task.sleep(for: .milliseconds(200))
+        let stillWaiting = returned.load(ordering: .acquiring)
+        #expect(!stillWaiting, "the non-candidate does not count")
+        fake.set("d", 7)
+        sync.acknowledged()
+        #expect(try await waiter.value.isSuccess)
+    }
+
+    @Test("with sync-degrade, the timeout makes the node asynchronous until the replicas confirm everything")
+    func degrades() async throws {
+        let fake = FakeReplicas()
+        let sync = make(fake, timeout: .milliseconds(100), degrade: true)
+        let first = try await blocking { sync.committed(database: "db", txid: TXID(3)) }
+        #expect(first.isSuccess)
+        #expect(sync.isDegraded)
+        // Asynchronous now: the next commit does not wait.
+        let started = ContinuousClock.now
+        #expect(try await blocking { sync.committed(database: "db", txid: TXID(4)) }.isSuccess)
+        #expect(ContinuousClock.now - started < .milliseconds(90))
+        fake.set("b", 3)
+        sync.acknowledged()
+        #expect(sync.isDegraded, "behind the newest commit (4)")
+        fake.set("b", 4)
+        sync.acknowledged()
+        #expect(!sync.isDegraded)
+    }
+
+    @Test("without sync-degrade a commit waits past the timeout, and fails only when the node stops being primary")
+    func failsWhenNoLongerPrimary() async throws {
+        let fake = FakeReplicas()
+        let sync = make(fake, timeout: .milliseconds(50))
+        let waiter = Task.detached { try await blocking { sync.committed(database: "db", txid: TXID(1)) } }
+        try await Task.sleep(for: .milliseconds(300))
+        #expect(!sync.isDegraded)
+        fake.primary.store(false, ordering: .relaxed)
+        let result = try await waiter.value
+        guard case .failure(let error) = result else {
+            Issue.record("the commit returned without a confirmation")
+            return
+        }
+        #expect(error.code == .notReplicated)
+        #expect(error.errno == .io)
+    }
+}
