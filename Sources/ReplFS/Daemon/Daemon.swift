@@ -85,21 +85,10 @@ public final class Daemon: Sendable {
         retention = LogRetention(store: store, retention: config.retention, logger: logger)
 
         isClustered = !config.lease.staticPeers.isEmpty || config.lease.type == .etcd
-        if config.lease.type == .etcd, config.lease.etcdTLS != nil {
-            for endpoint in config.lease.etcdEndpoints where endpoint.hasPrefix("http://") {
-                logger.warning(
-                    "lease.etcd.tls is set but this endpoint is not https://: the lease crosses in clear and the client certificate is not used",
-                    metadata: ["endpoint": "\(endpoint)"])
-            }
-        }
         feed = ChangeFeed()
         let authenticator = Authenticator(token: token)
         self.tls = tls
-        if isClustered && !authenticator.isEnabled && tls == nil {
-            logger.warning("neither replication.tls nor replication.token-file is set: replication peers are not authenticated, and the stream is not encrypted")
-        } else if isClustered && tls == nil {
-            logger.warning("replication.tls is not set: the replication stream crosses the network unencrypted")
-        }
+        Self.warnAboutClearText(config, clustered: isClustered, token: authenticator.isEnabled, logger: logger)
         server = ReplicationServer(
             store: store, feed: feed, authenticator: authenticator, tls: tls, cluster: config.cluster, node: config.node, nodeID: nodeID, logger: logger)
         let identity = ReplicaClient.Identity(
@@ -139,6 +128,21 @@ public final class Daemon: Sendable {
             return Supervisor(
                 command: exec.command, launcher: watchdog, stopTimeout: exec.stopTimeout + .seconds(2),
                 environment: ["REPLFS_NODE": config.node, "REPLFS_MOUNT": config.mount, "REPLFS_CLUSTER": config.cluster], logger: logger)
+        }
+    }
+
+    /// What crosses the network unauthenticated or in clear, said once at start.
+    private static func warnAboutClearText(_ config: Config, clustered: Bool, token: Bool, logger: Logger) {
+        if clustered && !token && config.replication.tls == nil {
+            logger.warning("neither replication.tls nor replication.token-file is set: replication peers are not authenticated, and the stream is not encrypted")
+        } else if clustered && config.replication.tls == nil {
+            logger.warning("replication.tls is not set: the replication stream crosses the network unencrypted")
+        }
+        guard config.lease.type == .etcd, config.lease.etcdTLS != nil else { return }
+        for endpoint in config.lease.etcdEndpoints where endpoint.hasPrefix("http://") {
+            logger.warning(
+                "lease.etcd.tls is set but this endpoint is not https://: the lease crosses in clear and the client certificate is not used",
+                metadata: ["endpoint": "\(endpoint)"])
         }
     }
 
