@@ -150,9 +150,25 @@ final class ApplicationSampler: @unchecked Sendable {
                 let close = stat.lastIndex(of: ")"), stat.index(close, offsetBy: 2) < stat.endIndex
             else { continue }
             let state = stat[stat.index(close, offsetBy: 2)]
-            if state != "T" && state != "t" && state != "Z" && state != "X" { found.insert(name) }
+            if state != "T" && state != "t" && state != "Z" && state != "X" && !isDying(entry, stat: stat[stat.index(after: close)...]) {
+                found.insert(name)
+            }
         }
         return found
+    }
+
+    /// A process killed while it was stopped runs again for a moment to
+    /// die: SIGKILL pending or exiting (PF_EXITING in its flags) is not an
+    /// application that runs.
+    static func isDying(_ pid: String, stat fields: Substring) -> Bool {
+        // After the command: state, ppid, pgrp, session, tty, tpgid, flags.
+        let values = fields.split(separator: " ")
+        if values.count > 6, let flags = UInt64(values[6]), flags & 0x4 != 0 { return true }
+        guard let status = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8) else { return true }
+        for line in status.split(separator: "\n") where line.hasPrefix("SigPnd:") || line.hasPrefix("ShdPnd:") {
+            if let mask = UInt64(line.split(separator: "\t").last.map(String.init) ?? "", radix: 16), mask & (1 << 8) != 0 { return true }
+        }
+        return false
     }
 
     func stop() -> (maximum: Int, samples: Int, violations: [String]) {
