@@ -183,6 +183,12 @@ extension IntegrationTests {
             try cluster.start()
             let hung = try cluster.waitForPrimary()
             _ = try Command.sqlite(hung.mount + "/app.db", "PRAGMA journal_mode=wal; CREATE TABLE acks(seq INTEGER PRIMARY KEY, node, at);")
+            // The application has started (not only its watchdog, which
+            // could otherwise start it between the listing below and the
+            // SIGSTOP, leaving it running unfrozen).
+            try waitUntil(timeout: 20, "the application runs on \(hung.name)") {
+                ApplicationSampler.runningNodes(script: cluster.applicationScript, names: [hung.name]) == [hung.name]
+            }
             let sampler = ApplicationSampler(cluster: cluster)
             let samplerStarted = Date()
             // The whole node hangs: the daemon and its application.
