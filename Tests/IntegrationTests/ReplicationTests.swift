@@ -41,7 +41,9 @@ extension IntegrationTests {
                     #expect(result.status == 0, "\(replica.name): \(result)")
                     let summary = try JSONSerialization.jsonObject(with: Data(result.output.utf8)) as? [String: Int] ?? [:]
                     #expect((summary["reads"] ?? 0) > 100, "\(replica.name) read while the transfers ran: \(result.output)")
-                    #expect((summary["distinctStates"] ?? 0) > 10, "\(replica.name) saw the database move: \(result.output)")
+                    // Several states, not a number of them: the replica applies the
+                    // transfers in batches, larger when the machine is busy.
+                    #expect((summary["distinctStates"] ?? 0) >= 3, "\(replica.name) saw the database move: \(result.output)")
                     #expect(summary["lastCounter"] == 1500, "\(replica.name) saw the last transfer without reopening: \(result.output)")
                 }
             }
