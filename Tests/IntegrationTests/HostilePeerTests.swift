@@ -149,7 +149,7 @@ extension IntegrationTests {
 }
 
 /// A raw TCP client playing a peer that never proves the token.
-private final class Stranger: @unchecked Sendable {
+final class Stranger: @unchecked Sendable {
     let fd: Int32
 
     init?(port: Int) {

@@ -68,7 +68,7 @@ extension IntegrationTests {
                 let port = cluster.ports[0]
 
                 // Plain TCP: whatever comes back is not a replication frame (at most a TLS alert).
-                let plain = try #require(PlainPeer(port: port))
+                let plain = try #require(Stranger(port: port))
                 let hello = ReplicationMessage.hello(
                     .init(version: ReplicationMessage.protocolVersion, cluster: "replfs", node: "x", nodeID: 1, nonce: Array(repeating: 2, count: 16)))
                 _ = ReplicationFrameCodec.frame(hello, allocator: ByteBufferAllocator()).withUnsafeReadableBytes { plain.send($0) }
@@ -317,44 +317,6 @@ func withTLSCluster<T>(size: Int = 2, _ body: (Cluster) throws -> T) throws -> T
     defer { cluster.destroy() }
     try cluster.start()
     return try body(cluster)
-}
-
-/// A raw TCP client that speaks the replication protocol without TLS.
-final class PlainPeer: @unchecked Sendable {
-    let fd: Int32
-
-    init?(port: Int) {
-        fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        var address = TamperingProxy.address(port)
-        let connected = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
-        }
-        guard connected == 0 else {
-            Glibc.close(fd)
-            return nil
-        }
-    }
-
-    func send(_ bytes: UnsafeRawBufferPointer) -> Bool {
-        Glibc.send(fd, bytes.baseAddress, bytes.count, Int32(MSG_NOSIGNAL)) == bytes.count
-    }
-
-    /// Everything the peer sends until it closes (or `timeout`).
-    func readAll(timeout: Double) -> [UInt8] {
-        let deadline = Date().addingTimeInterval(timeout)
-        var result: [UInt8] = []
-        var buffer = [UInt8](repeating: 0, count: 4096)
-        while Date() < deadline {
-            var poll = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
-            guard Glibc.poll(&poll, 1, 100) == 1 else { continue }
-            let n = recv(fd, &buffer, buffer.count, 0)
-            if n <= 0 { break }
-            result += buffer[0..<n]
-        }
-        return result
-    }
-
-    func close() { Glibc.close(fd) }
 }
 
 /// A TLS client presenting a given certificate to a replication listener.

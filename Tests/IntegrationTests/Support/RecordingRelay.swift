@@ -15,8 +15,6 @@ final class RecordingRelay: @unchecked Sendable {
     private var toUpstream: [[UInt8]] = []
     private var fromUpstream: [[UInt8]] = []
     private var open: [Int32] = []
-    /// How many of each connection's two pumps have ended.
-    private var finished: [Int: Int] = [:]
 
     init(upstream: Int) throws {
         self.upstream = upstream
@@ -37,8 +35,8 @@ final class RecordingRelay: @unchecked Sendable {
 
     /// Closes every connection carried now.
     func cutAll() {
-        let sockets = lock.withLock { open }
-        for fd in sockets { shutdown(fd, Int32(SHUT_RDWR)) }
+        // Under the lock: a socket leaves `open` before it can be closed.
+        lock.withLock { for fd in open { shutdown(fd, Int32(SHUT_RDWR)) } }
     }
 
     func stop() {
@@ -65,12 +63,13 @@ final class RecordingRelay: @unchecked Sendable {
                 open += [client, server]
                 return toUpstream.count - 1
             }
-            Thread.detachNewThread { [self] in pump(from: client, to: server, index: index, upstream: true) }
-            Thread.detachNewThread { [self] in pump(from: server, to: client, index: index, upstream: false) }
+            let pair = TamperingProxy.SocketPair(client: client, server: server)
+            Thread.detachNewThread { [self] in pump(from: client, to: server, index: index, upstream: true, pair: pair) }
+            Thread.detachNewThread { [self] in pump(from: server, to: client, index: index, upstream: false, pair: pair) }
         }
     }
 
-    private func pump(from source: Int32, to destination: Int32, index: Int, upstream: Bool) {
+    private func pump(from source: Int32, to destination: Int32, index: Int, upstream: Bool, pair: TamperingProxy.SocketPair) {
         var buffer = [UInt8](repeating: 0, count: 65536)
         while true {
             let n = buffer.withUnsafeMutableBytes { read(source, $0.baseAddress, $0.count) }
@@ -86,19 +85,7 @@ final class RecordingRelay: @unchecked Sendable {
             }
             if offset < n { break }
         }
-        shutdown(source, Int32(SHUT_RDWR))
-        shutdown(destination, Int32(SHUT_RDWR))
-        // Both pumps of a connection end here; the second closes the two
-        // sockets (closing twice could close a descriptor reused meanwhile).
-        let last = lock.withLock { () -> Bool in
-            finished[index, default: 0] += 1
-            guard finished[index] == 2 else { return false }
-            open.removeAll { $0 == source || $0 == destination }
-            return true
-        }
-        if last {
-            close(source)
-            close(destination)
-        }
+        lock.withLock { open.removeAll { $0 == source || $0 == destination } }
+        pair.end()
     }
 }
