@@ -567,18 +567,28 @@ YAML
 sync_stop() { for name in a b c; do kill "${SPID[$name]}" 2>/dev/null || true; done; for name in a b c; do while kill -0 "${SPID[$name]}" 2>/dev/null; do sleep 0.1; done; done; }
 echo "bench-token-$RANDOM$RANDOM" >"$ROOT/sync-token"
 chmod 600 "$ROOT/sync-token"
-echo "One writer, WAL/NORMAL one-row transactions with two replicas following (\`replfs-testkit bench\`, median of $ROUNDS runs of $SECONDS_PER_RUN s), asynchronous and with sync-replicas: 1:"
+echo "WAL/NORMAL one-row transactions (BEGIN IMMEDIATE) on the primary of three nodes, two replicas following, asynchronous and with sync-replicas: 1; one writer, and 8 writers on one database, each with its own connection (\`replfs-testkit commits\`, the run with the median rate of $ROUNDS runs of $SECONDS_PER_RUN s; latency is a whole transaction's):"
 echo
-echo "| replication | tx/s | ratio to async |"
-echo "|---|---:|---:|"
-declare -A SRATE
+echo "| replication | writers | tx/s | ratio to async | p50 | p99 |"
+echo "|---|---:|---:|---:|---:|---:|"
+declare -A SRESULT
 for variant in async sync; do
   sync_cluster "$variant"
-  SRATE[$variant]=$("$BIN/replfs-testkit" bench --native "$ROOT/native" --mounted "$S/$variant/a/mnt" --seconds "$SECONDS_PER_RUN" --rounds "$ROUNDS" --scenarios wal-normal | tail -1 | awk -F'|' '{gsub(/ /, "", $4); print $4}')
+  for writers in 1 8; do
+    runs=()
+    for round in $(seq "$ROUNDS"); do
+      runs+=("$("$BIN/replfs-testkit" commits --db "$S/$variant/a/mnt/commits-$writers-$round.db" --writers "$writers" --seconds "$SECONDS_PER_RUN")")
+    done
+    SRESULT[$variant-$writers]=$(printf '%s\n' "${runs[@]}" | python3 -c "import json,sys; r=sorted((json.loads(l) for l in sys.stdin if l.strip()), key=lambda d: d['tx_per_s']); print(json.dumps(r[len(r)//2]))")
+  done
   sync_stop
 done
-printf '| async | %d | 1.00x |\n' "${SRATE[async]}"
-printf '| sync-replicas: 1 | %d | %.2fx |\n' "${SRATE[sync]}" "$(echo "${SRATE[sync]} / ${SRATE[async]}" | bc -l)"
+for writers in 1 8; do
+  for variant in async sync; do
+    python3 -c "import json,sys; d=json.loads(sys.argv[1]); a=json.loads(sys.argv[2]); print('| %s | %d | %d | %.2fx | %.2f ms | %.2f ms |' % (sys.argv[3], d['writers'], d['tx_per_s'], d['tx_per_s']/a['tx_per_s'], d['p50_ms'], d['p99_ms']))" \
+      "${SRESULT[$variant-$writers]}" "${SRESULT[async-$writers]}" "$([[ $variant == sync ]] && echo 'sync-replicas: 1' || echo async)"
+  done
+done
 echo
 rm -rf "$S"
 fi

@@ -78,6 +78,7 @@ enum SeedCorpus {
                 .removePath("old"),
                 .heartbeat(epoch: Epoch(3)),
                 .acknowledge(database: "db.sqlite", txid: TXID(12)),
+                .logged(database: "db.sqlite", txid: TXID(13)),
                 .handoffRequest(node: "node-b"),
                 .handoff(.init(node: "node-b", address: "10.0.0.2:20202", epoch: Epoch(4))),
                 .handoffAccepted(node: "node-b"),

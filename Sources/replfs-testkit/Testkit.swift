@@ -12,7 +12,7 @@ struct Testkit: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "replfs-testkit",
         abstract: "SQLite workloads and checks for ReplFS tests, benchmarks and demos.",
-        subcommands: [WorkloadCommand.self, CheckCommand.self, BenchCommand.self, BankCommand.self, LagCommand.self, ReplicaReadsCommand.self, WriterCommand.self, RowsCommand.self]
+        subcommands: [WorkloadCommand.self, CheckCommand.self, BenchCommand.self, BankCommand.self, LagCommand.self, ReplicaReadsCommand.self, WriterCommand.self, RowsCommand.self, CommitsCommand.self]
     )
 }
 

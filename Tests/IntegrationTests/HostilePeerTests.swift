@@ -98,6 +98,34 @@ extension IntegrationTests {
             }
         }
 
+        @Test("protocol versions: the previous one is spoken (a rolling upgrade), others are refused with the range")
+        func protocolVersions() throws {
+            try withCluster(size: 2) { cluster in
+                func firstAnswer(_ version: UInt16) throws -> ReplicationMessage? {
+                    let peer = try #require(Stranger(port: cluster.ports[0]))
+                    defer { peer.close() }
+                    let hello = ReplicationMessage.hello(
+                        .init(version: version, cluster: "replfs", node: "x", nodeID: 1, nonce: Array(repeating: 3, count: 16)))
+                    #expect(ReplicationFrameCodec.frame(hello, allocator: ByteBufferAllocator()).withUnsafeReadableBytes { peer.send($0) })
+                    return peer.firstMessage(timeout: 6)
+                }
+                for version in [ReplicationMessage.oldestProtocolVersion, ReplicationMessage.protocolVersion] {
+                    guard case .challenge(let challenge) = try firstAnswer(version) else {
+                        Issue.record("version \(version) is not answered with a challenge")
+                        continue
+                    }
+                    #expect(challenge.version == version, "the connection speaks the replica's version")
+                }
+                for version in [ReplicationMessage.oldestProtocolVersion - 1, ReplicationMessage.protocolVersion + 1] {
+                    guard case .refused(let reason) = try firstAnswer(version) else {
+                        Issue.record("version \(version) is not refused")
+                        continue
+                    }
+                    #expect(reason.contains("protocol version \(version)"), "\(reason)")
+                }
+            }
+        }
+
         @Test("a peer without the token learns nothing: not the cluster, the node, its epoch or the primary")
         func nothingRevealed() throws {
             try withCluster(size: 2) { cluster in
@@ -205,6 +233,23 @@ final class Stranger: @unchecked Sendable {
             result += buffer[0..<n]
         }
         return result
+    }
+
+    /// The first whole message the peer sends (nil if none within `timeout`).
+    func firstMessage(timeout: Double) -> ReplicationMessage? {
+        let deadline = Date().addingTimeInterval(timeout)
+        var received: [UInt8] = []
+        var buffer = [UInt8](repeating: 0, count: 4096)
+        while Date() < deadline {
+            var poll = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+            guard Glibc.poll(&poll, 1, 100) == 1 else { continue }
+            let n = recv(fd, &buffer, buffer.count, 0)
+            if n <= 0 { break }
+            received += buffer[0..<n]
+            var frames = ByteBufferAllocator().buffer(bytes: received)
+            if let message = try? ReplicationFrameCodec.decode(&frames) { return message }
+        }
+        return nil
     }
 
     func close() { Glibc.close(fd) }

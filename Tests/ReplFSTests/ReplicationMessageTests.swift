@@ -18,6 +18,8 @@ struct ReplicationMessageTests {
         .handoff(.init(node: "node-b", address: "10.0.0.2:20202", epoch: Epoch(8))),
         .handoffAccepted(node: "node-b"),
         .heartbeat(epoch: Epoch(8)),
+        .acknowledge(database: "db.sqlite", txid: TXID(41)),
+        .logged(database: "db.sqlite", txid: TXID(42)),
     ]
 
     @Test("every message survives a frame round trip")

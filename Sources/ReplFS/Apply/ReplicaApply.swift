@@ -30,8 +30,14 @@ extension Database {
     /// (`keepAside`), its database is first copied whole to the path
     /// `aside` names (``copyAside(to:_:)``) and named in the log
     /// (invariant 6); if it cannot be, nothing is replaced.
+    ///
+    /// `logged` is told the last TXID of a batch of transactions once they
+    /// are durable in the log, before their pages are written (a
+    /// synchronous primary counts this replica from then on). Not for a
+    /// batch that came as a file (a snapshot): that one counts once applied.
     func applyReplicated(
-        _ sources: [LTXContent], mount: any MountAccess, aside: (String, Position) -> String, keepAside: Bool
+        _ sources: [LTXContent], mount: any MountAccess, aside: (String, Position) -> String, keepAside: Bool,
+        logged: (TXID) -> Void = { _ in }
     ) -> (position: Position?, refusal: ApplyRefusal?) {
         state.withLock { state in
             if state.journalActive, let error = rollBackStaleJournal(&state, mount: mount) {
@@ -54,7 +60,9 @@ extension Database {
                     first: merged.first, preApply: merged.preApply, last: merged.last, whole: merged.whole, pages: batch.pages,
                     postApply: batch.view.position.checksum, in: &state)
                 switch recorded {
-                case .success(let bytes): batch.records.append(.bytes(bytes))
+                case .success(let bytes):
+                    batch.records.append(.bytes(bytes))
+                    if batch.streamed == nil { logged(batch.view.position.txid) }
                 case .failure(let error):
                     noteFailure(error, loggedThrough: nil, &state)
                     return (finishedStall ? state.position : nil, .io(database: path, error))

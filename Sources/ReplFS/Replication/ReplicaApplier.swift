@@ -29,6 +29,8 @@ final class ReplicaApplier: @unchecked Sendable {
     private var assemblies: [String: Assembly] = [:]
     private var distrusted = Set<String>()
     private var epoch: Epoch = .unknown
+    /// The connection's primary takes `logged` messages (protocol 5).
+    private var sendsLogged = false
     private let done = Semaphore()
     /// Called, on the apply thread, when a handoff marker is reached.
     var handoffHandler: (@Sendable (ReplicationMessage.Handoff, any Channel) -> Void)?
@@ -80,6 +82,13 @@ final class ReplicaApplier: @unchecked Sendable {
     func noteEpoch(_ value: Epoch) {
         condition.lock()
         epoch = max(epoch, value)
+        condition.unlock()
+    }
+
+    /// Set by the handshake, before the stream starts.
+    func noteProtocol(_ version: UInt16) {
+        condition.lock()
+        sendsLogged = version >= ReplicationMessage.loggedVersion
         condition.unlock()
     }
 
@@ -265,8 +274,15 @@ final class ReplicaApplier: @unchecked Sendable {
     private func applyBatch(database: String, _ files: [LTXContent], divergent: Bool, channel: any Channel) {
         var files = files
         var delay = Duration.milliseconds(100)
+        condition.lock()
+        let sendsLogged = self.sendsLogged
+        condition.unlock()
+        let logged: (TXID) -> Void = { txid in
+            guard sendsLogged else { return }
+            channel.writeAndFlush(ReplicationFrameCodec.frame(.logged(database: database, txid: txid), allocator: channel.allocator), promise: nil)
+        }
         while true {
-            let (position, refusal) = store.applyTransactions(database: database, files, divergent: divergent)
+            let (position, refusal) = store.applyTransactions(database: database, files, divergent: divergent, logged: logged)
             if let position {
                 condition.lock()
                 distrusted.remove(database)
@@ -302,3 +318,4 @@ final class ReplicaApplier: @unchecked Sendable {
         return running && channel.isActive
     }
 }
+

@@ -266,6 +266,10 @@ final class ReplicaConnectionHandler: ChannelInboundHandler, @unchecked Sendable
         let message = unwrapInboundIn(data)
         switch message {
         case .challenge(let challenge):
+            guard (ReplicationMessage.oldestProtocolVersion...ReplicationMessage.protocolVersion).contains(challenge.version) else {
+                return refuse(context, "protocol version \(challenge.version) is not spoken here")
+            }
+            applier.noteProtocol(challenge.version)
             guard let authenticate = handshake.answer(challenge, epoch: applier.highestEpoch, positions: positions, files: files) else {
                 return refuse(context, "authentication failed: the peer does not know the token (or is of another cluster)")
             }
@@ -301,7 +305,7 @@ final class ReplicaConnectionHandler: ChannelInboundHandler, @unchecked Sendable
         case .heartbeat(let epoch):
             guard authenticated else { return fail(context, "heartbeat before the handshake") }
             if epoch < applier.highestEpoch { fail(context, "stale primary: epoch \(epoch) is older than \(applier.highestEpoch)") }
-        case .hello, .authenticate, .acknowledge, .handoffRequest, .handoffAccepted:
+        case .hello, .authenticate, .acknowledge, .logged, .handoffRequest, .handoffAccepted:
             fail(context, "unexpected message from the primary")
         default:
             guard authenticated else { return fail(context, "stream before the handshake") }

@@ -37,8 +37,9 @@ final class ReplicaStream: @unchecked Sendable {
     /// transaction from another epoch is preceded by the history again.
     private var epochsSent: [String: Epoch] = [:]
     private var files: [String: UInt64]
-    /// What the replica acknowledged (per database), and when it last did.
-    let acknowledged = Mutex<(txids: [String: TXID], at: ContinuousClock.Instant?)>(([:], nil))
+    /// What the replica acknowledged (per database), and when it last did;
+    /// and what it holds durably in its log (`logged`, applied or not).
+    let acknowledged = Mutex<(txids: [String: TXID], at: ContinuousClock.Instant?, logged: [String: TXID])>(([:], nil, [:]))
     private var pending: [EventLoopFuture<Void>] = []
     /// Frames not yet handed to the channel (written in batches).
     private var outgoing: ByteBuffer
@@ -410,6 +411,12 @@ final class ReplicaStream: @unchecked Sendable {
         acknowledged.withLock {
             $0.txids[database] = txid
             $0.at = .now
+            // Applied is also logged; a snapshot may have moved it back.
+            $0.logged[database] = txid
         }
+    }
+
+    func logged(database: String, txid: TXID) {
+        acknowledged.withLock { $0.logged[database] = txid }
     }
 }

@@ -35,6 +35,7 @@ public enum ReplicationFrameCodec {
         case symlink = 23
         case heartbeat = 30
         case acknowledge = 31
+        case logged = 32
         case handoffRequest = 40
         case handoff = 41
         case handoffAccepted = 42
@@ -98,6 +99,10 @@ public enum ReplicationFrameCodec {
             buffer.writeInteger(epoch.rawValue)
         case .acknowledge(let database, let txid):
             buffer.writeInteger(MessageType.acknowledge.rawValue)
+            buffer.writeShortString(database)
+            buffer.writeInteger(txid.rawValue)
+        case .logged(let database, let txid):
+            buffer.writeInteger(MessageType.logged.rawValue)
             buffer.writeShortString(database)
             buffer.writeInteger(txid.rawValue)
         case .handoffRequest(let node):
@@ -258,6 +263,8 @@ public enum ReplicationFrameCodec {
             return .heartbeat(epoch: Epoch(try body.read(UInt64.self)))
         case .acknowledge:
             return .acknowledge(database: try body.readShortString(), txid: TXID(try body.read(UInt64.self)))
+        case .logged:
+            return .logged(database: try body.readShortString(), txid: TXID(try body.read(UInt64.self)))
         case .handoffRequest:
             return .handoffRequest(node: try body.readShortString())
         case .handoff:

@@ -42,6 +42,12 @@ public enum ReplicationMessage: Equatable, Sendable {
     case heartbeat(epoch: Epoch)
     /// Replica to primary: a database is applied up to this transaction.
     case acknowledge(database: String, txid: TXID)
+    /// Replica to primary (protocol 5 on both sides): a database's
+    /// transactions up to this one are durable in the replica's log, not
+    /// yet written into its database file. Sent before the write, so that
+    /// a synchronous commit waits for a replica's fdatasync and not for
+    /// its page writes (`acknowledge` follows once they are applied).
+    case logged(database: String, txid: TXID)
     /// Replica to primary: hand the primary role to me (`replfsd promote`).
     case handoffRequest(node: String)
     /// Primary to replicas, in stream order after its last change: the
@@ -50,7 +56,13 @@ public enum ReplicationMessage: Equatable, Sendable {
     /// Replica to primary: everything before the handoff is applied here.
     case handoffAccepted(node: String)
 
-    public static let protocolVersion: UInt16 = 4
+    /// The version this node speaks; it also accepts peers of
+    /// ``oldestProtocolVersion`` and up (a rolling upgrade), and a
+    /// connection speaks the lower of the two.
+    public static let protocolVersion: UInt16 = 5
+    public static let oldestProtocolVersion: UInt16 = 4
+    /// The first version with ``logged(database:txid:)``.
+    public static let loggedVersion: UInt16 = 5
 
     public struct Hello: Equatable, Sendable {
         public var version: UInt16

@@ -54,4 +54,11 @@ public struct ConnectedReplica: Sendable {
     /// The last transaction it acknowledged, per database.
     public var acknowledged: [String: TXID]
     public var lastAcknowledgement: ContinuousClock.Instant?
+    /// The last transaction durable in its log, per database (applied or not).
+    public var logged: [String: TXID] = [:]
+
+    /// Whether it holds `txid` of `database` durably (logged or applied).
+    public func holds(_ database: String, _ txid: TXID) -> Bool {
+        max(logged[database] ?? TXID(0), acknowledged[database] ?? TXID(0)) >= txid
+    }
 }

@@ -113,10 +113,10 @@ public final class ReplicationServer: Sendable {
     /// Replicas connected now, with what they acknowledged.
     public var replicas: [ConnectedReplica] {
         context.streams.withLock { Array($0.values) }.map { stream in
-            let (acknowledged, at) = stream.acknowledged.withLock { ($0.txids, $0.at) }
+            let (acknowledged, at, logged) = stream.acknowledged.withLock { ($0.txids, $0.at, $0.logged) }
             return ConnectedReplica(
                 name: stream.replica, nodeID: stream.replicaID, peer: stream.peer, address: stream.address, candidate: stream.candidate, acknowledged: acknowledged,
-                lastAcknowledgement: at)
+                lastAcknowledgement: at, logged: logged)
         }
     }
 
@@ -165,6 +165,8 @@ final class PrimaryConnectionHandler: ChannelInboundHandler, @unchecked Sendable
     private var authenticated = false
     private var hello: ReplicationMessage.Hello?
     private var ownNonce: [UInt8] = []
+    /// The protocol version this connection speaks: the replica's, if older than ours.
+    private var version = ReplicationMessage.protocolVersion
     private var replicaName: String { hello?.node ?? "?" }
     private var stream: ReplicaStream?
     private var handshakeTimeout: Scheduled<Void>?
@@ -234,6 +236,10 @@ final class PrimaryConnectionHandler: ChannelInboundHandler, @unchecked Sendable
         case .acknowledge(let database, let txid):
             stream?.acknowledge(database: database, txid: txid)
             context.confirmationsChanged()
+        case .logged(let database, let txid):
+            guard version >= ReplicationMessage.loggedVersion else { return refuse(channelContext, "unexpected message from a replica") }
+            stream?.logged(database: database, txid: txid)
+            context.confirmationsChanged()
         case .handoffRequest(let node):
             guard stream != nil, node == replicaName else { return refuse(channelContext, "handoff request outside a stream") }
             context.role.withLock { $0 }?.handoffRequested(by: node)
@@ -253,9 +259,12 @@ final class PrimaryConnectionHandler: ChannelInboundHandler, @unchecked Sendable
     private func received(_ hello: ReplicationMessage.Hello, _ channelContext: ChannelHandlerContext) {
         guard self.hello == nil else { return refuse(channelContext, "unexpected hello") }
         self.hello = hello
-        guard hello.version == ReplicationMessage.protocolVersion else {
-            return refuse(channelContext, "protocol version \(hello.version) is not \(ReplicationMessage.protocolVersion)")
+        guard (ReplicationMessage.oldestProtocolVersion...ReplicationMessage.protocolVersion).contains(hello.version) else {
+            return refuse(
+                channelContext,
+                "protocol version \(hello.version) is not spoken here (\(ReplicationMessage.oldestProtocolVersion) to \(ReplicationMessage.protocolVersion))")
         }
+        version = hello.version
         guard hello.cluster == context.cluster else {
             // This node's cluster name is not told to a peer that has
             // proven nothing.
@@ -268,7 +277,7 @@ final class PrimaryConnectionHandler: ChannelInboundHandler, @unchecked Sendable
         // primary are told in `welcome`, once the peer has proven the token.
         let proof = context.authenticator.proof(role: .primary, cluster: context.cluster, challenge: hello.nonce, own: ownNonce)
         channelContext.writeAndFlush(
-            wrapOutboundOut(frame(channelContext, .challenge(.init(version: ReplicationMessage.protocolVersion, nonce: ownNonce, proof: proof)))),
+            wrapOutboundOut(frame(channelContext, .challenge(.init(version: version, nonce: ownNonce, proof: proof)))),
             promise: nil)
     }
 

@@ -1,15 +1,19 @@
 import Logging
 
 /// `replication.sync-replicas`: a commit through the mount returns to
-/// SQLite only once N candidate replicas have confirmed it (acknowledged a
-/// TXID at or past it, which a replica does once the transaction is synced
-/// in its log and written into its database file).
+/// SQLite only once N candidate replicas have confirmed it: said that a
+/// TXID at or past it is durable in their log (`logged`, sent after the
+/// replica's fdatasync and before it writes the pages; a replica of
+/// protocol 4 confirms with `acknowledge`, once applied).
 ///
 /// Confirmations are cumulative per database, and every waiting commit
-/// checks them whenever any arrives, so commits of several databases (and
-/// of SQLite connections that commit back to back) share each round trip
-/// instead of paying one each: group commit. The wait holds no lock of the
-/// store.
+/// checks them whenever any arrives, so commits of several databases share
+/// each round trip instead of paying one each. The wait holds no lock of
+/// the store. Commits to one database do not overlap, though: the wait
+/// happens in the write of the commit (the WAL commit frame, the journal
+/// invalidation), and SQLite holds its write lock across it (the kernel
+/// serves the locks, so their release is not seen here); see
+/// BENCHMARKS.md for what that costs.
 ///
 /// When not enough replicas confirm within `sync-timeout`: with
 /// `sync-degrade: false` the commit waits on (as PostgreSQL's synchronous
@@ -73,7 +77,7 @@ public final class SynchronousReplication: CommitBarrier, Sendable {
 
     /// How many candidate replicas have confirmed `txid` of `database`.
     func confirmations(_ database: String, _ txid: TXID) -> Int {
-        replicas().filter { $0.candidate && ($0.acknowledged[database] ?? TXID(0)) >= txid }.count
+        replicas().filter { $0.candidate && $0.holds(database, txid) }.count
     }
 
     /// A replica confirmed a transaction, or one left: waiting commits look

@@ -185,10 +185,13 @@ extension Store {
 
     /// Applies LTX files for a database, in order, as one batch (see
     /// ``Database/applyReplicated``): the position reached, and why the
-    /// rest was refused if it was.
-    public func applyTransactions(database path: String, _ files: [LTXContent], divergent: Bool) -> (position: Position?, refusal: ApplyRefusal?) {
+    /// rest was refused if it was. `logged` is told when transactions are
+    /// durable here, before they are applied.
+    public func applyTransactions(
+        database path: String, _ files: [LTXContent], divergent: Bool, logged: (TXID) -> Void = { _ in }
+    ) -> (position: Position?, refusal: ApplyRefusal?) {
         guard let database = database(at: path, create: true) else { return (nil, .io(database: path, .io)) }
-        return database.applyReplicated(files, mount: mount, aside: { self.asideDestination($0, $1) }, keepAside: divergent)
+        return database.applyReplicated(files, mount: mount, aside: { self.asideDestination($0, $1) }, keepAside: divergent, logged: logged)
     }
 
     /// Where a database this node holds is kept before the primary's
