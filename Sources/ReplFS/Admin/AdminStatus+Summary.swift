@@ -42,7 +42,8 @@ extension AdminStatus {
                 "sync",
                 synchronous.degraded
                     ? "degraded: commits go on without waiting until \(synchronous.replicas) replica(s) catch up (sync-degrade)"
-                    : "commits wait for \(synchronous.replicas) replica(s)")
+                    : "commits wait for \(synchronous.replicas) replica(s)"
+                        + (synchronous.members.map { " of: " + ($0.isEmpty ? "none published yet" : $0.joined(separator: ", ")) } ?? ""))
         } else {
             line("sync", "off (asynchronous)")
         }

@@ -71,10 +71,14 @@ public struct AdminStatus: Codable, Sendable, Equatable {
         /// Going on asynchronously since replicas missed `sync-timeout`
         /// (`sync-degrade: true`), until they catch up.
         public var degraded: Bool
+        /// The replicas whose confirmations count, as published for a
+        /// successor (etcd lease, on the primary); nil: every candidate counts.
+        public var members: [String]?
 
-        public init(replicas: Int, degraded: Bool) {
+        public init(replicas: Int, degraded: Bool, members: [String]? = nil) {
             self.replicas = replicas
             self.degraded = degraded
+            self.members = members
         }
     }
 

@@ -104,7 +104,8 @@ public final class Daemon: Sendable {
             throw StartupError(description: "\(error)")
         }
         controller.setLease(lease)
-        synchronous = Self.makeSynchronous(config, store: store, server: server, metrics: metrics?.metrics, logger: logger)
+        synchronous = Self.makeSynchronous(
+            config, store: store, server: server, membership: lease as? any SynchronousMembership, metrics: metrics?.metrics, logger: logger)
         admin = AdminServer(
             handler: DaemonAdmin(config: config, controller: controller, lease: lease, supervisor: supervisor, tls: tls, synchronous: synchronous),
             logger: logger)
@@ -149,12 +150,14 @@ public final class Daemon: Sendable {
     /// With `replication.sync-replicas`, commits through the mount wait for
     /// that many replicas (``SynchronousReplication``).
     private static func makeSynchronous(
-        _ config: Config, store: Store, server: ReplicationServer, metrics: ReplFSMetrics?, logger: Logger
+        _ config: Config, store: Store, server: ReplicationServer, membership: (any SynchronousMembership)?, metrics: ReplFSMetrics?, logger: Logger
     ) -> SynchronousReplication? {
         guard config.replication.syncReplicas > 0 else { return nil }
         let synchronous = SynchronousReplication(
             settings: .init(replicas: config.replication.syncReplicas, timeout: config.replication.syncTimeout, degrade: config.replication.syncDegrade),
-            replicas: { [server] in server.replicas }, isPrimary: { [store] in store.isWritable },
+            replicas: { [server] in server.replicas },
+            positions: { [store] in Dictionary(store.positions().map { ($0.database, $0.position.txid) }, uniquingKeysWith: max) },
+            membership: membership, isPrimary: { [store] in store.isWritable },
             waited: { [metrics] in metrics?.recordCommitWait($0) }, logger: logger)
         server.onConfirmations { synchronous.acknowledged() }
         store.setCommitBarrier(synchronous)

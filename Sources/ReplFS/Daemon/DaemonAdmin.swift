@@ -92,7 +92,9 @@ final class DaemonAdmin: AdminHandler {
         status.logStall = store.logStall
         status.applyStall = store.applyStall
         status.synchronous = synchronous.map { synchronous in
-            AdminStatus.Synchronous(replicas: synchronous.settings.replicas, degraded: synchronous.isDegraded)
+            AdminStatus.Synchronous(
+                replicas: synchronous.settings.replicas, degraded: synchronous.isDegraded,
+                members: controller.role == .primary ? synchronous.members : nil)
         }
         status.tls = tls.map { tls in
             let identity = tls.identity

@@ -196,6 +196,21 @@ public final class EtcdClient: Sendable {
         return try reply.bool("succeeded")
     }
 
+    /// Puts `value` at `key` (attached to no lease: it outlives its writer)
+    /// only while `lease` holds `holderKey`, in one transaction; returns
+    /// whether it happened. A primary that lost its lease cannot overwrite
+    /// what its successor wrote.
+    public func putWhileHeld(_ key: String, value: [UInt8], holderKey: String, lease: Int64) throws(EtcdError) -> Bool {
+        let operation = "kv txn (put while held)"
+        try check(key, operation)
+        try check(holderKey, operation)
+        let reply = try call(operation, "/v3/kv/txn", [
+            "compare": [["target": "LEASE", "result": "EQUAL", "key": EtcdJSON.base64(holderKey.utf8), "lease": String(lease)]],
+            "success": [["request_put": ["key": EtcdJSON.base64(key.utf8), "value": EtcdJSON.base64(value)]]],
+        ])
+        return try reply.bool("succeeded")
+    }
+
     /// Hands `key` over in one transaction, only while `lease` still holds
     /// it: deletes the key and puts `notice` (naming the new holder) at
     /// `noticeKey`, attached to the same lease. Returns whether it happened.

@@ -40,6 +40,8 @@ extension EtcdLease {
         /// The lease this node's standing is attached to, and what it last said.
         var standingLease: Int64?
         var lastPublished: (standing: Standing, at: ContinuousClock.Instant)?
+        /// The synchronous replicas this node published in its current term.
+        var synchronousMembers: SynchronousMembers?
     }
 
     /// What a candidate publishes before it campaigns
@@ -52,6 +54,12 @@ extension EtcdLease {
         var epoch: Epoch
         /// The TXIDs of the databases' last transactions, summed.
         var transactions: UInt64
+        /// Published once the key is free: the term (the holder key's
+        /// create revision) this node saw end. Nil while it follows (the
+        /// standing then only says the candidate is alive, its position
+        /// may be old). A candidate compares itself with standings
+        /// published for the same ended term only.
+        var after: Int64?
 
         /// Raft's up-to-date rule (the later last term, then the longer log),
         /// then the name, so that exactly one candidate ranks first.

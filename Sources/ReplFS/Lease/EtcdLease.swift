@@ -30,17 +30,20 @@ import Synchronization
 ///   and the target creates the key. The others hold back while the notice
 ///   names someone else, whatever their stream has reached.
 public final class EtcdLease: LeaseKeeper, @unchecked Sendable {
-    private let host: any LeaseHost
+    let host: any LeaseHost
 
-    private let client: EtcdClient
+    let client: EtcdClient
 
-    private let key: String
+    let key: String
 
-    private let ttl: Duration
+    let ttl: Duration
 
     private let margin: Duration
 
-    private let logger: Logger
+    let logger: Logger
+
+    /// `replication.sync-replicas` > 0: this node publishes ``SynchronousMembers`` as primary.
+    let synchronous: Bool
 
     private let running = Atomic(true)
 
@@ -48,7 +51,7 @@ public final class EtcdLease: LeaseKeeper, @unchecked Sendable {
 
     private let wake = Semaphore()
 
-    private let state = Locked(State())
+    let state = Locked(State())
 
     /// Lease renewal failures (a counter for metrics).
     public let renewFailures = Atomic<Int>(0)
@@ -60,10 +63,11 @@ public final class EtcdLease: LeaseKeeper, @unchecked Sendable {
         key = config.lease.etcdKey
         ttl = config.lease.etcdTTL
         margin = min(.milliseconds(500), config.lease.etcdTTL / 4)
+        synchronous = config.replication.syncReplicas > 0
         self.logger = logger
     }
 
-    private var me: String { host.identity.node }
+    var me: String { host.identity.node }
 
     /// Where a handing-over primary names its successor (see ``released(to:)``).
     private var noticeKey: String { key + ".handoff" }
@@ -233,6 +237,7 @@ public final class EtcdLease: LeaseKeeper, @unchecked Sendable {
             state.withLock { $0.takeover = false }
             logger.warning("another node took the lease during a handoff to this node", metadata: ["holder": "\(holder.node)"])
         }
+        keepStandingAlive()
         if !acted || host.role == .fenced {
             state.withLock { $0.lastHolder = (holder.node, current.createRevision) }
             note("following \(holder.node)")
@@ -279,60 +284,6 @@ public final class EtcdLease: LeaseKeeper, @unchecked Sendable {
         campaign()
     }
 
-    /// Publishes this node's standing and says why not to campaign yet, if
-    /// another live candidate holds newer history (a clean restart of every
-    /// node must not hand the cluster to one that is behind). Near the start
-    /// it first waits for the others to publish theirs. Bounded: a better
-    /// candidate that does not take the key within 3 TTLs is not waited for.
-    private func holdBackForNewerHistory() -> String? {
-        let now = ContinuousClock.now
-        let freeSince = state.withLock { state in
-            if state.freeSince == nil { state.freeSince = now }
-            return state.freeSince!
-        }
-        guard now - freeSince < ttl * 3 else { return nil }
-        let mine = standing()
-        do {
-            try publish(mine)
-            if let until = state.withLock({ $0.gatherUntil }), now < until {
-                return "holding back: comparing positions with the other candidates (just started)"
-            }
-            let others = try client.list(prefix: positionsPrefix).compactMap { try? JSONDecoder().decode(Standing.self, from: Data($0.value)) }
-            if let better = others.filter({ $0.node != me && $0.ranks(above: mine) }).max(by: { $1.ranks(above: $0) }) {
-                return "holding back: \(better.node) holds newer transactions (epoch \(better.epoch), \(better.transactions) against \(mine.epoch), \(mine.transactions))"
-            }
-        } catch {
-            // etcd is needed to campaign anyway; the campaign reports it.
-            return nil
-        }
-        return nil
-    }
-
-    private var positionsPrefix: String { key + ".positions/" }
-
-    private func standing() -> Standing {
-        let positions = host.positions()
-        return Standing(
-            node: me, epoch: positions.map(\.position.epoch).max() ?? .unknown, transactions: positions.reduce(0) { $0 &+ $1.position.txid.rawValue })
-    }
-
-    /// Writes `standing` under a lease of this node's (2 TTLs), granted once
-    /// and renewed at each publication (at least every half TTL while this
-    /// node holds back), revoked once it is primary or stops.
-    private func publish(_ standing: Standing) throws(EtcdError) {
-        let last = state.withLock { $0.lastPublished }
-        if let last, last.standing == standing, ContinuousClock.now - last.at < ttl / 2 { return }
-        var lease = state.withLock { $0.standingLease }
-        if let current = lease, try client.keepAlive(current) == nil { lease = nil }
-        if lease == nil {
-            lease = try client.grant(ttl: ttl * 2).id
-            state.withLock { $0.standingLease = lease }
-        }
-        let value = (try? JSONEncoder().encode(standing)).map { [UInt8]($0) } ?? []
-        try client.put(positionsPrefix + me, value: value, lease: lease!)
-        state.withLock { $0.lastPublished = (standing, .now) }
-    }
-
     /// Tries to take the key; becomes primary if it does.
     private func campaign() {
         note("campaigning")
@@ -365,6 +316,7 @@ public final class EtcdLease: LeaseKeeper, @unchecked Sendable {
             $0.gatherUntil = nil
             $0.lastHolder = (me, revision)
             $0.description = "primary"
+            $0.synchronousMembers = nil
         }
         logger.notice("won the lease", metadata: ["key": "\(key)", "epoch": "\(revision)"])
         // A primary's standing would hold the next election back for nothing.
@@ -377,6 +329,7 @@ public final class EtcdLease: LeaseKeeper, @unchecked Sendable {
         }) {
             try? client.revoke(standing)
         }
+        if !synchronous { withdrawSynchronousPromise(epoch: Epoch(UInt64(revision))) }
         host.report(.elected(epoch: Epoch(UInt64(revision)), deadline: deadline, keepLease: { [self] in renewWhileTakingOffice(lease) }))
         if host.role != .primary {
             // Could not act on it (for example the state could not be saved).

@@ -15,6 +15,15 @@ import Logging
 /// serves the locks, so their release is not seen here); see
 /// BENCHMARKS.md for what that costs.
 ///
+/// With the etcd lease, only the replicas this node published as its
+/// ``SynchronousMembers`` count, so that a successor after a crash knows
+/// whom to compare itself with. The set changes as a commit notices:
+/// candidates that hold everything this node holds join it (the first set
+/// of a term needs N of them), and a member that has not confirmed a
+/// commit one second old leaves it, as long as N of those that stay hold
+/// every acknowledged commit (the promise the set makes). Each change is
+/// written to etcd, under this node's lease, before it counts.
+///
 /// When not enough replicas confirm within `sync-timeout`: with
 /// `sync-degrade: false` the commit waits on (as PostgreSQL's synchronous
 /// standbys do), and fails only if this node stops being the primary
@@ -41,12 +50,34 @@ public final class SynchronousReplication: CommitBarrier, Sendable {
         var generation: UInt64 = 0
         /// Going on asynchronously since the timeout (sync-degrade: true).
         var degraded = false
+        /// The term this state belongs to (with a published membership).
+        var term: Epoch?
         /// The newest commit per database that waited here.
         var latest: [String: TXID] = [:]
+        /// What this node promised is held by N members: the commits it
+        /// reported, and everything it held when it first published a set
+        /// in this term (the previous terms' acknowledged commits).
+        var acknowledged: [String: TXID] = [:]
+        /// Commits of the last ``lagLimit``, per database, oldest first.
+        var recent: [String: [Commit]] = [:]
+        /// The newest commit per database older than ``lagLimit``: a
+        /// member that does not hold it is lagging.
+        var lagMark: [String: TXID] = [:]
+        /// A waiter is writing a membership change; others wait for it.
+        var publishing = false
+        /// When a publication last failed (etcd unreachable): retried after a pause.
+        var publishFailedAt: ContinuousClock.Instant?
+    }
+
+    private struct Commit: Equatable, Sendable {
+        var txid: TXID
+        var at: ContinuousClock.Instant
     }
 
     public let settings: Settings
     private let replicas: @Sendable () -> [ConnectedReplica]
+    private let positions: @Sendable () -> [String: TXID]
+    private let membership: (any SynchronousMembership)?
     private let isPrimary: @Sendable () -> Bool
     private let waited: @Sendable (Duration) -> Void
     private let logger: Logger
@@ -54,19 +85,27 @@ public final class SynchronousReplication: CommitBarrier, Sendable {
     private let waitingLog = LogThrottle(interval: .seconds(60))
     /// How long a waiting commit still waits once this node stops taking writes.
     static let graceAfterWritesStop = Duration.seconds(2)
+    /// A member that has not confirmed a commit this old leaves the set.
+    static let lagLimit = Duration.seconds(1)
 
     /// - Parameters:
     ///   - replicas: the replicas streaming from this node, with what each confirmed.
+    ///   - positions: the TXID this node holds per database.
+    ///   - membership: where the counted replicas are published (etcd);
+    ///     nil: every candidate counts (static lease).
     ///   - isPrimary: whether this node still takes writes (a commit that
     ///     waits when it stops does not wait on).
     ///   - waited: told how long each commit waited (a metric).
     public init(
-        settings: Settings, replicas: @escaping @Sendable () -> [ConnectedReplica], isPrimary: @escaping @Sendable () -> Bool,
+        settings: Settings, replicas: @escaping @Sendable () -> [ConnectedReplica], positions: @escaping @Sendable () -> [String: TXID] = { [:] },
+        membership: (any SynchronousMembership)? = nil, isPrimary: @escaping @Sendable () -> Bool,
         waited: @escaping @Sendable (Duration) -> Void = { _ in }, logger: Logger
     ) {
         precondition(settings.replicas > 0)
         self.settings = settings
         self.replicas = replicas
+        self.positions = positions
+        self.membership = membership
         self.isPrimary = isPrimary
         self.waited = waited
         self.logger = logger
@@ -75,76 +114,206 @@ public final class SynchronousReplication: CommitBarrier, Sendable {
     /// Whether this node goes on asynchronously now (the timeout passed with `sync-degrade: true`).
     public var isDegraded: Bool { state.value.degraded }
 
-    /// How many candidate replicas have confirmed `txid` of `database`.
+    /// The replicas whose confirmations count (published in this term), or
+    /// nil when every candidate counts (no membership is published).
+    public var members: [String]? {
+        guard let membership else { return nil }
+        return membership.publishedMembers()?.members ?? []
+    }
+
+    /// The connected replicas whose confirmations count now.
+    private func counted() -> [ConnectedReplica] {
+        let candidates = replicas().filter(\.candidate)
+        guard let membership else { return candidates }
+        guard let published = membership.publishedMembers(), !published.degraded else { return [] }
+        return candidates.filter { published.members.contains($0.name) }
+    }
+
+    /// How many counted replicas hold `txid` of `database`.
     func confirmations(_ database: String, _ txid: TXID) -> Int {
-        replicas().filter { $0.candidate && $0.holds(database, txid) }.count
+        counted().filter { $0.holds(database, txid) }.count
     }
 
     /// A replica confirmed a transaction, or one left: waiting commits look
-    /// again, and a degraded node checks whether it is synchronous again.
+    /// again. Without a published membership, a degraded node also checks
+    /// here whether it is synchronous again (with one, the next commit
+    /// does, since it must publish that first).
     public func acknowledged() {
         let synchronousAgain = state.withLock { state -> Bool in
             state.generation &+= 1
-            guard state.degraded else { return false }
+            guard membership == nil, state.degraded else { return false }
             guard state.latest.allSatisfy({ confirmations($0.key, $0.value) >= settings.replicas }) else { return false }
             state.degraded = false
             return true
         }
-        if synchronousAgain {
-            logger.notice("replicas caught up: commits wait for them again (synchronous)", metadata: ["sync-replicas": "\(settings.replicas)"])
-        }
+        if synchronousAgain { noteSynchronousAgain() }
+    }
+
+    private func noteSynchronousAgain() {
+        logger.notice("replicas caught up: commits wait for them again (synchronous)", metadata: ["sync-replicas": "\(settings.replicas)"])
+    }
+
+    private enum Outcome {
+        case confirmed, asynchronous, notPrimary
+        case publish(SynchronousMembers)
+        /// The timeout passed with `sync-degrade`, and nothing needs publishing.
+        case degraded
     }
 
     public func committed(database: String, txid: TXID) -> Result<Void, FileSystemError> {
         let started = ContinuousClock.now
         let deadline = started + settings.timeout
         state.withLock { state in
+            startTermIfNew(&state)
             if (state.latest[database] ?? TXID(0)) < txid { state.latest[database] = txid }
+            noteRecent(database, txid, at: started, &state)
         }
-        enum Outcome { case confirmed, asynchronous, degraded, notPrimary }
         var logged = false
         var stoppedAt: ContinuousClock.Instant?
-        let outcome: Outcome = state.wait { state -> Monitor<State>.Step<Outcome> in
-            if confirmations(database, txid) >= settings.replicas { return .done(.confirmed) }
-            let now = ContinuousClock.now
-            if !isPrimary() {
-                // A handoff stops writes while the replicas are still
-                // confirming the last commits: give them a moment.
-                let since = stoppedAt ?? now
-                stoppedAt = since
-                return now - since >= Self.graceAfterWritesStop ? .done(.notPrimary) : .wait(until: now + .milliseconds(50))
-            }
-            if state.degraded { return .done(.asynchronous) }
-            guard now >= deadline else { return .wait(until: min(deadline, now + .milliseconds(100))) }
-            if settings.degrade {
-                state.degraded = true
-                return .done(.degraded)
-            }
-            if !logged {
-                logged = true
-                if waitingLog.isDue() {
-                    logger.warning(
-                        "a commit waits for replicas to confirm it (replication.sync-replicas; sync-degrade is false): it returns once they do",
-                        metadata: ["database": "\(database)", "txid": "\(txid)", "sync-replicas": "\(settings.replicas)"])
+        while true {
+            let outcome: Outcome = state.wait { state -> Monitor<State>.Step<Outcome> in
+                let now = ContinuousClock.now
+                if !isPrimary() {
+                    // A handoff stops writes while the replicas are still
+                    // confirming the last commits: give them a moment.
+                    if confirmations(database, txid) >= settings.replicas { return .done(.confirmed) }
+                    let since = stoppedAt ?? now
+                    stoppedAt = since
+                    return now - since >= Self.graceAfterWritesStop ? .done(.notPrimary) : .wait(until: now + .milliseconds(50))
                 }
+                if state.publishing { return .wait(until: now + .milliseconds(50)) }
+                if let change = membershipChange(&state, now: now) {
+                    state.publishing = true
+                    return .done(.publish(change))
+                }
+                if state.degraded { return .done(.asynchronous) }
+                if confirmations(database, txid) >= settings.replicas {
+                    if (state.acknowledged[database] ?? TXID(0)) < txid { state.acknowledged[database] = txid }
+                    return .done(.confirmed)
+                }
+                guard now >= deadline else { return .wait(until: min(deadline, now + .milliseconds(100))) }
+                if settings.degrade {
+                    guard let term = membership?.term else {
+                        state.degraded = true
+                        return .done(.degraded)
+                    }
+                    state.publishing = true
+                    let published = membership?.publishedMembers()
+                    return .done(
+                        .publish(
+                            SynchronousMembers(
+                                epoch: term.epoch, primary: term.node, replicas: settings.replicas, members: Set(published?.members ?? []), degraded: true)))
+                }
+                if !logged {
+                    logged = true
+                    if waitingLog.isDue() {
+                        logger.warning(
+                            "a commit waits for replicas to confirm it (replication.sync-replicas; sync-degrade is false): it returns once they do",
+                            metadata: ["database": "\(database)", "txid": "\(txid)", "sync-replicas": "\(settings.replicas)"])
+                    }
+                }
+                // The role is checked again every 100 ms.
+                return .wait(until: now + .milliseconds(100))
             }
-            // The role is checked again every 100 ms.
-            return .wait(until: now + .milliseconds(100))
+            switch outcome {
+            case .publish(let members):
+                publish(members, database: database, txid: txid)
+                continue
+            case .degraded:
+                noteDegraded(database: database, txid: txid)
+                fallthrough
+            case .confirmed, .asynchronous:
+                waited(ContinuousClock.now - started)
+                return .success(())
+            case .notPrimary:
+                waited(ContinuousClock.now - started)
+                logger.error(
+                    "a commit was not confirmed by the replicas before this node stopped being the primary: it is reported failed",
+                    metadata: ["database": "\(database)", "txid": "\(txid)"])
+                return .failure(FileSystemError(.notReplicated, "\(database) TXID \(txid) was not confirmed by \(settings.replicas) replica(s)"))
+            }
         }
-        waited(ContinuousClock.now - started)
-        switch outcome {
-        case .confirmed, .asynchronous:
-            return .success(())
-        case .degraded:
-            logger.warning(
-                "replicas did not confirm a commit within sync-timeout: going on asynchronously until they catch up (sync-degrade)",
-                metadata: ["database": "\(database)", "txid": "\(txid)", "sync-replicas": "\(settings.replicas)", "timeout": "\(settings.timeout)"])
-            return .success(())
-        case .notPrimary:
-            logger.error(
-                "a commit was not confirmed by the replicas before this node stopped being the primary: it is reported failed",
-                metadata: ["database": "\(database)", "txid": "\(txid)"])
-            return .failure(FileSystemError(.notReplicated, "\(database) TXID \(txid) was not confirmed by \(settings.replicas) replica(s)"))
+    }
+
+    private func noteDegraded(database: String, txid: TXID) {
+        logger.warning(
+            "replicas did not confirm a commit within sync-timeout: going on asynchronously until they catch up (sync-degrade)",
+            metadata: ["database": "\(database)", "txid": "\(txid)", "sync-replicas": "\(settings.replicas)", "timeout": "\(settings.timeout)"])
+    }
+
+    /// Writes a membership change (outside the lock), then lets every waiter look again.
+    private func publish(_ members: SynchronousMembers, database: String, txid: TXID) {
+        let published = membership?.publish(members) ?? false
+        let previous = membership == nil ? nil : state.withLock { $0.degraded }
+        state.withLock { state in
+            state.publishing = false
+            state.generation &+= 1
+            guard published else {
+                state.publishFailedAt = .now
+                return
+            }
+            state.publishFailedAt = nil
+            state.degraded = members.degraded
         }
+        guard published else {
+            logger.warning("cannot publish the synchronous replicas in etcd; commits wait", metadata: ["members": "\(members.members)"])
+            return
+        }
+        logger.notice(
+            "synchronous replicas", metadata: ["members": "\(members.members.joined(separator: ","))", "degraded": "\(members.degraded)", "epoch": "\(members.epoch)"])
+        if members.degraded, previous == false { noteDegraded(database: database, txid: txid) }
+        if !members.degraded, previous == true { noteSynchronousAgain() }
+    }
+
+    /// A new term (this node became primary again): what the last one
+    /// promised is not this one's.
+    private func startTermIfNew(_ state: inout State) {
+        guard let membership, let term = membership.term?.epoch, state.term != term else { return }
+        state = State(generation: state.generation &+ 1, term: term)
+    }
+
+    private func noteRecent(_ database: String, _ txid: TXID, at now: ContinuousClock.Instant, _ state: inout State) {
+        var commits = state.recent[database] ?? []
+        commits.append(Commit(txid: txid, at: now))
+        if let fresh = commits.firstIndex(where: { now - $0.at < Self.lagLimit }), fresh > 0 {
+            state.lagMark[database] = commits[fresh - 1].txid
+            commits.removeFirst(fresh)
+        }
+        state.recent[database] = commits
+    }
+
+    /// The membership this node should publish now, if it differs from
+    /// what is published: the first set of a term (N candidates holding
+    /// everything this node holds), caught-up candidates joining, lagging
+    /// members leaving while N of the rest hold every acknowledged commit,
+    /// the way back from degraded.
+    private func membershipChange(_ state: inout State, now: ContinuousClock.Instant) -> SynchronousMembers? {
+        guard let membership, let term = membership.term else { return nil }
+        if let failed = state.publishFailedAt, now - failed < .milliseconds(500) { return nil }
+        let connected = replicas().filter(\.candidate)
+        let held = positions()
+        let holdersOfAll = Set(connected.filter { replica in held.allSatisfy { replica.holds($0.key, $0.value) } }.map(\.name))
+        func make(_ members: Set<String>) -> SynchronousMembers {
+            SynchronousMembers(epoch: term.epoch, primary: term.node, replicas: settings.replicas, members: members, degraded: false)
+        }
+        guard let published = membership.publishedMembers() else {
+            guard holdersOfAll.count >= settings.replicas else { return nil }
+            state.acknowledged = held
+            return make(holdersOfAll)
+        }
+        if published.degraded {
+            guard holdersOfAll.count >= settings.replicas else { return nil }
+            state.acknowledged = held
+            return make(holdersOfAll)
+        }
+        let current = Set(published.members)
+        let lagging = current.filter { name in
+            guard let replica = connected.first(where: { $0.name == name }) else { return !state.lagMark.isEmpty }
+            return state.lagMark.contains { !replica.holds($0.key, $0.value) }
+        }
+        var next = current.union(holdersOfAll).subtracting(lagging)
+        let keepers = connected.filter { replica in next.contains(replica.name) && state.acknowledged.allSatisfy { replica.holds($0.key, $0.value) } }
+        if keepers.count < settings.replicas { next = current.union(holdersOfAll) }
+        return next == current ? nil : make(next)
     }
 }
