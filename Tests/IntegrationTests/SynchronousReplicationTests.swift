@@ -101,5 +101,49 @@ extension IntegrationTests {
             print("sync crash cycles: \(summary.commits) commits; failover min \(Int(sorted[0] * 1000)) ms, median \(Int(sorted[sorted.count / 2] * 1000)) ms, max \(Int(sorted.last! * 1000)) ms")
             #expect(sorted.last! <= 3, "a failover took \(sorted.last!) s\n\(cluster.currentLogs)")
         }
+
+        @Test(
+            "etcd, sync-replicas: 1: a lagging replica leaves the synchronous set, and after a crash it does not take over while the member that holds the acknowledged commits is frozen; the member does once it resumes",
+            .enabled(if: EtcdServer.isInstalled))
+        func nonMemberHoldsBack() throws {
+            let etcd = try EtcdServer()
+            defer { etcd.stop() }
+            let cluster = try Cluster(lease: .etcd(endpoint: etcd.endpoint), replication: ["sync-replicas: 1"])
+            defer { cluster.destroy() }
+            try cluster.start()
+            let primary = try cluster.waitForPrimary()
+            let (member, lagging) = (cluster.replicas[0], cluster.replicas[1])
+            let writer = try FailoverWriter(cluster: cluster, seconds: 300)
+            try writer.waitForCommits(100)
+            try waitUntil(timeout: 20, "both replicas are synchronous members") {
+                (try? primary.status().synchronous?.members) == [member.name, lagging.name].sorted()
+            }
+            // One replica stops: commits go on with the other, and the
+            // stopped one leaves the set once it lags a second.
+            kill(try #require(lagging.pid), SIGSTOP)
+            try waitUntil(timeout: 20, "the frozen replica leaves the synchronous set") { (try? primary.status().synchronous?.members) == [member.name] }
+            try writer.waitForCommits(100)
+            #expect(try primary.admin(["status"]).output.contains("of: \(member.name)"))
+            // The member freezes too (commits wait), and the primary dies.
+            kill(try #require(member.pid), SIGSTOP)
+            try primary.kill9()
+            kill(try #require(lagging.pid), SIGCONT)
+            // The lagging node may lack acknowledged commits: it holds back, and says why.
+            let reason = "not one of the synchronous replicas"
+            try waitUntil(timeout: 20, "the lagging node says why it does not take over") {
+                (try? lagging.status().lease.state.contains(reason)) == true
+            }
+            usleep(4_000_000)
+            #expect(try lagging.status().role != "primary", "a node that may lack acknowledged commits took over")
+            #expect(try lagging.status().lease.state.contains(reason))
+            kill(try #require(member.pid), SIGCONT)
+            let next = try cluster.waitForPrimary(timeout: 30)
+            #expect(next === member)
+            try writer.waitForCommits(50)
+            _ = try writer.stop()
+            try FailoverTests.expectAllAcknowledged(writer, on: next)
+            try cluster.waitForConvergence(["app.db"], nodes: [lagging])
+            try FailoverTests.expectAllAcknowledged(writer, on: lagging)
+        }
     }
 }

@@ -22,6 +22,17 @@ private final class FakeReplicas: Sendable {
     }
 }
 
+/// Where a primary publishes its synchronous replicas, kept in memory.
+private final class FakeMembership: SynchronousMembership {
+    let published = Mutex<[SynchronousMembers]>([])
+    var term: (node: String, epoch: Epoch)? { ("node-a", Epoch(5)) }
+    func publishedMembers() -> SynchronousMembers? { published.withLock { $0.last } }
+    func publish(_ members: SynchronousMembers) -> Bool {
+        published.withLock { $0.append(members) }
+        return true
+    }
+}
+
 extension Result {
     var isSuccess: Bool {
         if case .success = self { return true }
@@ -98,5 +109,48 @@ struct SynchronousReplicationTests {
         }
         #expect(error.code == .notReplicated)
         #expect(error.errno == .io)
+    }
+
+    @Test("with a published membership: the first set holds everything this node holds, only members count, a lagging member leaves while the rest hold every acknowledged commit")
+    func membership() async throws {
+        let fake = FakeReplicas()
+        let membership = FakeMembership()
+        let held = Mutex(["db": TXID(3)])
+        let sync = SynchronousReplication(
+            settings: .init(replicas: 1, timeout: .seconds(30), degrade: false), replicas: { fake.replicas.withLock { $0 } },
+            positions: { held.withLock { $0 } }, membership: membership, isPrimary: { true }, logger: Logger(label: "sync-test"))
+        fake.set("b", 3)
+        fake.set("c", 2)
+        #expect(try await blocking { sync.committed(database: "db", txid: TXID(3)) }.isSuccess)
+        #expect(membership.publishedMembers()?.members == ["b"], "c did not hold everything")
+        #expect(membership.publishedMembers()?.epoch == Epoch(5))
+
+        // c catches up and joins; c alone confirming then counts.
+        held.withLock { $0["db"] = TXID(4) }
+        fake.set("c", 4)
+        #expect(try await blocking { sync.committed(database: "db", txid: TXID(4)) }.isSuccess)
+        #expect(membership.publishedMembers()?.members == ["b", "c"])
+
+        // b stops confirming: once a commit it lacks is a second old, it
+        // leaves (c holds every acknowledged commit).
+        for txid in 5...6 {
+            held.withLock { $0["db"] = TXID(UInt64(txid)) }
+            fake.set("c", UInt64(txid))
+            #expect(try await blocking { sync.committed(database: "db", txid: TXID(UInt64(txid))) }.isSuccess)
+            #expect(membership.publishedMembers()?.members == ["b", "c"], "not lagging a second yet")
+        }
+        try await Task.sleep(for: .milliseconds(1100))
+        held.withLock { $0["db"] = TXID(7) }
+        fake.set("c", 7)
+        #expect(try await blocking { sync.committed(database: "db", txid: TXID(7)) }.isSuccess)
+        #expect(membership.publishedMembers()?.members == ["c"])
+
+        // b catches up (c lags behind it now): b rejoins, and then counts.
+        held.withLock { $0["db"] = TXID(8) }
+        fake.set("b", 8)
+        fake.set("c", 7)
+        #expect(try await blocking { sync.committed(database: "db", txid: TXID(8)) }.isSuccess)
+        #expect(membership.publishedMembers()?.members == ["b", "c"])
+        #expect(membership.published.withLock { $0.count } == 4)
     }
 }
