@@ -239,5 +239,40 @@ extension IntegrationTests {
             }
             _ = try writer.stop()
         }
+
+        @Test(
+            "static, sync-replicas: 1: promote and demote lose nothing; with the primary down a plain promote refuses and says what this node may lack, --force takes over and logs the choice"
+        )
+        func staticPromote() throws {
+            let cluster = try Cluster(size: 3, replication: ["sync-replicas: 1"])
+            defer { cluster.destroy() }
+            try cluster.start()
+            let writer = try FailoverWriter(cluster: cluster, seconds: 300)
+            try writer.waitForCommits(100)
+            let b = cluster.nodes[1]
+            let promoted = try b.admin(["promote"])
+            #expect(promoted.status == 0, "\(promoted)")
+            #expect(try cluster.waitForPrimary() === b)
+            try writer.waitForCommits(100)
+            let demoted = try b.admin(["demote"])
+            #expect(demoted.status == 0, "\(demoted)")
+            let next = try cluster.waitForPrimary(not: b)
+            try writer.waitForCommits(100)
+            _ = try writer.stop()
+            try FailoverTests.expectAllAcknowledged(writer, on: next)
+
+            try next.kill9()
+            let survivor = try #require(cluster.nodes.first { $0 !== next })
+            let refused = try survivor.admin(["promote"])
+            let said = refused.output + refused.error
+            #expect(refused.status != 0, "\(refused)")
+            #expect(said.contains("may lack commits") && said.contains("app.db through TXID"), "\(said)")
+            #expect(try survivor.status().role == "replica")
+            let forced = try survivor.admin(["promote", "--force"])
+            #expect(forced.status == 0, "\(forced)")
+            try waitUntil(timeout: 20, "the survivor is a writable primary") { (try? survivor.status().writable) == true }
+            #expect(survivor.currentLog.contains("promote --force: taking over without the primary"))
+            try FailoverTests.expectAllAcknowledged(writer, on: survivor)
+        }
     }
 }

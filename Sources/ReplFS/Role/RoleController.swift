@@ -429,13 +429,20 @@ public final class RoleController: ReplicationRole, ReplicaClientDelegate, Lease
             }
             return .failure(RoleError(.failed, "the primary did not hand over within \(timeout)"))
         }
+        let held = store.positions().map { "\($0.database) through TXID \($0.position.txid)" }.joined(separator: ", ")
+        let holds = held.isEmpty ? "no database" : held
         guard force else {
             let target = state.withLock { $0.primary }.map { "\($0)" } ?? "unknown"
             return .failure(RoleError(
                 .unreachable,
-                "the primary (\(target)) is not connected; use --force to take over without it (transactions it did not send are kept aside when it rejoins)"))
+                "the primary (\(target)) is not connected, so this node may lack commits it acknowledged (this node holds \(holds); "
+                    + "anything the primary committed after that, another replica may hold); use --force to take over without it "
+                    + "(what it committed and this node lacks is kept aside when it rejoins)"))
         }
         guard let lease else { return .failure(RoleError(.failed, "no lease keeper")) }
+        logger.warning(
+            "promote --force: taking over without the primary; commits it acknowledged after what this node holds are not on this node",
+            metadata: ["holds": "\(holds)", "primary": "\(state.withLock { $0.primary }.map { "\($0)" } ?? "unknown")"])
         return lease.forcePromotion().map { epoch in
             RoleChange(primary: identity.node, epoch: epoch, duration: ContinuousClock.now - started)
         }
