@@ -274,5 +274,41 @@ extension IntegrationTests {
             #expect(survivor.currentLog.contains("promote --force: taking over without the primary"))
             try FailoverTests.expectAllAcknowledged(writer, on: survivor)
         }
+
+        @Test(
+            "etcd, lease.max-lag: 2s: a replica more than that behind does not take over by itself once the primary and the other replica are lost, and says why; promote --force does it",
+            .enabled(if: EtcdServer.isInstalled))
+        func maxLagHoldsBack() throws {
+            let etcd = try EtcdServer()
+            defer { etcd.stop() }
+            let cluster = try Cluster(lease: .etcd(endpoint: etcd.endpoint))
+            defer { cluster.destroy() }
+            for node in cluster.nodes {
+                let text = try String(contentsOfFile: node.configPath, encoding: .utf8)
+                try node.writeConfig(text.replacingOccurrences(of: "lease:\n", with: "lease:\n  max-lag: 2s\n"))
+            }
+            try cluster.start()
+            let primary = try cluster.waitForPrimary()
+            let (behind, other) = (cluster.replicas[0], cluster.replicas[1])
+            let writer = try FailoverWriter(cluster: cluster, seconds: 300)
+            try writer.waitForCommits(100)
+            kill(try #require(behind.pid), SIGSTOP)
+            // Five seconds of commits that the frozen replica does not get.
+            let frozenAt = Date()
+            try waitUntil(timeout: 30, "five seconds of commits pass") { Date().timeIntervalSince(frozenAt) >= 5 && writer.acknowledged.count > 0 }
+            try writer.waitForCommits(100)
+            try other.kill9()
+            try primary.kill9()
+            kill(try #require(behind.pid), SIGCONT)
+            try waitUntil(timeout: 20, "the lagging replica says why it does not take over") {
+                (try? behind.status().lease.state.contains("lease.max-lag")) == true
+            }
+            usleep(3_000_000)
+            #expect(try behind.status().role != "primary", "a replica further behind than lease.max-lag took over by itself")
+            let forced = try behind.admin(["promote", "--force"])
+            #expect(forced.status == 0, "\(forced)")
+            try waitUntil(timeout: 20, "the forced replica is a writable primary") { (try? behind.status().writable) == true }
+            _ = try writer.stop(tolerateCrash: true)
+        }
     }
 }

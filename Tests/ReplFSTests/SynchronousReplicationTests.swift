@@ -153,4 +153,17 @@ struct SynchronousReplicationTests {
         #expect(membership.publishedMembers()?.members == ["b", "c"])
         #expect(membership.published.withLock { $0.count } == 4)
     }
+
+    @Test("lease.max-lag: a candidate's lag is read off the primary's published progress")
+    func progressLag() {
+        let progress = EtcdLease.Progress(
+            node: "node-a", epoch: Epoch(9),
+            samples: [.init(transactions: 10, at: 1_000), .init(transactions: 20, at: 2_000), .init(transactions: 30, at: 6_000)])
+        #expect(progress.lag(of: 30) == nil, "caught up")
+        #expect(progress.lag(of: 40) == nil, "ahead of what was published")
+        #expect(progress.lag(of: 25) == .milliseconds(4_000), "the primary was past 20 at 2 s, and at 30 by 6 s")
+        #expect(progress.lag(of: 20) == .milliseconds(4_000))
+        #expect(progress.lag(of: 15) == .milliseconds(5_000))
+        #expect(progress.lag(of: 5) == .milliseconds(5_000), "behind every sample: at least the whole record")
+    }
 }

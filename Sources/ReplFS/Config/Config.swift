@@ -65,6 +65,10 @@ public struct Config: Sendable, Equatable {
         public var etcdTLS: TLS?
         public var etcdKey = "/replfs/primary"
         public var etcdTTL: Duration = .seconds(2)
+        /// `lease.max-lag`: without synchronous replication, a candidate
+        /// further behind the last primary than this does not take over
+        /// by itself (etcd lease); zero: no limit.
+        public var maxLag: Duration = .zero
     }
 
     public struct Admin: Sendable, Equatable {

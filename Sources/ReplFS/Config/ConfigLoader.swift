@@ -116,10 +116,10 @@ public enum ConfigLoader {
         }
         if let candidate = try lease.bool("candidate") { config.lease.candidate = candidate }
         if let maxLag = try lease.string("max-lag"), maxLag != "0" {
-            guard ConfigLoader.parseDuration(maxLag) != nil else {
+            guard let duration = ConfigLoader.parseDuration(maxLag) else {
                 throw ConfigError(key: "lease.max-lag", "\"\(maxLag)\" is not a duration (use 0, 500ms, 5s)")
             }
-            config.pending.append("lease.max-lag")
+            config.lease.maxLag = duration
         }
         if let staticSection = try lease.section("static") { try parseStatic(staticSection, into: &config) }
         if let etcd = try lease.section("etcd") { try parseEtcd(etcd, into: &config) }

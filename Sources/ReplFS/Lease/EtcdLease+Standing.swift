@@ -8,6 +8,33 @@ extension EtcdLease: SynchronousMembership {
     var positionsPrefix: String { key + ".positions/" }
     /// Where a synchronous primary publishes its ``SynchronousMembers``.
     var synchronousKey: String { key + ".sync" }
+    /// Where the primary publishes its ``Progress``.
+    var progressKey: String { key + ".progress" }
+
+    /// Primary, at each renewal: a new sample if its history moved, kept
+    /// for a minute, published while this node still holds the key.
+    func publishProgress(lease: Int64) {
+        let transactions = standing(after: nil).transactions
+        let now = Int64(Date().timeIntervalSince1970 * 1000)
+        let progress: Progress? = state.withLock { state in
+            if let last = state.progress.last, last.transactions == transactions { return nil }
+            state.progress.append(.init(transactions: transactions, at: now))
+            if let kept = state.progress.firstIndex(where: { now - $0.at <= 60_000 }), kept > 0 { state.progress.removeFirst(kept) }
+            return Progress(node: me, epoch: state.epoch, samples: state.progress)
+        }
+        guard let progress, let value = try? JSONEncoder().encode(progress) else { return }
+        _ = try? client.putWhileHeld(progressKey, value: [UInt8](value), holderKey: key, lease: lease)
+    }
+
+    /// `lease.max-lag`, without synchronous replication: why this node,
+    /// further behind the last primary than that, does not take over by
+    /// itself, or nil.
+    private func maxLagHoldBack(_ mine: Standing) -> String? {
+        guard maxLag > .zero, let value = try? client.get(progressKey),
+            let progress = try? JSONDecoder().decode(Progress.self, from: Data(value.value)), let lag = progress.lag(of: mine.transactions), lag > maxLag
+        else { return nil }
+        return "holding back: this node is \(lag) behind \(progress.node)'s last commits (lease.max-lag \(maxLag)); replfsd promote --force takes over anyway"
+    }
 
     /// The term this node saw end: the last holder's create revision, or
     /// the newest epoch it holds history from (just started).
@@ -79,6 +106,7 @@ extension EtcdLease: SynchronousMembership {
             {
                 return synchronousHoldBack(promise, mine: mine, fresh: others.filter { $0.after == term })
             }
+            if let reason = maxLagHoldBack(mine) { return reason }
             guard now - freeSince < ttl * 3 else { return nil }
             if let until = state.withLock({ $0.gatherUntil }), now < until {
                 return "holding back: comparing positions with the other candidates (just started)"

@@ -42,6 +42,39 @@ extension EtcdLease {
         var lastPublished: (standing: Standing, at: ContinuousClock.Instant)?
         /// The synchronous replicas this node published in its current term.
         var synchronousMembers: SynchronousMembers?
+        /// This term's ``Progress`` samples, oldest first.
+        var progress: [Progress.Sample] = []
+    }
+
+    /// What a primary publishes at each renewal (`<key>.progress`, attached
+    /// to no lease, written only while it holds the key): how far its
+    /// history went, and when, for the last minute. After a crash a
+    /// candidate reads how long ago the primary was where the candidate is
+    /// now: its lag, for `lease.max-lag` (Patroni's
+    /// `maximum_lag_on_failover`, in time rather than bytes).
+    struct Progress: Codable, Equatable {
+        struct Sample: Codable, Equatable {
+            /// The TXIDs of the databases' last transactions, summed (as ``Standing``).
+            var transactions: UInt64
+            /// The primary's wall clock, in milliseconds since 1970 (only
+            /// differences between samples are used).
+            var at: Int64
+        }
+
+        var node: String
+        var epoch: Epoch
+        var samples: [Sample]
+
+        /// How far a candidate holding `transactions` is behind the
+        /// newest sample: from the last sample it had reached to the
+        /// newest (a bound from above, as far as samples go); nil: not
+        /// behind what was published.
+        func lag(of transactions: UInt64) -> Duration? {
+            guard let newest = samples.last, transactions < newest.transactions else { return nil }
+            guard let ahead = samples.firstIndex(where: { $0.transactions > transactions }) else { return nil }
+            let reached = ahead > 0 ? samples[ahead - 1].at : samples[0].at
+            return .milliseconds(max(0, newest.at - reached))
+        }
     }
 
     /// What a candidate publishes before it campaigns

@@ -45,6 +45,9 @@ public final class EtcdLease: LeaseKeeper, @unchecked Sendable {
     /// `replication.sync-replicas` > 0: this node publishes ``SynchronousMembers`` as primary.
     let synchronous: Bool
 
+    /// `lease.max-lag` (zero: no limit).
+    let maxLag: Duration
+
     private let running = Atomic(true)
 
     private let stopped = Semaphore()
@@ -64,6 +67,7 @@ public final class EtcdLease: LeaseKeeper, @unchecked Sendable {
         ttl = config.lease.etcdTTL
         margin = min(.milliseconds(500), config.lease.etcdTTL / 4)
         synchronous = config.replication.syncReplicas > 0
+        maxLag = config.lease.maxLag
         self.logger = logger
     }
 
@@ -161,7 +165,7 @@ public final class EtcdLease: LeaseKeeper, @unchecked Sendable {
             host.report(.renewed(deadline: deadline))
             // The key must still be ours (nobody deleted it by hand).
             if let holder = try client.get(key), holder.lease == lease {
-                // still ours
+                publishProgress(lease: lease)
             } else {
                 note("lost", error: "the key \(key) is no longer held by this node's lease")
                 try? client.revoke(lease)
@@ -317,6 +321,7 @@ public final class EtcdLease: LeaseKeeper, @unchecked Sendable {
             $0.lastHolder = (me, revision)
             $0.description = "primary"
             $0.synchronousMembers = nil
+            $0.progress = []
         }
         logger.notice("won the lease", metadata: ["key": "\(key)", "epoch": "\(revision)"])
         // A primary's standing would hold the next election back for nothing.
