@@ -48,11 +48,15 @@ struct MetricsEndpointTests {
         #expect(later.body.contains("\nreplfs_role 0.0\n"))
     }
 
-    @Test("a departed replica's lag series is dropped")
+    @Test("a departed replica's lag and synchronous series are dropped")
     func removeReplica() {
         let endpoint = MetricsEndpoint(logger: Logger(label: "metrics-test"))
         endpoint.metrics.setReplicaLag(5, replica: "node-b", database: "db.sqlite")
         endpoint.metrics.setReplicaLag(1, replica: "node-c", database: "db.sqlite")
+        endpoint.metrics.setReplicaSynchronous(true, replica: "node-b")
+        endpoint.metrics.setReplicaSynchronous(false, replica: "node-c")
+        #expect(endpoint.render().contains(#"replfs_replica_synchronous{replica="node-b"} 1.0"#))
+        #expect(endpoint.render().contains(#"replfs_replica_synchronous{replica="node-c"} 0.0"#))
         #expect(endpoint.render().contains(#"replica="node-b""#))
         endpoint.metrics.removeReplica("node-b")
         #expect(!endpoint.render().contains(#"replica="node-b""#))

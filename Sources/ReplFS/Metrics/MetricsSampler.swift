@@ -70,8 +70,12 @@ public final class MetricsSampler: @unchecked Sendable {
         for _ in lastRenewFailures..<max(lastRenewFailures, failures) { metrics.recordLeaseRenewFailure() }
         lastRenewFailures = failures
         var present = Set<String>()
+        let members = synchronous.map { $0.members.map(Set.init) }
         for replica in snapshot.replicas {
             present.insert(replica.name)
+            if let members {
+                metrics.setReplicaSynchronous(replica.candidate && (members?.contains(replica.name) ?? true), replica: replica.name)
+            }
             for (database, txid) in primaryTXIDs {
                 let acknowledged = replica.acknowledged[database]?.rawValue ?? 0
                 metrics.setReplicaLag(txid > acknowledged ? txid - acknowledged : 0, replica: replica.name, database: database)

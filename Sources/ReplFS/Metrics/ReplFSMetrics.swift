@@ -38,6 +38,7 @@ public struct ReplFSMetrics: Sendable {
     private let fuseOpSeconds: [DurationHistogram]
     private let databases: Locked<[String: Database]>
     private let replicaLags: Locked<[String: [String: Gauge]]>
+    private let replicaSynchronous = Locked<[String: Gauge]>([:])
     /// `replfs_tls_certificate_expiry_timestamp_seconds`, registered only
     /// on a node with `replication.tls`.
     private let tlsExpiry = Locked<Gauge?>(nil)
@@ -197,11 +198,26 @@ public struct ReplFSMetrics: Sendable {
         gauge.set(Double(transactions))
     }
 
-    /// Drops a replica's lag series (it disconnected or left the cluster), so
+    /// Sets `replfs_replica_synchronous{replica}`: 1 while the replica's
+    /// confirmations count for `sync-replicas` (on the primary).
+    public func setReplicaSynchronous(_ synchronous: Bool, replica: String) {
+        let gauge = replicaSynchronous.withLock { gauges in
+            if let gauge = gauges[replica] { return gauge }
+            let gauge = registry.makeGauge(
+                descriptor: Self.name("replica_synchronous", help: "1 while a replica's confirmations count for sync-replicas (a published synchronous member)."),
+                labels: [("replica", replica)])
+            gauges[replica] = gauge
+            return gauge
+        }
+        gauge.set(Double(synchronous ? 1 : 0))
+    }
+
+    /// Drops a replica's series (it disconnected or left the cluster), so
     /// a departed replica does not report a stale lag forever.
     public func removeReplica(_ replica: String) {
         let gauges = replicaLags.withLock { $0.removeValue(forKey: replica) } ?? [:]
         for gauge in gauges.values { registry.unregisterGauge(gauge) }
+        if let gauge = replicaSynchronous.withLock({ $0.removeValue(forKey: replica) }) { registry.unregisterGauge(gauge) }
     }
 
     private static func name(_ metric: String, unit: String = "", help: String) -> MetricNameDescriptor {
