@@ -251,20 +251,9 @@ extension IntegrationTests {
             etcd.extraClientHost = namespace.hostAddress
             try etcd.start()
             defer { etcd.stop() }
-            let cluster = try Cluster(lease: .etcd(endpoint: etcd.extraEndpoint!))
+            let cluster = try Cluster.started(across: namespace, etcd: etcd)
             defer { cluster.destroy() }
-            // node-a lives in the namespace; the others on the host side of the link.
-            for (index, node) in cluster.nodes.enumerated() {
-                let address = index == 0 ? namespace.namespaceAddress : namespace.hostAddress
-                let text = try String(contentsOfFile: node.configPath, encoding: .utf8)
-                try node.writeConfig(text.replacingOccurrences(of: "listen: 127.0.0.1:", with: "listen: \(address):"))
-            }
             let a = cluster.nodes[0]
-            a.launcher = ["/usr/bin/nsenter", "--net=\(namespace.path)"]
-            try a.start()
-            try waitUntil(timeout: 20, "node-a is primary") { (try? a.status().role) == "primary" }
-            for node in cluster.replicas { try node.start() }
-            #expect(try cluster.waitForPrimary() === a)
             _ = try Command.sqlite(a.mount + "/app.db", "PRAGMA journal_mode=\(journalMode); CREATE TABLE acks(seq INTEGER PRIMARY KEY, node, at);")
             try cluster.waitForConvergence(["app.db"])
 
@@ -272,32 +261,16 @@ extension IntegrationTests {
             try namespace.cut()
             // An application that keeps its connection (as Headscale does):
             // what it commits stays in node-a's WAL, never checkpointed.
-            let writer = try Command.start("/usr/bin/env", [
-                "python3", "-c",
-                """
-                import sqlite3, sys, time
-                c = sqlite3.connect(sys.argv[1], isolation_level=None, timeout=5)
-                seq = 1
-                while True:
-                    try:
-                        c.execute("INSERT INTO acks VALUES (?, 'a', 0)", (seq,))
-                    except Exception as e:
-                        sys.stderr.write("refused %s\\n" % e); sys.stderr.flush(); time.sleep(3600)
-                    sys.stderr.write("ack %d\\n" % seq); sys.stderr.flush()
-                    seq += 1
-                    time.sleep(0.005)
-                """,
-                a.mount + "/app.db",
-            ])
-            defer { kill(writer.process.processIdentifier, SIGKILL) }
+            let writer = try ConnectionWriter(database: a.mount + "/app.db", insert: "INSERT INTO acks VALUES (?, 'a', 0)", busyTimeout: 5, pause: 0.005)
+            defer { writer.kill() }
             var refusedAt: Date?
             var electedAt: Date?
             try waitUntil(timeout: 30, interval: 0.02, "node-a refuses writes and another node is elected") {
-                if refusedAt == nil, writer.errorSoFar.contains("refused") { refusedAt = Date() }
+                if refusedAt == nil, writer.refused { refusedAt = Date() }
                 if electedAt == nil, cluster.replicas.contains(where: { (try? $0.status().role) == "primary" }) { electedAt = Date() }
                 return refusedAt != nil && electedAt != nil
             }
-            let seq = writer.errorSoFar.split(separator: "\n").filter { $0.hasPrefix("ack ") }.count + 1
+            let seq = writer.acknowledged.count + 1
             let refused = refusedAt!.timeIntervalSince(cut)
             let elected = electedAt!.timeIntervalSince(cut)
             print("etcd partition: node-a refused writes after \(Int(refused * 1000)) ms, another node elected after \(Int(elected * 1000)) ms")
@@ -499,6 +472,67 @@ extension ApplicationSampler {
         }
         return pids
     }
+}
+
+extension Cluster {
+    /// Three nodes on an etcd lease (`etcd` answering on the namespace's
+    /// host address too), node-a inside `namespace`, the others on the host
+    /// side of the link; node-a starts first and is the primary.
+    static func started(across namespace: NetworkNamespace, etcd: EtcdServer, replication: [String] = []) throws -> Cluster {
+        let cluster = try Cluster(lease: .etcd(endpoint: etcd.extraEndpoint!), replication: replication)
+        do {
+            for (index, node) in cluster.nodes.enumerated() {
+                let address = index == 0 ? namespace.namespaceAddress : namespace.hostAddress
+                let text = try String(contentsOfFile: node.configPath, encoding: .utf8)
+                try node.writeConfig(text.replacingOccurrences(of: "listen: 127.0.0.1:", with: "listen: \(address):"))
+            }
+            let a = cluster.nodes[0]
+            a.launcher = ["/usr/bin/nsenter", "--net=\(namespace.path)"]
+            try a.start()
+            try waitUntil(timeout: 20, "node-a is primary") { (try? a.status().role) == "primary" }
+            for node in cluster.replicas { try node.start() }
+            guard try cluster.waitForPrimary() === a else { throw Failure("node-a is not the primary") }
+        } catch {
+            cluster.destroy()
+            throw error
+        }
+        return cluster
+    }
+}
+
+/// An application that keeps one SQLite connection (as Headscale does) and
+/// inserts row after row with `insert` (one `?`, the sequence number); it
+/// reports each commit SQLite returned ("ack N"), and stops at the first
+/// refusal.
+final class ConnectionWriter {
+    private let started: Command.Started
+
+    init(database: String, insert: String, busyTimeout: Double, pause: Double) throws {
+        started = try Command.start("/usr/bin/env", [
+            "python3", "-c",
+            """
+            import sqlite3, sys, time
+            c = sqlite3.connect(sys.argv[1], isolation_level=None, timeout=float(sys.argv[3]))
+            seq = 1
+            while True:
+                try:
+                    c.execute(sys.argv[2], (seq,))
+                except Exception as e:
+                    sys.stderr.write("refused %s\\n" % e); sys.stderr.flush(); time.sleep(3600)
+                sys.stderr.write("ack %d\\n" % seq); sys.stderr.flush()
+                seq += 1
+                time.sleep(float(sys.argv[4]))
+            """,
+            database, insert, "\(busyTimeout)", "\(pause)",
+        ])
+    }
+
+    /// The sequence numbers whose commit returned.
+    var acknowledged: [Int] { started.errorSoFar.split(separator: "\n").filter { $0.hasPrefix("ack ") }.compactMap { Int($0.dropFirst(4)) } }
+    /// A commit failed (the writer stopped there).
+    var refused: Bool { started.errorSoFar.contains("refused") }
+
+    func kill() { Glibc.kill(started.process.processIdentifier, SIGKILL) }
 }
 
 /// A network namespace joined to the host by a veth pair, to cut a node off

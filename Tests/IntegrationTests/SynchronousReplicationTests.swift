@@ -156,41 +156,14 @@ extension IntegrationTests {
             etcd.extraClientHost = namespace.hostAddress
             try etcd.start()
             defer { etcd.stop() }
-            let cluster = try Cluster(lease: .etcd(endpoint: etcd.extraEndpoint!), replication: ["sync-replicas: 1"])
+            let cluster = try Cluster.started(across: namespace, etcd: etcd, replication: ["sync-replicas: 1"])
             defer { cluster.destroy() }
-            for (index, node) in cluster.nodes.enumerated() {
-                let address = index == 0 ? namespace.namespaceAddress : namespace.hostAddress
-                let text = try String(contentsOfFile: node.configPath, encoding: .utf8)
-                try node.writeConfig(text.replacingOccurrences(of: "listen: 127.0.0.1:", with: "listen: \(address):"))
-            }
             let a = cluster.nodes[0]
-            a.launcher = ["/usr/bin/nsenter", "--net=\(namespace.path)"]
-            try a.start()
-            try waitUntil(timeout: 20, "node-a is primary") { (try? a.status().role) == "primary" }
-            for node in cluster.replicas { try node.start() }
-            #expect(try cluster.waitForPrimary() === a)
             _ = try Command.sqlite(a.mount + "/app.db", "PRAGMA journal_mode=wal; CREATE TABLE acks(seq INTEGER PRIMARY KEY);")
             try cluster.waitForConvergence(["app.db"])
-            // One connection, as Headscale keeps: "ack N" once COMMIT returned.
-            let writer = try Command.start("/usr/bin/env", [
-                "python3", "-c",
-                """
-                import sqlite3, sys, time
-                c = sqlite3.connect(sys.argv[1], isolation_level=None, timeout=60)
-                seq = 1
-                while True:
-                    try:
-                        c.execute("INSERT INTO acks VALUES (?)", (seq,))
-                    except Exception as e:
-                        sys.stderr.write("refused %s\\n" % e); sys.stderr.flush(); time.sleep(3600)
-                    sys.stderr.write("ack %d\\n" % seq); sys.stderr.flush()
-                    seq += 1
-                    time.sleep(0.002)
-                """,
-                a.mount + "/app.db",
-            ])
-            defer { kill(writer.process.processIdentifier, SIGKILL) }
-            func acknowledged() -> [Int] { writer.errorSoFar.split(separator: "\n").filter { $0.hasPrefix("ack ") }.compactMap { Int($0.dropFirst(4)) } }
+            let writer = try ConnectionWriter(database: a.mount + "/app.db", insert: "INSERT INTO acks VALUES (?)", busyTimeout: 60, pause: 0.002)
+            defer { writer.kill() }
+            func acknowledged() -> [Int] { writer.acknowledged }
             try waitUntil(timeout: 20, "the writer commits") { acknowledged().count >= 100 }
             try namespace.cut()
             let before = acknowledged().count
@@ -200,7 +173,7 @@ extension IntegrationTests {
                 return elected != nil
             }
             let next = elected!
-            try waitUntil(timeout: 20, "node-a's waiting commit fails") { writer.errorSoFar.contains("refused") }
+            try waitUntil(timeout: 20, "node-a's waiting commit fails") { writer.refused }
             let acks = acknowledged()
             print("sync partition: \(before) acknowledged before the cut, \(acks.count - before) after; \(next.name) took over")
             #expect(acks.count - before <= 1, "the cut-off primary acknowledged commits no replica holds")

@@ -162,60 +162,14 @@ public final class SynchronousReplication: CommitBarrier, Sendable {
 
     public func committed(database: String, txid: TXID) -> Result<Void, FileSystemError> {
         let started = ContinuousClock.now
-        let deadline = started + settings.timeout
         state.withLock { state in
             startTermIfNew(&state)
             if (state.latest[database] ?? TXID(0)) < txid { state.latest[database] = txid }
             noteRecent(database, txid, at: started, &state)
         }
-        var logged = false
-        var stoppedAt: ContinuousClock.Instant?
+        var wait = Wait(database: database, txid: txid, deadline: started + settings.timeout)
         while true {
-            let outcome: Outcome = state.wait { state -> Monitor<State>.Step<Outcome> in
-                let now = ContinuousClock.now
-                if !isPrimary() {
-                    // A handoff stops writes while the replicas are still
-                    // confirming the last commits: give them a moment.
-                    if confirmations(database, txid) >= settings.replicas { return .done(.confirmed) }
-                    let since = stoppedAt ?? now
-                    stoppedAt = since
-                    return now - since >= Self.graceAfterWritesStop ? .done(.notPrimary) : .wait(until: now + .milliseconds(50))
-                }
-                if state.publishing { return .wait(until: now + .milliseconds(50)) }
-                if let change = membershipChange(&state, now: now) {
-                    state.publishing = true
-                    return .done(.publish(change))
-                }
-                if state.degraded { return .done(.asynchronous) }
-                if confirmations(database, txid) >= settings.replicas {
-                    if (state.acknowledged[database] ?? TXID(0)) < txid { state.acknowledged[database] = txid }
-                    return .done(.confirmed)
-                }
-                guard now >= deadline else { return .wait(until: min(deadline, now + .milliseconds(100))) }
-                if settings.degrade {
-                    guard let term = membership?.term else {
-                        state.degraded = true
-                        return .done(.degraded)
-                    }
-                    state.publishing = true
-                    let published = membership?.publishedMembers()
-                    return .done(
-                        .publish(
-                            SynchronousMembers(
-                                epoch: term.epoch, primary: term.node, replicas: settings.replicas, members: Set(published?.members ?? []), degraded: true)))
-                }
-                if !logged {
-                    logged = true
-                    if waitingLog.isDue() {
-                        logger.warning(
-                            "a commit waits for replicas to confirm it (replication.sync-replicas; sync-degrade is false): it returns once they do",
-                            metadata: ["database": "\(database)", "txid": "\(txid)", "sync-replicas": "\(settings.replicas)"])
-                    }
-                }
-                // The role is checked again every 100 ms.
-                return .wait(until: now + .milliseconds(100))
-            }
-            switch outcome {
+            switch state.wait({ step(&$0, &wait) }) {
             case .publish(let members):
                 publish(members, database: database, txid: txid)
                 continue
@@ -233,6 +187,61 @@ public final class SynchronousReplication: CommitBarrier, Sendable {
                 return .failure(FileSystemError(.notReplicated, "\(database) TXID \(txid) was not confirmed by \(settings.replicas) replica(s)"))
             }
         }
+    }
+
+    /// One waiting commit, as its steps see it.
+    private struct Wait {
+        let database: String
+        let txid: TXID
+        let deadline: ContinuousClock.Instant
+        /// Since when this node no longer takes writes.
+        var stoppedAt: ContinuousClock.Instant?
+        var logged = false
+    }
+
+    /// Looks at the state once for a waiting commit: done (and how), or
+    /// wait on. Called with the lock held; publishing happens outside it.
+    private func step(_ state: inout State, _ wait: inout Wait) -> Monitor<State>.Step<Outcome> {
+        let now = ContinuousClock.now
+        let (database, txid) = (wait.database, wait.txid)
+        if !isPrimary() {
+            // A handoff stops writes while the replicas are still
+            // confirming the last commits: give them a moment.
+            if confirmations(database, txid) >= settings.replicas { return .done(.confirmed) }
+            let since = wait.stoppedAt ?? now
+            wait.stoppedAt = since
+            return now - since >= Self.graceAfterWritesStop ? .done(.notPrimary) : .wait(until: now + .milliseconds(50))
+        }
+        if state.publishing { return .wait(until: now + .milliseconds(50)) }
+        if let change = membershipChange(&state, now: now) {
+            state.publishing = true
+            return .done(.publish(change))
+        }
+        if state.degraded { return .done(.asynchronous) }
+        if confirmations(database, txid) >= settings.replicas {
+            if (state.acknowledged[database] ?? TXID(0)) < txid { state.acknowledged[database] = txid }
+            return .done(.confirmed)
+        }
+        guard now >= wait.deadline else { return .wait(until: min(wait.deadline, now + .milliseconds(100))) }
+        if settings.degrade {
+            guard let membership, let term = membership.term else {
+                state.degraded = true
+                return .done(.degraded)
+            }
+            state.publishing = true
+            let members = Set(membership.publishedMembers()?.members ?? [])
+            return .done(.publish(SynchronousMembers(epoch: term.epoch, primary: term.node, replicas: settings.replicas, members: members, degraded: true)))
+        }
+        if !wait.logged {
+            wait.logged = true
+            if waitingLog.isDue() {
+                logger.warning(
+                    "a commit waits for replicas to confirm it (replication.sync-replicas; sync-degrade is false): it returns once they do",
+                    metadata: ["database": "\(database)", "txid": "\(txid)", "sync-replicas": "\(settings.replicas)"])
+            }
+        }
+        // The role is checked again every 100 ms.
+        return .wait(until: now + .milliseconds(100))
     }
 
     private func noteDegraded(database: String, txid: TXID) {
