@@ -180,7 +180,10 @@ extension IntegrationTests {
             let present = Set(try Command.sqlite(next.mount + "/app.db", "SELECT seq FROM acks").split(separator: "\n").compactMap { Int($0) })
             let missing = Set(acks).subtracting(present)
             #expect(missing.isEmpty, "acknowledged by the cut-off primary, missing on \(next.name): \(missing.sorted().prefix(10))")
+            // node-a rejoins as a replica and takes the new primary's history.
+            writer.kill()
             try namespace.heal()
+            #expect(try cluster.waitForPrimary(timeout: 30) === next)
             try cluster.waitForConvergence(["app.db"], nodes: cluster.replicas)
         }
 

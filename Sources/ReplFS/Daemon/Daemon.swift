@@ -241,6 +241,9 @@ public final class Daemon: Sendable {
         services.append(.init(service: BlockingService("retention", start: retention.start, stop: retention.stop)))
         if let tls { services.append(.init(service: BlockingService("tls", start: { tls.startWatching() }, stop: tls.stopWatching))) }
         if let sampler { services.append(.init(service: BlockingService("sampler", start: sampler.start, stop: sampler.stop))) }
+        if let synchronous {
+            services.append(.init(service: BlockingService("synchronous", start: synchronous.startMaintenance, stop: synchronous.stopMaintenance)))
+        }
         services += [
             .init(
                 service: BlockingService(

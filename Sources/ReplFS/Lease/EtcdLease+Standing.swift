@@ -14,13 +14,12 @@ extension EtcdLease: SynchronousMembership {
     /// Primary, at each renewal: a new sample if its history moved, kept
     /// for a minute, published while this node still holds the key.
     func publishProgress(lease: Int64) {
-        let transactions = standing(after: nil).transactions
-        let now = Int64(Date().timeIntervalSince1970 * 1000)
+        let sample = Progress.Sample(transactions: standing(after: nil).transactions, at: Int64(MonotonicClock.nanoseconds() / 1_000_000))
         let progress: Progress? = state.withLock { state in
-            if let last = state.progress.last, last.transactions == transactions { return nil }
-            state.progress.append(.init(transactions: transactions, at: now))
-            if let kept = state.progress.firstIndex(where: { now - $0.at <= 60_000 }), kept > 0 { state.progress.removeFirst(kept) }
-            return Progress(node: me, epoch: state.epoch, samples: state.progress)
+            defer { state.lastRenewalSample = sample }
+            guard let samples = Progress.record(sample, after: state.progress, lastRenewal: state.lastRenewalSample) else { return nil }
+            state.progress = samples
+            return Progress(node: me, epoch: state.epoch, samples: samples)
         }
         guard let progress, let value = try? JSONEncoder().encode(progress) else { return }
         _ = try? client.putWhileHeld(progressKey, value: [UInt8](value), holderKey: key, lease: lease)
@@ -31,9 +30,18 @@ extension EtcdLease: SynchronousMembership {
     /// itself, or nil.
     private func maxLagHoldBack(_ mine: Standing) -> String? {
         guard maxLag > .zero, let value = try? client.get(progressKey),
-            let progress = try? JSONDecoder().decode(Progress.self, from: Data(value.value)), let lag = progress.lag(of: mine.transactions), lag > maxLag
+            let progress = try? JSONDecoder().decode(Progress.self, from: Data(value.value))
         else { return nil }
-        return "holding back: this node is \(lag) behind \(progress.node)'s last commits (lease.max-lag \(maxLag)); replfsd promote --force takes over anyway"
+        let behind: String
+        switch progress.lag(of: mine.transactions) {
+        case .caughtUp: return nil
+        case .behind(let lag):
+            guard lag > maxLag else { return nil }
+            behind = "\(lag)"
+        case .beyondRecord:
+            behind = "more than the last minute"
+        }
+        return "holding back: this node is \(behind) behind \(progress.node)'s last commits (lease.max-lag \(maxLag)); replfsd promote --force takes over anyway"
     }
 
     /// The term this node saw end: the last holder's create revision, or
@@ -128,7 +136,9 @@ extension EtcdLease: SynchronousMembership {
     /// The synchronous rule (see ``SynchronousMembers``): why this node may
     /// not take over yet, or nil.
     private func synchronousHoldBack(_ promise: SynchronousMembers, mine: Standing, fresh: [Standing]) -> String? {
-        if promise.primary == me { return nil }
+        // The primary that made the promise holds what it acknowledged (if
+        // its history reaches that term: not a node rebuilt empty).
+        if promise.primary == me, mine.epoch >= promise.epoch { return nil }
         guard promise.members.contains(me) else {
             return "holding back: not one of the synchronous replicas of \(promise.primary) (\(promise.members.joined(separator: ", "))), so this node may lack commits it acknowledged"
         }
@@ -162,7 +172,8 @@ extension EtcdLease: SynchronousMembership {
 
     public func publishedMembers() -> SynchronousMembers? {
         state.withLock { state in
-            guard state.lease != nil, let members = state.synchronousMembers, members.epoch == state.epoch else { return nil }
+            guard state.lease != nil || state.handedOverEpoch == state.epoch, let members = state.synchronousMembers, members.epoch == state.epoch
+            else { return nil }
             return members
         }
     }
@@ -174,7 +185,17 @@ extension EtcdLease: SynchronousMembership {
         do {
             guard try client.putWhileHeld(synchronousKey, value: [UInt8](value), holderKey: key, lease: lease) else { return false }
         } catch {
+            // The write may have landed: until one is confirmed, count only
+            // the members both sets have, and go on unconfirmed only if
+            // both say so. Valid whichever etcd holds.
             logger.warning("cannot publish the synchronous replicas", metadata: ["error": "\(error)"])
+            state.withLock { state in
+                guard state.lease == lease else { return }
+                let old = state.synchronousMembers
+                state.synchronousMembers = SynchronousMembers(
+                    epoch: members.epoch, primary: members.primary, replicas: members.replicas,
+                    members: Set(members.members).intersection(old?.members ?? []), degraded: members.degraded && (old?.degraded ?? false))
+            }
             return false
         }
         state.withLock { if $0.lease == lease { $0.synchronousMembers = members } }

@@ -18,6 +18,9 @@ extension EtcdLease {
         var lastHolder: (String, Int64)?
         /// Take the key as soon as it is free (this node is a handoff's target).
         var takeover = false
+        /// Since when ``takeover`` is set: a handoff that did not happen
+        /// within 3 TTLs (the old primary resumed) ends it.
+        var takeoverSince: ContinuousClock.Instant?
         /// Do not campaign before this: this node has never been part of a
         /// term, and nodes that hold the data should win a fresh start.
         /// Cleared once it follows a primary. (A handoff holds others back
@@ -42,8 +45,13 @@ extension EtcdLease {
         var lastPublished: (standing: Standing, at: ContinuousClock.Instant)?
         /// The synchronous replicas this node published in its current term.
         var synchronousMembers: SynchronousMembers?
-        /// This term's ``Progress`` samples, oldest first.
+        /// The term this node handed over (`promote`/`demote`): its
+        /// members' confirmations still count for commits waiting then.
+        var handedOverEpoch: Epoch?
+        /// This term's ``Progress`` samples, oldest first, and the last
+        /// renewal's (published only when the history moved).
         var progress: [Progress.Sample] = []
+        var lastRenewalSample: Progress.Sample?
     }
 
     /// What a primary publishes at each renewal (`<key>.progress`, attached
@@ -56,24 +64,44 @@ extension EtcdLease {
         struct Sample: Codable, Equatable {
             /// The TXIDs of the databases' last transactions, summed (as ``Standing``).
             var transactions: UInt64
-            /// The primary's wall clock, in milliseconds since 1970 (only
-            /// differences between samples are used).
+            /// The primary's monotonic clock, in milliseconds (only
+            /// differences between samples of one term are used).
             var at: Int64
+        }
+
+        /// How far behind the newest sample a candidate is.
+        enum Lag: Equatable {
+            case caughtUp
+            /// From the last sample it had reached to the newest (a bound from above).
+            case behind(Duration)
+            /// Behind the oldest sample kept: more than the record shows.
+            case beyondRecord
         }
 
         var node: String
         var epoch: Epoch
+        /// Oldest first: the newest sample older than a minute (an anchor),
+        /// then every change since; a sample before a change after a
+        /// quiet time marks when the quiet ended.
         var samples: [Sample]
 
-        /// How far a candidate holding `transactions` is behind the
-        /// newest sample: from the last sample it had reached to the
-        /// newest (a bound from above, as far as samples go); nil: not
-        /// behind what was published.
-        func lag(of transactions: UInt64) -> Duration? {
-            guard let newest = samples.last, transactions < newest.transactions else { return nil }
-            guard let ahead = samples.firstIndex(where: { $0.transactions > transactions }) else { return nil }
-            let reached = ahead > 0 ? samples[ahead - 1].at : samples[0].at
-            return .milliseconds(max(0, newest.at - reached))
+        func lag(of transactions: UInt64) -> Lag {
+            guard let newest = samples.last, transactions < newest.transactions else { return .caughtUp }
+            guard let ahead = samples.firstIndex(where: { $0.transactions > transactions }), ahead > 0 else { return .beyondRecord }
+            return .behind(.milliseconds(max(0, newest.at - samples[ahead - 1].at)))
+        }
+
+        /// The samples after `sample` is taken at a renewal: a change is
+        /// recorded (after the last unchanged renewal, so a quiet time does
+        /// not count as lag), and what is older than `window` goes but for
+        /// one anchor.
+        static func record(_ sample: Sample, after samples: [Sample], lastRenewal: Sample?, window: Int64 = 60_000) -> [Sample]? {
+            guard samples.last?.transactions != sample.transactions else { return nil }
+            var next = samples
+            if let quiet = lastRenewal, quiet.transactions == next.last?.transactions, quiet.at > (next.last?.at ?? .max) { next.append(quiet) }
+            next.append(sample)
+            if let recent = next.firstIndex(where: { sample.at - $0.at <= window }), recent > 1 { next.removeFirst(recent - 1) }
+            return next
         }
     }
 

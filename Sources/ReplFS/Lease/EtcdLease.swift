@@ -247,7 +247,12 @@ public final class EtcdLease: LeaseKeeper, @unchecked Sendable {
             note("following \(holder.node)")
             host.report(.following(Peer(name: holder.node, address: holder.address), epoch: Epoch(UInt64(current.createRevision))))
         }
-        if takeover, acted {
+        if takeover, acted, let since = state.withLock({ $0.takeoverSince }), ContinuousClock.now - since > ttl * 3 {
+            // The old primary resumed (the handoff failed on its side): stop
+            // waiting for the key, and campaign by the rules again.
+            state.withLock { $0.takeover = false }
+            logger.warning("the handoff to this node did not happen: the primary kept the lease", metadata: ["holder": "\(holder.node)"])
+        } else if takeover, acted {
             // The old primary revokes its lease once we confirmed: poll.
             sleep(.milliseconds(10))
         } else {
@@ -321,7 +326,9 @@ public final class EtcdLease: LeaseKeeper, @unchecked Sendable {
             $0.lastHolder = (me, revision)
             $0.description = "primary"
             $0.synchronousMembers = nil
+            $0.handedOverEpoch = nil
             $0.progress = []
+            $0.lastRenewalSample = nil
         }
         logger.notice("won the lease", metadata: ["key": "\(key)", "epoch": "\(revision)"])
         // A primary's standing would hold the next election back for nothing.
@@ -393,7 +400,12 @@ public final class EtcdLease: LeaseKeeper, @unchecked Sendable {
                 logger.warning("could not revoke the lease for the handoff; it expires by itself", metadata: ["error": "\(error)"])
             }
         }
-        state.withLock { $0.lease = nil }
+        state.withLock {
+            $0.lease = nil
+            // The target applied everything before it accepted: commits
+            // still waiting may count its confirmations (not after a loss).
+            $0.handedOverEpoch = $0.epoch
+        }
     }
 
     public func resumeAfterFailedHandoff(offered: Epoch) -> Epoch? {
@@ -404,7 +416,10 @@ public final class EtcdLease: LeaseKeeper, @unchecked Sendable {
 
     public func handoffReceived(_ handoff: ReplicationMessage.Handoff) {
         if handoff.node == me {
-            state.withLock { $0.takeover = true }
+            state.withLock {
+                $0.takeover = true
+                $0.takeoverSince = .now
+            }
             note("taking over")
             wake.post()
         } else {
@@ -425,6 +440,7 @@ public final class EtcdLease: LeaseKeeper, @unchecked Sendable {
         }
         state.withLock {
             $0.takeover = true
+            $0.takeoverSince = .now
             $0.freshHoldBackUntil = nil
         }
         wake.post()
@@ -433,6 +449,7 @@ public final class EtcdLease: LeaseKeeper, @unchecked Sendable {
             if host.role == .primary { return .success(host.epoch) }
             Thread.sleep(forTimeInterval: 0.01)
         }
+        state.withLock { $0.takeover = false }
         return .failure(RoleError(.failed, "could not take the lease within \(ttl * 3)"))
     }
 

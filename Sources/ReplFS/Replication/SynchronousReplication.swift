@@ -129,9 +129,10 @@ public final class SynchronousReplication: CommitBarrier, Sendable {
         return candidates.filter { published.members.contains($0.name) }
     }
 
-    /// How many counted replicas hold `txid` of `database`.
+    /// How many counted replicas hold `txid` of `database` (nodes, not
+    /// connections: a node reconnecting may briefly have two).
     func confirmations(_ database: String, _ txid: TXID) -> Int {
-        counted().filter { $0.holds(database, txid) }.count
+        Set(counted().filter { $0.holds(database, txid) }.map(\.name)).count
     }
 
     /// A replica confirmed a transaction, or one left: waiting commits look
@@ -171,7 +172,7 @@ public final class SynchronousReplication: CommitBarrier, Sendable {
         while true {
             switch state.wait({ step(&$0, &wait) }) {
             case .publish(let members):
-                publish(members, database: database, txid: txid)
+                publish(members, commit: (database, txid))
                 continue
             case .degraded:
                 noteDegraded(database: database, txid: txid)
@@ -224,10 +225,13 @@ public final class SynchronousReplication: CommitBarrier, Sendable {
         }
         guard now >= wait.deadline else { return .wait(until: min(wait.deadline, now + .milliseconds(100))) }
         if settings.degrade {
-            guard let membership, let term = membership.term else {
+            guard let membership else {
                 state.degraded = true
                 return .done(.degraded)
             }
+            // Going on unconfirmed must be published first; without the
+            // lease it cannot be (the commit waits for the role check).
+            guard let term = membership.term else { return .wait(until: now + .milliseconds(100)) }
             state.publishing = true
             let members = Set(membership.publishedMembers()?.members ?? [])
             return .done(.publish(SynchronousMembers(epoch: term.epoch, primary: term.node, replicas: settings.replicas, members: members, degraded: true)))
@@ -250,8 +254,37 @@ public final class SynchronousReplication: CommitBarrier, Sendable {
             metadata: ["database": "\(database)", "txid": "\(txid)", "sync-replicas": "\(settings.replicas)", "timeout": "\(settings.timeout)"])
     }
 
-    /// Writes a membership change (outside the lock), then lets every waiter look again.
-    private func publish(_ members: SynchronousMembers, database: String, txid: TXID) {
+    /// Once a second on a primary that publishes its members: the changes
+    /// no commit comes to make. A member that disconnected while nothing
+    /// was written leaves (a crash then does not wait for it), a caught-up
+    /// candidate joins, a new term's first set is published.
+    private let maintenance = Locked<PeriodicTask?>(nil)
+
+    public func startMaintenance() {
+        guard membership != nil else { return }
+        let task = PeriodicTask(every: .seconds(1)) { [self] in maintain() }
+        maintenance.withLock { $0 = task }
+        task.start()
+    }
+
+    public func stopMaintenance() {
+        maintenance.value?.stop()
+    }
+
+    func maintain() {
+        guard membership?.term != nil, isPrimary() else { return }
+        let change: SynchronousMembers? = state.withLock { state in
+            startTermIfNew(&state)
+            guard !state.publishing, let change = membershipChange(&state, now: .now) else { return nil }
+            state.publishing = true
+            return change
+        }
+        if let change { publish(change, commit: nil) }
+    }
+
+    /// Writes a membership change (outside the lock), then lets every
+    /// waiter look again. `commit`: the waiting commit that asked for it.
+    private func publish(_ members: SynchronousMembers, commit: (database: String, txid: TXID)?) {
         let published = membership?.publish(members) ?? false
         let previous = membership == nil ? nil : state.withLock { $0.degraded }
         state.withLock { state in
@@ -270,7 +303,7 @@ public final class SynchronousReplication: CommitBarrier, Sendable {
         }
         logger.notice(
             "synchronous replicas", metadata: ["members": "\(members.members.joined(separator: ","))", "degraded": "\(members.degraded)", "epoch": "\(members.epoch)"])
-        if members.degraded, previous == false { noteDegraded(database: database, txid: txid) }
+        if members.degraded, previous == false, let commit { noteDegraded(database: commit.database, txid: commit.txid) }
         if !members.degraded, previous == true { noteSynchronousAgain() }
     }
 
@@ -278,7 +311,8 @@ public final class SynchronousReplication: CommitBarrier, Sendable {
     /// promised is not this one's.
     private func startTermIfNew(_ state: inout State) {
         guard let membership, let term = membership.term?.epoch, state.term != term else { return }
-        state = State(generation: state.generation &+ 1, term: term)
+        // A publication in flight stays the only one.
+        state = State(generation: state.generation &+ 1, term: term, publishing: state.publishing)
     }
 
     private func noteRecent(_ database: String, _ txid: TXID, at now: ContinuousClock.Instant, _ state: inout State) {
@@ -317,7 +351,7 @@ public final class SynchronousReplication: CommitBarrier, Sendable {
         }
         let current = Set(published.members)
         let lagging = current.filter { name in
-            guard let replica = connected.first(where: { $0.name == name }) else { return !state.lagMark.isEmpty }
+            guard let replica = connected.first(where: { $0.name == name }) else { return true }
             return state.lagMark.contains { !replica.holds($0.key, $0.value) }
         }
         var next = current.union(holdersOfAll).subtracting(lagging)
