@@ -176,4 +176,19 @@ struct SynchronousReplicationTests {
         #expect(after.lag(of: 10) == .behind(.milliseconds(700)))
         #expect(after.lag(of: 9) == .beyondRecord)
     }
+
+    @Test("a standing is ahead of another if it holds a transaction the other lacks in any database")
+    func standingsPerDatabase() {
+        typealias Standing = EtcdLease.Standing
+        let caughtUpOnOne = Standing(node: "node-c", epoch: Epoch(4), transactions: 180, after: 7, databases: ["a.db": 80, "b.db": 100])
+        let holderOfOther = Standing(node: "node-b", epoch: Epoch(4), transactions: 130, after: 7, databases: ["a.db": 75, "b.db": 55])
+        let prefix = Standing(node: "node-d", epoch: Epoch(4), transactions: 120, after: 7, databases: ["a.db": 70, "b.db": 50])
+        #expect(caughtUpOnOne.isAhead(ofAny: holderOfOther))
+        #expect(!prefix.isAhead(ofAny: holderOfOther), "a prefix of the same history lacks, holds nothing more")
+        #expect(holderOfOther.isAhead(ofAny: prefix))
+        let diverged = Standing(node: "node-e", epoch: Epoch(4), transactions: 110, after: 7, databases: ["a.db": 50, "b.db": 60])
+        #expect(diverged.isAhead(ofAny: holderOfOther) && holderOfOther.isAhead(ofAny: diverged), "neither proves it holds all the other holds")
+        let older = Standing(node: "node-f", epoch: Epoch(4), transactions: 300, after: 7)
+        #expect(older.isAhead(ofAny: holderOfOther), "without per-database TXIDs, the rank decides")
+    }
 }

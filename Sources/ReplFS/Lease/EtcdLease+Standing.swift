@@ -56,7 +56,7 @@ extension EtcdLease: SynchronousMembership {
         let positions = host.positions()
         return Standing(
             node: me, epoch: positions.map(\.position.epoch).max() ?? .unknown, transactions: positions.reduce(0) { $0 &+ $1.position.txid.rawValue },
-            after: term)
+            after: term, databases: Dictionary(positions.map { ($0.database, $0.position.txid.rawValue) }, uniquingKeysWith: max))
     }
 
     /// While following, a candidate keeps a standing published (renewed
@@ -147,8 +147,15 @@ extension EtcdLease: SynchronousMembership {
             let missing = Set(promise.members).subtracting(compared.map(\.node)).subtracting([me]).sorted()
             return "holding back: cannot prove this node holds every commit \(promise.primary) acknowledged until \(promise.quorum - 1 - compared.count) more of \(missing.joined(separator: ", ")) publish their positions (sync-replicas \(promise.replicas) of \(promise.members.count))"
         }
+        // Every compared member must hold no transaction this node lacks,
+        // database by database (members hold prefixes of one history, so
+        // one of them does; a member caught up on one database and not yet
+        // on another, mid-reconnection, does not prove anything).
+        if let ahead = compared.first(where: { $0.isAhead(ofAny: mine) }) {
+            return "holding back: \(ahead.node) holds transactions this node lacks (epoch \(ahead.epoch), \(ahead.transactions) against \(mine.epoch), \(mine.transactions))"
+        }
         if let better = compared.filter({ $0.ranks(above: mine) }).max(by: { $1.ranks(above: $0) }) {
-            return "holding back: \(better.node) holds newer transactions (epoch \(better.epoch), \(better.transactions) against \(mine.epoch), \(mine.transactions))"
+            return "holding back: \(better.node) ranks first with the same transactions"
         }
         return nil
     }

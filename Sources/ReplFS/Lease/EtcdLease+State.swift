@@ -121,6 +121,16 @@ extension EtcdLease {
         /// may be old). A candidate compares itself with standings
         /// published for the same ended term only.
         var after: Int64?
+        /// The TXID of each database's last transaction (absent from
+        /// older versions' standings).
+        var databases: [String: UInt64]?
+
+        /// Whether this standing holds a transaction `other` lacks in some
+        /// database (without per-database TXIDs: whether it ranks above).
+        func isAhead(ofAny other: Standing) -> Bool {
+            guard let databases, let theirs = other.databases else { return ranks(above: other) }
+            return databases.contains { $0.value > (theirs[$0.key] ?? 0) }
+        }
 
         /// Raft's up-to-date rule (the later last term, then the longer log),
         /// then the name, so that exactly one candidate ranks first.
