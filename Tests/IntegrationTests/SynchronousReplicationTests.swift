@@ -181,6 +181,10 @@ extension IntegrationTests {
             let missing = Set(acks).subtracting(present)
             #expect(missing.isEmpty, "acknowledged by the cut-off primary, missing on \(next.name): \(missing.sorted().prefix(10))")
             // node-a rejoins as a replica and takes the new primary's history.
+            // (The writer goes first: its connection, whose failed commit
+            // could not roll back on a node that lost its lease, keeps
+            // SQLite's locks, and the node's apply waits for them; a
+            // supervised application is killed with the lease instead.)
             writer.kill()
             try namespace.heal()
             #expect(try cluster.waitForPrimary(timeout: 30) === next)
