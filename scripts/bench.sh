@@ -338,16 +338,30 @@ fother() { for name in a b c; do [[ $name != "$1" ]] && echo "$name" && return; 
 for name in a b c; do fstart "$name"; done
 fsettled >/dev/null
 mounts="$F/a/mnt,$F/b/mnt,$F/c/mnt"
-fwriter_start
-crash=()
-for run in $(seq "$FAILOVER_RUNS"); do
-  primary=$(fsettled)
-  sleep 1
-  fkill_timed "$primary"
-  crash+=("$FTIME")
-  fstart "$primary"
-done
-fwriter_stop
+# FAILOVER_RUNS crashes of the primary under the writer; the times in FTIMES.
+fcrash_series() {
+  FTIMES=()
+  fwriter_start
+  for run in $(seq "$FAILOVER_RUNS"); do
+    primary=$(fsettled)
+    sleep 1
+    fkill_timed "$primary"
+    FTIMES+=("$FTIME")
+    fstart "$primary"
+  done
+  fwriter_stop
+}
+# "LOST TOTAL": acknowledged writes in $F/acks missing from NODE's database.
+fmissing() {
+  python3 - "$F/acks" "$F/$1/mnt/app.db" <<'PY'
+import sqlite3, sys
+acked = {int(line.split()[0]) for line in open(sys.argv[1]) if line.strip()}
+stored = {row[0] for row in sqlite3.connect(sys.argv[2]).execute("SELECT seq FROM acks")}
+print(len(acked - stored), len(acked))
+PY
+}
+fcrash_series
+crash=("${FTIMES[@]}")
 echo "Crash failover, \`kill -9\` of the primary's replfsd under a write load, to the first write acknowledged by the new primary ($FAILOVER_RUNS runs; the killed node restarts and rejoins between runs):"
 echo
 ftimes_table "${crash[@]}"
@@ -366,14 +380,7 @@ for run in $(seq "$HANDOFF_RUNS"); do
   sleep 1
   fwriter_stop
   gaps+=("$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["max_gap_ms"])' "$F/writer.json")")
-  now_primary=$(fsettled)
-  missing=$(python3 - "$F/acks" "$F/$now_primary/mnt/app.db" <<'PY'
-import sqlite3, sys
-acked = {int(line.split()[0]) for line in open(sys.argv[1]) if line.strip()}
-stored = {row[0] for row in sqlite3.connect(sys.argv[2]).execute("SELECT seq FROM acks")}
-print(len(acked - stored), len(acked))
-PY
-)
+  missing=$(fmissing "$(fsettled)")
   lost=$(( lost + ${missing%% *} )); total=$(( total + ${missing##* } ))
 done
 sorted=$(printf '%s\n' "${gaps[@]}" | sort -n)
@@ -412,27 +419,11 @@ for name in a b c; do
   fstart "$name"
 done
 fsettled >/dev/null
-fwriter_start
-synccrash=()
-for run in $(seq "$FAILOVER_RUNS"); do
-  primary=$(fsettled)
-  sleep 1
-  fkill_timed "$primary"
-  synccrash+=("$FTIME")
-  fstart "$primary"
-done
-fwriter_stop
-primary=$(fsettled)
-missing=$(python3 - "$F/acks" "$F/$primary/mnt/app.db" <<'PY'
-import sqlite3, sys
-acked = {int(line.split()[0]) for line in open(sys.argv[1]) if line.strip()}
-stored = {row[0] for row in sqlite3.connect(sys.argv[2]).execute("SELECT seq FROM acks")}
-print(len(acked - stored), len(acked))
-PY
-)
+fcrash_series
+missing=$(fmissing "$(fsettled)")
 echo "Crash failover with \`replication.sync-replicas: 1\`, as above ($FAILOVER_RUNS runs), and acknowledged writes missing on the last primary afterwards: ${missing%% *} of ${missing##* }:"
 echo
-ftimes_table "${synccrash[@]}"
+ftimes_table "${FTIMES[@]}"
 echo
 for name in a b c; do kill "${FPID[$name]}" 2>/dev/null || true; done
 for name in a b c; do while kill -0 "${FPID[$name]}" 2>/dev/null; do sleep 0.1; done; done

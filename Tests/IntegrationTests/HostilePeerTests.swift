@@ -222,10 +222,24 @@ final class Stranger: @unchecked Sendable {
 
     /// Everything the peer sends until it closes (or `timeout`).
     func readAll(timeout: Double) -> [UInt8] {
+        read(timeout: timeout) { _ in false }
+    }
+
+    /// The first whole message the peer sends (nil if none within `timeout`).
+    func firstMessage(timeout: Double) -> ReplicationMessage? {
+        var buffer = ByteBufferAllocator().buffer(bytes: read(timeout: timeout) { received in
+            var frames = ByteBufferAllocator().buffer(bytes: received)
+            return (try? ReplicationFrameCodec.decode(&frames)) != nil
+        })
+        return try? ReplicationFrameCodec.decode(&buffer)
+    }
+
+    /// What the peer sends until `enough` says so, it closes, or `timeout` passes.
+    private func read(timeout: Double, until enough: ([UInt8]) -> Bool) -> [UInt8] {
         let deadline = Date().addingTimeInterval(timeout)
         var result: [UInt8] = []
         var buffer = [UInt8](repeating: 0, count: 4096)
-        while Date() < deadline {
+        while Date() < deadline, !enough(result) {
             var poll = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
             guard Glibc.poll(&poll, 1, 100) == 1 else { continue }
             let n = recv(fd, &buffer, buffer.count, 0)
@@ -233,23 +247,6 @@ final class Stranger: @unchecked Sendable {
             result += buffer[0..<n]
         }
         return result
-    }
-
-    /// The first whole message the peer sends (nil if none within `timeout`).
-    func firstMessage(timeout: Double) -> ReplicationMessage? {
-        let deadline = Date().addingTimeInterval(timeout)
-        var received: [UInt8] = []
-        var buffer = [UInt8](repeating: 0, count: 4096)
-        while Date() < deadline {
-            var poll = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
-            guard Glibc.poll(&poll, 1, 100) == 1 else { continue }
-            let n = recv(fd, &buffer, buffer.count, 0)
-            if n <= 0 { break }
-            received += buffer[0..<n]
-            var frames = ByteBufferAllocator().buffer(bytes: received)
-            if let message = try? ReplicationFrameCodec.decode(&frames) { return message }
-        }
-        return nil
     }
 
     func close() { Glibc.close(fd) }
