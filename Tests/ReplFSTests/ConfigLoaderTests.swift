@@ -163,12 +163,14 @@ struct ConfigLoaderTests {
         let config = try ConfigLoader.parse(Self.designExample, hostname: "h")
         #expect(config.replication.syncTimeout == .seconds(10))
         #expect(config.replication.syncDegrade)
-        #expect(config.pending == ["http", "hooks", "vip", "backup", "fuse.io-uring"])
+        #expect(config.pending == ["hooks", "vip", "backup", "fuse.io-uring"])
+        #expect(config.http.listen == "127.0.0.1:20203")
+        #expect(config.http.maxLag == .seconds(1))
         #expect(config.lease.etcdTLS != nil)
         #expect(config.lease.maxLag == .seconds(5))
         var refused: ConfigError?
         do { try config.requireImplemented() } catch { refused = error }
-        #expect(refused?.key == "http", "\(String(describing: refused))")
+        #expect(refused?.key == "hooks", "\(String(describing: refused))")
         // The defaults of the pending keys ask for nothing and start.
         let quiet = try ConfigLoader.parse(
             "mount: /m\ndata: /d\nreplication: {sync-degrade: false, sync-timeout: 3s}\nlease: {max-lag: 0}\nfuse: {io-uring: auto}\n", hostname: "h")

@@ -201,11 +201,15 @@ public struct AdminStatus: Codable, Sendable, Equatable {
         public var primary: String
         public var connected: Bool
         public var lastError: String?
+        /// How long the oldest change received from the primary and not
+        /// yet applied has waited (0: nothing waits).
+        public var lagMs: Int?
 
-        public init(primary: String, connected: Bool, lastError: String? = nil) {
+        public init(primary: String, connected: Bool, lastError: String? = nil, lagMs: Int? = nil) {
             self.primary = primary
             self.connected = connected
             self.lastError = lastError
+            self.lagMs = lagMs
         }
     }
 

@@ -18,6 +18,7 @@ public struct Config: Sendable, Equatable {
     public var admin = Admin()
     public var exec: Exec?
     public var metrics = Metrics()
+    public var http = HTTP()
     /// Keys of the design that this version reads and validates but does
     /// not act on yet, in the order they appear: ``requireImplemented()``
     /// refuses them at start.
@@ -81,7 +82,16 @@ public struct Config: Sendable, Equatable {
     }
 
     public struct Metrics: Sendable, Equatable {
+        /// Kept as an alias of `http.listen`'s `/metrics`.
         public var listen: String?
+    }
+
+    /// `http`: the health endpoints (`/health`, `/primary`, `/replica`) and `/metrics`.
+    public struct HTTP: Sendable, Equatable {
+        public var listen: String?
+        /// `/replica` answers 200 only while the replica is connected and
+        /// nothing it received has waited longer than this to be applied.
+        public var maxLag: Duration = .seconds(1)
     }
 
     public init(node: String, mount: String, data: String) {

@@ -81,6 +81,11 @@ public enum ConfigLoader {
             config.metrics.listen = try metrics.address("listen")
             try metrics.rejectUnknown()
         }
+        if let http = try top.section("http") {
+            config.http.listen = try http.address("listen")
+            if let maxLag = try http.duration("max-lag") { config.http.maxLag = maxLag }
+            try http.rejectUnknown()
+        }
         try readPendingSections(top, into: &config)
         try top.rejectUnknown()
         return config
@@ -164,11 +169,6 @@ public enum ConfigLoader {
     /// validated like any other (so a typo is still named), and recorded
     /// as pending so that `mount` refuses it instead of running without it.
     private static func readPendingSections(_ top: Section, into config: inout Config) throws(ConfigError) {
-        if let http = try top.section("http") {
-            _ = try http.address("listen")
-            try http.rejectUnknown()
-            config.pending.append("http")
-        }
         if let hooks = try top.section("hooks") {
             _ = (try hooks.stringList("on-primary"), try hooks.stringList("on-replica"), try hooks.duration("timeout"))
             try hooks.rejectUnknown()

@@ -28,6 +28,8 @@ public final class Daemon: Sendable {
     /// Synchronous replication (`replication.sync-replicas` > 0), if configured.
     public let synchronous: SynchronousReplication?
     public let metrics: MetricsEndpoint?
+    /// `http.listen`: `/health`, `/primary`, `/replica`, `/metrics`.
+    public let health: HealthEndpoint?
     private let sampler: MetricsSampler?
     /// Whether this node has peers (otherwise it is a lone primary and
     /// listens for nobody).
@@ -66,7 +68,7 @@ public final class Daemon: Sendable {
         } catch {
             throw StartupError(description: "\(error)")
         }
-        metrics = config.metrics.listen == nil ? nil : MetricsEndpoint(logger: logger)
+        metrics = config.metrics.listen == nil && config.http.listen == nil ? nil : MetricsEndpoint(logger: logger)
         let fileSystem: FileSystem
         do {
             store = try Store(directory: directory, nodeID: nodeID, logger: logger)
@@ -106,9 +108,13 @@ public final class Daemon: Sendable {
         controller.setLease(lease)
         synchronous = Self.makeSynchronous(
             config, store: store, server: server, membership: lease as? any SynchronousMembership, metrics: metrics?.metrics, logger: logger)
-        admin = AdminServer(
-            handler: DaemonAdmin(config: config, controller: controller, lease: lease, supervisor: supervisor, tls: tls, synchronous: synchronous),
-            logger: logger)
+        let adminHandler = DaemonAdmin(config: config, controller: controller, lease: lease, supervisor: supervisor, tls: tls, synchronous: synchronous)
+        admin = AdminServer(handler: adminHandler, logger: logger)
+        if config.http.listen != nil, let metrics {
+            health = HealthEndpoint(maxLag: config.http.maxLag, registry: metrics.registry, logger: logger) { adminHandler.status() }
+        } else {
+            health = nil
+        }
         let (controller, lease) = (self.controller, self.lease)
         let synchronous = self.synchronous
         sampler = metrics.map { MetricsSampler(metrics: $0.metrics, controller: controller, lease: lease, tls: tls, synchronous: synchronous) }
@@ -185,6 +191,10 @@ public final class Daemon: Sendable {
                 try await metrics.start(listen: listen)
                 listening.append(metrics.stop)
             }
+            if let health, let listen = config.http.listen {
+                try await health.start(listen: listen)
+                listening.append(health.stop)
+            }
             if isClustered {
                 do {
                     try server.start(listen: config.replication.listen)
@@ -237,7 +247,8 @@ public final class Daemon: Sendable {
             .init(service: BlockingService("replication", stop: { [server] in server.stop() })),
             .init(service: admin),
         ]
-        if let metrics { services.append(.init(service: metrics)) }
+        if let metrics, config.metrics.listen != nil { services.append(.init(service: metrics)) }
+        if let health { services.append(.init(service: health)) }
         services.append(.init(service: BlockingService("retention", start: retention.start, stop: retention.stop)))
         if let tls { services.append(.init(service: BlockingService("tls", start: { tls.startWatching() }, stop: tls.stopWatching))) }
         if let sampler { services.append(.init(service: BlockingService("sampler", start: sampler.start, stop: sampler.stop))) }

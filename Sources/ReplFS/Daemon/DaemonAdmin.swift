@@ -49,7 +49,9 @@ final class DaemonAdmin: AdminHandler {
             return entry
         }
         let upstream = snapshot.upstream.map { client in
-            AdminStatus.Upstream(primary: snapshot.primary.map { "\($0)" } ?? client.primary ?? "?", connected: client.connected, lastError: client.lastError)
+            AdminStatus.Upstream(
+                primary: snapshot.primary.map { "\($0)" } ?? client.primary ?? "?", connected: client.connected, lastError: client.lastError,
+                lagMs: Int(client.backlogAge.milliseconds))
         }
         let process = supervisor.map { supervisor in
             let status = supervisor.status

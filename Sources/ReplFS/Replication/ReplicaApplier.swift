@@ -19,6 +19,10 @@ final class ReplicaApplier: @unchecked Sendable {
     private let logger: Logger
     private let condition = NSCondition()
     private var queue: [(ReplicationMessage, any Channel)] = []
+    /// When each queued message arrived (same indices as `queue`).
+    private var arrivals: [ContinuousClock.Instant] = []
+    /// When the batch being applied arrived (its first message).
+    private var applyingSince: ContinuousClock.Instant?
     private var head = 0
     private var queuedBytes = 0
     private var busy = false
@@ -92,6 +96,15 @@ final class ReplicaApplier: @unchecked Sendable {
         condition.unlock()
     }
 
+    /// How long the oldest change received and not yet applied has waited
+    /// (zero when nothing waits): the replica's lag behind what it received.
+    var backlogAge: Duration {
+        condition.lock()
+        defer { condition.unlock() }
+        guard let oldest = applyingSince ?? (head < arrivals.count ? arrivals[head] : nil) else { return .zero }
+        return ContinuousClock.now - oldest
+    }
+
     func isDistrusted(_ database: String) -> Bool {
         condition.lock()
         defer { condition.unlock() }
@@ -104,6 +117,7 @@ final class ReplicaApplier: @unchecked Sendable {
         condition.lock()
         defer { condition.unlock() }
         queue.append((message, channel))
+        arrivals.append(.now)
         queuedBytes += Self.size(of: message)
         condition.broadcast()
         if queuedBytes > Self.highWater && paused == nil {
@@ -156,6 +170,7 @@ final class ReplicaApplier: @unchecked Sendable {
             // Consecutive whole LTX files of one database are applied as one
             // batch: one lock round with the readers, one cache invalidation.
             var batch = [queue[head]]
+            applyingSince = arrivals[head]
             head += 1
             if case .ltx(let database, let part, _) = batch[0].0, part.contains(.whole), !part.contains(.divergent) {
                 var bytes = 0
@@ -173,6 +188,7 @@ final class ReplicaApplier: @unchecked Sendable {
             for index in (head - batch.count)..<head { queue[index].0 = .heartbeat(epoch: .unknown) }
             if head > 1024 && head * 2 > queue.count {
                 queue.removeFirst(head)
+                arrivals.removeFirst(head)
                 head = 0
             }
             for (message, _) in batch { queuedBytes -= Self.size(of: message) }
@@ -204,6 +220,7 @@ final class ReplicaApplier: @unchecked Sendable {
 
             condition.lock()
             busy = false
+            applyingSince = nil
             condition.broadcast()
             condition.unlock()
         }

@@ -71,10 +71,16 @@ public final class ReplicaClient: Sendable {
         public var epoch: Epoch
         /// Since when the link has been down (nil while connected).
         public var disconnectedSince: ContinuousClock.Instant?
+        /// How long the oldest change received and not yet applied has waited.
+        public var backlogAge: Duration = .zero
     }
 
     private let statusSlot: Locked<Status>
-    public var status: Status { statusSlot.withLock { $0 } }
+    public var status: Status {
+        var status = statusSlot.withLock { $0 }
+        status.backlogAge = applier.backlogAge
+        return status
+    }
 
     /// A client that follows `target`, refusing any primary older than `epoch`.
     public init(store: Store, target: Peer, identity: Identity, epoch: Epoch, delegate: any ReplicaClientDelegate, logger: Logger) {
