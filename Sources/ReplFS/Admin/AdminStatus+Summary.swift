@@ -71,6 +71,7 @@ extension AdminStatus {
         if role == "primary" && replicas.isEmpty { line("replica", "none connected") }
         if let upstream {
             var text = "\(upstream.primary)  \(upstream.connected ? "connected" : "disconnected")"
+            if let lag = upstream.lagMs, lag > 0 { text += "  applying changes received \(lag) ms ago" }
             if let error = upstream.lastError { text += "  last error: \(error)" }
             line("upstream", text)
         }
