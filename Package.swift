@@ -105,10 +105,12 @@ let package = Package(
             ],
             swiftSettings: librarySettings
         ),
+        // A bare HTTP client the test targets share.
+        .target(name: "TestHTTP", path: "Tests/TestHTTP", swiftSettings: strictSettings),
         .testTarget(
             name: "ReplFSTests",
             dependencies: [
-                "ReplFS", "CSQLite", .product(name: "X509", package: "swift-certificates"), .product(name: "Crypto", package: "swift-crypto"),
+                "ReplFS", "CSQLite", "TestHTTP", .product(name: "X509", package: "swift-certificates"), .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "SwiftASN1", package: "swift-asn1"),
             ],
             swiftSettings: strictSettings
@@ -116,7 +118,7 @@ let package = Package(
         .testTarget(
             name: "IntegrationTests",
             dependencies: [
-                "ReplFS", .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio"),
+                "ReplFS", "TestHTTP", .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
             ],
             swiftSettings: librarySettings

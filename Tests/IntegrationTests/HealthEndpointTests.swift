@@ -1,6 +1,7 @@
 import Foundation
 import ReplFS
 import Synchronization
+import TestHTTP
 import Testing
 
 #if canImport(Glibc)
@@ -13,25 +14,7 @@ extension IntegrationTests {
     struct HealthEndpointTests {
         /// The status code of `GET path` on 127.0.0.1:`port` (nil: no answer).
         static func status(port: Int, _ path: String) -> Int? {
-            let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-            guard fd >= 0 else { return nil }
-            defer { close(fd) }
-            var timeout = timeval(tv_sec: 1, tv_usec: 0)
-            setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
-            var address = sockaddr_in()
-            address.sin_family = sa_family_t(AF_INET)
-            address.sin_port = in_port_t(UInt16(port).bigEndian)
-            address.sin_addr.s_addr = inet_addr("127.0.0.1")
-            let connected = withUnsafePointer(to: &address) {
-                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
-            }
-            guard connected == 0 else { return nil }
-            let request = Array("GET \(path) HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".utf8)
-            guard send(fd, request, request.count, 0) == request.count else { return nil }
-            var buffer = [UInt8](repeating: 0, count: 64)
-            let n = recv(fd, &buffer, buffer.count, 0)
-            guard n >= 12 else { return nil }
-            return Int(String(decoding: buffer[9..<12], as: UTF8.self))
+            RawHTTP.send(port: port, RawHTTP.request("GET", path))?.status
         }
 
         @Test(

@@ -112,7 +112,8 @@ extension IntegrationTests {
                 ("mount: [unclosed\n", "invalid YAML"),
                 ("mount: /tmp/x-mnt\ndata: /tmp/x-data\nreplication:\n  sync-replicas: 1\n", "replication.sync-replicas: 1 is more than the 0 other node(s) in lease.static.peers"),
                 ("mount: /tmp/x-mnt\ndata: /tmp/x-data\ndata: /tmp/x-data2\n", "data: appears twice (lines 2 and 3)"),
-                ("mount: /tmp/x-mnt\ndata: /tmp/x-data\nhttp:\n  listen: 127.0.0.1:20203\n", "http: not supported by this version yet"),
+                ("mount: /tmp/x-mnt\ndata: /tmp/x-data\nhooks:\n  on-primary: [/bin/true]\n", "hooks: not supported by this version yet"),
+                ("mount: /tmp/x-mnt\ndata: /tmp/x-data\nhttp:\n  listen: 127.0.0.1:20203\n  max-lag: soon\n", "http.max-lag: \"soon\" is not a duration"),
                 ("mount: /tmp/x-mnt\ndata: /tmp/x-mnt/../x-mnt/data\n", "data: must not be inside the mount point"),
                 (
                     "node: node-c\nmount: /tmp/x-mnt\ndata: /tmp/x-data\nlease:\n  static:\n    primary: node-a\n    peers: {node-a: 10.0.0.1:20202}\n",

@@ -3,6 +3,7 @@ import Glibc
 #endif
 import Foundation
 import Logging
+import TestHTTP
 import Testing
 
 @testable import ReplFS

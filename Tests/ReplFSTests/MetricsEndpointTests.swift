@@ -1,4 +1,5 @@
 import Logging
+import TestHTTP
 import Testing
 
 @testable import ReplFS

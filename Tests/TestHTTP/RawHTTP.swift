@@ -3,17 +3,18 @@ import Glibc
 #endif
 import Foundation
 
-/// A bare HTTP/1.1 client over a Unix or TCP socket, for tests that must send
+/// A bare HTTP/1.1 client over a Unix or TCP socket (shared by the test
+/// targets), for tests that must send
 /// what ``AdminClient`` never would (malformed JSON, wrong methods, huge
 /// bodies) and read the answer exactly as the server wrote it.
-enum RawHTTP {
-    struct Response {
-        var status: Int
-        var headers: [String: String]
-        var body: String
+public enum RawHTTP {
+    public struct Response: Sendable {
+        public var status: Int
+        public var headers: [String: String]
+        public var body: String
     }
 
-    static func request(_ method: String, _ path: String, body: String? = nil, bodyBytes: Int? = nil) -> [UInt8] {
+    public static func request(_ method: String, _ path: String, body: String? = nil, bodyBytes: Int? = nil) -> [UInt8] {
         var text = "\(method) \(path) HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n"
         var payload = Array((body ?? "").utf8)
         if let bodyBytes { payload = [UInt8](repeating: UInt8(ascii: "x"), count: bodyBytes) }
@@ -22,7 +23,7 @@ enum RawHTTP {
         return Array(text.utf8) + payload
     }
 
-    static func send(unixSocket path: String, _ request: [UInt8]) -> Response? {
+    public static func send(unixSocket path: String, _ request: [UInt8]) -> Response? {
         let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
         guard fd >= 0 else { return nil }
         defer { close(fd) }
@@ -38,7 +39,7 @@ enum RawHTTP {
         return exchange(fd, request)
     }
 
-    static func send(port: Int, _ request: [UInt8]) -> Response? {
+    public static func send(port: Int, _ request: [UInt8]) -> Response? {
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         guard fd >= 0 else { return nil }
         defer { close(fd) }
@@ -86,7 +87,7 @@ enum RawHTTP {
     }
 
     /// Leaves a socket file nobody listens on, as a replfsd killed with -9 does.
-    static func makeStaleSocket(at path: String) -> Bool {
+    public static func makeStaleSocket(at path: String) -> Bool {
         let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
         guard fd >= 0 else { return false }
         defer { close(fd) }
