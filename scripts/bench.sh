@@ -494,6 +494,39 @@ for name in a b c; do kill "${GPID[$name]}" 2>/dev/null || true; done
 for name in a b c; do while kill -0 "${GPID[$name]}" 2>/dev/null; do sleep 0.1; done; done
 rm -rf "$G"
 fi
+# Starts a static-lease cluster of nodes $2 ("a b" or "a b c") under $1,
+# node-a primary, with the replication line $4 (NODE stands for the node's
+# letter; may be empty) and token file $3; PIDs in VPID; waits for the mounts.
+declare -A VPID
+variant_cluster() {
+  local dir=$1 port=$(( 23000 + RANDOM % 4000 )) peers="" i=0 name
+  for name in $2; do peers+="${peers:+, }node-$name: 127.0.0.1:$(( port + i ))"; i=$(( i + 1 )); done
+  i=0
+  for name in $2; do
+    mkdir -p "$dir/$name"
+    cat >"$dir/$name/replfsd.yml" <<YAML
+node: node-$name
+mount: $dir/$name/mnt
+data: $dir/$name/data
+admin: {socket: $dir/$name/replfsd.sock}
+replication:
+  listen: 127.0.0.1:$(( port + i ))
+  token-file: $3
+${4//NODE/$name}
+lease:
+  static:
+    primary: node-a
+    peers: {$peers}
+YAML
+    "$BIN/replfsd" mount --config "$dir/$name/replfsd.yml" --log-level warning >/dev/null 2>>"$dir/$name/log" &
+    VPID[$name]=$!
+    i=$(( i + 1 ))
+  done
+  for name in $2; do
+    for _ in $(seq 300); do grep -q " $dir/$name/mnt " /proc/self/mountinfo && stat -f "$dir/$name/mnt" >/dev/null 2>&1 && break; sleep 0.1; done
+  done
+}
+variant_stop() { for name in "${!VPID[@]}"; do kill "${VPID[$name]}" 2>/dev/null || true; done; for name in "${!VPID[@]}"; do while kill -0 "${VPID[$name]}" 2>/dev/null; do sleep 0.1; done; done; VPID=(); }
 if want tls; then
 echo "### TLS: replication in clear against mutual TLS 1.3, side by side"
 echo
@@ -503,35 +536,7 @@ rm -rf "$T"
 mkdir -p "$T"
 "$BIN/replfsd" tls init "$T/pki" >/dev/null
 for name in a b; do "$BIN/replfsd" tls issue "$T/pki" "node-$name" --ip 127.0.0.1 >/dev/null; done
-tls_cluster() { # $1: plain | tls; starts node a and b under $T/$1, prints nothing
-  local port=$(( 23000 + RANDOM % 2000 )) variant=$1
-  for name in a b; do
-    mkdir -p "$T/$variant/$name"
-    local tls_line=""
-    [[ $variant == tls ]] && tls_line="  tls: {cert: $T/pki/node-$name.crt, key: $T/pki/node-$name.key, ca: $T/pki/ca.crt}"
-    cat >"$T/$variant/$name/replfsd.yml" <<YAML
-node: node-$name
-mount: $T/$variant/$name/mnt
-data: $T/$variant/$name/data
-admin: {socket: $T/$variant/$name/replfsd.sock}
-replication:
-  listen: 127.0.0.1:$(( port + $(printf '%d' "'$name") - 97 ))
-  token-file: $ROOT/tls-token
-$tls_line
-lease:
-  static:
-    primary: node-a
-    peers: {node-a: 127.0.0.1:$port, node-b: 127.0.0.1:$(( port + 1 ))}
-YAML
-    "$BIN/replfsd" mount --config "$T/$variant/$name/replfsd.yml" --log-level warning >/dev/null 2>>"$T/$variant/$name/log" &
-    TPID[$name]=$!
-  done
-  for name in a b; do
-    for _ in $(seq 300); do grep -q " $T/$variant/$name/mnt " /proc/self/mountinfo && stat -f "$T/$variant/$name/mnt" >/dev/null 2>&1 && break; sleep 0.1; done
-  done
-}
-tls_stop() { for name in a b; do kill "${TPID[$name]}" 2>/dev/null || true; done; for name in a b; do while kill -0 "${TPID[$name]}" 2>/dev/null; do sleep 0.1; done; done; }
-declare -A TPID
+tls_cluster() { variant_cluster "$T/$1" "a b" "$ROOT/tls-token" "$([[ $1 == tls ]] && echo "  tls: {cert: $T/pki/node-NODE.crt, key: $T/pki/node-NODE.key, ca: $T/pki/ca.crt}")"; }
 echo "bench-token-$RANDOM$RANDOM" >"$ROOT/tls-token"
 chmod 600 "$ROOT/tls-token"
 echo "Replication lag (COMMIT on the primary to the row visible on the replica, 10,000 transactions one at a time, WAL) and the primary's write rate with the replica following (WAL/NORMAL one-row transactions, median of $ROUNDS), in clear and with replication.tls:"
@@ -542,10 +547,10 @@ for variant in plain tls; do
   tls_cluster "$variant"
   lag=$("$BIN/replfs-testkit" lag --primary "$T/$variant/a/mnt/lag.db" --replica "$T/$variant/b/mnt/lag.db" --transactions 10000)
   rate=$("$BIN/replfs-testkit" bench --native "$ROOT/native" --mounted "$T/$variant/a/mnt" --seconds "$SECONDS_PER_RUN" --rounds "$ROUNDS" --scenarios wal-normal | tail -1 | awk -F'|' '{gsub(/ /, "", $4); print $4}')
-  rss_a=$(awk '/VmRSS/ {printf "%d", $2 / 1024}' "/proc/${TPID[a]}/status")
-  rss_b=$(awk '/VmRSS/ {printf "%d", $2 / 1024}' "/proc/${TPID[b]}/status")
+  rss_a=$(awk '/VmRSS/ {printf "%d", $2 / 1024}' "/proc/${VPID[a]}/status")
+  rss_b=$(awk '/VmRSS/ {printf "%d", $2 / 1024}' "/proc/${VPID[b]}/status")
   python3 -c "import json,sys; d=json.loads(sys.argv[1]); print('| %s | %.2f ms | %.2f ms | %.2f ms | %s | %s MiB | %s MiB |' % (sys.argv[2], d['p50_ms'], d['p99_ms'], d['max_ms'], sys.argv[3], sys.argv[4], sys.argv[5]))" "$lag" "$variant" "$rate" "$rss_a" "$rss_b"
-  tls_stop
+  variant_stop
 done
 echo
 rm -rf "$T"
@@ -557,36 +562,7 @@ echo
 S="$ROOT/sync"
 rm -rf "$S"
 mkdir -p "$S"
-declare -A SPID
-sync_cluster() { # $1: async | sync
-  local port=$(( 25000 + RANDOM % 2000 )) variant=$1
-  for name in a b c; do
-    mkdir -p "$S/$variant/$name"
-    local sync_line=""
-    [[ $variant == sync ]] && sync_line="  sync-replicas: 1"
-    cat >"$S/$variant/$name/replfsd.yml" <<YAML
-node: node-$name
-mount: $S/$variant/$name/mnt
-data: $S/$variant/$name/data
-admin: {socket: $S/$variant/$name/replfsd.sock}
-replication:
-  listen: 127.0.0.1:$(( port + $(printf '%d' "'$name") - 97 ))
-  token-file: $ROOT/sync-token
-$sync_line
-lease:
-  static:
-    primary: node-a
-    peers: {node-a: 127.0.0.1:$port, node-b: 127.0.0.1:$(( port + 1 )), node-c: 127.0.0.1:$(( port + 2 ))}
-YAML
-    "$BIN/replfsd" mount --config "$S/$variant/$name/replfsd.yml" --log-level warning >/dev/null 2>>"$S/$variant/$name/log" &
-    SPID[$name]=$!
-  done
-  for name in a b c; do
-    for _ in $(seq 300); do grep -q " $S/$variant/$name/mnt " /proc/self/mountinfo && stat -f "$S/$variant/$name/mnt" >/dev/null 2>&1 && break; sleep 0.1; done
-  done
-  sleep 2
-}
-sync_stop() { for name in a b c; do kill "${SPID[$name]}" 2>/dev/null || true; done; for name in a b c; do while kill -0 "${SPID[$name]}" 2>/dev/null; do sleep 0.1; done; done; }
+sync_cluster() { variant_cluster "$S/$1" "a b c" "$ROOT/sync-token" "$([[ $1 == sync ]] && echo "  sync-replicas: 1")"; sleep 2; }
 echo "bench-token-$RANDOM$RANDOM" >"$ROOT/sync-token"
 chmod 600 "$ROOT/sync-token"
 echo "WAL/NORMAL one-row transactions (BEGIN IMMEDIATE) on the primary of three nodes, two replicas following, asynchronous and with sync-replicas: 1; one writer, and 8 writers on one database, each with its own connection (\`replfs-testkit commits\`, the run with the median rate of $ROUNDS runs of $SECONDS_PER_RUN s; latency is a whole transaction's):"
@@ -603,7 +579,7 @@ for variant in async sync; do
     done
     SRESULT[$variant-$writers]=$(printf '%s\n' "${runs[@]}" | python3 -c "import json,sys; r=sorted((json.loads(l) for l in sys.stdin if l.strip()), key=lambda d: d['tx_per_s']); print(json.dumps(r[len(r)//2]))")
   done
-  sync_stop
+  variant_stop
 done
 for writers in 1 8; do
   for variant in async sync; do
