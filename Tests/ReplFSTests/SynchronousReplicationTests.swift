@@ -143,6 +143,7 @@ struct SynchronousReplicationTests {
         held.withLock { $0["db"] = TXID(7) }
         fake.set("c", 7)
         #expect(try await blocking { sync.committed(database: "db", txid: TXID(7)) }.isSuccess)
+        sync.maintain()
         #expect(membership.publishedMembers()?.members == ["c"])
 
         // b catches up (c lags behind it now): b rejoins, and then counts.

@@ -17,12 +17,14 @@ import Logging
 ///
 /// With the etcd lease, only the replicas this node published as its
 /// ``SynchronousMembers`` count, so that a successor after a crash knows
-/// whom to compare itself with. The set changes as a commit notices:
-/// candidates that hold everything this node holds join it (the first set
-/// of a term needs N of them), and a member that has not confirmed a
-/// commit one second old leaves it, as long as N of those that stay hold
-/// every acknowledged commit (the promise the set makes). Each change is
-/// written to etcd, under this node's lease, before it counts.
+/// whom to compare itself with. The set changes when a commit cannot be
+/// confirmed by it, and once a second (``maintain()``): candidates that
+/// hold everything this node holds join it (the first set of a term needs
+/// N of them), and a member that has not confirmed a commit one second old
+/// leaves it, as long as N of those that stay hold every acknowledged
+/// commit (the promise the set makes). A commit the members confirm looks
+/// no further. Each change is written to etcd, under this node's lease,
+/// before it counts.
 ///
 /// When not enough replicas confirm within `sync-timeout`: with
 /// `sync-degrade: false` the commit waits on (as PostgreSQL's synchronous
@@ -214,15 +216,18 @@ public final class SynchronousReplication: CommitBarrier, Sendable {
             return now - since >= Self.graceAfterWritesStop ? .done(.notPrimary) : .wait(until: now + .milliseconds(50))
         }
         if state.publishing { return .wait(until: now + .milliseconds(50)) }
+        if !state.degraded, confirmations(database, txid) >= settings.replicas {
+            if (state.acknowledged[database] ?? TXID(0)) < txid { state.acknowledged[database] = txid }
+            return .done(.confirmed)
+        }
+        // Not confirmed by the members as they are: a change may help (a
+        // first set, a caught-up candidate, the way back from degraded).
+        // Members that lag leave by ``maintain()``, off the commit path.
         if let change = membershipChange(&state, now: now) {
             state.publishing = true
             return .done(.publish(change))
         }
         if state.degraded { return .done(.asynchronous) }
-        if confirmations(database, txid) >= settings.replicas {
-            if (state.acknowledged[database] ?? TXID(0)) < txid { state.acknowledged[database] = txid }
-            return .done(.confirmed)
-        }
         guard now >= wait.deadline else { return .wait(until: min(wait.deadline, now + .milliseconds(100))) }
         if settings.degrade {
             guard let membership else {
