@@ -11,6 +11,9 @@
 #include <sys/wait.h>
 #include <unistd.h>
 #include <sys/syscall.h>
+#include <sys/socket.h>
+#include <arpa/inet.h>
+#include <linux/if_packet.h>
 
 int clinux_fallocate(int fd, int mode, off_t offset, off_t length) { return fallocate(fd, mode, offset, length); }
 int clinux_syncfs(int fd) { return syncfs(fd); }
@@ -71,8 +74,16 @@ static int clinux_exec(const char *file, char *const argv[], char *const envp[],
 }
 
 /// The child's side of clinux_spawn: returns an errno only if it cannot exec.
-static int clinux_spawn_child(pid_t parent, const char *file, char *const argv[], char *const envp[], const char *search_path) {
+static int clinux_spawn_child(pid_t parent, const char *file, char *const argv[], char *const envp[], const char *search_path, int output_fd) {
     if (setpgid(0, 0) != 0) return errno;
+    if (output_fd >= 0) {
+        if (dup2(output_fd, 1) < 0 || dup2(output_fd, 2) < 0) return errno;
+        int devnull = open("/dev/null", O_RDONLY);
+        if (devnull >= 0 && devnull != 0) {
+            dup2(devnull, 0);
+            close(devnull);
+        }
+    }
     if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0) return errno;
     // The parent may have died before prctl: then nobody would kill us later.
     if (getppid() != parent) _exit(1);
@@ -92,7 +103,7 @@ static int clinux_spawn_child(pid_t parent, const char *file, char *const argv[]
     return clinux_exec(file, argv, envp, search_path);
 }
 
-pid_t clinux_spawn(const char *file, char *const argv[], char *const envp[], const char *search_path, int *error) {
+pid_t clinux_spawn(const char *file, char *const argv[], char *const envp[], const char *search_path, int output_fd, int *error) {
     int report[2];
     if (pipe2(report, O_CLOEXEC) != 0) {
         *error = errno;
@@ -107,7 +118,7 @@ pid_t clinux_spawn(const char *file, char *const argv[], char *const envp[], con
     pid_t pid = fork();
     if (pid == 0) {
         close(report[0]);
-        int child_error = clinux_spawn_child(parent, file, argv, envp, search_path);
+        int child_error = clinux_spawn_child(parent, file, argv, envp, search_path, output_fd);
         ssize_t ignored = write(report[1], &child_error, sizeof child_error);
         (void)ignored;
         _exit(127);
@@ -193,3 +204,25 @@ int clinux_pidfd_open(pid_t pid) {
     return -1;
 #endif
 }
+
+int clinux_send_link_frame(int ifindex, unsigned short protocol, const unsigned char *destination, const void *frame, size_t length) {
+    int fd = socket(AF_PACKET, SOCK_DGRAM | SOCK_CLOEXEC, htons(protocol));
+    if (fd < 0) return -1;
+    struct sockaddr_ll address;
+    memset(&address, 0, sizeof address);
+    address.sll_family = AF_PACKET;
+    address.sll_protocol = htons(protocol);
+    address.sll_ifindex = ifindex;
+    address.sll_halen = 6;
+    memcpy(address.sll_addr, destination, 6);
+    ssize_t sent = sendto(fd, frame, length, 0, (struct sockaddr *)&address, sizeof address);
+    int saved = errno;
+    close(fd);
+    if (sent < 0) {
+        errno = saved;
+        return -1;
+    }
+    return 0;
+}
+
+int clinux_pipe_cloexec(int ends[2]) { return pipe2(ends, O_CLOEXEC); }

@@ -112,7 +112,10 @@ extension IntegrationTests {
                 ("mount: [unclosed\n", "invalid YAML"),
                 ("mount: /tmp/x-mnt\ndata: /tmp/x-data\nreplication:\n  sync-replicas: 1\n", "replication.sync-replicas: 1 is more than the 0 other node(s) in lease.static.peers"),
                 ("mount: /tmp/x-mnt\ndata: /tmp/x-data\ndata: /tmp/x-data2\n", "data: appears twice (lines 2 and 3)"),
-                ("mount: /tmp/x-mnt\ndata: /tmp/x-data\nhooks:\n  on-primary: [/bin/true]\n", "hooks: not supported by this version yet"),
+                ("mount: /tmp/x-mnt\ndata: /tmp/x-data\nbackup:\n  path: /tmp/x-backup\n", "backup: not supported by this version yet"),
+                ("mount: /tmp/x-mnt\ndata: /tmp/x-data\nvip:\n  address: 10.0.0.100\n  interface: lo\n", "vip.address: \"10.0.0.100\" is not in CIDR form"),
+                ("mount: /tmp/x-mnt\ndata: /tmp/x-data\nvip:\n  address: 10.0.0.100/24\n  interface: nosuch0\n", "vip.interface: there is no network interface \"nosuch0\""),
+                ("mount: /tmp/x-mnt\ndata: /tmp/x-data\nexec:\n  command: [app]\n  ready: {http: \"127.0.0.1:8080\"}\n", "exec.ready.http: \"127.0.0.1:8080\" is not an http:// or https:// URL"),
                 ("mount: /tmp/x-mnt\ndata: /tmp/x-data\nhttp:\n  listen: 127.0.0.1:20203\n  max-lag: soon\n", "http.max-lag: \"soon\" is not a duration"),
                 ("mount: /tmp/x-mnt\ndata: /tmp/x-mnt/../x-mnt/data\n", "data: must not be inside the mount point"),
                 (

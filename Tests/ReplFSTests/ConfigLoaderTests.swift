@@ -138,6 +138,7 @@ struct ConfigLoaderTests {
         exec:
           command: [headscale, serve]
           stop-timeout: 10s
+          ready: {http: "http://127.0.0.1:8080/health"}
         retention: 10m
         http:
           listen: 127.0.0.1:20203
@@ -163,14 +164,19 @@ struct ConfigLoaderTests {
         let config = try ConfigLoader.parse(Self.designExample, hostname: "h")
         #expect(config.replication.syncTimeout == .seconds(10))
         #expect(config.replication.syncDegrade)
-        #expect(config.pending == ["hooks", "vip", "backup", "fuse.io-uring"])
+        #expect(config.pending == ["backup", "fuse.io-uring"])
+        #expect(config.exec?.ready == ReadinessProbe(.http(url: "http://127.0.0.1:8080/health")))
+        #expect(config.hooks == Config.Hooks(onPrimary: ["/usr/local/bin/on-primary", "x"], onReplica: ["/usr/local/bin/on-replica"], timeout: .seconds(10)))
+        #expect(config.vip?.address.description == "10.0.0.100/24")
+        #expect(config.vip?.address.bytes == [10, 0, 0, 100])
+        #expect(config.vip?.interface == "eth0")
         #expect(config.http.listen == "127.0.0.1:20203")
         #expect(config.http.maxLag == .seconds(1))
         #expect(config.lease.etcdTLS != nil)
         #expect(config.lease.maxLag == .seconds(5))
         var refused: ConfigError?
         do { try config.requireImplemented() } catch { refused = error }
-        #expect(refused?.key == "hooks", "\(String(describing: refused))")
+        #expect(refused?.key == "backup", "\(String(describing: refused))")
         // The defaults of the pending keys ask for nothing and start.
         let quiet = try ConfigLoader.parse(
             "mount: /m\ndata: /d\nreplication: {sync-degrade: false, sync-timeout: 3s}\nlease: {max-lag: 0}\nfuse: {io-uring: auto}\n", hostname: "h")
@@ -182,6 +188,34 @@ struct ConfigLoaderTests {
         }
         #expect(throws: ConfigError(key: "fuse.io-uring", "\"maybe\" is not auto, on or off")) {
             try ConfigLoader.parse("mount: /m\ndata: /d\nfuse: {io-uring: maybe}\n", hostname: "h")
+        }
+    }
+
+    @Test("exec.ready, hooks and vip: each bad value is named")
+    func endpointKeys() throws {
+        let base = "mount: /m\ndata: /d\n"
+        let tcp = try ConfigLoader.parse(base + "exec: {command: [app], ready: {tcp: \"127.0.0.1:8080\"}}\n", hostname: "h")
+        #expect(tcp.exec?.ready == ReadinessProbe(.tcp(host: "127.0.0.1", port: 8080)))
+        let v6 = try ConfigLoader.parse(base + "vip: {address: \"fd00::100/64\", interface: eth0}\n", hostname: "h")
+        #expect(v6.vip?.address.isIPv6 == true)
+        #expect(v6.vip?.address.prefix == 64)
+        let cases: [(String, String)] = [
+            ("vip: {address: 10.0.0.100, interface: eth0}\n", "vip.address"),
+            ("vip: {address: 10.0.0.300/24, interface: eth0}\n", "vip.address"),
+            ("vip: {address: 10.0.0.100/33, interface: eth0}\n", "vip.address"),
+            ("vip: {address: 10.0.0.100/24}\n", "vip.interface"),
+            ("vip: {address: 10.0.0.100/24, interface: eth0, prio: 1}\n", "vip.prio"),
+            ("exec: {command: [app], ready: {http: \"localhost:8080\"}}\n", "exec.ready.http"),
+            ("exec: {command: [app], ready: {tcp: nowhere}}\n", "exec.ready.tcp"),
+            ("exec: {command: [app], ready: {}}\n", "exec.ready"),
+            ("exec: {command: [app], ready: {http: \"http://a/\", tcp: \"a:1\"}}\n", "exec.ready"),
+            ("hooks: {on-primary: []}\n", "hooks.on-primary"),
+            ("hooks: {on-replica: /bin/true}\n", "hooks.on-replica"),
+            ("hooks: {timeout: soon}\n", "hooks.timeout"),
+        ]
+        for (text, key) in cases {
+            #expect(throws: ConfigError.self, "\(text)") { try ConfigLoader.parse(base + text, hostname: "h") }
+            do { _ = try ConfigLoader.parse(base + text, hostname: "h") } catch { #expect(error.key == key, "\(text): \(error)") }
         }
     }
 

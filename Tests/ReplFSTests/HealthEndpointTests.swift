@@ -6,12 +6,12 @@ import Testing
 
 @Suite("Health endpoints")
 struct HealthEndpointTests {
-    private func status(role: String, writable: Bool = false, connected: Bool? = nil, lagMs: Int? = nil, application: String? = nil) -> AdminStatus {
+    private func status(role: String, writable: Bool = false, connected: Bool? = nil, lagMs: Int? = nil, application: String? = nil, ready: Bool = true) -> AdminStatus {
         var status = AdminStatus(
             node: "node-a", cluster: "c", role: role, writable: writable, epoch: Epoch(7), primary: .init(name: "node-b", address: "10.0.0.2:20202"),
             lease: .init(type: "etcd", candidate: true, state: "x"))
         if let connected { status.upstream = .init(primary: "node-b", connected: connected, lagMs: lagMs) }
-        if let application { status.process = .init(command: ["app"], state: application, pid: nil, restarts: 0) }
+        if let application { status.process = .init(command: ["app"], state: application, pid: nil, restarts: 0, ready: application == "running" && ready) }
         return status
     }
 
@@ -21,7 +21,7 @@ struct HealthEndpointTests {
         ).status
     }
 
-    @Test("/primary is 200 only on the writable primary with its application running; /replica only on a connected replica within max-lag")
+    @Test("/primary is 200 only on the writable primary with its application running and ready; /replica only on a connected replica within max-lag")
     func codes() throws {
         let primary = status(role: "primary", writable: true)
         #expect(code("/primary", primary) == 200)
@@ -30,6 +30,7 @@ struct HealthEndpointTests {
         #expect(code("/primary", status(role: "primary", writable: false)) == 503, "not writable (fenced, handing off)")
         #expect(code("/primary", status(role: "primary", writable: true, application: "running")) == 200)
         #expect(code("/primary", status(role: "primary", writable: true, application: "starting")) == 503, "application not up")
+        #expect(code("/primary", status(role: "primary", writable: true, application: "running", ready: false)) == 503, "running, not ready (exec.ready)")
 
         #expect(code("/replica", status(role: "replica", connected: true, lagMs: 3)) == 200)
         #expect(code("/replica", status(role: "replica", connected: true, lagMs: 1500)) == 503, "behind http.max-lag")

@@ -22,6 +22,8 @@ int clinux_write_out(int fd, off_t offset, off_t length);
 int clinux_start_write_out(int fd, off_t offset, off_t length);
 /// gettid(2): the calling thread's ID (what FUSE reports as a request's pid).
 int clinux_gettid(void);
+/// pipe2(2) with O_CLOEXEC.
+int clinux_pipe_cloexec(int ends[2]);
 /// flock(2) (Swift resolves `flock` to the struct of the same name).
 int clinux_flock(int fd, int operation);
 
@@ -36,12 +38,18 @@ int clinux_flock(int fd, int operation);
 /// every descriptor above 2 close-on-exec, then execve(2)s `file` with `argv`
 /// and `envp`. A `file` without a slash is looked up in `search_path` (a
 /// colon-separated PATH) the way execvp(3) does it, without allocating.
-/// stdin, stdout and stderr are inherited.
+/// stdin, stdout and stderr are inherited; with `output_fd` >= 0, stdout and
+/// stderr go to `output_fd` instead and stdin reads /dev/null.
 ///
 /// Returns the child's pid once it has exec'd. If it could not (not found, not
 /// executable, ...), the child reports the errno through a close-on-exec pipe,
 /// is reaped, and this returns -1 with the errno in `*error`.
-pid_t clinux_spawn(const char *file, char *const argv[], char *const envp[], const char *search_path, int *error);
+pid_t clinux_spawn(const char *file, char *const argv[], char *const envp[], const char *search_path, int output_fd, int *error);
+/// Sends one link-layer frame out of interface `ifindex` (an AF_PACKET
+/// SOCK_DGRAM socket: the kernel adds the Ethernet header) to the 6-byte
+/// `destination`, with EtherType `protocol` (host order): a gratuitous ARP
+/// or an unsolicited neighbour advertisement. 0, or -1 with errno.
+int clinux_send_link_frame(int ifindex, unsigned short protocol, const unsigned char *destination, const void *frame, size_t length);
 /// prctl(PR_SET_CHILD_SUBREAPER, 1): orphaned descendants are re-parented to
 /// this process (instead of init, which may never reap them), so they can be
 /// waited for.

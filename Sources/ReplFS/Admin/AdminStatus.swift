@@ -222,13 +222,21 @@ public struct AdminStatus: Codable, Sendable, Equatable {
         public var restarts: Int
         /// How it last ended ("exit 1", "signal 9"), if it has.
         public var lastExit: String?
+        /// Whether it runs and answered its readiness probe (`exec.ready`).
+        public var ready: Bool?
+        /// Why a running application is not ready yet.
+        public var notReady: String?
 
-        public init(command: [String], state: String, pid: Int32? = nil, restarts: Int = 0, lastExit: String? = nil) {
+        public init(
+            command: [String], state: String, pid: Int32? = nil, restarts: Int = 0, lastExit: String? = nil, ready: Bool? = nil, notReady: String? = nil
+        ) {
             self.command = command
             self.state = state
             self.pid = pid
             self.restarts = restarts
             self.lastExit = lastExit
+            self.ready = ready
+            self.notReady = notReady
         }
     }
 }

@@ -19,6 +19,10 @@ public struct Config: Sendable, Equatable {
     public var exec: Exec?
     public var metrics = Metrics()
     public var http = HTTP()
+    /// `hooks`: commands run after a role change.
+    public var hooks: Hooks?
+    /// `vip`: the virtual IP the primary holds.
+    public var vip: VIP?
     /// Keys of the design that this version reads and validates but does
     /// not act on yet, in the order they appear: ``requireImplemented()``
     /// refuses them at start.
@@ -79,6 +83,19 @@ public struct Config: Sendable, Equatable {
     public struct Exec: Sendable, Equatable {
         public var command: [String]
         public var stopTimeout: Duration = .seconds(10)
+        /// `exec.ready`: how to tell the application serves; nil: running is ready.
+        public var ready: ReadinessProbe?
+    }
+
+    public struct Hooks: Sendable, Equatable {
+        public var onPrimary: [String]?
+        public var onReplica: [String]?
+        public var timeout: Duration = .seconds(10)
+    }
+
+    public struct VIP: Sendable, Equatable {
+        public var address: VirtualAddress
+        public var interface: String
     }
 
     public struct Metrics: Sendable, Equatable {

@@ -74,6 +74,7 @@ public enum ConfigLoader {
             }
             var value = Config.Exec(command: command)
             if let timeout = try exec.duration("stop-timeout") { value.stopTimeout = timeout }
+            if let ready = try exec.section("ready") { value.ready = try parseReadiness(ready) }
             config.exec = value
             try exec.rejectUnknown()
         }
@@ -86,6 +87,8 @@ public enum ConfigLoader {
             if let maxLag = try http.duration("max-lag") { config.http.maxLag = maxLag }
             try http.rejectUnknown()
         }
+        if let hooks = try top.section("hooks") { config.hooks = try parseHooks(hooks) }
+        if let vip = try top.section("vip") { config.vip = try parseVIP(vip) }
         try readPendingSections(top, into: &config)
         try top.rejectUnknown()
         return config
@@ -165,20 +168,54 @@ public enum ConfigLoader {
         try etcd.rejectUnknown()
     }
 
+    /// `exec.ready`: exactly one of `http: URL` or `tcp: HOST:PORT`.
+    private static func parseReadiness(_ ready: Section) throws(ConfigError) -> ReadinessProbe {
+        let url = try ready.string("http")
+        let tcp = try ready.address("tcp")
+        try ready.rejectUnknown()
+        switch (url, tcp) {
+        case (let url?, nil):
+            if let problem = ReadinessProbe.problem(withURL: url) { throw ConfigError(key: "exec.ready.http", problem) }
+            return ReadinessProbe(.http(url: url))
+        case (nil, let tcp?):
+            let colon = tcp.lastIndex(of: ":")!
+            let host = tcp[..<colon].trimmingCharacters(in: CharacterSet(charactersIn: "[]"))
+            return ReadinessProbe(.tcp(host: host, port: Int(tcp[tcp.index(after: colon)...])!))
+        default:
+            throw ConfigError(key: "exec.ready", "give exactly one of http: URL (answers 2xx when ready) or tcp: HOST:PORT (accepts a connection)")
+        }
+    }
+
+    private static func parseHooks(_ hooks: Section) throws(ConfigError) -> Config.Hooks {
+        var value = Config.Hooks()
+        for (key, list) in [("on-primary", try hooks.stringList("on-primary")), ("on-replica", try hooks.stringList("on-replica"))] {
+            if let list, list.isEmpty || list[0].isEmpty { throw ConfigError(key: "hooks.\(key)", "must name a command, as a list") }
+            if key == "on-primary" { value.onPrimary = list } else { value.onReplica = list }
+        }
+        if let timeout = try hooks.duration("timeout") { value.timeout = timeout }
+        try hooks.rejectUnknown()
+        return value
+    }
+
+    private static func parseVIP(_ vip: Section) throws(ConfigError) -> Config.VIP {
+        guard let text = try vip.string("address") else { throw ConfigError(key: "vip.address", "required: the address clients dial, as ADDRESS/PREFIX") }
+        guard let address = VirtualAddress(cidr: text) else {
+            throw ConfigError(key: "vip.address", "\"\(text)\" is not in CIDR form ADDRESS/PREFIX (10.0.0.100/24, fd00::100/64)")
+        }
+        guard let interface = try vip.string("interface"), !interface.isEmpty else {
+            throw ConfigError(key: "vip.interface", "required: the network interface the address goes on (eth0)")
+        }
+        guard interface.utf8.count < 16, !interface.contains("/"), !interface.contains(" ") else {
+            throw ConfigError(key: "vip.interface", "\"\(interface)\" is not a network interface name")
+        }
+        try vip.rejectUnknown()
+        return Config.VIP(address: address, interface: interface)
+    }
+
     /// The design's sections this version does not act on yet: each is
     /// validated like any other (so a typo is still named), and recorded
     /// as pending so that `mount` refuses it instead of running without it.
     private static func readPendingSections(_ top: Section, into config: inout Config) throws(ConfigError) {
-        if let hooks = try top.section("hooks") {
-            _ = (try hooks.stringList("on-primary"), try hooks.stringList("on-replica"), try hooks.duration("timeout"))
-            try hooks.rejectUnknown()
-            config.pending.append("hooks")
-        }
-        if let vip = try top.section("vip") {
-            _ = (try vip.string("address"), try vip.string("interface"))
-            try vip.rejectUnknown()
-            config.pending.append("vip")
-        }
         if let backup = try top.section("backup") {
             _ = (try backup.path("path"), try backup.duration("retention"), try backup.duration("snapshot-interval"))
             try backup.rejectUnknown()

@@ -4,7 +4,7 @@ import Glibc
 
 /// `DATA/lease-deadline`: the time (CLOCK_MONOTONIC nanoseconds, 8 bytes,
 /// little-endian) until which this node may write, for the
-/// ``ApplicationWatchdog``. 0: no deadline (a static lease, or a replica
+/// ``ApplicationWatchdog`` and the ``VirtualIPWatchdog``. 0: no deadline (a static lease, or a replica
 /// with no application); 1: writes have stopped.
 public enum LeaseDeadlineFile {
     public static let name = "lease-deadline"
@@ -17,11 +17,20 @@ public enum LeaseDeadlineFile {
 
     /// Whether the file names a deadline that has passed.
     static func hasPassed(_ path: String) -> Bool {
-        guard case .success(let fd) = Syscall.open(at: AT_FDCWD, path, flags: O_RDONLY) else { return false }
+        read(path).map(hasPassed) ?? false
+    }
+
+    /// Whether `deadline` (a value of the file) has passed.
+    static func hasPassed(_ deadline: UInt64) -> Bool {
+        deadline != 0 && MonotonicClock.nanoseconds() >= deadline
+    }
+
+    /// The value in the file, if it can be read.
+    static func read(_ path: String) -> UInt64? {
+        guard case .success(let fd) = Syscall.open(at: AT_FDCWD, path, flags: O_RDONLY) else { return nil }
         defer { Syscall.close(fd) }
         var value: UInt64 = 0
-        guard case .success(8) = withUnsafeMutableBytes(of: &value, { Syscall.pread(fd, into: $0, at: 0) }) else { return false }
-        let deadline = UInt64(littleEndian: value)
-        return deadline != 0 && MonotonicClock.nanoseconds() >= deadline
+        guard case .success(8) = withUnsafeMutableBytes(of: &value, { Syscall.pread(fd, into: $0, at: 0) }) else { return nil }
+        return UInt64(littleEndian: value)
     }
 }

@@ -22,6 +22,10 @@ public final class Daemon: Sendable {
     public let lease: any LeaseKeeper
     public let retention: LogRetention
     public let supervisor: Supervisor?
+    /// The virtual IP and the role hooks.
+    public let announcer: PrimaryAnnouncer
+    /// `replfsd vip-watchdog`, the network fence, with `vip`.
+    private let addressWatchdog: Supervisor?
     public let admin: AdminServer
     /// Mutual TLS of replication (`replication.tls`), if configured.
     public let tls: TLSCredentials?
@@ -61,6 +65,7 @@ public final class Daemon: Sendable {
             try directory.check(cluster: config.cluster)
             token = try Daemon.readToken(config)
             tls = try config.replication.tls.map { try TLSCredentials(files: $0, key: "replication.tls", logger: logger) }
+            try config.vip.map { try VirtualIP(address: $0.address, interface: $0.interface).check() }
             etcdTLS = try config.lease.etcdTLS.map { try TLSIdentity.load($0, key: "lease.etcd.tls") }
             try directory.prepare(cluster: config.cluster, node: config.node)
             directoryLock = try directory.lock()
@@ -97,10 +102,18 @@ public final class Daemon: Sendable {
             cluster: config.cluster, node: config.node, nodeID: nodeID, candidate: config.lease.candidate, address: config.advertisedAddress,
             authenticator: authenticator, tls: tls)
         supervisor = Self.makeSupervisor(config, directory: directory, logger: logger)
+        announcer = Self.makeAnnouncer(config, store: store, supervisor: supervisor, metrics: metrics?.metrics, logger: logger)
+        addressWatchdog = config.vip.map { vip in
+            let arguments = [
+                Daemon.executablePath, "vip-watchdog", "--deadline-file", directory.root + "/" + LeaseDeadlineFile.name, "--address",
+                vip.address.description, "--interface", vip.interface, "--daemon", "\(getpid())",
+            ]
+            return Supervisor(command: arguments, stopTimeout: .seconds(2), logger: logger)
+        }
         do {
             controller = try RoleController(
                 store: store, feed: feed, server: server, identity: identity, stateFile: NodeStateFile(directory: directory),
-                application: supervisor, logger: logger)
+                application: supervisor, announcer: announcer, logger: logger)
             lease = try Self.makeLease(config, controller: controller, etcdTLS: etcdTLS, logger: logger)
         } catch {
             throw StartupError(description: "\(error)")
@@ -134,8 +147,33 @@ public final class Daemon: Sendable {
             ]
             return Supervisor(
                 command: exec.command, launcher: watchdog, stopTimeout: exec.stopTimeout + .seconds(2),
-                environment: ["REPLFS_NODE": config.node, "REPLFS_MOUNT": config.mount, "REPLFS_CLUSTER": config.cluster], logger: logger)
+                environment: ["REPLFS_NODE": config.node, "REPLFS_MOUNT": config.mount, "REPLFS_CLUSTER": config.cluster], readiness: exec.ready,
+                logger: logger)
         }
+    }
+
+    /// The virtual IP and hooks follow the role; clients are pointed here
+    /// only while this node accepts writes and its application is ready.
+    /// A virtual IP left on the interface by an earlier run (a crash) is
+    /// removed now: a node starts as no one's primary.
+    private static func makeAnnouncer(_ config: Config, store: Store, supervisor: Supervisor?, metrics: ReplFSMetrics?, logger: Logger) -> PrimaryAnnouncer {
+        let vip = config.vip.map { VirtualIP(address: $0.address, interface: $0.interface) }
+        if let vip, vip.isHeld {
+            do {
+                try vip.remove()
+                logger.warning("removed the virtual IP an earlier run left on the interface", metadata: ["vip": "\(vip.address)", "interface": "\(vip.interface)"])
+            } catch {
+                logger.critical("\(error): this node still holds the virtual IP while it is not the primary")
+            }
+        }
+        let hooks = config.hooks.map { hooks in
+            RoleHooks(onPrimary: hooks.onPrimary, onReplica: hooks.onReplica, timeout: hooks.timeout, node: config.node, logger: logger) { hook, outcome in
+                metrics?.recordHook(hook.rawValue, succeeded: outcome.succeeded)
+            }
+        }
+        return PrimaryAnnouncer(vip: vip, hooks: hooks, node: config.node, isReady: { [store] in
+            store.isWritable && (supervisor?.status.ready ?? true)
+        }, logger: logger)
     }
 
     /// What crosses the network unauthenticated or in clear, said once at start.
@@ -255,7 +293,19 @@ public final class Daemon: Sendable {
         if let synchronous {
             services.append(.init(service: BlockingService("synchronous", start: synchronous.startMaintenance, stop: synchronous.stopMaintenance)))
         }
+        let (announcer, addressWatchdog) = (self.announcer, self.addressWatchdog)
         services += [
+            .init(
+                service: BlockingService(
+                    "endpoints",
+                    start: {
+                        addressWatchdog?.start()
+                        announcer.start()
+                    },
+                    stop: {
+                        announcer.close()
+                        addressWatchdog?.stop()
+                    })),
             .init(
                 service: BlockingService(
                     "lease",

@@ -67,7 +67,7 @@ final class DaemonAdmin: AdminHandler {
             }
             return AdminStatus.Process(
                 command: status.command, state: state, pid: pid, restarts: status.restarts,
-                lastExit: status.lastExit.map { "\($0)" } ?? status.lastError.map { "\($0)" })
+                lastExit: status.lastExit.map { "\($0)" } ?? status.lastError.map { "\($0)" }, ready: status.ready, notReady: status.notReady)
         }
         var status = AdminStatus(
             node: config.node, cluster: config.cluster, role: snapshot.role.rawValue, writable: snapshot.writable, epoch: snapshot.epoch,

@@ -8,7 +8,7 @@ import ServiceLifecycle
 ///
 /// - `GET /health`: 200 while the daemon serves its mount.
 /// - `GET /primary`: 200 only on the writable primary whose application
-///   (`exec`), if any, is running; 503 otherwise.
+///   (`exec`), if any, is running and ready (`exec.ready`); 503 otherwise.
 /// - `GET /replica`: 200 on a replica connected to its primary with
 ///   nothing received waiting longer than `http.max-lag` to be applied.
 /// - `GET /metrics`: the Prometheus text (what `metrics.listen` serves too).
@@ -30,6 +30,9 @@ public final class HealthEndpoint: Service, Sendable {
         public var lagMs: Int?
         /// The supervised application's state ("running", "stopped", ...), or nil without `exec`.
         public var application: String?
+        /// Whether the application runs and answered its readiness probe
+        /// (`exec.ready`), or nil without `exec`.
+        public var applicationReady: Bool?
 
         init(_ status: AdminStatus) {
             node = status.node
@@ -40,6 +43,7 @@ public final class HealthEndpoint: Service, Sendable {
             connected = status.upstream?.connected
             lagMs = status.upstream?.lagMs
             application = status.process?.state
+            applicationReady = status.process.map { $0.ready == true }
         }
     }
 
@@ -95,9 +99,9 @@ public final class HealthEndpoint: Service, Sendable {
         }
     }
 
-    /// The writable primary, with its application (if any) running.
+    /// The writable primary, with its application (if any) running and ready.
     static func isPrimary(_ body: Body) -> Bool {
-        body.role == "primary" && body.writable && (body.application == nil || body.application == "running")
+        body.role == "primary" && body.writable && (body.application == nil || body.applicationReady == true)
     }
 
     /// A replica connected to its primary, within `maxLag`.

@@ -139,6 +139,17 @@ public struct ReplFSMetrics: Sendable {
     }
 
     /// Counts one failed lease renewal.
+    /// A role hook ran (`replfs_hook_runs_total`), and failed
+    /// (`replfs_hook_failures_total`), by hook.
+    public func recordHook(_ hook: String, succeeded: Bool) {
+        registry.makeCounter(descriptor: Self.name("hook_runs", unit: "total", help: "Role hooks run, by hook."), labels: [("hook", hook)]).increment()
+        if !succeeded {
+            registry.makeCounter(
+                descriptor: Self.name("hook_failures", unit: "total", help: "Role hooks that failed or timed out, by hook."), labels: [("hook", hook)]
+            ).increment()
+        }
+    }
+
     public func recordLeaseRenewFailure() {
         leaseRenewFailures.increment()
     }

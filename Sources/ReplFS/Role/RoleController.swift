@@ -9,11 +9,13 @@ import Synchronization
 /// The lease keeper (static or etcd) decides; this type carries it out in
 /// an order that keeps the invariants:
 /// - becoming primary: stop following (everything received is applied),
-///   persist the epoch, accept writes, then start the application;
-/// - stepping down: stop the application, stop writes (waiting for those in
-///   progress), stop streaming, then follow the new primary;
+///   persist the epoch, accept writes, then start the application; the
+///   virtual IP and the `on-primary` hook follow once it is ready;
+/// - stepping down: remove the virtual IP, stop the application, stop
+///   writes (waiting for those in progress), stop streaming, then follow
+///   the new primary (and run `on-replica`);
 /// - losing the lease: stop writes first (the deadline is near), then the
-///   application.
+///   virtual IP and the application.
 ///
 /// Transitions run one at a time on a serial queue, never on the event loop
 /// or the apply thread that reported what caused them.
@@ -24,6 +26,8 @@ public final class RoleController: ReplicationRole, ReplicaClientDelegate, Lease
     public let identity: ReplicaClient.Identity
     private let stateFile: NodeStateFile
     private let application: (any SupervisedApplication)?
+    /// The virtual IP and the role hooks (``PrimaryAnnouncer``), if any.
+    private let announcer: (any RoleAnnouncing)?
     private let logger: Logger
     private let queue = DispatchQueue(label: "replfs.role")
     private let state: Locked<State>
@@ -31,7 +35,7 @@ public final class RoleController: ReplicationRole, ReplicaClientDelegate, Lease
 
     public init(
         store: Store, feed: ChangeFeed, server: ReplicationServer, identity: ReplicaClient.Identity, stateFile: NodeStateFile,
-        application: (any SupervisedApplication)?, logger: Logger
+        application: (any SupervisedApplication)?, announcer: (any RoleAnnouncing)? = nil, logger: Logger
     ) throws(StoreError) {
         self.store = store
         self.feed = feed
@@ -39,6 +43,7 @@ public final class RoleController: ReplicationRole, ReplicaClientDelegate, Lease
         self.identity = identity
         self.stateFile = stateFile
         self.application = application
+        self.announcer = announcer
         self.logger = logger
         let stored = try stateFile.load()
         // Nothing is written until a lease keeper decides.
@@ -171,6 +176,7 @@ public final class RoleController: ReplicationRole, ReplicaClientDelegate, Lease
         store.startWrites(epoch: epoch, until: deadline)
         logger.notice("this node is now the primary", metadata: ["epoch": "\(epoch)"])
         application?.start()
+        announcer?.becamePrimary(epoch: epoch)
     }
 
     /// Stops the replica stream, keeping the lease with `keepLease` while its
@@ -227,10 +233,13 @@ public final class RoleController: ReplicationRole, ReplicaClientDelegate, Lease
         }
         logger.notice("following the primary", metadata: ["primary": "\(primary)", "epoch": "\(highest)"])
         client.start()
+        announcer?.becameReplica(epoch: highest, primary: primary.name)
     }
 
-    /// Stops being a writer in the planned order: application, writes, streams.
+    /// Stops being a writer in the planned order: clients sent elsewhere
+    /// (the virtual IP), application, writes, streams.
     private func stepDown() {
+        announcer?.leavingPrimary()
         application?.stop()
         store.stopWrites()
         store.setObserver(nil)
@@ -246,6 +255,7 @@ public final class RoleController: ReplicationRole, ReplicaClientDelegate, Lease
             let role = state.withLock { $0.role }
             guard role == .primary || role == .handingOff else { return }
             logger.error("lost the lease: this node stopped accepting writes", metadata: ["reason": "\(reason)"])
+            announcer?.leavingPrimary()
             application?.stop(immediately: true)
             store.setObserver(nil)
             server.closeStreams()
@@ -254,6 +264,7 @@ public final class RoleController: ReplicationRole, ReplicaClientDelegate, Lease
                 $0.primary = nil
                 $0.lastError = "lost the lease: \(reason)"
             }
+            announcer?.becameReplica(epoch: epoch, primary: nil)
         }
     }
 
@@ -262,6 +273,7 @@ public final class RoleController: ReplicationRole, ReplicaClientDelegate, Lease
     public func shutdown() {
         perform {
             state.withLock { $0.closed = true }
+            announcer?.leavingPrimary()
             application?.stop()
             store.stopWrites(reason: "is shutting down")
             state.withLock { $0.client }?.stop()
@@ -337,11 +349,13 @@ public final class RoleController: ReplicationRole, ReplicaClientDelegate, Lease
         let newEpoch = lease?.handoffEpoch(after: epoch) ?? epoch.next
         let peer = Peer(name: target, address: replica.address)
         logger.notice("handing the primary role over", metadata: ["to": "\(peer)", "epoch": "\(newEpoch)"])
+        announcer?.leavingPrimary()
         application?.stop()
         store.stopWrites(reason: "handed the primary role to \(target)")
         if newEpoch.isKnown, !record(epoch: newEpoch, primary: target) {
             store.startWrites()
             application?.start()
+            announcer?.becamePrimary(epoch: epoch)
             return .failure(RoleError(.failed, "cannot persist the node state"))
         }
         let accepted = Semaphore()

@@ -43,6 +43,9 @@ public final class Supervisor: Sendable {
     public let stopTimeout: Duration
     /// Added to (and overriding) the daemon's own environment.
     private let environment: [String: String]
+    /// `exec.ready`: asked while the application runs and has not answered
+    /// yet; nil: running counts as ready.
+    private let readiness: ReadinessProbe?
     private let logger: Logger
     private let state: Monitor<State>
 
@@ -59,6 +62,11 @@ public final class Supervisor: Sendable {
     /// application runs, and while a stop waits for its group to empty.
     static let reapInterval = Duration.seconds(1)
     static let drainPollInterval = Duration.milliseconds(10)
+    /// How often the readiness probe asks, until the application answers.
+    static let probeInterval = Duration.milliseconds(100)
+    /// How long an application may run unready before it is reported
+    /// (then again at this interval).
+    static let unreadyReport = Duration.seconds(10)
     /// The PATH searched when neither the daemon nor `environment` has one.
     static let defaultSearchPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
@@ -68,12 +76,17 @@ public final class Supervisor: Sendable {
     ///   - stopTimeout: how long `stop()` waits after SIGTERM before SIGKILL.
     ///   - environment: variables added to the daemon's environment.
     ///   - logger: where starts, exits, restarts and stops are reported.
-    public init(command: [String], launcher: [String] = [], stopTimeout: Duration, environment: [String: String] = [:], logger: Logger) {
+    ///   - readiness: how to tell that the application serves (`exec.ready`).
+    public init(
+        command: [String], launcher: [String] = [], stopTimeout: Duration, environment: [String: String] = [:], readiness: ReadinessProbe? = nil,
+        logger: Logger
+    ) {
         precondition(!command.isEmpty, "a supervisor needs a command")
         self.command = command
         self.launcher = launcher
         self.stopTimeout = stopTimeout
         self.environment = environment
+        self.readiness = readiness
         self.logger = logger
         self.state = Monitor(State())
     }
@@ -88,9 +101,14 @@ public final class Supervisor: Sendable {
             case .running(let pid, let since): .running(pid: pid, since: since)
             case .exiting(let delay), .backoff(_, let delay): .restarting(after: delay)
             }
-        return SupervisorStatus(
+        var status = SupervisorStatus(
             state: state, restarts: current.restarts, lastExit: current.lastExit, lastError: current.lastError,
             command: command)
+        if case .running = state {
+            status.ready = readiness == nil || current.ready
+            status.notReady = status.ready ? nil : current.notReady ?? "waiting for \(readiness.map(String.init(describing:)) ?? "it") to answer"
+        }
+        return status
     }
 
     /// Wants the command running: spawns it now unless it already runs (or
@@ -228,6 +246,8 @@ public final class Supervisor: Sendable {
             state.withLock { state in
                 state.phase = .running(pid: pid, since: since)
                 state.lastError = nil
+                state.ready = false
+                state.notReady = nil
             }
             logger.info("started \(command) (pid \(pid))")
             watch(pid, since: since)
@@ -274,14 +294,18 @@ public final class Supervisor: Sendable {
 
     /// Blocks until the leader has exited, without reaping it; meanwhile
     /// reaps the group's other children that exited (orphans re-parented to
-    /// the daemon), once a second.
+    /// the daemon), once a second, and asks the readiness probe until the
+    /// application answers.
     private func waitForLeader(_ pid: pid_t) {
         if case .success(let fd) = Syscall.openProcess(pid) {
             defer { Syscall.close(fd) }
+            var probe = readiness.map { ReadinessWait(probe: $0, started: .now) }
             while true {
-                switch Syscall.waitReadable(fd, timeout: Self.reapInterval) {
+                switch Syscall.waitReadable(fd, timeout: probe == nil ? Self.reapInterval : Self.probeInterval) {
                 case .success(true): return
-                case .success(false): reapOrphans(group: pid, leader: pid)
+                case .success(false):
+                    reapOrphans(group: pid, leader: pid)
+                    if let wait = probe, ask(wait, running: pid) { probe = nil }
                 case .failure(let error):
                     logger.debug("poll of pidfd failed (\(error)); waiting for \(pid) without it")
                     _ = Syscall.waitForExit(pid)
@@ -291,6 +315,30 @@ public final class Supervisor: Sendable {
         }
         // No pidfd (a kernel before 5.3): orphans are reaped when the leader exits.
         _ = Syscall.waitForExit(pid)
+    }
+
+    /// One probe of the application running as `pid`: true once it answered
+    /// (it counts as ready until it exits).
+    private func ask(_ wait: ReadinessWait, running pid: pid_t) -> Bool {
+        let result = wait.probe.check()
+        let (answered, report) = state.withLock { state -> (Bool, Bool) in
+            guard state.phase.holds(pid) else { return (true, false) }
+            switch result {
+            case .success:
+                state.ready = true
+                state.notReady = nil
+                return (true, false)
+            case .failure(let error):
+                state.notReady = "not ready: \(error)"
+                return (false, wait.reportDue())
+            }
+        }
+        if answered, case .success = result {
+            logger.notice("\(program) is ready", metadata: ["probe": "\(wait.probe)", "after-ms": "\((ContinuousClock.now - wait.started).milliseconds)"])
+        } else if report, case .failure(let error) = result {
+            logger.warning("\(program) (pid \(pid)) runs but is not ready after \(Self.describe(ContinuousClock.now - wait.started)): \(error)")
+        }
+        return answered
     }
 
     /// Reaps the exited children of `group` other than its still-running
@@ -355,6 +403,26 @@ public final class Supervisor: Sendable {
 }
 
 extension Supervisor {
+    /// A readiness probe being asked for one run of the application.
+    fileprivate final class ReadinessWait {
+        let probe: ReadinessProbe
+        let started: ContinuousClock.Instant
+        private var reportAt: ContinuousClock.Instant
+
+        init(probe: ReadinessProbe, started: ContinuousClock.Instant) {
+            self.probe = probe
+            self.started = started
+            reportAt = started + Supervisor.unreadyReport
+        }
+
+        /// Whether a still-unready application is due to be reported.
+        func reportDue() -> Bool {
+            guard ContinuousClock.now >= reportAt else { return false }
+            reportAt = .now + Supervisor.unreadyReport
+            return true
+        }
+    }
+
     /// Everything the supervising thread and the callers share, behind one
     /// lock (a ``Monitor``: `stop()` waits on it for the child to be reaped).
     fileprivate struct State: Sendable, Equatable {
@@ -388,6 +456,10 @@ extension Supervisor {
         var lastExit: ExitStatus?
         var lastError: SupervisorError?
         var nextDelay = Supervisor.firstDelay
+        /// Whether the running application has answered its readiness probe.
+        var ready = false
+        /// Why it is not ready, after a probe failed.
+        var notReady: String?
 
         /// The delay before the next restart, after a run that lasted `uptime`.
         mutating func nextRestartDelay(uptime: Duration) -> Duration {

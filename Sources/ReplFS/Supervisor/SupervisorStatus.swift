@@ -25,6 +25,11 @@ public struct SupervisorStatus: Sendable, Hashable, CustomStringConvertible {
     public var lastError: SupervisorError?
     /// The command line, as configured (`exec.command`).
     public var command: [String]
+    /// Whether it runs and has answered its readiness probe (`exec.ready`;
+    /// without one, whether it runs).
+    public var ready = false
+    /// Why a running application is not ready yet.
+    public var notReady: String?
 
     public init(state: State, restarts: Int, lastExit: ExitStatus?, lastError: SupervisorError?, command: [String]) {
         self.state = state
@@ -40,7 +45,9 @@ public struct SupervisorStatus: Sendable, Hashable, CustomStringConvertible {
         switch state {
         case .stopped: parts = ["stopped"]
         case .starting: parts = ["starting"]
-        case .running(let pid, let since): parts = ["running (pid \(pid), up \((ContinuousClock.now - since).components.seconds)s)"]
+        case .running(let pid, let since):
+            parts = ["running (pid \(pid), up \((ContinuousClock.now - since).components.seconds)s)"]
+            if let notReady { parts.append(notReady) }
         case .restarting(let after): parts = ["restarting in \(Supervisor.describe(after))"]
         }
         parts.append("\(restarts) restarts")

@@ -15,7 +15,9 @@ extension Syscall {
     /// that failed (the child is then already reaped). Call it from a thread
     /// that outlives the child: the parent death signal fires when the
     /// forking *thread* exits.
-    static func spawn(_ arguments: [String], environment: [String: String], searchPath: String) -> Result<pid_t, Errno> {
+    /// With `output` (a descriptor), the child's stdout and stderr go there
+    /// and its stdin reads /dev/null.
+    static func spawn(_ arguments: [String], environment: [String: String], searchPath: String, output: Int32 = -1) -> Result<pid_t, Errno> {
         precondition(!arguments.isEmpty, "spawn needs a program")
         let argv = arguments.map { strdup($0) } + [nil]
         let envp = environment.map { strdup("\($0.key)=\($0.value)") } + [nil]
@@ -26,7 +28,7 @@ extension Syscall {
         var error: Int32 = 0
         let pid = argv.withUnsafeBufferPointer { argvBuffer in
             envp.withUnsafeBufferPointer { envpBuffer in
-                clinux_spawn(arguments[0], argvBuffer.baseAddress, envpBuffer.baseAddress, searchPath, &error)
+                clinux_spawn(arguments[0], argvBuffer.baseAddress, envpBuffer.baseAddress, searchPath, output, &error)
             }
         }
         return pid < 0 ? .failure(Errno(rawValue: error)) : .success(pid)
@@ -161,5 +163,31 @@ extension Syscall {
             frontier = children
         }
         return found
+    }
+
+    /// `pipe2(2)` with `O_CLOEXEC` (`clinux_pipe_cloexec`): (read end, write end).
+    static func pipe() -> Result<(read: Int32, write: Int32), Errno> {
+        var ends: [Int32] = [-1, -1]
+        return clinux_pipe_cloexec(&ends) == 0 ? .success((ends[0], ends[1])) : .failure(.current)
+    }
+
+    /// `poll(2)` of several descriptors for input, up to `timeout`: which are
+    /// readable (or hung up). An interrupted poll reports none.
+    static func waitReadable(_ fds: [Int32], timeout: Duration) -> Result<[Bool], Errno> {
+        var entries = fds.map { pollfd(fd: $0, events: Int16(POLLIN), revents: 0) }
+        let milliseconds = Int32(clamping: max(0, timeout.milliseconds))
+        let count = Glibc.poll(&entries, nfds_t(entries.count), milliseconds)
+        if count < 0 {
+            let error = Errno.current
+            return error == .interrupted ? .success(fds.map { _ in false }) : .failure(error)
+        }
+        return .success(entries.map { $0.revents != 0 })
+    }
+
+    /// `fcntl(2)` F_SETFL with `O_NONBLOCK` added.
+    static func setNonBlocking(_ fd: Int32) -> Result<Void, Errno> {
+        let flags = Glibc.fcntl(fd, F_GETFL)
+        guard flags >= 0, Glibc.fcntl(fd, F_SETFL, flags | O_NONBLOCK) == 0 else { return .failure(.current) }
+        return .success(())
     }
 }
