@@ -18,7 +18,7 @@ extension IntegrationTests {
         }
 
         @Test(
-            "etcd: through promote, demote and a crash failover, no sample (every 20 ms) finds two nodes answering 200 on /primary, and a settled cluster has exactly one; /replica and /health answer on the others",
+            "etcd: through promote, demote and a crash failover, no sample (every 20 ms) finds two nodes answering 200 on /primary, and a settled cluster has exactly one, whose application answers; /replica and /health answer on the others; the hooks ran on the right nodes with the right environment",
             .enabled(if: EtcdServer.isInstalled))
         func onePrimary() throws {
             let etcd = try EtcdServer()
@@ -26,9 +26,27 @@ extension IntegrationTests {
             let cluster = try Cluster(lease: .etcd(endpoint: etcd.endpoint))
             defer { cluster.destroy() }
             let ports = Cluster.freePorts(cluster.nodes.count)
-            for (node, port) in zip(cluster.nodes, ports) {
+            let applicationPorts = Cluster.freePorts(cluster.nodes.count)
+            let script = cluster.root + "/name-server.py"
+            try NodeNameServer.write(to: script)
+            let hookLog = cluster.root + "/hooks.log"
+            let hook = "[/bin/sh, -c, 'echo \"$REPLFS_NODE $REPLFS_ROLE $REPLFS_EPOCH $REPLFS_PRIMARY\" >> \(hookLog)']"
+            for (index, node) in cluster.nodes.enumerated() {
                 let text = try String(contentsOfFile: node.configPath, encoding: .utf8)
-                try node.writeConfig(text + "\nhttp:\n  listen: 127.0.0.1:\(port)\n")
+                try node.writeConfig(
+                    text + "\nhttp:\n  listen: 127.0.0.1:\(ports[index])\n"
+                        + NodeNameServer.execSection(script: script, host: "127.0.0.1", port: applicationPorts[index])
+                        + "\nhooks:\n  on-primary: \(hook)\n  on-replica: \(hook)\n  timeout: 5s\n")
+            }
+            /// The last hook each node ran: "ROLE EPOCH PRIMARY".
+            func lastHooks() -> [String: String] {
+                let lines = ((try? String(contentsOfFile: hookLog, encoding: .utf8)) ?? "").split(separator: "\n")
+                var last: [String: String] = [:]
+                for line in lines {
+                    let fields = line.split(separator: " ", maxSplits: 1)
+                    if fields.count == 2 { last[String(fields[0])] = String(fields[1]) }
+                }
+                return last
             }
             try cluster.start()
             let sampling = Mutex(true)
@@ -54,6 +72,17 @@ extension IntegrationTests {
                 for (node, port) in zip(cluster.nodes, ports) where node !== primary {
                     try waitUntil(timeout: 10, "\(node.name) answers 200 on /replica") { Self.status(port: port, "/replica") == 200 }
                     #expect(Self.status(port: port, "/primary") == 503)
+                }
+                // /primary said 200 only once the application answered.
+                let index = cluster.nodes.firstIndex { $0 === primary }!
+                #expect(RawHTTP.send(port: applicationPorts[index], RawHTTP.request("GET", "/"))?.status == 200)
+                // The hooks: on-primary on the primary, at its epoch, naming
+                // itself; on-replica on the others, naming it.
+                let epoch = try primary.status().epoch.rawValue
+                try waitUntil(timeout: 10, "the hooks ran for epoch \(epoch)") {
+                    let last = lastHooks()
+                    return last[primary.name] == "primary \(epoch) \(primary.name)"
+                        && cluster.nodes.allSatisfy { $0 === primary || last[$0.name]?.hasPrefix("replica ") == true }
                 }
                 return primary
             }

@@ -14,13 +14,28 @@ extension Syscall {
         return index == 0 ? nil : Int32(index)
     }
 
-    /// The interface's hardware (MAC) address, from
-    /// `/sys/class/net/NAME/address` ("aa:bb:cc:dd:ee:ff").
+    /// The interface's hardware (MAC) address: its `AF_PACKET` entry in
+    /// `getifaddrs(3)`, which asks the kernel over netlink in this
+    /// process's network namespace (`/sys/class/net` shows the namespace
+    /// sysfs was mounted in, which under `nsenter --net` is another one).
     static func hardwareAddress(_ interface: String) -> [UInt8]? {
-        guard case .success(let bytes) = readFile("/sys/class/net/\(interface)/address") else { return nil }
-        let parts = String(decoding: bytes, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines).split(separator: ":")
-        let octets = parts.compactMap { UInt8($0, radix: 16) }
-        return octets.count == 6 && parts.count == 6 ? octets : nil
+        var list: UnsafeMutablePointer<ifaddrs>?
+        guard Glibc.getifaddrs(&list) == 0 else { return nil }
+        defer { Glibc.freeifaddrs(list) }
+        var entry = list
+        while let current = entry {
+            defer { entry = current.pointee.ifa_next }
+            guard let address = current.pointee.ifa_addr, Int32(address.pointee.sa_family) == AF_PACKET,
+                String(cString: current.pointee.ifa_name) == interface
+            else { continue }
+            // struct sockaddr_ll (linux/if_packet.h, which Swift does not
+            // import): sll_halen at byte 11, sll_addr from byte 12.
+            let raw = UnsafeRawPointer(address)
+            let length = Int(raw.load(fromByteOffset: 11, as: UInt8.self))
+            guard length == 6 else { return nil }
+            return (0..<6).map { raw.load(fromByteOffset: 12 + $0, as: UInt8.self) }
+        }
+        return nil
     }
 
     /// `inet_pton(3)` for AF_INET (4 bytes) or AF_INET6 (16 bytes); nil if
