@@ -300,6 +300,8 @@ struct ConfigLoaderTests {
             #expect(config.mount == "/var/lib/headscale")
             #expect(config.advertisedAddress.hasSuffix(":20202"))
             #expect(config.replication.tls?.cert == "/etc/replfs/node-\(node).crt")
+            #expect(config.exec?.ready == ReadinessProbe(.http(url: "http://127.0.0.1:8080/health")))
+            #expect(config.vip?.address.description == "10.0.0.100/24")
             try config.requireImplemented()
         }
     }

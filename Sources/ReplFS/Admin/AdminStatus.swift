@@ -43,6 +43,21 @@ public struct AdminStatus: Codable, Sendable, Equatable {
     public var tls: TLS?
     /// Synchronous replication (`replication.sync-replicas`); `nil`: asynchronous.
     public var synchronous: Synchronous?
+    /// The virtual IP (`vip`): "10.0.0.100/24 on eth0", and whether this
+    /// node holds it now.
+    public var vip: VirtualIPStatus?
+
+    public struct VirtualIPStatus: Codable, Sendable, Equatable {
+        public var address: String
+        public var interface: String
+        public var held: Bool
+
+        public init(address: String, interface: String, held: Bool) {
+            self.address = address
+            self.interface = interface
+            self.held = held
+        }
+    }
 
     public init(
         node: String, cluster: String, role: String, writable: Bool, epoch: Epoch, primary: Peer? = nil, lease: Lease,

@@ -102,6 +102,10 @@ final class DaemonAdmin: AdminHandler {
             let identity = tls.identity
             return AdminStatus.TLS(subject: identity.subject, notAfter: time.string(from: identity.notAfter), daysToExpiry: identity.daysToExpiry())
         }
+        status.vip = config.vip.map { vip in
+            AdminStatus.VirtualIPStatus(
+                address: vip.address.description, interface: vip.interface, held: VirtualIP(address: vip.address, interface: vip.interface).isHeld)
+        }
         return status
     }
 

@@ -199,9 +199,11 @@ public final class EtcdLease: LeaseKeeper, @unchecked Sendable {
             return
         }
         heardFromEtcd()
-        if host.snapshot.upstream?.connected == true {
-            // Following a primary: this node holds the data now, so the
-            // fresh-node hold-back is over.
+        if host.snapshot.upstream?.hasConnected == true {
+            // Following a primary (or did, until it just went): this node
+            // holds the data now, so the fresh-node hold-back is over. Not
+            // only "connected now": a primary that dies within a second of
+            // this node joining must not leave it holding back for 3 TTLs.
             state.withLock {
                 $0.freshHoldBackUntil = nil
                 $0.gatherUntil = nil

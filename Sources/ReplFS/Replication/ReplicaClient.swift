@@ -73,6 +73,8 @@ public final class ReplicaClient: Sendable {
         public var disconnectedSince: ContinuousClock.Instant?
         /// How long the oldest change received and not yet applied has waited.
         public var backlogAge: Duration = .zero
+        /// Whether this client has been connected to its primary at all.
+        public var hasConnected = false
     }
 
     private let statusSlot: Locked<Status>
@@ -302,6 +304,7 @@ final class ReplicaConnectionHandler: ChannelInboundHandler, @unchecked Sendable
             streamStarted = true
             statusSlot.withLock {
                 $0.connected = true
+                $0.hasConnected = true
                 $0.disconnectedSince = nil
                 $0.lastError = nil
             }
