@@ -89,9 +89,15 @@ public struct ShortCommand: Sendable {
                 break
             }
         }
-        // What it left in its group must not outlive it.
+        // What it left in its group must not outlive it; the daemon is a
+        // child subreaper, so those orphans are its to reap.
         _ = Syscall.signal(processGroup: pid, SIGKILL)
         outcome.status = try? Syscall.reap(pid).get()
+        let reapUntil = ContinuousClock.now + .seconds(1)
+        while case .success = Syscall.signal(processGroup: pid, 0), ContinuousClock.now < reapUntil {
+            while case .success(_?) = Syscall.reapAny(inGroup: pid) {}
+            usleep(1_000)
+        }
         outcome.output = String(decoding: output.prefix(Self.outputLimit), as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
         if output.count > Self.outputLimit { outcome.output += " [output cut at \(Self.outputLimit) bytes]" }
         return outcome
