@@ -122,7 +122,11 @@ struct EndpointTests {
                 def log_message(self, *a): pass
             http.server.HTTPServer(("127.0.0.1", int(sys.argv[1])), H).serve_forever()
             """, "\(port)")
-        defer { server.terminate() }
+        defer {
+            // SIGKILL: a server left running would hold the test run's output open.
+            kill(server.processIdentifier, SIGKILL)
+            server.waitUntilExit()
+        }
         let tcp = ReadinessProbe(.tcp(host: "127.0.0.1", port: port))
         #expect(SupervisorTests.eventually { if case .success = tcp.check() { true } else { nil } } == true)
         if case .failure(let error) = ReadinessProbe(.http(url: "http://127.0.0.1:\(port)/health")).check() { Issue.record("\(error)") }
@@ -229,6 +233,8 @@ struct EndpointTests {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
         process.arguments = ["python3", "-c", script] + arguments
+        process.standardOutput = FileHandle.nullDevice
+        process.standardError = FileHandle.nullDevice
         try process.run()
         return process
     }

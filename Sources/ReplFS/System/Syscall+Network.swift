@@ -19,23 +19,45 @@ extension Syscall {
     /// process's network namespace (`/sys/class/net` shows the namespace
     /// sysfs was mounted in, which under `nsenter --net` is another one).
     static func hardwareAddress(_ interface: String) -> [UInt8]? {
+        let found = try? addresses(on: interface, family: AF_PACKET) { raw in
+            // struct sockaddr_ll (linux/if_packet.h, which Swift does not
+            // import): sll_halen at byte 11, sll_addr from byte 12.
+            let length = Int(raw.load(fromByteOffset: 11, as: UInt8.self))
+            return (0..<min(length, 8)).map { raw.load(fromByteOffset: 12 + $0, as: UInt8.self) }
+        }.get()
+        return found?.first { $0.count == 6 }
+    }
+
+    /// `getifaddrs(3)`: the addresses (4 or 16 bytes) configured on
+    /// interface `name`.
+    static func addresses(on name: String) -> Result<[[UInt8]], Errno> {
+        let v4 = addresses(on: name, family: AF_INET) { raw in
+            var value = raw.load(as: sockaddr_in.self).sin_addr
+            return withUnsafeBytes(of: &value) { Array($0) }
+        }
+        let v6 = addresses(on: name, family: AF_INET6) { raw in
+            var value = raw.load(as: sockaddr_in6.self).sin6_addr
+            return withUnsafeBytes(of: &value) { Array($0) }
+        }
+        return v4.flatMap { v4 in v6.map { v4 + $0 } }
+    }
+
+    /// Walks `getifaddrs(3)` (netlink, this process's namespace): `read`
+    /// of each address of `family` on interface `name`.
+    private static func addresses(on name: String, family: Int32, _ read: (UnsafeRawPointer) -> [UInt8]) -> Result<[[UInt8]], Errno> {
         var list: UnsafeMutablePointer<ifaddrs>?
-        guard Glibc.getifaddrs(&list) == 0 else { return nil }
+        guard Glibc.getifaddrs(&list) == 0 else { return .failure(.current) }
         defer { Glibc.freeifaddrs(list) }
+        var found: [[UInt8]] = []
         var entry = list
         while let current = entry {
             defer { entry = current.pointee.ifa_next }
-            guard let address = current.pointee.ifa_addr, Int32(address.pointee.sa_family) == AF_PACKET,
-                String(cString: current.pointee.ifa_name) == interface
+            guard let address = current.pointee.ifa_addr, Int32(address.pointee.sa_family) == family,
+                String(cString: current.pointee.ifa_name) == name
             else { continue }
-            // struct sockaddr_ll (linux/if_packet.h, which Swift does not
-            // import): sll_halen at byte 11, sll_addr from byte 12.
-            let raw = UnsafeRawPointer(address)
-            let length = Int(raw.load(fromByteOffset: 11, as: UInt8.self))
-            guard length == 6 else { return nil }
-            return (0..<6).map { raw.load(fromByteOffset: 12 + $0, as: UInt8.self) }
+            found.append(read(UnsafeRawPointer(address)))
         }
-        return nil
+        return .success(found)
     }
 
     /// `inet_pton(3)` for AF_INET (4 bytes) or AF_INET6 (16 bytes); nil if
@@ -50,35 +72,6 @@ extension Syscall {
             return withUnsafeBytes(of: &v6) { Array($0) }
         }
         return nil
-    }
-
-    /// `getifaddrs(3)`: the addresses (4 or 16 bytes) configured on
-    /// interface `name`.
-    static func addresses(on name: String) -> Result<[[UInt8]], Errno> {
-        var list: UnsafeMutablePointer<ifaddrs>?
-        guard Glibc.getifaddrs(&list) == 0 else { return .failure(.current) }
-        defer { Glibc.freeifaddrs(list) }
-        var found: [[UInt8]] = []
-        var entry = list
-        while let current = entry {
-            defer { entry = current.pointee.ifa_next }
-            guard let address = current.pointee.ifa_addr, String(cString: current.pointee.ifa_name) == name else { continue }
-            switch Int32(address.pointee.sa_family) {
-            case AF_INET:
-                address.withMemoryRebound(to: sockaddr_in.self, capacity: 1) { pointer in
-                    var value = pointer.pointee.sin_addr
-                    found.append(withUnsafeBytes(of: &value) { Array($0) })
-                }
-            case AF_INET6:
-                address.withMemoryRebound(to: sockaddr_in6.self, capacity: 1) { pointer in
-                    var value = pointer.pointee.sin6_addr
-                    found.append(withUnsafeBytes(of: &value) { Array($0) })
-                }
-            default:
-                break
-            }
-        }
-        return .success(found)
     }
 
     /// `clinux_send_link_frame`: one frame (without its Ethernet header) to
