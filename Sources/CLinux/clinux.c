@@ -77,6 +77,8 @@ static int clinux_exec(const char *file, char *const argv[], char *const envp[],
 static int clinux_spawn_child(pid_t parent, const char *file, char *const argv[], char *const envp[], const char *search_path, int output_fd) {
     if (setpgid(0, 0) != 0) return errno;
     if (output_fd >= 0) {
+        // Above 2 first: dup2 onto itself would keep close-on-exec.
+        if (output_fd <= 2 && (output_fd = fcntl(output_fd, F_DUPFD_CLOEXEC, 3)) < 0) return errno;
         if (dup2(output_fd, 1) < 0 || dup2(output_fd, 2) < 0) return errno;
         int devnull = open("/dev/null", O_RDONLY);
         if (devnull >= 0 && devnull != 0) {
@@ -206,7 +208,8 @@ int clinux_pidfd_open(pid_t pid) {
 }
 
 int clinux_send_link_frame(int ifindex, unsigned short protocol, const unsigned char *destination, const void *frame, size_t length) {
-    int fd = socket(AF_PACKET, SOCK_DGRAM | SOCK_CLOEXEC, htons(protocol));
+    // Protocol 0: the socket only sends (it receives nothing).
+    int fd = socket(AF_PACKET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
     if (fd < 0) return -1;
     struct sockaddr_ll address;
     memset(&address, 0, sizeof address);

@@ -28,6 +28,7 @@ struct MountCommand: AsyncParsableCommand {
             configuration = try ConfigLoader.load(path: config)
             do {
                 try configuration.requireImplemented()
+                try configuration.checkThisMachine()
             } catch var error {
                 error.file = config
                 throw error

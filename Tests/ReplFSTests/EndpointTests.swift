@@ -201,14 +201,14 @@ struct EndpointTests {
         for text in ["10.203.7.100/24", "fd00:203::100/64"] {
             let vip = VirtualIP(address: try #require(VirtualAddress(cidr: text)), interface: interface)
             try vip.check()
-            #expect(!vip.isHeld)
+            #expect(vip.isHeld == false)
             try vip.add()
             try vip.add()
-            #expect(vip.isHeld)
+            #expect(vip.isHeld == true)
             try vip.announce()
             try vip.remove()
             try vip.remove()
-            #expect(!vip.isHeld)
+            #expect(vip.isHeld == false)
         }
         #expect(throws: ConfigError.self) { try VirtualIP(address: VirtualAddress(cidr: "10.0.0.1/24")!, interface: "nosuch0").check() }
     }

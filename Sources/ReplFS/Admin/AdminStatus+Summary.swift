@@ -78,7 +78,7 @@ extension AdminStatus {
         if let process {
             var parts = [process.command.joined(separator: " "), process.state]
             if let pid = process.pid { parts.append("pid \(pid)") }
-            if process.state == "running" { parts.append(process.ready == true ? "ready" : process.notReady ?? "not ready") }
+            if process.state == "running", let ready = process.ready { parts.append(ready ? "ready" : process.notReady ?? "not ready") }
             parts.append("restarts \(process.restarts)")
             if let exit = process.lastExit { parts.append("last exit: \(exit)") }
             line("process", parts.joined(separator: "  "))

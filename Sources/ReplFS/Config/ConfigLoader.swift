@@ -180,6 +180,7 @@ public enum ConfigLoader {
         case (nil, let tcp?):
             let colon = tcp.lastIndex(of: ":")!
             let host = tcp[..<colon].trimmingCharacters(in: CharacterSet(charactersIn: "[]"))
+            guard !host.isEmpty else { throw ConfigError(key: "exec.ready.tcp", "\"\(tcp)\" has no host") }
             return ReadinessProbe(.tcp(host: host, port: Int(tcp[tcp.index(after: colon)...])!))
         default:
             throw ConfigError(key: "exec.ready", "give exactly one of http: URL (answers 2xx when ready) or tcp: HOST:PORT (accepts a connection)")
@@ -415,6 +416,12 @@ private final class Section {
 }
 
 extension Config {
+    /// What `mount` checks of this machine before it starts: the virtual
+    /// IP's interface exists and `ip` (iproute2) can be run.
+    public func checkThisMachine() throws(ConfigError) {
+        if let vip { try VirtualIP(address: vip.address, interface: vip.interface).check() }
+    }
+
     /// Refuses keys of the design that this version parses but does not act
     /// on. An operator who asks for encryption or for commits that wait for
     /// replicas must not silently run without them.

@@ -65,7 +65,6 @@ public final class Daemon: Sendable {
             try directory.check(cluster: config.cluster)
             token = try Daemon.readToken(config)
             tls = try config.replication.tls.map { try TLSCredentials(files: $0, key: "replication.tls", logger: logger) }
-            try config.vip.map { try VirtualIP(address: $0.address, interface: $0.interface).check() }
             etcdTLS = try config.lease.etcdTLS.map { try TLSIdentity.load($0, key: "lease.etcd.tls") }
             try directory.prepare(cluster: config.cluster, node: config.node)
             directoryLock = try directory.lock()
@@ -158,7 +157,7 @@ public final class Daemon: Sendable {
     /// removed now: a node starts as no one's primary.
     private static func makeAnnouncer(_ config: Config, store: Store, supervisor: Supervisor?, metrics: ReplFSMetrics?, logger: Logger) -> PrimaryAnnouncer {
         let vip = config.vip.map { VirtualIP(address: $0.address, interface: $0.interface) }
-        if let vip, vip.isHeld {
+        if let vip, vip.isHeld != false {
             do {
                 try vip.remove()
                 logger.warning("removed the virtual IP an earlier run left on the interface", metadata: ["vip": "\(vip.address)", "interface": "\(vip.interface)"])

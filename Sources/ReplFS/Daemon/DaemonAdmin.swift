@@ -104,7 +104,7 @@ final class DaemonAdmin: AdminHandler {
         }
         status.vip = config.vip.map { vip in
             AdminStatus.VirtualIPStatus(
-                address: vip.address.description, interface: vip.interface, held: VirtualIP(address: vip.address, interface: vip.interface).isHeld)
+                address: vip.address.description, interface: vip.interface, held: VirtualIP(address: vip.address, interface: vip.interface).isHeld == true)
         }
         return status
     }

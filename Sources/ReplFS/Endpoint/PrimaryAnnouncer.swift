@@ -15,7 +15,11 @@ import Logging
 /// - replica: `on-replica`, once per change of role (at start too).
 ///
 /// Adding and removing the address are serialised, so an addition that
-/// was under way when the node stepped down cannot land after the removal.
+/// was under way when the node stepped down cannot land after the removal;
+/// a removal that fails is tried again every second; a primary checks once
+/// a second that it still holds the address and adds it again if not. The
+/// address stays while the application restarts (no other node is primary
+/// then: moving it would not help).
 public final class PrimaryAnnouncer: RoleAnnouncing, Sendable {
     private let vip: VirtualIP?
     private let hooks: RoleHooks?
@@ -33,8 +37,10 @@ public final class PrimaryAnnouncer: RoleAnnouncing, Sendable {
     /// Announcements after the first, and the gap before each.
     static let repeats = 2
     static let repeatGap = Duration.milliseconds(500)
-    /// After a failed addition, the next try.
+    /// After a failed addition or removal, the next try.
     static let retryGap = Duration.seconds(1)
+    /// How often a primary makes sure it still holds the address.
+    static let verifyGap = Duration.seconds(1)
 
     public init(vip: VirtualIP?, hooks: RoleHooks?, node: String, isReady: @escaping @Sendable () -> Bool, logger: Logger) {
         self.vip = vip
@@ -81,6 +87,11 @@ public final class PrimaryAnnouncer: RoleAnnouncing, Sendable {
     private enum Action {
         case add(Epoch)
         case announce
+        /// Whether the address is still on the interface (someone may have
+        /// taken it off: a network manager, a link that went down).
+        case verify
+        /// A removal that failed, again.
+        case remove
         case hook(RoleHooks.Hook, Epoch, primary: String?)
     }
 
@@ -89,6 +100,8 @@ public final class PrimaryAnnouncer: RoleAnnouncing, Sendable {
             switch action {
             case .add(let epoch): addAddress(for: epoch)
             case .announce: announce()
+            case .verify: verifyAddress()
+            case .remove: removeAddress()
             case .hook(let hook, let epoch, let primary): hooks?.run(hook, epoch: epoch, primary: primary)
             }
         }
@@ -100,6 +113,11 @@ public final class PrimaryAnnouncer: RoleAnnouncing, Sendable {
         return state.wait { state -> Monitor<State>.Step<Action?> in
             if state.closed { return .done(nil) }
             let now = ContinuousClock.now
+            if state.wanted.isPrimary == false, let retry = state.removalRetryAt {
+                guard now >= retry else { return .wait(until: retry) }
+                state.removalRetryAt = nil
+                return .done(.remove)
+            }
             switch state.wanted {
             case .nothing:
                 return .wait(until: nil)
@@ -117,11 +135,17 @@ public final class PrimaryAnnouncer: RoleAnnouncing, Sendable {
                     state.announced = .onPrimary
                     return .done(.hook(.onPrimary, epoch, primary: node))
                 }
-                guard state.announcements > 0 else { return .wait(until: nil) }
-                guard now >= state.nextAnnouncement else { return .wait(until: state.nextAnnouncement) }
-                state.announcements -= 1
-                state.nextAnnouncement = now + Self.repeatGap
-                return .done(.announce)
+                if state.announcements > 0, now >= state.nextAnnouncement {
+                    state.announcements -= 1
+                    state.nextAnnouncement = now + Self.repeatGap
+                    return .done(.announce)
+                }
+                if hasAddress, now >= state.nextVerification {
+                    state.nextVerification = now + Self.verifyGap
+                    return .done(.verify)
+                }
+                let next = hasAddress ? state.nextVerification : nil
+                return .wait(until: state.announcements > 0 ? min(state.nextAnnouncement, next ?? state.nextAnnouncement) : next)
             }
         }
     }
@@ -129,21 +153,36 @@ public final class PrimaryAnnouncer: RoleAnnouncing, Sendable {
     private func addAddress(for epoch: Epoch) {
         guard let vip else { return }
         addressChange.withLock { _ in
-            guard state.value.wanted == .primary(epoch) else { return }
+            // Looked at again here: the lease may have gone (writes closed)
+            // since this addition was chosen, and the removal waits for us.
+            guard state.value.wanted == .primary(epoch), isReady() else { return }
             do {
                 try vip.add()
-                state.withLock {
-                    $0.addressHeld = true
-                    $0.retryAt = nil
-                    $0.announcements = Self.repeats
-                    $0.nextAnnouncement = .now + Self.repeatGap
-                }
-                logger.notice("virtual IP added", metadata: ["vip": "\(vip.address)", "interface": "\(vip.interface)", "epoch": "\(epoch)"])
-                try vip.announce()
             } catch {
                 state.withLock { $0.retryAt = .now + Self.retryGap }
                 logger.error("\(error); retrying in \(Supervisor.describe(Self.retryGap))")
+                return
             }
+            state.withLock {
+                $0.addressHeld = true
+                $0.retryAt = nil
+                $0.announcements = Self.repeats
+                $0.nextAnnouncement = .now + Self.repeatGap
+                $0.nextVerification = .now + Self.verifyGap
+            }
+            logger.notice("virtual IP added", metadata: ["vip": "\(vip.address)", "interface": "\(vip.interface)", "epoch": "\(epoch)"])
+            do { try vip.announce() } catch { logger.warning("\(error); announcing again in \(Supervisor.describe(Self.repeatGap))") }
+        }
+    }
+
+    /// A primary that lost its address (taken off by someone else, or by
+    /// its watchdog during a freeze it survived) adds it again.
+    private func verifyAddress() {
+        guard let vip else { return }
+        addressChange.withLock { _ in
+            guard case .primary = state.value.wanted, state.value.addressHeld, vip.isHeld == false else { return }
+            state.withLock { $0.addressHeld = false }
+            logger.warning("the virtual IP is no longer on the interface; adding it again", metadata: ["vip": "\(vip.address)", "interface": "\(vip.interface)"])
         }
     }
 
@@ -161,10 +200,14 @@ public final class PrimaryAnnouncer: RoleAnnouncing, Sendable {
             let held = vip.isHeld
             do {
                 try vip.remove()
-                state.withLock { $0.addressHeld = false }
-                if held { logger.notice("virtual IP removed", metadata: ["vip": "\(vip.address)", "interface": "\(vip.interface)"]) }
+                state.withLock {
+                    $0.addressHeld = false
+                    $0.removalRetryAt = nil
+                }
+                if held != false { logger.notice("virtual IP removed", metadata: ["vip": "\(vip.address)", "interface": "\(vip.interface)"]) }
             } catch {
-                logger.critical("\(error): clients may still be sent to this node")
+                state.withLock { $0.removalRetryAt = .now + Self.retryGap }
+                logger.critical("\(error): clients may still be sent to this node; retrying in \(Supervisor.describe(Self.retryGap))")
             }
         }
     }
@@ -176,6 +219,10 @@ extension PrimaryAnnouncer {
             case nothing
             case primary(Epoch)
             case replica(Epoch, primary: String?)
+
+            var isPrimary: Bool {
+                if case .primary = self { true } else { false }
+            }
         }
 
         var wanted = Wanted.nothing
@@ -186,6 +233,9 @@ extension PrimaryAnnouncer {
         /// Repeated announcements still due, and when the next one is.
         var announcements = 0
         var nextAnnouncement = ContinuousClock.now
+        var nextVerification = ContinuousClock.now
+        /// When to try again a removal that failed.
+        var removalRetryAt: ContinuousClock.Instant?
         var closed = false
     }
 }

@@ -16,6 +16,13 @@ public struct VirtualAddress: Sendable, Hashable, CustomStringConvertible {
         let parts = text.split(separator: "/", omittingEmptySubsequences: false)
         guard parts.count == 2, let prefix = Int(parts[1]), let bytes = Syscall.parseIPAddress(String(parts[0])) else { return nil }
         guard (bytes.count == 4 && (1...32).contains(prefix)) || (bytes.count == 16 && (1...128).contains(prefix)) else { return nil }
+        // A unicast address a client can dial: not unspecified, loopback or multicast.
+        let isV4 = bytes.count == 4
+        if bytes.allSatisfy({ $0 == 0 }) || (isV4 && (bytes[0] == 127 || bytes[0] >= 224)) || (!isV4 && bytes[0] == 0xff)
+            || (!isV4 && bytes == [UInt8](repeating: 0, count: 15) + [1])
+        {
+            return nil
+        }
         self.address = String(parts[0])
         self.bytes = bytes
         self.prefix = prefix

@@ -21,23 +21,29 @@ public struct VirtualIP: Sendable {
         self.interface = interface
     }
 
-    /// The start-up check: the interface exists (exit 2 otherwise).
+    /// The start-up check: the interface exists and `ip` can be found
+    /// (exit 2 otherwise).
     public func check() throws(ConfigError) {
         guard Syscall.interfaceIndex(interface) != nil else {
             throw ConfigError(key: "vip.interface", "there is no network interface \"\(interface)\" on this machine")
         }
+        let path = ProcessInfo.processInfo.environment["PATH"] ?? Supervisor.defaultSearchPath
+        guard (path + ":" + Supervisor.defaultSearchPath).split(separator: ":").contains(where: { FileManager.default.isExecutableFile(atPath: "\($0)/ip") }) else {
+            throw ConfigError(key: "vip", "needs iproute2's ip command, which is not in PATH")
+        }
     }
 
-    /// Whether the address is on the interface now.
-    public var isHeld: Bool {
-        guard case .success(let addresses) = Syscall.addresses(on: interface) else { return false }
+    /// Whether the address is on the interface now; nil if the kernel
+    /// could not be asked (callers removing it then try anyway).
+    public var isHeld: Bool? {
+        guard case .success(let addresses) = Syscall.addresses(on: interface) else { return nil }
         return addresses.contains(address.bytes)
     }
 
     /// Puts the address on the interface (IPv6 without duplicate address
     /// detection, so it answers at once: the lease already says it is ours).
     public func add() throws(VirtualIPError) {
-        if isHeld { return }
+        if isHeld == true { return }
         var arguments = ["ip", "addr", "add", address.description, "dev", interface]
         if address.isIPv6 { arguments.append("nodad") }
         try run(arguments, what: "add")
@@ -45,7 +51,7 @@ public struct VirtualIP: Sendable {
 
     /// Takes the address off the interface.
     public func remove() throws(VirtualIPError) {
-        guard isHeld else { return }
+        guard isHeld != false else { return }
         try run(["ip", "addr", "del", address.description, "dev", interface], what: "remove")
     }
 

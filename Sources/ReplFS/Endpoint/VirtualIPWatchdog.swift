@@ -16,9 +16,11 @@ import Glibc
 /// parent changed): nothing serves behind the address then.
 ///
 /// It never adds the address: only the daemon does, once its application
-/// is ready. Once it found the address absent under a passed deadline it
-/// looks again only when the file changes (a new term writes a new
-/// deadline), so a replica costs one 8-byte read per tick.
+/// is ready. Under a passed deadline it looks at the interface when the
+/// deadline changes and then once a second, so a replica costs one 8-byte
+/// read per tick and a netlink dump per second. A SIGTERM (the daemon
+/// stopping, or systemd stopping the whole unit) ends it only once the
+/// address is not held, or the deadline has passed (then it removes it).
 public struct VirtualIPWatchdog {
     public var vip: VirtualIP
     public var deadlineFile: String
@@ -33,34 +35,47 @@ public struct VirtualIPWatchdog {
         self.daemon = daemon
     }
 
-    /// Runs until the daemon is gone or asks it to stop; the exit code.
+    /// Runs until the daemon is gone, or asks it to stop while it does
+    /// not hold the address (or may no longer hold it); the exit code.
     public func run() -> Int32 {
         _ = Syscall.setParentDeathSignal(SIGHUP)
         _ = Syscall.blockWatchdogSignals()
         guard Syscall.parentProcess() == daemon else { return release("replfsd is gone") }
-        var cleared: UInt64?
+        var stopping = false
+        var lastRead: UInt64?
+        var nextLook = ContinuousClock.now
         while true {
             switch Syscall.waitForWatchdogSignal(timeout: Self.tick) {
             case SIGHUP: return release("replfsd is gone")
-            case SIGTERM, SIGINT: return 0
+            case SIGTERM, SIGINT: stopping = true
             default: break
             }
             if Syscall.parentProcess() != daemon { return release("replfsd is gone") }
-            guard let deadline = LeaseDeadlineFile.read(deadlineFile), deadline != cleared, LeaseDeadlineFile.hasPassed(deadline) else { continue }
-            if vip.isHeld {
+            let deadline = LeaseDeadlineFile.read(deadlineFile)
+            let passed = deadline.map(LeaseDeadlineFile.hasPassed) ?? false
+            // A stop asked while this node may still be the primary (systemd
+            // signals the whole unit at once) waits: the fence stays up until
+            // the deadline passes or the daemon is gone.
+            if stopping, passed || vip.isHeld == false { return passed ? release("replfsd is stopping") : 0 }
+            // Look when the deadline has just passed (a new value), and
+            // again every second while it stays passed: an address added
+            // or left behind meanwhile goes too.
+            defer { lastRead = deadline }
+            guard passed, deadline != lastRead || ContinuousClock.now >= nextLook else { continue }
+            nextLook = .now + Self.recheck
+            if vip.isHeld != false {
                 report("the lease deadline passed without a renewal: removing \(vip.address) from \(vip.interface)")
-                do { try vip.remove() } catch {
-                    report("\(error)")
-                    continue
-                }
+                do { try vip.remove() } catch { report("\(error)") }
             }
-            cleared = deadline
         }
     }
 
+    /// How often a passed deadline is looked at again.
+    static let recheck = Duration.seconds(1)
+
     /// Removes the address (if held) and returns the exit code.
     private func release(_ why: String) -> Int32 {
-        guard vip.isHeld else { return 0 }
+        guard vip.isHeld != false else { return 0 }
         report("\(why): removing \(vip.address) from \(vip.interface)")
         do { try vip.remove() } catch {
             report("\(error)")

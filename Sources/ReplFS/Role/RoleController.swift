@@ -353,7 +353,7 @@ public final class RoleController: ReplicationRole, ReplicaClientDelegate, Lease
         application?.stop()
         store.stopWrites(reason: "handed the primary role to \(target)")
         if newEpoch.isKnown, !record(epoch: newEpoch, primary: target) {
-            store.startWrites()
+            store.startWrites(epoch: epoch, until: lease?.currentDeadline)
             application?.start()
             announcer?.becamePrimary(epoch: epoch)
             return .failure(RoleError(.failed, "cannot persist the node state"))
@@ -375,6 +375,7 @@ public final class RoleController: ReplicationRole, ReplicaClientDelegate, Lease
                 becomePrimary(epoch: resumed, deadline: lease?.currentDeadline)
             } else {
                 state.withLock { $0.role = .fenced }
+                announcer?.becameReplica(epoch: epoch, primary: nil)
             }
             let message = "\(target) did not confirm the handoff within \(timeout)" + (resumed != nil ? "; \(identity.node) resumed as primary" : "")
             noteError(message)

@@ -1,4 +1,5 @@
 import AsyncHTTPClient
+import Foundation
 import NIOCore
 import NIOPosix
 
@@ -60,8 +61,10 @@ public struct ReadinessProbe: Sendable, Equatable, CustomStringConvertible {
     /// must be an `http://` (or `https://`) URL with a host.
     static func problem(withURL text: String) -> String? {
         guard text.hasPrefix("http://") || text.hasPrefix("https://") else { return "\"\(text)\" is not an http:// or https:// URL" }
-        let rest = text.drop { $0 != "/" }.dropFirst(2)
-        guard let host = rest.split(separator: "/", maxSplits: 1).first, !host.isEmpty else { return "\"\(text)\" has no host" }
+        // Checked here, not left to the HTTP client: a port out of range
+        // traps inside it.
+        guard let url = URLComponents(string: text), let host = url.host, !host.isEmpty else { return "\"\(text)\" has no host" }
+        if let port = url.port, !(1...65535).contains(port) { return "\"\(text)\" has a port out of range (1-65535)" }
         return nil
     }
 }

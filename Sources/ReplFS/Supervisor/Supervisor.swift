@@ -313,7 +313,15 @@ public final class Supervisor: Sendable {
                 }
             }
         }
-        // No pidfd (a kernel before 5.3): orphans are reaped when the leader exits.
+        // No pidfd (a kernel before 5.3, a seccomp filter): poll for the
+        // leader's exit while the probe asks; then block until it exits
+        // (orphans are reaped when it does).
+        var probe = readiness.map { ReadinessWait(probe: $0, started: .now) }
+        while let wait = probe {
+            if case .success(pid?) = Syscall.exitedChild(inGroup: pid) { return }
+            reapOrphans(group: pid, leader: pid)
+            if ask(wait, running: pid) { probe = nil } else { usleep(UInt32(Self.probeInterval.milliseconds * 1000)) }
+        }
         _ = Syscall.waitForExit(pid)
     }
 

@@ -77,14 +77,25 @@ public struct ShortCommand: Sendable {
                 outcome.timedOut = true
                 break
             }
-            let watched = (pipeOpen ? [pipe.read] : []) + (processFD.map { [$0] } ?? [])
-            guard !watched.isEmpty, case .success(let ready) = Syscall.waitReadable(watched, timeout: remaining) else { break }
+            guard let processFD else {
+                // No pidfd (an old kernel, a seccomp filter): poll for the exit.
+                if pipeOpen, case .success(true) = Syscall.waitReadable(pipe.read, timeout: min(remaining, .milliseconds(10))) {
+                    pipeOpen = Self.drain(pipe.read, into: &output)
+                } else if !pipeOpen {
+                    usleep(10_000)
+                }
+                if case .success(pid?) = Syscall.exitedChild(inGroup: pid) { break }
+                continue
+            }
+            let watched = (pipeOpen ? [pipe.read] : []) + [processFD]
+            guard case .success(let ready) = Syscall.waitReadable(watched, timeout: remaining) else { break }
             if pipeOpen, ready[0] { pipeOpen = Self.drain(pipe.read, into: &output) }
-            if processFD != nil, ready[ready.count - 1] {
+            if ready[ready.count - 1] {
                 // Exited: take what is in the pipe without waiting for
-                // descendants that may still hold it open.
+                // descendants that may still hold it open (and at most the
+                // output kept: one of them may write on and on).
                 if pipeOpen, case .success = Syscall.setNonBlocking(pipe.read) {
-                    while Self.drain(pipe.read, into: &output) {}
+                    while output.count <= Self.outputLimit, Self.drain(pipe.read, into: &output) {}
                 }
                 break
             }
