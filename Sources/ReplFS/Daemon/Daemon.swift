@@ -102,13 +102,7 @@ public final class Daemon: Sendable {
             authenticator: authenticator, tls: tls)
         supervisor = Self.makeSupervisor(config, directory: directory, logger: logger)
         announcer = Self.makeAnnouncer(config, store: store, supervisor: supervisor, metrics: metrics?.metrics, logger: logger)
-        addressWatchdog = config.vip.map { vip in
-            let arguments = [
-                Daemon.executablePath, "vip-watchdog", "--deadline-file", directory.root + "/" + LeaseDeadlineFile.name, "--address",
-                vip.address.description, "--interface", vip.interface, "--daemon", "\(getpid())",
-            ]
-            return Supervisor(command: arguments, stopTimeout: .seconds(2), logger: logger)
-        }
+        addressWatchdog = Self.makeAddressWatchdog(config, directory: directory, logger: logger)
         do {
             controller = try RoleController(
                 store: store, feed: feed, server: server, identity: identity, stateFile: NodeStateFile(directory: directory),
@@ -148,6 +142,18 @@ public final class Daemon: Sendable {
                 command: exec.command, launcher: watchdog, stopTimeout: exec.stopTimeout + .seconds(2),
                 environment: ["REPLFS_NODE": config.node, "REPLFS_MOUNT": config.mount, "REPLFS_CLUSTER": config.cluster], readiness: exec.ready,
                 logger: logger)
+        }
+    }
+
+    /// With `vip`, `replfsd vip-watchdog` runs beside the daemon for its
+    /// whole life: the network fence (``VirtualIPWatchdog``).
+    private static func makeAddressWatchdog(_ config: Config, directory: DataDirectory, logger: Logger) -> Supervisor? {
+        config.vip.map { vip in
+            let arguments = [
+                Daemon.executablePath, "vip-watchdog", "--deadline-file", directory.root + "/" + LeaseDeadlineFile.name, "--address",
+                vip.address.description, "--interface", vip.interface, "--daemon", "\(getpid())",
+            ]
+            return Supervisor(command: arguments, stopTimeout: .seconds(2), logger: logger)
         }
     }
 

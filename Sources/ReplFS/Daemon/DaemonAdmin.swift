@@ -28,6 +28,12 @@ final class DaemonAdmin: AdminHandler {
 
     private var store: Store { controller.store }
 
+    /// The virtual IP as configured, and whether this node holds it now.
+    private static func addressStatus(_ vip: Config.VIP) -> AdminStatus.VirtualIPStatus {
+        AdminStatus.VirtualIPStatus(
+            address: vip.address.description, interface: vip.interface, held: VirtualIP(address: vip.address, interface: vip.interface).isHeld == true)
+    }
+
     func status() -> AdminStatus {
         let snapshot = controller.snapshot
         let leaseStatus = lease.status
@@ -102,10 +108,7 @@ final class DaemonAdmin: AdminHandler {
             let identity = tls.identity
             return AdminStatus.TLS(subject: identity.subject, notAfter: time.string(from: identity.notAfter), daysToExpiry: identity.daysToExpiry())
         }
-        status.vip = config.vip.map { vip in
-            AdminStatus.VirtualIPStatus(
-                address: vip.address.description, interface: vip.interface, held: VirtualIP(address: vip.address, interface: vip.interface).isHeld == true)
-        }
+        status.vip = config.vip.map(Self.addressStatus)
         return status
     }
 
