@@ -60,9 +60,6 @@ public final class PrimaryAnnouncer: RoleAnnouncing, Sendable {
         state.withLock { $0.closed = true }
     }
 
-    /// Whether this node holds the virtual IP, as far as it knows.
-    public var holdsAddress: Bool { state.value.addressHeld }
-
     // MARK: - RoleAnnouncing
 
     public func becamePrimary(epoch: Epoch) {

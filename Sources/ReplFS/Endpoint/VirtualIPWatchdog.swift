@@ -85,7 +85,6 @@ public struct VirtualIPWatchdog {
     }
 
     private func report(_ message: String) {
-        let text = Array("replfsd vip-watchdog: \(message)\n".utf8)
-        _ = text.withUnsafeBytes { Syscall.write(2, $0) }
+        Syscall.writeLine(toStandardError: "replfsd vip-watchdog: \(message)")
     }
 }

@@ -123,7 +123,6 @@ public struct ApplicationWatchdog {
     }
 
     private func report(_ message: String) {
-        let text = Array("replfsd app-watchdog: \(message)\n".utf8)
-        _ = text.withUnsafeBytes { Syscall.write(2, $0) }
+        Syscall.writeLine(toStandardError: "replfsd app-watchdog: \(message)")
     }
 }

@@ -87,15 +87,7 @@ extension Syscall {
     /// `poll(2)` of one descriptor for input, up to `timeout`: true if it is
     /// readable. An interrupted poll returns false (the caller looks again).
     static func waitReadable(_ fd: Int32, timeout: Duration) -> Result<Bool, Errno> {
-        var entry = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
-        let (seconds, attoseconds) = timeout.components
-        let milliseconds = Int32(clamping: seconds * 1000 + attoseconds / 1_000_000_000_000_000)
-        let count = Glibc.poll(&entry, 1, milliseconds)
-        if count < 0 {
-            let error = Errno.current
-            return error == .interrupted ? .success(false) : .failure(error)
-        }
-        return .success(count > 0)
+        waitReadable([fd], timeout: timeout).map { $0[0] }
     }
 
     /// `prctl(PR_SET_CHILD_SUBREAPER, 1)` (`clinux_set_child_subreaper`):
@@ -109,6 +101,12 @@ extension Syscall {
     /// that forked this process exits (for a watchdog: its daemon died).
     static func setParentDeathSignal(_ signal: Int32) -> Result<Void, Errno> {
         clinux_set_parent_death_signal(signal) == 0 ? .success(()) : .failure(.current)
+    }
+
+    /// One line on stderr, written whole (a watchdog process has no logger).
+    static func writeLine(toStandardError line: String) {
+        let text = Array((line + "\n").utf8)
+        _ = text.withUnsafeBytes { write(2, $0) }
     }
 
     /// `getppid(2)`.
@@ -172,7 +170,8 @@ extension Syscall {
     }
 
     /// `poll(2)` of several descriptors for input, up to `timeout`: which are
-    /// readable (or hung up). An interrupted poll reports none.
+    /// readable (or hung up). An interrupted poll reports none (the caller
+    /// looks again).
     static func waitReadable(_ fds: [Int32], timeout: Duration) -> Result<[Bool], Errno> {
         var entries = fds.map { pollfd(fd: $0, events: Int16(POLLIN), revents: 0) }
         let milliseconds = Int32(clamping: max(0, timeout.milliseconds))
