@@ -164,7 +164,8 @@ struct ConfigLoaderTests {
         let config = try ConfigLoader.parse(Self.designExample, hostname: "h")
         #expect(config.replication.syncTimeout == .seconds(10))
         #expect(config.replication.syncDegrade)
-        #expect(config.pending == ["backup", "fuse.io-uring"])
+        #expect(config.pending == ["fuse.io-uring"])
+        #expect(config.backup == Config.Backup(path: "/mnt/backup/replfs", retention: .seconds(168 * 3600), snapshotInterval: .seconds(24 * 3600)))
         #expect(config.exec?.ready == ReadinessProbe(.http(url: "http://127.0.0.1:8080/health")))
         #expect(config.hooks == Config.Hooks(onPrimary: ["/usr/local/bin/on-primary", "x"], onReplica: ["/usr/local/bin/on-replica"], timeout: .seconds(10)))
         #expect(config.vip?.address.description == "10.0.0.100/24")
@@ -176,7 +177,7 @@ struct ConfigLoaderTests {
         #expect(config.lease.maxLag == .seconds(5))
         var refused: ConfigError?
         do { try config.requireImplemented() } catch { refused = error }
-        #expect(refused?.key == "backup", "\(String(describing: refused))")
+        #expect(refused?.key == "fuse.io-uring", "\(String(describing: refused))")
         // The defaults of the pending keys ask for nothing and start.
         let quiet = try ConfigLoader.parse(
             "mount: /m\ndata: /d\nreplication: {sync-degrade: false, sync-timeout: 3s}\nlease: {max-lag: 0}\nfuse: {io-uring: auto}\n", hostname: "h")
@@ -185,6 +186,17 @@ struct ConfigLoaderTests {
         // Still validated: a typo inside a pending section is named.
         #expect(throws: ConfigError(key: "backup.retension", "unknown key")) {
             try ConfigLoader.parse("mount: /m\ndata: /d\nbackup: {path: /b, retension: 1h}\n", hostname: "h")
+        }
+        // backup: a path of its own, durations that are durations.
+        #expect(try ConfigLoader.parse("mount: /m\ndata: /d\nbackup: {path: /b}\n", hostname: "h").backup?.retention == .seconds(168 * 3600))
+        #expect(throws: ConfigError(key: "backup.path", "required: the directory the archive goes to")) {
+            try ConfigLoader.parse("mount: /m\ndata: /d\nbackup: {retention: 1h}\n", hostname: "h")
+        }
+        #expect(throws: ConfigError(key: "backup.path", "\"/d/archive\" overlaps data /d: the archive must be a directory of its own")) {
+            try ConfigLoader.parse("mount: /m\ndata: /d\nbackup: {path: /d/archive}\n", hostname: "h")
+        }
+        #expect(throws: ConfigError(key: "backup.snapshot-interval", "\"soon\" is not a duration (use 500ms, 2s, 10m, 1h)")) {
+            try ConfigLoader.parse("mount: /m\ndata: /d\nbackup: {path: /b, snapshot-interval: soon}\n", hostname: "h")
         }
         #expect(throws: ConfigError(key: "fuse.io-uring", "\"maybe\" is not auto, on or off")) {
             try ConfigLoader.parse("mount: /m\ndata: /d\nfuse: {io-uring: maybe}\n", hostname: "h")

@@ -83,6 +83,7 @@ extension AdminStatus {
             if let exit = process.lastExit { parts.append("last exit: \(exit)") }
             line("process", parts.joined(separator: "  "))
         }
+        if let backup { line("backup", backup.summary) }
         if let vip { line("vip", "\(vip.address) on \(vip.interface)  \(vip.held ? "held by this node" : "not held here")") }
         for aside in asides { line("aside", aside + (Store.describeAside(aside).map { " (\($0))" } ?? "")) }
         if let lastError { line("error", lastError + (lastErrorAt.map { " (at \($0))" } ?? "")) }

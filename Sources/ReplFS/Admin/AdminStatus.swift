@@ -46,6 +46,8 @@ public struct AdminStatus: Codable, Sendable, Equatable {
     /// The virtual IP (`vip`): "10.0.0.100/24 on eth0", and whether this
     /// node holds it now.
     public var vip: VirtualIPStatus?
+    /// The continuous archive (`backup`), on the primary: where it stands.
+    public var backup: ArchiveStatus?
 
     public struct VirtualIPStatus: Codable, Sendable, Equatable {
         public var address: String

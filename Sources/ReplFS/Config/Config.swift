@@ -23,12 +23,22 @@ public struct Config: Sendable, Equatable {
     public var hooks: Hooks?
     /// `vip`: the virtual IP the primary holds.
     public var vip: VIP?
+    /// `backup`: the continuous archive the primary writes.
+    public var backup: Backup?
     /// Keys of the design that this version reads and validates but does
     /// not act on yet, in the order they appear: ``requireImplemented()``
     /// refuses them at start.
     public var pending: [String] = []
     /// How long LTX files are kept for catch-up.
     public var retention: Duration = .seconds(600)
+
+    /// `backup`: Litestream 0.5 file replicas of every database (and the
+    /// plain files' versions) under `path`, for point-in-time restore.
+    public struct Backup: Sendable, Equatable {
+        public var path: String
+        public var retention: Duration = .seconds(168 * 3600)
+        public var snapshotInterval: Duration = .seconds(24 * 3600)
+    }
 
     public struct Replication: Sendable, Equatable {
         public var listen = "0.0.0.0:20202"

@@ -89,6 +89,7 @@ public enum ConfigLoader {
         }
         if let hooks = try top.section("hooks") { config.hooks = try parseHooks(hooks) }
         if let vip = try top.section("vip") { config.vip = try parseVIP(vip) }
+        if let backup = try top.section("backup") { config.backup = try parseBackup(backup, config: config) }
         try readPendingSections(top, into: &config)
         try top.rejectUnknown()
         return config
@@ -213,15 +214,22 @@ public enum ConfigLoader {
         return Config.VIP(address: address, interface: interface)
     }
 
+    private static func parseBackup(_ section: Section, config: Config) throws(ConfigError) -> Config.Backup {
+        guard let path = try section.path("path") else { throw ConfigError(key: "backup.path", "required: the directory the archive goes to") }
+        for (key, inside) in [("mount", config.mount), ("data", config.data)] where path == inside || path.hasPrefix(inside + "/") || inside.hasPrefix(path + "/") {
+            throw ConfigError(key: "backup.path", "\"\(path)\" overlaps \(key) \(inside): the archive must be a directory of its own")
+        }
+        var backup = Config.Backup(path: path)
+        if let retention = try section.duration("retention") { backup.retention = retention }
+        if let interval = try section.duration("snapshot-interval") { backup.snapshotInterval = interval }
+        try section.rejectUnknown()
+        return backup
+    }
+
     /// The design's sections this version does not act on yet: each is
     /// validated like any other (so a typo is still named), and recorded
     /// as pending so that `mount` refuses it instead of running without it.
     private static func readPendingSections(_ top: Section, into config: inout Config) throws(ConfigError) {
-        if let backup = try top.section("backup") {
-            _ = (try backup.path("path"), try backup.duration("retention"), try backup.duration("snapshot-interval"))
-            try backup.rejectUnknown()
-            config.pending.append("backup")
-        }
         if let fuse = try top.section("fuse") {
             if let mode = try fuse.string("io-uring") {
                 guard ["auto", "on", "off"].contains(mode) else {
@@ -420,6 +428,11 @@ extension Config {
     /// IP's interface exists and `ip` (iproute2) can be run.
     public func checkThisMachine() throws(ConfigError) {
         if let vip { try VirtualIP(address: vip.address, interface: vip.interface).check() }
+        // A mistyped path would only show as an archive that never grows.
+        // (A target that goes away later is the archiver's to report.)
+        if let backup, !Syscall.isDirectory(backup.path) {
+            throw ConfigError(key: "backup.path", "\(backup.path) is not a directory")
+        }
     }
 
     /// Refuses keys of the design that this version parses but does not act

@@ -29,4 +29,38 @@ extension LTXContent {
         case .file(let path): return LTXDecoder(source: .file(try LTXFileSource(path: path)))
         }
     }
+
+    /// The header alone.
+    func header() throws(LTXError) -> LTXHeader {
+        var decoder = try decoder()
+        defer { decoder.source.closeIfFile() }
+        return try decoder.decodeHeader()
+    }
+
+    /// The LTX file `content` re-encoded to start right after `position`
+    /// (which lies inside it): the same pages and post-apply checksum, with
+    /// the replica's position as pre-apply checksum. Applying a merged
+    /// file's pages (their values after its last transaction) to any state
+    /// it went through gives the same result; the replica still verifies
+    /// the post-apply checksum.
+    func rebased(from position: Position) -> [UInt8]? {
+        do {
+            var decoder = try decoder()
+            defer { decoder.source.closeIfFile() }
+            let original = try decoder.decodeHeader()
+            var header = original
+            header.minTXID = position.txid.next
+            header.preApplyChecksum = position.checksum
+            var encoder = try LTXEncoder(header: header)
+            var page = [UInt8](repeating: 0, count: Int(original.pageSize))
+            while let pgno = try decoder.nextPage(into: &page) {
+                try encoder.append(pgno, page: page)
+            }
+            let trailer = try decoder.finish()
+            try encoder.finish(postApplyChecksum: trailer.postApplyChecksum)
+            return encoder.takeBytes()
+        } catch {
+            return nil
+        }
+    }
 }

@@ -21,6 +21,8 @@ public final class Daemon: Sendable {
     public let controller: RoleController
     public let lease: any LeaseKeeper
     public let retention: LogRetention
+    /// The continuous archive (`backup`), written while primary.
+    public let archiver: Archiver?
     public let supervisor: Supervisor?
     /// The virtual IP and the role hooks.
     public let announcer: PrimaryAnnouncer
@@ -92,6 +94,11 @@ public final class Daemon: Sendable {
 
         isClustered = !config.lease.staticPeers.isEmpty || config.lease.type == .etcd
         feed = ChangeFeed()
+        archiver = config.backup.map { [store, feed] backup in
+            Archiver(
+                settings: Archiver.Settings(path: backup.path, retention: backup.retention, snapshotInterval: backup.snapshotInterval), store: store,
+                feed: feed, logger: logger)
+        }
         let authenticator = Authenticator(token: token)
         self.tls = tls
         Self.warnAboutClearText(config, clustered: isClustered, token: authenticator.isEnabled, logger: logger)
@@ -114,7 +121,8 @@ public final class Daemon: Sendable {
         controller.setLease(lease)
         synchronous = Self.makeSynchronous(
             config, store: store, server: server, membership: lease as? any SynchronousMembership, metrics: metrics?.metrics, logger: logger)
-        let adminHandler = DaemonAdmin(config: config, controller: controller, lease: lease, supervisor: supervisor, tls: tls, synchronous: synchronous)
+        let adminHandler = DaemonAdmin(config: config, controller: controller, lease: lease, supervisor: supervisor, tls: tls, synchronous: synchronous,
+            archiver: archiver)
         admin = AdminServer(handler: adminHandler, logger: logger)
         if config.http.listen != nil, let metrics {
             health = HealthEndpoint(maxLag: config.http.maxLag, registry: metrics.registry, logger: logger) { adminHandler.status() }
@@ -122,8 +130,10 @@ public final class Daemon: Sendable {
             health = nil
         }
         let (controller, lease) = (self.controller, self.lease)
-        let synchronous = self.synchronous
-        sampler = metrics.map { MetricsSampler(metrics: $0.metrics, controller: controller, lease: lease, tls: tls, synchronous: synchronous) }
+        let (synchronous, archiver) = (self.synchronous, self.archiver)
+        sampler = metrics.map {
+            MetricsSampler(metrics: $0.metrics, controller: controller, lease: lease, tls: tls, synchronous: synchronous, archiver: archiver)
+        }
         try await startListeners()
         rollback.complete()
     }
@@ -293,6 +303,7 @@ public final class Daemon: Sendable {
         if let metrics, config.metrics.listen != nil { services.append(.init(service: metrics)) }
         if let health { services.append(.init(service: health)) }
         services.append(.init(service: BlockingService("retention", start: retention.start, stop: retention.stop)))
+        if let archiver { services.append(.init(service: BlockingService("backup", start: archiver.start, stop: archiver.stop))) }
         if let tls { services.append(.init(service: BlockingService("tls", start: { tls.startWatching() }, stop: tls.stopWatching))) }
         if let sampler { services.append(.init(service: BlockingService("sampler", start: sampler.start, stop: sampler.stop))) }
         if let synchronous {

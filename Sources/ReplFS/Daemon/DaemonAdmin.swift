@@ -14,11 +14,15 @@ final class DaemonAdmin: AdminHandler {
     private let supervisor: Supervisor?
     private let tls: TLSCredentials?
     private let synchronous: SynchronousReplication?
+    private let archiver: Archiver?
     /// One role change at a time; a second one is refused, not queued.
     private let changing = Atomic(false)
 
-    init(config: Config, controller: RoleController, lease: any LeaseKeeper, supervisor: Supervisor?, tls: TLSCredentials?, synchronous: SynchronousReplication?) {
+    init(config: Config, controller: RoleController, lease: any LeaseKeeper, supervisor: Supervisor?, tls: TLSCredentials?, synchronous: SynchronousReplication?,
+        archiver: Archiver?
+    ) {
         self.config = config
+        self.archiver = archiver
         self.tls = tls
         self.synchronous = synchronous
         self.controller = controller
@@ -109,6 +113,7 @@ final class DaemonAdmin: AdminHandler {
             return AdminStatus.TLS(subject: identity.subject, notAfter: time.string(from: identity.notAfter), daysToExpiry: identity.daysToExpiry())
         }
         status.vip = config.vip.map(Self.addressStatus)
+        if controller.role == .primary { status.backup = archiver?.status }
         return status
     }
 

@@ -14,6 +14,7 @@ public final class MetricsSampler: @unchecked Sendable {
     private let lease: any LeaseKeeper
     private let tls: TLSCredentials?
     private let synchronous: SynchronousReplication?
+    private let archiver: Archiver?
     /// Samples once a second, from ``start()`` to ``stop()``.
     private let passes = Locked<PeriodicTask?>(nil)
     private var lastTXIDs: [String: UInt64] = [:]
@@ -23,8 +24,10 @@ public final class MetricsSampler: @unchecked Sendable {
     private var replicas = Set<String>()
 
     public init(
-        metrics: ReplFSMetrics, controller: RoleController, lease: any LeaseKeeper, tls: TLSCredentials? = nil, synchronous: SynchronousReplication? = nil
+        metrics: ReplFSMetrics, controller: RoleController, lease: any LeaseKeeper, tls: TLSCredentials? = nil, synchronous: SynchronousReplication? = nil,
+        archiver: Archiver? = nil
     ) {
+        self.archiver = archiver
         self.tls = tls
         self.synchronous = synchronous
         self.metrics = metrics
@@ -51,6 +54,7 @@ public final class MetricsSampler: @unchecked Sendable {
         metrics.applyStalled.set(Double(controller.store.applyStall == nil ? 0 : 1))
         if let tls { metrics.setTLSCertificateExpiry(tls.identity.notAfter) }
         if let synchronous { metrics.setSynchronousDegraded(synchronous.isDegraded) }
+        if let archiver, snapshot.role == .primary { metrics.setBackup(archiver.status) }
         var primaryTXIDs: [String: UInt64] = [:]
         for database in controller.store.databaseSummaries {
             let txid = database.position.txid.rawValue

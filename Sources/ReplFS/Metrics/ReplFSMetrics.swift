@@ -150,6 +150,26 @@ public struct ReplFSMetrics: Sendable {
         }
     }
 
+    /// The archive (`backup`): per database, how many transactions and
+    /// seconds it is behind (`replfs_backup_lag_transactions`,
+    /// `replfs_backup_lag_seconds`), whether writing it fails now
+    /// (`replfs_backup_failing`), and its failures so far
+    /// (`replfs_backup_errors`).
+    public func setBackup(_ status: ArchiveStatus) {
+        for database in status.databases {
+            registry.makeGauge(
+                descriptor: Self.name("backup_lag_transactions", help: "Committed transactions not yet in the backup archive."),
+                labels: [("database", database.name)]
+            ).set(Double(database.lagTransactions))
+            registry.makeGauge(
+                descriptor: Self.name("backup_lag_seconds", help: "How long the oldest commit not yet in the backup archive has waited."),
+                labels: [("database", database.name)]
+            ).set(database.lagSeconds)
+        }
+        registry.makeGauge(descriptor: Self.name("backup_failing", help: "1 while writing the backup archive fails.")).set(Double(status.error == nil ? 0 : 1))
+        registry.makeGauge(descriptor: Self.name("backup_errors", help: "Failures to write the backup archive since start.")).set(Double(status.errors))
+    }
+
     public func recordLeaseRenewFailure() {
         leaseRenewFailures.increment()
     }

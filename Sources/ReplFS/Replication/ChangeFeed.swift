@@ -130,6 +130,20 @@ public final class ChangeFeed: StoreObserver, @unchecked Sendable {
         return .entries(Array(entries[index...].prefix(256)))
     }
 
+    /// Waits (up to `timeout`) until a change after `sequence` is
+    /// published, without being a reader: nothing is kept for the caller,
+    /// which reads the changes elsewhere (the archiver, from the LTX log).
+    /// Returns the newest sequence.
+    public func waitForChange(after sequence: UInt64, timeout: TimeInterval) -> UInt64 {
+        condition.lock()
+        defer { condition.unlock() }
+        let deadline = Date(timeIntervalSinceNow: timeout)
+        while nextSequence <= sequence + 1 {
+            if !condition.wait(until: deadline) { break }
+        }
+        return nextSequence - 1
+    }
+
     /// Wakes every waiter (the role changed, or a stream is closing).
     public func wakeAll() {
         condition.lock()

@@ -216,7 +216,7 @@ final class ReplicaStream: @unchecked Sendable {
                 var first = true
                 while isRunning, var content = run.next() {
                     if first, let rebase {
-                        guard let bytes = Self.rebased(content, from: rebase) else { return false }
+                        guard let bytes = content.rebased(from: rebase) else { return false }
                         content = .bytes(bytes)
                     }
                     first = false
@@ -273,63 +273,17 @@ final class ReplicaStream: @unchecked Sendable {
         defer { _ = Syscall.unlink(at: AT_FDCWD, snapshot.path) }
         counters.snapshotsSent.add(1, ordering: .relaxed)
         logger.info("sending snapshot", metadata: ["replica": "\(replica)", "database": "\(database)", "position": "\(snapshot.position)", "pages": "\(snapshot.pageCount)"])
-        let header = LTXHeader(
-            pageSize: UInt32(snapshot.pageSize), commit: snapshot.pageCount, minTXID: TXID(1), maxTXID: snapshot.position.txid,
-            timestamp: WallClock.milliseconds())
-        guard var encoder = try? LTXEncoder(header: header), case .success(let fd) = Syscall.open(at: AT_FDCWD, snapshot.path, flags: O_RDONLY) else {
-            return nil
-        }
-        defer { Syscall.close(fd) }
         var first = true
-        func emit(last: Bool) {
+        let encoded = snapshot.encode(timestamp: WallClock.milliseconds(), chunk: ReplicationFrameCodec.ltxPartSize, continuing: { isRunning }) { bytes, last in
             var part: ReplicationMessage.LTXPart = []
             if first { part.insert(.first) }
             if first && divergent { part.insert(.divergent) }
             if last { part.insert(.last) }
-            send(.ltx(database: database, part: part, bytes: encoder.takeBytes()))
+            send(.ltx(database: database, part: part, bytes: bytes))
             first = false
+            return true
         }
-        let page = UnsafeMutableRawBufferPointer.allocate(byteCount: snapshot.pageSize, alignment: 16)
-        defer { page.deallocate() }
-        let lockPage = PageNumber.lockPage(pageSize: snapshot.pageSize).rawValue
-        if snapshot.pageCount > 0 {
-            for pgno in 1...snapshot.pageCount where pgno != lockPage {
-                guard isRunning, case .success = Syscall.pread(fd, into: page, at: Int64(pgno - 1) * Int64(snapshot.pageSize)),
-                    (try? encoder.append(PageNumber(pgno), page: UnsafeRawBufferPointer(page))) != nil
-                else { return nil }
-                if encoder.bufferedByteCount >= ReplicationFrameCodec.ltxPartSize { emit(last: false) }
-            }
-        }
-        guard (try? encoder.finish(postApplyChecksum: snapshot.position.checksum)) != nil else { return nil }
-        emit(last: true)
-        return snapshot.position
-    }
-
-    /// The LTX file `content` re-encoded to start right after `position`
-    /// (which lies inside it): the same pages and post-apply checksum, with
-    /// the replica's position as pre-apply checksum. Applying a merged
-    /// file's pages (their values after its last transaction) to any state
-    /// it went through gives the same result; the replica still verifies
-    /// the post-apply checksum.
-    static func rebased(_ content: LTXContent, from position: Position) -> [UInt8]? {
-        do {
-            var decoder = try content.decoder()
-            defer { decoder.source.closeIfFile() }
-            let original = try decoder.decodeHeader()
-            var header = original
-            header.minTXID = position.txid.next
-            header.preApplyChecksum = position.checksum
-            var encoder = try LTXEncoder(header: header)
-            var page = [UInt8](repeating: 0, count: Int(original.pageSize))
-            while let pgno = try decoder.nextPage(into: &page) {
-                try encoder.append(pgno, page: page)
-            }
-            let trailer = try decoder.finish()
-            try encoder.finish(postApplyChecksum: trailer.postApplyChecksum)
-            return encoder.takeBytes()
-        } catch {
-            return nil
-        }
+        return encoded ? snapshot.position : nil
     }
 
     /// Sends one LTX file (from memory or disk) in parts; returns the

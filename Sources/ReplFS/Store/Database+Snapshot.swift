@@ -114,3 +114,36 @@ extension Database {
         }
     }
 }
+
+extension DatabaseSnapshot {
+    /// Encodes the copy as an LTX snapshot file (min TXID 1, every page),
+    /// reading one page at a time: `emit` gets the encoded bytes whenever
+    /// `chunk` bytes are buffered, and the rest with `last` set. Returns
+    /// false if the copy could not be read, or `emit` or `continuing` said
+    /// stop. With `.noChecksum` (an archive's flavour) the file carries no
+    /// database checksums.
+    public func encode(
+        flags: LTXHeader.Flags = [], timestamp: Int64, chunk: Int, continuing: () -> Bool = { true }, emit: ([UInt8], _ last: Bool) -> Bool
+    ) -> Bool {
+        let header = LTXHeader(
+            flags: flags, pageSize: UInt32(pageSize), commit: pageCount, minTXID: TXID(1), maxTXID: position.txid, timestamp: timestamp)
+        guard var encoder = try? LTXEncoder(header: header), case .success(let fd) = Syscall.open(at: AT_FDCWD, path, flags: O_RDONLY) else {
+            return false
+        }
+        defer { Syscall.close(fd) }
+        let page = UnsafeMutableRawBufferPointer.allocate(byteCount: pageSize, alignment: 16)
+        defer { page.deallocate() }
+        let lockPage = PageNumber.lockPage(pageSize: pageSize).rawValue
+        if pageCount > 0 {
+            for pgno in 1...pageCount where pgno != lockPage {
+                guard continuing(), case .success = Syscall.pread(fd, into: page, at: Int64(pgno - 1) * Int64(pageSize)),
+                    (try? encoder.append(PageNumber(pgno), page: UnsafeRawBufferPointer(page))) != nil
+                else { return false }
+                if encoder.bufferedByteCount >= chunk, !emit(encoder.takeBytes(), false) { return false }
+            }
+        }
+        let postApply = flags.contains(.noChecksum) ? Checksum.zero : position.checksum
+        guard (try? encoder.finish(postApplyChecksum: postApply)) != nil else { return false }
+        return emit(encoder.takeBytes(), true)
+    }
+}

@@ -133,7 +133,7 @@ extension Store {
         // If the records that would show it were pruned, the replica's
         // history cannot be confirmed as this node's: it keeps its copy aside.
         guard let first = reader.next(), first.maxTXID <= limit, first.minTXID <= replica.txid.next,
-            let header = try? Self.header(of: first.content)
+            let header = try? first.content.header()
         else {
             return .snapshot(divergent: true)
         }
@@ -149,12 +149,6 @@ extension Store {
         // The replica's history is this node's (the first record follows
         // it): send the unbroken run of records from there.
         return .records(CatchUpRun(reader: reader, first: first, limit: limit), rebasedFrom: rebase)
-    }
-
-    private static func header(of content: LTXContent) throws -> LTXHeader {
-        var decoder = try content.decoder()
-        defer { decoder.source.closeIfFile() }
-        return try decoder.decodeHeader()
     }
 
     /// The epoch history of a database (empty when it has none).

@@ -1,0 +1,195 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import Foundation
+import Logging
+import Synchronization
+
+/// The primary's continuous archive (`backup.path`): every committed
+/// transaction, read back from the LTX log, written as Litestream 0.5 file
+/// replicas (``BackupArchive``), compacted, snapshotted and pruned.
+///
+/// It never stands on the commit path: it runs on a thread of its own,
+/// woken by the change feed (without being one of its readers, so the feed
+/// keeps nothing for it), and reads what it archives from the log. A target
+/// that is full, slow or gone only makes the archive fall behind: it says
+/// so (``status``, a metric, the log once a minute) and catches up when the
+/// target returns, from the log, or from a new snapshot once the log no
+/// longer holds what it lacks. Only a writable primary archives; a node
+/// that becomes primary reads where the archive stands and continues it.
+public final class Archiver: @unchecked Sendable {
+    public struct Settings: Sendable {
+        public var path: String
+        public var retention: Duration
+        public var snapshotInterval: Duration
+        /// Compaction of level n-1 into level n, at these wall-clock
+        /// boundaries (Litestream's defaults).
+        public var compaction: [Duration] = [.seconds(30), .seconds(300), .seconds(3600)]
+        /// Level 0 files covered by level 1 are kept this long.
+        public var levelZeroRetention: Duration = .seconds(300)
+
+        public init(path: String, retention: Duration, snapshotInterval: Duration) {
+            self.path = path
+            self.retention = retention
+            self.snapshotInterval = snapshotInterval
+        }
+    }
+
+    let archive: BackupArchive
+    let settings: Settings
+    let store: Store
+    private let feed: ChangeFeed
+    let logger: Logger
+    private let stopped = Atomic(false)
+    private let ended = Semaphore()
+    private let shared = Mutex(Shared())
+    /// Throttles the "behind" report to once a minute.
+    private let behindLog = LogThrottle(interval: .seconds(60))
+    let plainFiles: PlainFileArchiver
+
+    // Owned by the archiver's thread.
+    /// Where the archive stands, per database (nil: not read yet).
+    var archived: [String: Position]? = nil
+    var lastCompaction: [String: [Int64]] = [:]
+    var lastRetention: Int64 = 0
+
+    /// What `status` and the metrics read.
+    struct Shared {
+        var databases: [String: ArchiveStatus.Database] = [:]
+        var lastError: String?
+        var errorSince: Int64?
+        var errors = 0
+        var filesWritten = 0
+    }
+
+    public init(settings: Settings, store: Store, feed: ChangeFeed, logger: Logger) {
+        self.settings = settings
+        self.archive = BackupArchive(root: settings.path)
+        self.store = store
+        self.feed = feed
+        self.logger = logger
+        self.plainFiles = PlainFileArchiver(archive: archive, store: store, retention: settings.retention)
+    }
+
+    public func start() {
+        DetachedThread { [self] in
+            run()
+            ended.post()
+        }.start()
+    }
+
+    public func stop() {
+        stopped.store(true, ordering: .releasing)
+        feed.wakeAll()
+        _ = ended.wait(timeout: .seconds(30))
+    }
+
+    private var isRunning: Bool { !stopped.load(ordering: .acquiring) }
+
+    private func run() {
+        var seen: UInt64 = 0
+        var retryAt: Int64 = 0
+        while isRunning {
+            seen = feed.waitForChange(after: seen, timeout: 1)
+            guard isRunning else { return }
+            guard store.isWritable else {
+                // Not the primary: whoever is reads the archive afresh.
+                archived = nil
+                plainFiles.forget()
+                continue
+            }
+            let now = Int64(MonotonicClock.nanoseconds() / 1_000_000)
+            if now < retryAt { continue }
+            do throws(ArchiveError) {
+                try pass()
+                retryAt = 0
+                shared.withLock {
+                    $0.lastError = nil
+                    $0.errorSince = nil
+                }
+            } catch {
+                retryAt = now + 1000
+                let first = shared.withLock { shared -> Bool in
+                    shared.errors += 1
+                    defer { shared.lastError = error.message }
+                    if shared.errorSince == nil { shared.errorSince = WallClock.milliseconds() }
+                    return shared.lastError != error.message
+                }
+                if first { logger.error("backup: \(error.message)", metadata: ["backup": "\(settings.path)"]) }
+                // What was not written is read again from the target.
+                archived = nil
+                plainFiles.forget()
+            }
+            reportIfBehind()
+        }
+    }
+
+    /// One round: every database brought up to date, plain files, then
+    /// compaction, snapshots and retention when due.
+    private func pass() throws(ArchiveError) {
+        if archived == nil { archived = try readArchivedPositions() }
+        try plainFiles.archiveChanges()
+        for (database, position) in store.positions() {
+            guard isRunning, store.isWritable else { return }
+            try archiveDatabase(database, current: position)
+        }
+        let now = WallClock.milliseconds()
+        for database in archived!.keys.sorted() {
+            guard isRunning, store.isWritable else { return }
+            try compactIfDue(database, now: now)
+            try snapshotIfDue(database, now: now)
+        }
+        if now - lastRetention >= min(60_000, max(1000, settings.retention.milliseconds / 10)) {
+            lastRetention = now
+            for database in archived!.keys.sorted() { try enforceRetention(database, now: now) }
+            try plainFiles.enforceRetention(now: now)
+        }
+    }
+
+    /// Fails unless this node may still write the archive: checked right
+    /// before each file is renamed into place, so a node that stopped being
+    /// primary does not add to what its successor continues.
+    func checkStillPrimary() throws(ArchiveError) {
+        guard isRunning, store.isWritable else { throw ArchiveError("stopped archiving: this node is no longer the writable primary") }
+    }
+
+    func noteArchived(_ database: String, _ position: Position, timestamp: Int64, current: Position) {
+        archived![database] = position
+        shared.withLock { shared in
+            shared.filesWritten += 1
+            shared.databases[database, default: ArchiveStatus.Database(name: database)].note(archived: position, timestamp: timestamp, current: current)
+        }
+    }
+
+    func noteCurrent(_ database: String, current: Position) {
+        let archivedPosition = archived?[database]
+        shared.withLock { shared in
+            var entry = shared.databases[database, default: ArchiveStatus.Database(name: database)]
+            entry.txid = current.txid.rawValue
+            if let archivedPosition { entry.archivedTXID = archivedPosition.txid.rawValue }
+            if entry.archivedTXID >= entry.txid { entry.behindSince = nil } else if entry.behindSince == nil { entry.behindSince = WallClock.milliseconds() }
+            shared.databases[database] = entry
+        }
+    }
+
+    /// The archive's state for `status` and the metrics.
+    public var status: ArchiveStatus {
+        let now = WallClock.milliseconds()
+        return shared.withLock { shared in
+            ArchiveStatus(
+                path: settings.path, databases: shared.databases.values.sorted { $0.name < $1.name }.map { $0.withLag(now: now) },
+                error: shared.lastError, errors: shared.errors, filesWritten: shared.filesWritten)
+        }
+    }
+
+    /// Once a minute while the archive is behind or failing.
+    private func reportIfBehind() {
+        let status = self.status
+        let behind = status.databases.filter { $0.lagTransactions > 0 && $0.lagSeconds >= 5 }
+        guard status.error != nil || !behind.isEmpty, behindLog.isDue() else { return }
+        let summary = behind.map { "\($0.name) \($0.lagTransactions) transactions (\(String(format: "%.1f", $0.lagSeconds)) s) behind" }
+        logger.warning(
+            "backup archive behind: \(summary.isEmpty ? "(retrying)" : summary.joined(separator: ", "))",
+            metadata: ["backup": "\(settings.path)", "error": "\(status.error ?? "none")"])
+    }
+}
