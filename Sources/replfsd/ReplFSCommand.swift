@@ -8,7 +8,7 @@ struct ReplFSCommand: AsyncParsableCommand {
         abstract: "Replicate a directory of SQLite databases (and plain files) over FUSE.",
         subcommands: [
             MountCommand.self, StatusCommand.self, PromoteCommand.self, DemoteCommand.self, ExportCommand.self, ImportCommand.self,
-            VerifyCommand.self, LogCommand.self, TLSCommand.self, AppWatchdogCommand.self, VIPWatchdogCommand.self,
+            VerifyCommand.self, LogCommand.self, RestoreCommand.self, BackupsCommand.self, TLSCommand.self, AppWatchdogCommand.self, VIPWatchdogCommand.self,
         ]
     )
 

@@ -32,7 +32,13 @@ final class PlainFileArchiver {
         let files = store.plainEntries().filter { $0.kind == .file }
         for entry in files where digests![entry.path] != entry.digest {
             guard case .success(let content) = store.readPlainFile(entry.path) else { continue }
-            try write(entry.path, PlainFileVersion(timestamp: now, sequence: 0, change: .file(mode: entry.mode)), content)
+            // The version's time is the file's own (when it was written),
+            // not when this check found it.
+            var changed = now
+            if case .success(let info) = store.attributes(entry.path) {
+                changed = min(now, Int64(info.st_mtim.tv_sec) * 1000 + Int64(info.st_mtim.tv_nsec) / 1_000_000)
+            }
+            try write(entry.path, PlainFileVersion(timestamp: changed, sequence: 0, change: .file(mode: entry.mode)), content)
             digests![entry.path] = PlainEntry.digest(kind: .file, mode: entry.mode, bytes: content)
         }
         let present = Set(files.map(\.path))

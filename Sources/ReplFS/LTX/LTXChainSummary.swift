@@ -16,15 +16,25 @@ public struct LTXChainSummary: Hashable, Sendable {
     public var pageSize: UInt32
     /// The database size in pages after the last file.
     public var commit: UInt32
+    /// The checksum of the database as rebuilt, computed from the pages
+    /// written (`LTXRebuilder`), even when the files track no checksums
+    /// (`noChecksum`, as in a backup archive), so it can be compared with
+    /// a checksum recorded elsewhere. Nil when no database was built
+    /// (`LTXChainVerifier`).
+    public var databaseChecksum: Checksum?
 
     /// Creates a summary.
-    public init(fileCount: Int, firstTXID: TXID, lastTXID: TXID, postApplyChecksum: Checksum, pageSize: UInt32, commit: UInt32) {
+    public init(
+        fileCount: Int, firstTXID: TXID, lastTXID: TXID, postApplyChecksum: Checksum, pageSize: UInt32, commit: UInt32,
+        databaseChecksum: Checksum? = nil
+    ) {
         self.fileCount = fileCount
         self.firstTXID = firstTXID
         self.lastTXID = lastTXID
         self.postApplyChecksum = postApplyChecksum
         self.pageSize = pageSize
         self.commit = commit
+        self.databaseChecksum = databaseChecksum
     }
 }
 

@@ -24,9 +24,20 @@ public struct LTXChainVerifier: Sendable {
     /// to verify a tail of a longer history, e.g. files after a checkpoint.
     public var requireSnapshotStart: Bool
 
+    /// Whether a file may start inside the range already covered
+    /// (`minTXID <= previous max`), as long as it reaches further
+    /// (`maxTXID > previous max`). A backup archive's compacted file holds
+    /// the final version of every page changed in its range, so applied on
+    /// the state at any TXID of that range it gives the state at its end:
+    /// a restore chains a snapshot, compactions and level-0 files this way.
+    /// Such a file's pre-apply checksum describes the state before its own
+    /// range, not the previous file's end, so it is not compared.
+    public var allowOverlap: Bool
+
     /// Creates a verifier.
-    public init(requireSnapshotStart: Bool = true) {
+    public init(requireSnapshotStart: Bool = true, allowOverlap: Bool = false) {
         self.requireSnapshotStart = requireSnapshotStart
+        self.allowOverlap = allowOverlap
     }
 
     /// Verifies every file named `%016x-%016x.ltx` in `directory`; other
@@ -96,6 +107,13 @@ public struct LTXChainVerifier: Sendable {
         }
     }
 
+    /// Whether a file with `header` starts inside the range `previous`
+    /// already covers and reaches past it (accepted with `allowOverlap`).
+    static func overlaps(_ header: LTXHeader, previous: Link?) -> Bool {
+        guard let previous else { return false }
+        return header.minTXID <= previous.header.maxTXID && header.maxTXID > previous.header.maxTXID
+    }
+
     /// Checks that a file with `header` may follow `previous` (or start the
     /// chain when `previous` is nil). Shared with `LTXRebuilder`, which
     /// checks before applying each file.
@@ -108,7 +126,12 @@ public struct LTXChainVerifier: Sendable {
             return
         }
         let expected = previous.header.maxTXID.next
-        if header.minTXID != expected {
+        let overlaps = LTXChainVerifier.overlaps(header, previous: previous)
+        if header.minTXID != expected && !(allowOverlap && overlaps) {
+            if allowOverlap && header.minTXID < expected {
+                throw .brokenChain(file: path, reason:
+                    "overlap adds nothing: max TXID \(header.maxTXID) does not pass max TXID \(previous.header.maxTXID) of \(previous.path)")
+            }
             let kind = header.minTXID > expected ? "gap" : "overlap"
             throw .brokenChain(file: path, reason:
                 "\(kind): min TXID \(header.minTXID) does not follow max TXID \(previous.header.maxTXID) of \(previous.path)")
@@ -116,7 +139,7 @@ public struct LTXChainVerifier: Sendable {
         // The page size may change (VACUUM after PRAGMA page_size, or a
         // database deleted and created again): such a file must hold the
         // whole database, which LTXRebuilder checks as it applies it.
-        if header.tracksChecksums && previous.header.tracksChecksums
+        if !overlaps && header.tracksChecksums && previous.header.tracksChecksums
             && header.preApplyChecksum != previous.trailer.postApplyChecksum {
             throw .brokenChain(file: path, reason:
                 "pre-apply checksum \(header.preApplyChecksum) does not match post-apply checksum "

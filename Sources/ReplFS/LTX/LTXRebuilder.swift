@@ -76,10 +76,15 @@ public struct LTXRebuilder: Sendable {
     /// Whether to `fsync` the output before returning.
     public var synchronize: Bool
 
+    /// Whether a file may overlap the range already applied, as a backup
+    /// archive's compactions do (see `LTXChainVerifier.allowOverlap`).
+    public var allowOverlap: Bool
+
     /// Creates a rebuilder.
-    public init(requireSnapshotStart: Bool = true, synchronize: Bool = true) {
+    public init(requireSnapshotStart: Bool = true, synchronize: Bool = true, allowOverlap: Bool = false) {
         self.requireSnapshotStart = requireSnapshotStart
         self.synchronize = synchronize
+        self.allowOverlap = allowOverlap
     }
 
     /// Applies every canonically named LTX file in `directory` to `databasePath`.
@@ -97,7 +102,7 @@ public struct LTXRebuilder: Sendable {
         }
         defer { close(fd) }
 
-        let verifier = LTXChainVerifier(requireSnapshotStart: requireSnapshotStart)
+        let verifier = LTXChainVerifier(requireSnapshotStart: requireSnapshotStart, allowOverlap: allowOverlap)
         var state: PageChecksums?
         var first: LTXChainVerifier.Link?
         var previous: LTXChainVerifier.Link?
@@ -125,7 +130,8 @@ public struct LTXRebuilder: Sendable {
             lastTXID: last.header.maxTXID,
             postApplyChecksum: last.trailer.postApplyChecksum,
             pageSize: last.header.pageSize,
-            commit: last.header.commit)
+            commit: last.header.commit,
+            databaseChecksum: state?.database)
     }
 
     /// Applies one file of the chain to the database open at `fd`, checking
@@ -141,6 +147,9 @@ public struct LTXRebuilder: Sendable {
         var decoder = LTXDecoder(source: source)
         let header = try decoder.decodeHeader()
         try verifier.checkLink(previous: previous, header: header, path: path)
+        // An overlapping file's pre-apply checksum is that of the state
+        // before its own range, which the chain has passed: not comparable.
+        let checksPreApply = header.tracksChecksums && !LTXChainVerifier.overlaps(header, previous: previous)
         let pageSize = Int(header.pageSize)
 
         var checksums: PageChecksums
@@ -149,7 +158,7 @@ public struct LTXRebuilder: Sendable {
             if existing.pageSize != pageSize {
                 // A page-size change rewrites the whole database: check
                 // it follows the old content, then start from empty.
-                if header.tracksChecksums && header.preApplyChecksum != existing.database {
+                if checksPreApply && header.preApplyChecksum != existing.database {
                     throw LTXError.checksumMismatch(what: "pre-apply", stored: header.preApplyChecksum, computed: existing.database)
                 }
                 try LTXRebuilder.truncate(fd, to: 0, path: databasePath)
@@ -166,7 +175,7 @@ public struct LTXRebuilder: Sendable {
         } else {
             checksums = try LTXRebuilder.scan(fd, pageSize: pageSize, path: databasePath)
         }
-        if !wholeImage && header.tracksChecksums && header.preApplyChecksum != checksums.database {
+        if !wholeImage && checksPreApply && header.preApplyChecksum != checksums.database {
             throw LTXError.checksumMismatch(what: "pre-apply", stored: header.preApplyChecksum, computed: checksums.database)
         }
 
