@@ -89,6 +89,11 @@ struct ArchiveFixture {
         try DurableFile.write(Array(content.utf8), to: directory + "/" + version.name, timestamp: version.timestamp).get()
     }
 
+    /// Whether a temporary file was left in the fixture's directory.
+    var hasTemporaryFiles: Bool {
+        ((try? FileManager.default.contentsOfDirectory(atPath: root)) ?? []).contains { DurableFile.isTemporary($0) }
+    }
+
     func exists(_ path: String) -> Bool {
         if case .success = Syscall.lstat(at: AT_FDCWD, path) { return true }
         return false
@@ -195,7 +200,7 @@ struct BackupRestoreTests {
                                         fileCount: 3, verified: false))
         #expect(latest.description == "restored app.db to TXID 0000000000000006 (2026-12-07T10:00:05.123Z) from 3 files, "
             + "not verified against recorded checksums (the archive has none)")
-        #expect(!fixture.exists(output + ".tmp"))
+        #expect(!fixture.hasTemporaryFiles)
 
         for (target, txid) in [(RestoreTarget.txid(TXID(4)), UInt64(4)), (.timestamp(ArchiveFixture.time(5) - 1), 4),
                                (.timestamp(ArchiveFixture.time(5)), 5), (.timestamp(ArchiveFixture.time(3) - 1), 2)] {
@@ -225,7 +230,7 @@ struct BackupRestoreTests {
         ArchiveFixture.expectError(.checksumMismatch, "the database rebuilt at TXID 0000000000000006 of app.db has checksum \(ArchiveFixture.checksum(6))") {
             _ = try restore.restore("app.db", to: fixture.root + "/wrong.db")
         }
-        #expect(!fixture.exists(fixture.root + "/wrong.db") && !fixture.exists(fixture.root + "/wrong.db.tmp"))
+        #expect(!fixture.exists(fixture.root + "/wrong.db") && !fixture.hasTemporaryFiles)
 
         // A journal with no entry for the TXID reached is refused too.
         let other = ArchiveFixture()
@@ -270,7 +275,7 @@ struct BackupRestoreTests {
         ArchiveFixture.expectError(.corrupt, "\(damaged): file checksum mismatch") {
             _ = try ArchiveRestore(archive: fixture.archive).restore("app.db", to: fixture.root + "/out.db")
         }
-        #expect(!fixture.exists(fixture.root + "/out.db") && !fixture.exists(fixture.root + "/out.db.tmp"))
+        #expect(!fixture.exists(fixture.root + "/out.db") && !fixture.hasTemporaryFiles)
     }
 
     @Test("overlapping files chain only when allowed, and only when they reach further")

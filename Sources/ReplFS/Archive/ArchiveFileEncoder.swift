@@ -20,9 +20,10 @@ enum ArchiveFileEncoder {
     /// Merges consecutive LTX files (the log's records, or archived files
     /// of one level) into one file covering their whole range: the last
     /// version of every page any of them changed, the last one's size.
-    /// One source is re-encoded page by page; several are merged in memory,
-    /// so the caller keeps a group small (see ``groups(_:limit:)``).
-    static func merge(_ sources: [LTXContent], into file: DurableFile) throws(ArchiveError) -> Written {
+    /// One source is re-encoded page by page; several are merged in memory:
+    /// nil once their pages would hold more than `memoryLimit` bytes (the
+    /// caller then merges halves of the group).
+    static func merge(_ sources: [LTXContent], into file: DurableFile, memoryLimit: Int = 64 << 20) throws(ArchiveError) -> Written? {
         precondition(!sources.isEmpty)
         do throws(LTXError) {
             if sources.count == 1 { return try reencode(sources[0], into: file) }
@@ -42,7 +43,10 @@ enum ArchiveFileEncoder {
                     if header.commit < previous.commit { pages = pages.filter { $0.key <= header.commit } }
                 }
                 var page = [UInt8](repeating: 0, count: Int(header.pageSize))
-                while let pgno = try decoder.nextPage(into: &page) { pages[pgno.rawValue] = page }
+                while let pgno = try decoder.nextPage(into: &page) {
+                    pages[pgno.rawValue] = page
+                    if pages.count * Int(header.pageSize) > memoryLimit { return nil }
+                }
                 postApply = try decoder.finish().postApplyChecksum
                 if first == nil { first = header }
                 last = header

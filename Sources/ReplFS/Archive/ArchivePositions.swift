@@ -13,8 +13,9 @@ import Glibc
 /// it describes is renamed into place, so every archived end point has one.
 ///
 /// Fixed 32-byte records: TXID, checksum, timestamp (ms), each big-endian
-/// 64 bits, then the CRC-64 of those 24 bytes. A record cut short or
-/// failing its CRC (a crash in mid-append) ends the readable part.
+/// 64 bits, then the CRC-64 of those 24 bytes. A record failing its CRC is
+/// skipped (the others stay usable); a record cut short by a crash in
+/// mid-append is cut off by the next append.
 public struct ArchivePositions: Sendable {
     public struct Entry: Hashable, Sendable {
         public var txid: TXID
@@ -43,9 +44,9 @@ public struct ArchivePositions: Sendable {
         var offset = 0
         while offset + Self.recordSize <= bytes.count {
             let record = Array(bytes[offset..<offset + Self.recordSize])
-            guard CRC64.checksum(Array(record[0..<24])) == Self.uint64(record, 24) else { break }
-            entries.append(Entry(txid: TXID(Self.uint64(record, 0)), checksum: Checksum(Self.uint64(record, 8)), timestamp: Int64(bitPattern: Self.uint64(record, 16))))
             offset += Self.recordSize
+            guard CRC64.checksum(Array(record[0..<24])) == Self.uint64(record, 24) else { continue }
+            entries.append(Entry(txid: TXID(Self.uint64(record, 0)), checksum: Checksum(Self.uint64(record, 8)), timestamp: Int64(bitPattern: Self.uint64(record, 16))))
         }
         return entries
     }
@@ -65,27 +66,24 @@ public struct ArchivePositions: Sendable {
         return record
     }
 
-    /// Appends entries durably (`fdatasync`). A torn tail left by a crash
-    /// is cut off first, so that what follows stays readable.
+    /// Appends entries durably (`fdatasync`). A partial record at the end
+    /// (a crash in mid-append) is cut off first, so that what follows
+    /// stays aligned; nothing else is read.
     func append(_ entries: [Entry]) -> Result<Void, Errno> {
         guard !entries.isEmpty else { return .success(()) }
         let fd: Int32
-        switch Syscall.open(at: AT_FDCWD, path, flags: O_WRONLY | O_CREAT, mode: 0o644) {
+        switch Syscall.open(at: AT_FDCWD, path, flags: O_WRONLY | O_CREAT | O_APPEND | O_NOFOLLOW, mode: 0o600) {
         case .success(let value): fd = value
         case .failure(let error): return .failure(error)
         }
         defer { Syscall.close(fd) }
-        let valid = Int64(read().count * Self.recordSize)
-        if case .success(let info) = Syscall.fstat(fd), info.st_size != valid {
-            if case .failure(let error) = Syscall.ftruncate(fd, valid) { return .failure(error) }
+        guard case .success(let info) = Syscall.fstat(fd) else { return .failure(.io) }
+        let size = Int64(info.st_size)
+        if size % Int64(Self.recordSize) != 0 {
+            if case .failure(let error) = Syscall.ftruncate(fd, size - size % Int64(Self.recordSize)) { return .failure(error) }
         }
         let bytes = entries.flatMap(Self.encode)
-        let written = bytes.withUnsafeBytes { Syscall.pwrite(fd, $0, at: valid) }
-        switch written {
-        case .failure(let error): return .failure(error)
-        case .success(let count) where count != bytes.count: return .failure(.noSpace)
-        case .success: break
-        }
+        if case .failure(let error) = bytes.withUnsafeBytes({ Syscall.write(fd, $0) }) { return .failure(error) }
         return Syscall.fsync(fd, dataOnly: true)
     }
 
@@ -95,7 +93,7 @@ public struct ArchivePositions: Sendable {
         let entries = read()
         let kept = entries.filter(keep)
         guard kept.count != entries.count else { return .success(()) }
-        return DurableFile.write(kept.flatMap(Self.encode), to: path, timestamp: nil)
+        return DurableFile.write(kept.flatMap(Self.encode), to: path, mode: 0o600, timestamp: nil)
     }
 
     private static func uint64(_ bytes: [UInt8], _ offset: Int) -> UInt64 {

@@ -34,14 +34,9 @@ extension ArchiveRestore {
         case .failure(let error): throw RestoreError(.io, "cannot read the archived version of \(path)", path: source, errno: error)
         }
         do throws(Errno) {
-            let file = try DurableFile(path: output)
-            // The mode goes on while the file is still empty and under its
-            // temporary name: a private key is never readable by others,
-            // not even for a moment.
-            if case .failure(let error) = Syscall.chmod(at: AT_FDCWD, output + DurableFile.temporarySuffix, mode: mode_t(mode & 0o7777)) {
-                file.abandon()
-                throw error
-            }
+            // Created with its mode, under a temporary name of its own: a
+            // private key is never readable by others, not even for a moment.
+            let file = try DurableFile(path: output, mode: mode_t(mode & 0o7777))
             try file.append(bytes)
             try file.commit(timestamp: version.timestamp)
         } catch {

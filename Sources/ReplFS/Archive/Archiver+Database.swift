@@ -9,26 +9,56 @@ extension Archiver {
     /// this many bytes of LTX (the merge keeps its pages in memory).
     static let groupLimit: Int64 = 8 << 20
     static let groupCount = 4096
+    /// The archive may hold a private key and the databases' content: it
+    /// is the owner's alone.
+    static let fileMode: mode_t = 0o600
+    static let directoryMode: mode_t = 0o700
 
     func positions(_ database: String) -> ArchivePositions {
         ArchivePositions(path: archive.positionsPath(database))
     }
 
-    /// Where the archive of each database this node holds stands: its
-    /// newest TXID and, from ``ArchivePositions``, the checksum there (zero
-    /// when none is recorded: the log then cannot confirm the archive's
-    /// history, and a snapshot starts it again).
+    /// Where the archive of each database this node holds stands: the
+    /// newest TXID its levels 0-8 reach (a snapshot's, if there are none: a
+    /// scheduled snapshot ahead of level 0 must not make level 0 skip the
+    /// transactions in between) and, from ``ArchivePositions``, the
+    /// checksum there (zero when none is recorded: the log then cannot
+    /// confirm the archive's history, and a snapshot starts it again).
+    /// Temporary files a crash left behind (a minute old) go.
     func readArchivedPositions() throws(ArchiveError) -> [String: Position] {
-        guard Syscall.isDirectory(archive.root) else {
-            throw ArchiveError("backup.path \(archive.root) is not a directory (not mounted?)")
-        }
         var result: [String: Position] = [:]
+        newestFile = [:]
         for (database, _) in store.positions() {
-            guard let newest = archive.files(of: database).max(by: { $0.maxTXID < $1.maxTXID }) else { continue }
+            removeStaleTemporaries(database)
+            let files = archive.files(of: database)
+            let levels = files.filter { $0.level < BackupArchive.snapshotLevel }
+            guard let newest = (levels.isEmpty ? files : levels).max(by: { $0.maxTXID < $1.maxTXID }) else { continue }
             let checksum = positions(database).byTXID()[newest.maxTXID] ?? .zero
             result[database] = Position(txid: newest.maxTXID, checksum: checksum)
+            newestFile[database] = newest.path
         }
         return result
+    }
+
+    /// Whether the newest file this node archived (or found) is still
+    /// there: an archive wiped or replaced under it is read again.
+    func archiveStillHolds(_ database: String) -> Bool {
+        guard let path = newestFile[database] else { return true }
+        if case .success = Syscall.lstat(at: AT_FDCWD, path) { return true }
+        return false
+    }
+
+    private func removeStaleTemporaries(_ database: String) {
+        let cutoff = WallClock.milliseconds() / 1000 - 60
+        for level in BackupArchive.levels {
+            let directory = archive.levelDirectory(database, level: level)
+            guard case .success(let names) = Syscall.listDirectory(directory) else { continue }
+            for name in names where DurableFile.isTemporary(name) {
+                if case .success(let info) = Syscall.lstat(at: AT_FDCWD, directory + "/" + name), Int64(info.st_mtim.tv_sec) < cutoff {
+                    _ = Syscall.unlink(at: AT_FDCWD, directory + "/" + name)
+                }
+            }
+        }
     }
 
     func archiveDatabase(_ database: String, current: Position) throws(ArchiveError) {
@@ -45,6 +75,7 @@ extension Archiver {
         case .records(let run, let rebase):
             var group: [LTXContent] = []
             var size: Int64 = 0
+            var groupStart: Int64 = 0
             var first = true
             while store.isWritable, var content = run.next() {
                 if first, let rebase {
@@ -55,16 +86,25 @@ extension Archiver {
                 }
                 first = false
                 let contentSize = content.byteCount
-                if !group.isEmpty && (size + contentSize > Self.groupLimit || group.count >= Self.groupCount) {
+                // A level-0 file spans at most one level-0 interval of
+                // commits: catching up after an outage keeps the moments
+                // restorable one by one.
+                let time = (try? content.header().timestamp) ?? 0
+                if !group.isEmpty && (size + contentSize > Self.groupLimit || group.count >= Self.groupCount || time - groupStart > settings.levelZeroInterval.milliseconds) {
                     try writeLevelZero(database, group, current: current)
                     group = []
                     size = 0
                 }
+                if group.isEmpty { groupStart = time }
                 group.append(content)
                 size += contentSize
             }
             if !group.isEmpty { try writeLevelZero(database, group, current: current) }
         case .snapshot:
+            // Files beyond this node's position are of a history it does
+            // not have. Those at or below it stay (a state that existed,
+            // this node's or a lost primary's); compaction never merges
+            // across the snapshot that now restarts the archive.
             if position.txid > current.txid { try moveAside(database, above: current.txid) }
             logger.notice(
                 "backup: the log no longer holds what the archive lacks, or its history is not this node's: continuing from a new snapshot",
@@ -86,9 +126,16 @@ extension Archiver {
         }
         let name = LTXFileName(minTXID: first.minTXID, maxTXID: last.maxTXID)
         let file = try makeFile(archive.path(database, level: 0, name))
-        let written = try ArchiveFileEncoder.merge(group, into: file)
+        guard let written = try ArchiveFileEncoder.merge(group, into: file) else {
+            // More pages than a merge holds in memory: in halves.
+            file.abandon()
+            let half = group.count / 2
+            try writeLevelZero(database, Array(group[..<half]), current: current)
+            return try writeLevelZero(database, Array(group[half...]), current: current)
+        }
         try commit(file, database: database, end: Position(txid: name.maxTXID, checksum: written.postApply), timestamp: written.header.timestamp)
         noteArchived(database, Position(txid: name.maxTXID, checksum: written.postApply), timestamp: written.header.timestamp, current: current)
+        levelZeroDue = Int64(MonotonicClock.nanoseconds() / 1_000_000) + settings.levelZeroInterval.milliseconds
     }
 
     /// A snapshot (level 9) of the database as it is now. `advancing`: the
@@ -128,29 +175,38 @@ extension Archiver {
     /// written in its mount point's place).
     func makeFile(_ path: String) throws(ArchiveError) -> DurableFile {
         let directory = String(path[..<path.lastIndex(of: "/")!])
-        guard Syscall.isDirectory(archive.root) else { throw ArchiveError("backup.path \(archive.root) is not a directory (not mounted?)") }
-        if case .failure(let error) = Syscall.makeDirectories(directory) { throw ArchiveError("cannot create", path: directory, error) }
+        try checkTarget()
+        if case .failure(let error) = DurableFile.makeDirectories(directory, mode: Self.directoryMode) { throw ArchiveError("cannot create", path: directory, error) }
         do throws(Errno) {
-            return try DurableFile(path: path)
+            return try DurableFile(path: path, mode: Self.fileMode)
         } catch {
             throw ArchiveError("cannot create", path: path, error)
         }
     }
 
-    /// Records the position a file leads to, then renames it into place,
-    /// if this node is still the primary.
+    /// Syncs a written file, records the position it leads to, then, if
+    /// this node is still the writable primary (checked last, right before
+    /// the rename), renames it into place.
     func commit(_ file: DurableFile, database: String, end: Position?, timestamp: Int64) throws(ArchiveError) {
+        do throws(Errno) {
+            try file.sync(timestamp: timestamp)
+        } catch {
+            throw ArchiveError("cannot write", path: file.path, error)
+        }
         let metadata = archive.replicaDirectory(database) + "/" + BackupArchive.metadataName
-        if end != nil, case .failure(let error) = Syscall.makeDirectories(metadata) { throw ArchiveError("cannot create", path: metadata, error) }
+        if end != nil, case .failure(let error) = DurableFile.makeDirectories(metadata, mode: Self.directoryMode) {
+            throw ArchiveError("cannot create", path: metadata, error)
+        }
         if let end, case .failure(let error) = positions(database).append([ArchivePositions.Entry(txid: end.txid, checksum: end.checksum, timestamp: timestamp)]) {
             throw ArchiveError("cannot record the archived position", path: archive.positionsPath(database), error)
         }
         try checkStillPrimary()
         do throws(Errno) {
-            try file.commit(timestamp: timestamp)
+            try file.publish()
         } catch {
             throw ArchiveError("cannot write", path: file.path, error)
         }
+        newestFile[database] = file.path
     }
 
     /// Files of a history this node does not have (a primary lost before
@@ -159,7 +215,8 @@ extension Archiver {
     /// archive.
     private func moveAside(_ database: String, above txid: TXID) throws(ArchiveError) {
         let destination = archive.asideDirectory(database) + "/\(WallClock.milliseconds())"
-        if case .failure(let error) = Syscall.makeDirectories(destination) { throw ArchiveError("cannot create", path: destination, error) }
+        if case .failure(let error) = DurableFile.makeDirectories(destination, mode: Self.directoryMode) { throw ArchiveError("cannot create", path: destination, error) }
+        try checkStillPrimary()
         for file in archive.files(of: database) where file.maxTXID > txid {
             let target = destination + "/\(file.level)-\(file.name)"
             if case .failure(let error) = Syscall.rename(at: AT_FDCWD, file.path, to: target) { throw ArchiveError("cannot move aside", path: file.path, error) }

@@ -20,22 +20,36 @@ extension Archiver {
     }
 
     /// Merges the level below's files that come after this level's newest
-    /// (one unbroken run of them) into files of this level, each group
+    /// into files of this level: one unbroken run of them (where two files
+    /// start at the same TXID, the one reaching further), never across the
+    /// end of a snapshot (where a new primary may have started the archive
+    /// again: what lies on either side may be two histories), each group
     /// small enough to merge in memory.
     private func compact(_ database: String, into level: Int) throws(ArchiveError) {
         let floor = archive.files(of: database, level: level).map(\.maxTXID).max() ?? TXID(0)
+        let snapshotEnds = Set(archive.files(of: database, level: BackupArchive.snapshotLevel).map(\.maxTXID))
+        let candidates = archive.files(of: database, level: level - 1).filter { $0.minTXID > floor }
         var run: [BackupArchive.File] = []
-        for file in archive.files(of: database, level: level - 1) where file.minTXID > floor {
-            if let previous = run.last, file.minTXID != previous.maxTXID.next { break }
-            run.append(file)
+        while let next = candidates.filter({ run.isEmpty || $0.minTXID == run.last!.maxTXID.next }).max(by: { ($1.minTXID, $0.maxTXID) < ($0.minTXID, $1.maxTXID) }) {
+            run.append(next)
+            if snapshotEnds.contains(next.maxTXID) { break }
         }
         for group in ArchiveFileEncoder.groups(run, size: \.size, limit: Self.groupLimit) {
-            let name = LTXFileName(minTXID: group[0].minTXID, maxTXID: group[group.count - 1].maxTXID)
-            let file = try makeFile(archive.path(database, level: level, name))
-            _ = try ArchiveFileEncoder.merge(group.map { .file($0.path) }, into: file)
-            // The end position is one a level-0 file already recorded.
-            try commit(file, database: database, end: nil, timestamp: group[group.count - 1].timestamp)
+            try writeCompacted(database, level: level, group)
         }
+    }
+
+    private func writeCompacted(_ database: String, level: Int, _ group: [BackupArchive.File]) throws(ArchiveError) {
+        let name = LTXFileName(minTXID: group[0].minTXID, maxTXID: group[group.count - 1].maxTXID)
+        let file = try makeFile(archive.path(database, level: level, name))
+        guard try ArchiveFileEncoder.merge(group.map { .file($0.path) }, into: file) != nil else {
+            file.abandon()
+            let half = group.count / 2
+            try writeCompacted(database, level: level, Array(group[..<half]))
+            return try writeCompacted(database, level: level, Array(group[half...]))
+        }
+        // The end position is one a level-0 file already recorded.
+        try commit(file, database: database, end: nil, timestamp: group[group.count - 1].timestamp)
     }
 
     /// A snapshot every `snapshot-interval`, if the database changed since
@@ -64,9 +78,14 @@ extension Archiver {
         if let floor {
             doomed += files.filter { $0.level == BackupArchive.snapshotLevel ? $0.maxTXID < floor.maxTXID : $0.maxTXID <= floor.maxTXID }
         }
-        let covered = files.filter { $0.level == 1 }.map(\.maxTXID).max() ?? TXID(0)
-        doomed += files.filter { $0.level == 0 && $0.maxTXID <= covered && $0.timestamp < now - settings.levelZeroRetention.milliseconds }
+        // A level-0 file goes only if one level-1 file holds its whole range.
+        let levelOne = files.filter { $0.level == 1 }
+        doomed += files.filter { file in
+            file.level == 0 && file.timestamp < now - settings.levelZeroRetention.milliseconds
+                && levelOne.contains { $0.minTXID <= file.minTXID && $0.maxTXID >= file.maxTXID }
+        }
         var removed = 0
+        try checkStillPrimary()
         for file in Set(doomed) where newestOfLevel[file.level] != file.maxTXID {
             if case .success = Syscall.unlink(at: AT_FDCWD, file.path) { removed += 1 }
         }

@@ -27,6 +27,12 @@ public final class Archiver: @unchecked Sendable {
         public var compaction: [Duration] = [.seconds(30), .seconds(300), .seconds(3600)]
         /// Level 0 files covered by level 1 are kept this long.
         public var levelZeroRetention: Duration = .seconds(300)
+        /// At most one level-0 file per database this often (Litestream's
+        /// sync interval): a commit after a quiet spell is archived at
+        /// once, in a file of its own; under load, what commits meanwhile
+        /// goes into one file. Each file costs three syncs on the target,
+        /// which must not compete with the commits' own.
+        public var levelZeroInterval: Duration = .seconds(1)
 
         public init(path: String, retention: Duration, snapshotInterval: Duration) {
             self.path = path
@@ -46,12 +52,21 @@ public final class Archiver: @unchecked Sendable {
     /// Throttles the "behind" report to once a minute.
     private let behindLog = LogThrottle(interval: .seconds(60))
     let plainFiles: PlainFileArchiver
+    /// The file system `backup.path` was on at start: a target that is
+    /// unmounted later leaves its empty mount point, which must not be
+    /// written in its place (the archive would go on beside itself).
+    private let targetDevice: UInt64?
 
     // Owned by the archiver's thread.
     /// Where the archive stands, per database (nil: not read yet).
     var archived: [String: Position]? = nil
     var lastCompaction: [String: [Int64]] = [:]
     var lastRetention: Int64 = 0
+    /// When the next level-0 file may be written (monotonic ms).
+    var levelZeroDue: Int64 = 0
+    /// The newest file archived (or found) per database, to notice an
+    /// archive wiped or replaced under the archiver.
+    var newestFile: [String: String] = [:]
 
     /// What `status` and the metrics read.
     struct Shared {
@@ -69,6 +84,19 @@ public final class Archiver: @unchecked Sendable {
         self.feed = feed
         self.logger = logger
         self.plainFiles = PlainFileArchiver(archive: archive, store: store, retention: settings.retention)
+        if case .success(let info) = Syscall.stat(settings.path) { targetDevice = UInt64(info.st_dev) } else { targetDevice = nil }
+    }
+
+    /// Fails unless `backup.path` is a directory on the file system it was
+    /// on at start.
+    func checkTarget() throws(ArchiveError) {
+        guard case .success(let info) = Syscall.stat(archive.root), info.st_mode & S_IFMT == S_IFDIR else {
+            throw ArchiveError("backup.path \(archive.root) is not a directory (not mounted?)")
+        }
+        if let targetDevice, UInt64(info.st_dev) != targetDevice {
+            throw ArchiveError(
+                "backup.path \(archive.root) is no longer on the file system it was on at start (unmounted, or mounted since): not archiving there; restart replfsd to use the file system mounted there now")
+        }
     }
 
     public func start() {
@@ -89,6 +117,9 @@ public final class Archiver: @unchecked Sendable {
     private func run() {
         var seen: UInt64 = 0
         var retryAt: Int64 = 0
+        /// Doubles with each failed pass in a row (1 s to a minute): a
+        /// target that keeps failing is not hammered with snapshot copies.
+        var backoff: Int64 = 1000
         while isRunning {
             seen = feed.waitForChange(after: seen, timeout: 1)
             guard isRunning else { return }
@@ -98,17 +129,25 @@ public final class Archiver: @unchecked Sendable {
                 plainFiles.forget()
                 continue
             }
-            let now = Int64(MonotonicClock.nanoseconds() / 1_000_000)
+            var now = Int64(MonotonicClock.nanoseconds() / 1_000_000)
             if now < retryAt { continue }
+            if now < levelZeroDue {
+                usleep(useconds_t(min(1000, levelZeroDue - now) * 1000))
+                now = Int64(MonotonicClock.nanoseconds() / 1_000_000)
+                guard isRunning else { return }
+            }
             do throws(ArchiveError) {
-                try pass()
+                // A pass cut short (the role changed) proves nothing.
+                guard try pass() else { continue }
                 retryAt = 0
+                backoff = 1000
                 shared.withLock {
                     $0.lastError = nil
                     $0.errorSince = nil
                 }
             } catch {
-                retryAt = now + 1000
+                retryAt = now + backoff
+                backoff = min(backoff * 2, 60_000)
                 let first = shared.withLock { shared -> Bool in
                     shared.errors += 1
                     defer { shared.lastError = error.message }
@@ -125,25 +164,41 @@ public final class Archiver: @unchecked Sendable {
     }
 
     /// One round: every database brought up to date, plain files, then
-    /// compaction, snapshots and retention when due.
-    private func pass() throws(ArchiveError) {
+    /// compaction, snapshots and retention when due. Each database (and the
+    /// plain files) on its own: one that fails does not hold up the
+    /// others; the first failure is thrown at the end. False if the round
+    /// was cut short because this node stopped being the primary.
+    private func pass() throws(ArchiveError) -> Bool {
+        try checkTarget()
+        if let known = archived, known.keys.contains(where: { !archiveStillHolds($0) }) {
+            logger.warning("backup: the archive changed under this node (wiped or replaced?): reading it again", metadata: ["backup": "\(settings.path)"])
+            archived = nil
+        }
         if archived == nil { archived = try readArchivedPositions() }
-        try plainFiles.archiveChanges()
+        var failure: ArchiveError?
+        func attempt(_ body: () throws(ArchiveError) -> Void) {
+            do throws(ArchiveError) { try body() } catch { failure = failure ?? error }
+        }
+        attempt { () throws(ArchiveError) in try plainFiles.archiveChanges() }
         for (database, position) in store.positions() {
-            guard isRunning, store.isWritable else { return }
-            try archiveDatabase(database, current: position)
+            guard isRunning, store.isWritable else { return false }
+            attempt { () throws(ArchiveError) in try archiveDatabase(database, current: position) }
         }
         let now = WallClock.milliseconds()
         for database in archived!.keys.sorted() {
-            guard isRunning, store.isWritable else { return }
-            try compactIfDue(database, now: now)
-            try snapshotIfDue(database, now: now)
+            guard isRunning, store.isWritable else { return false }
+            attempt { () throws(ArchiveError) in
+                try compactIfDue(database, now: now)
+                try snapshotIfDue(database, now: now)
+            }
         }
-        if now - lastRetention >= min(60_000, max(1000, settings.retention.milliseconds / 10)) {
+        if failure == nil, now - lastRetention >= min(60_000, max(1000, settings.retention.milliseconds / 10)) {
             lastRetention = now
-            for database in archived!.keys.sorted() { try enforceRetention(database, now: now) }
-            try plainFiles.enforceRetention(now: now)
+            for database in archived!.keys.sorted() { attempt { () throws(ArchiveError) in try enforceRetention(database, now: now) } }
+            attempt { () throws(ArchiveError) in try plainFiles.enforceRetention(now: now) }
         }
+        if let failure { throw failure }
+        return isRunning && store.isWritable
     }
 
     /// Fails unless this node may still write the archive: checked right
@@ -162,21 +217,26 @@ public final class Archiver: @unchecked Sendable {
     }
 
     func noteCurrent(_ database: String, current: Position) {
-        let archivedPosition = archived?[database]
+        guard let archivedPosition = archived?[database] else { return }
         shared.withLock { shared in
-            var entry = shared.databases[database, default: ArchiveStatus.Database(name: database)]
-            entry.txid = current.txid.rawValue
-            if let archivedPosition { entry.archivedTXID = archivedPosition.txid.rawValue }
-            if entry.archivedTXID >= entry.txid { entry.behindSince = nil } else if entry.behindSince == nil { entry.behindSince = WallClock.milliseconds() }
-            shared.databases[database] = entry
+            shared.databases[database, default: ArchiveStatus.Database(name: database)].archivedTXID = archivedPosition.txid.rawValue
         }
     }
 
-    /// The archive's state for `status` and the metrics.
+    /// The archive's state for `status` and the metrics, against the
+    /// databases' positions now (not as the archiver last saw them: an
+    /// archiver stuck on its target shows a lag that grows).
     public var status: ArchiveStatus {
         let now = WallClock.milliseconds()
+        let positions = store.positions()
         return shared.withLock { shared in
-            ArchiveStatus(
+            for (database, position) in positions {
+                var entry = shared.databases[database, default: ArchiveStatus.Database(name: database)]
+                entry.txid = position.txid.rawValue
+                if entry.archivedTXID >= entry.txid { entry.behindSince = nil } else if entry.behindSince == nil { entry.behindSince = now }
+                shared.databases[database] = entry
+            }
+            return ArchiveStatus(
                 path: settings.path, databases: shared.databases.values.sorted { $0.name < $1.name }.map { $0.withLag(now: now) },
                 error: shared.lastError, errors: shared.errors, filesWritten: shared.filesWritten)
         }

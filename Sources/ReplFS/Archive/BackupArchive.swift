@@ -83,7 +83,8 @@ public struct BackupArchive: Sendable {
         for entry in names {
             guard let name = try? LTXFileName(parsing: entry) else { continue }
             let path = directory + "/" + entry
-            guard case .success(let info) = Syscall.stat(path) else { continue }
+            // Regular files only: a link placed in the archive is not followed.
+            guard case .success(let info) = Syscall.lstat(at: AT_FDCWD, path), info.st_mode & S_IFMT == S_IFREG else { continue }
             let timestamp = Int64(info.st_mtim.tv_sec) * 1000 + Int64(info.st_mtim.tv_nsec) / 1_000_000
             found.append(File(level: level, name: name, path: path, size: Int64(info.st_size), timestamp: timestamp))
         }

@@ -33,10 +33,13 @@ final class PlainFileArchiver {
         for entry in files where digests![entry.path] != entry.digest {
             guard case .success(let content) = store.readPlainFile(entry.path) else { continue }
             // The version's time is the file's own (when it was written),
-            // not when this check found it.
+            // unless that is not after the newest version archived (a copy
+            // that kept an old modification time): then this check's.
             var changed = now
             if case .success(let info) = store.attributes(entry.path) {
-                changed = min(now, Int64(info.st_mtim.tv_sec) * 1000 + Int64(info.st_mtim.tv_nsec) / 1_000_000)
+                let written = Int64(info.st_mtim.tv_sec) * 1000 + Int64(info.st_mtim.tv_nsec) / 1_000_000
+                let newest = PlainFileVersion.versions(of: entry.path, in: archive).last?.timestamp ?? Int64.min
+                if written > newest { changed = min(now, written) }
             }
             try write(entry.path, PlainFileVersion(timestamp: changed, sequence: 0, change: .file(mode: entry.mode)), content)
             digests![entry.path] = PlainEntry.digest(kind: .file, mode: entry.mode, bytes: content)
@@ -61,14 +64,22 @@ final class PlainFileArchiver {
     }
 
     private func write(_ path: String, _ version: PlainFileVersion, _ content: [UInt8]) throws(ArchiveError) {
-        guard Syscall.isDirectory(archive.root) else { throw ArchiveError("backup.path \(archive.root) is not a directory (not mounted?)") }
         let directory = PlainFileVersion.directory(of: path, in: archive)
-        if case .failure(let error) = Syscall.makeDirectories(directory) { throw ArchiveError("cannot create", path: directory, error) }
+        if case .failure(let error) = DurableFile.makeDirectories(directory, mode: Archiver.directoryMode) {
+            throw ArchiveError("cannot create", path: directory, error)
+        }
+        // A path too long for its directory's name is recorded whole.
+        let pathFile = directory + "/" + DatabaseKey.pathFileName
+        if DatabaseKey.isShortened(DatabaseKey.escape(path), of: path), case .failure = Syscall.lstat(at: AT_FDCWD, pathFile),
+            case .failure(let error) = DurableFile.write(Array(path.utf8), to: pathFile, mode: Archiver.fileMode, timestamp: nil)
+        {
+            throw ArchiveError("cannot write", path: pathFile, error)
+        }
         var version = version
         let taken = Set(PlainFileVersion.versions(of: path, in: archive).filter { $0.timestamp == version.timestamp }.map(\.sequence))
         while taken.contains(version.sequence) { version.sequence += 1 }
         let target = directory + "/" + version.name
-        if case .failure(let error) = DurableFile.write(content, to: target, timestamp: version.timestamp) {
+        if case .failure(let error) = DurableFile.write(content, to: target, mode: Archiver.fileMode, timestamp: version.timestamp) {
             throw ArchiveError("cannot write", path: target, error)
         }
     }

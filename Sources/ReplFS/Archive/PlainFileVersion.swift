@@ -56,7 +56,12 @@ public struct PlainFileVersion: Hashable, Sendable {
     /// The plain files archived, by their paths in the mount.
     public static func archivedPaths(in archive: BackupArchive) -> [String] {
         guard case .success(let names) = Syscall.listDirectory(archive.plainFilesDirectory) else { return [] }
-        return names.filter { !$0.hasSuffix(DurableFile.temporarySuffix) }.map(DatabaseKey.unescape).sorted()
+        return names.filter { !DurableFile.isTemporary($0) }.map { name in
+            // A shortened name (a long path) keeps the path in a file.
+            let recorded = archive.plainFilesDirectory + "/" + name + "/" + DatabaseKey.pathFileName
+            if case .success(let bytes) = Syscall.readFile(recorded), let path = String(validating: bytes, as: UTF8.self) { return path }
+            return DatabaseKey.unescape(name)
+        }.sorted()
     }
 
     /// A plain file's versions, oldest first.

@@ -54,7 +54,15 @@ public final class MetricsSampler: @unchecked Sendable {
         metrics.applyStalled.set(Double(controller.store.applyStall == nil ? 0 : 1))
         if let tls { metrics.setTLSCertificateExpiry(tls.identity.notAfter) }
         if let synchronous { metrics.setSynchronousDegraded(synchronous.isDegraded) }
-        if let archiver, snapshot.role == .primary { metrics.setBackup(archiver.status) }
+        if let archiver {
+            // Only the primary archives: a replica's gauges say nothing is pending.
+            var status = archiver.status
+            if snapshot.role != .primary {
+                status.error = nil
+                status.databases = status.databases.map { var idle = $0; idle.lagTransactions = 0; idle.lagSeconds = 0; return idle }
+            }
+            metrics.setBackup(status)
+        }
         var primaryTXIDs: [String: UInt64] = [:]
         for database in controller.store.databaseSummaries {
             let txid = database.position.txid.rawValue

@@ -162,7 +162,7 @@ public struct ReplFSMetrics: Sendable {
                 labels: [("database", database.name)]
             ).set(Double(database.lagTransactions))
             registry.makeGauge(
-                descriptor: Self.name("backup_lag_seconds", help: "How long the oldest commit not yet in the backup archive has waited."),
+                descriptor: Self.name("backup_lag_seconds", help: "How long the backup archive has been behind this database's newest commit."),
                 labels: [("database", database.name)]
             ).set(database.lagSeconds)
         }

@@ -167,7 +167,10 @@ extension Store {
         guard let database = database(at: path, create: false) else { return .failure(.noEntry) }
         _ = Syscall.mkdir(at: AT_FDCWD, temporaryDirectory, mode: 0o700)
         let file = temporaryDirectory + "/snapshot-\(DatabaseKey.escape(path))-\(UUID().uuidString.prefix(8)).db"
-        return database.snapshot(into: file)
+        let result = database.snapshot(into: file)
+        // A copy that failed (no space, a page that would not verify) is not left behind.
+        if case .failure = result { _ = Syscall.unlink(at: AT_FDCWD, file) }
+        return result
     }
 
     /// Makes sure every transaction logged so far has its LTX file.

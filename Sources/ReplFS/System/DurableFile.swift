@@ -1,26 +1,33 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import Foundation
 
-/// A file written whole or not at all: under a temporary name (`NAME.tmp`),
-/// synced, renamed into place, its directory synced. A reader (or a crash)
-/// sees the old file or the new one, never part of one.
+/// A file written whole or not at all: under a temporary name of its own
+/// (`NAME.<random>.tmp`, created exclusively, never through a symbolic
+/// link), synced, renamed into place, its directory synced. A reader (or a
+/// crash) sees the old file or the new one, never part of one; two writers
+/// of the same name never share a temporary file.
 public final class DurableFile {
     public static let temporarySuffix = ".tmp"
 
     public let path: String
-    private let temporary: String
+    /// The temporary name the content is written under.
+    public let temporary: String
     private var fd: Int32
     private var offset: Int64 = 0
+    private var synced = false
 
-    /// Starts `path` (its directory must exist).
-    public init(path: String) throws(Errno) {
+    /// Starts `path` (its directory must exist) with `mode`.
+    public init(path: String, mode: mode_t = 0o644) throws(Errno) {
         self.path = path
-        temporary = path + Self.temporarySuffix
-        switch Syscall.open(at: AT_FDCWD, temporary, flags: O_WRONLY | O_CREAT | O_TRUNC, mode: 0o644) {
+        temporary = path + "." + String(UInt32.random(in: 0...UInt32.max), radix: 16) + Self.temporarySuffix
+        switch Syscall.open(at: AT_FDCWD, temporary, flags: O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW, mode: mode) {
         case .success(let value): fd = value
         case .failure(let error): throw error
         }
+        // Not widened by the umask's absence nor narrowed by it: the mode asked for.
+        _ = Syscall.fchmod(fd, mode: mode)
     }
 
     deinit { abandon() }
@@ -46,15 +53,21 @@ public final class DurableFile {
         try result.get()
     }
 
-    /// Syncs the file, gives it `timestamp` (ms since the epoch) as its
-    /// modification time if set, renames it into place and syncs the
-    /// directory.
-    public func commit(timestamp: Int64?) throws(Errno) {
+    /// Gives the file `timestamp` (ms since the epoch) as its modification
+    /// time if set, and syncs it: what ``publish()`` then renames is whole
+    /// on disk.
+    public func sync(timestamp: Int64?) throws(Errno) {
         if let timestamp {
             let time = timespec(tv_sec: Int(timestamp / 1000), tv_nsec: Int(timestamp % 1000) * 1_000_000)
             if case .failure(let error) = Syscall.futimens(fd, (time, time)) { throw error }
         }
         if case .failure(let error) = Syscall.fsync(fd) { throw error }
+        synced = true
+    }
+
+    /// Renames the synced file into place and syncs the directory.
+    public func publish() throws(Errno) {
+        precondition(synced, "publish before sync")
         Syscall.close(fd)
         fd = -1
         if case .failure(let error) = Syscall.rename(at: AT_FDCWD, temporary, to: path) {
@@ -62,6 +75,12 @@ public final class DurableFile {
             throw error
         }
         try Self.syncDirectory(of: path)
+    }
+
+    /// ``sync(timestamp:)`` then ``publish()``.
+    public func commit(timestamp: Int64?) throws(Errno) {
+        try sync(timestamp: timestamp)
+        try publish()
     }
 
     /// Removes the temporary file (nothing was committed).
@@ -73,9 +92,9 @@ public final class DurableFile {
     }
 
     /// Writes `bytes` as the whole of `path`.
-    public static func write(_ bytes: [UInt8], to path: String, timestamp: Int64?) -> Result<Void, Errno> {
+    public static func write(_ bytes: [UInt8], to path: String, mode: mode_t = 0o644, timestamp: Int64?) -> Result<Void, Errno> {
         do throws(Errno) {
-            let file = try DurableFile(path: path)
+            let file = try DurableFile(path: path, mode: mode)
             try file.append(bytes)
             try file.commit(timestamp: timestamp)
             return .success(())
@@ -83,6 +102,9 @@ public final class DurableFile {
             return .failure(error)
         }
     }
+
+    /// Whether `name` is one of these temporary files.
+    public static func isTemporary(_ name: String) -> Bool { name.hasSuffix(temporarySuffix) }
 
     /// `fsync` of the directory holding `path` (a rename or unlink in it).
     public static func syncDirectory(of path: String) throws(Errno) {
@@ -94,5 +116,20 @@ public final class DurableFile {
         }
         defer { Syscall.close(fd) }
         if case .failure(let error) = Syscall.fsync(fd) { throw error }
+    }
+
+    /// Creates `directory` and any missing parents (with `mode`), syncing
+    /// the parent of each one created so that it survives a power loss.
+    public static func makeDirectories(_ directory: String, mode: mode_t) -> Result<Void, Errno> {
+        guard !Syscall.isDirectory(directory) else { return .success(()) }
+        let parent = directory.contains("/") ? String(directory[..<directory.lastIndex(of: "/")!]) : "."
+        if !parent.isEmpty, case .failure(let error) = makeDirectories(parent, mode: mode) { return .failure(error) }
+        if case .failure(let error) = Syscall.mkdir(at: AT_FDCWD, directory, mode: mode), error != .exists { return .failure(error) }
+        do throws(Errno) {
+            try syncDirectory(of: directory)
+        } catch {
+            return .failure(error)
+        }
+        return .success(())
     }
 }
