@@ -14,7 +14,7 @@ FAILOVER_RUNS=${BENCH_FAILOVER_RUNS:-10}
 HANDOFF_RUNS=${BENCH_HANDOFF_RUNS:-6}
 AFTER_HANDOFF_RUNS=${BENCH_AFTER_HANDOFF_RUNS:-5}
 REPORT=$(pwd)/.build/bench.md
-# BENCH_ONLY="local memory replication failover growth tls sync" picks sections (default: all).
+# BENCH_ONLY="local memory replication failover growth tls sync backup" picks sections (default: all).
 # growth: GROWTH_TRANSACTIONS (1,000,000), GROWTH_STEP (100,000), GROWTH_RETENTION (1m).
 want() { [[ -z ${BENCH_ONLY:-} || " $BENCH_ONLY " == *" $1 "* ]]; }
 
@@ -590,7 +590,81 @@ done
 echo
 rm -rf "$S"
 fi
-echo "Command: \`make bench\` (BENCH_SECONDS=$SECONDS_PER_RUN BENCH_ROUNDS=$ROUNDS BENCH_DB_MIB=$DB_MIB BENCH_SNAPSHOT_MIB=$SNAP_MIB BENCH_FAILOVER_RUNS=$FAILOVER_RUNS BENCH_HANDOFF_RUNS=$HANDOFF_RUNS BENCH_AFTER_HANDOFF_RUNS=$AFTER_HANDOFF_RUNS)"
+if want backup; then
+echo "### Backups: a lone primary with and without backup.path (same disk), side by side"
+echo
+# Two lone primaries at once, the same but for the backup section; the
+# archive on the same disk as everything else.
+K="$ROOT/backup"
+rm -rf "$K"
+mkdir -p "$K/archive"
+echo "bench-token-$RANDOM$RANDOM" >"$ROOT/backup-token"
+chmod 600 "$ROOT/backup-token"
+variant_cluster "$K/plain" "a" "$ROOT/backup-token" ""
+plain_pid=${VPID[a]}
+variant_cluster "$K/backup" "a" "$ROOT/backup-token" "backup:
+  path: $K/archive"
+echo "One-row transactions, BEGIN IMMEDIATE (\`replfs-testkit bench\`, ${SECONDS_PER_RUN} s per run, median of $ROUNDS interleaved rounds; the \"without\" column is the node without backup.path, the \"with\" column the one archiving every commit):"
+echo
+echo "| scenario | without /s | with backup.path /s | ratio | target |"
+echo "|---|---:|---:|---:|---:|"
+"$BIN/replfs-testkit" bench --native "$K/plain/a/mnt" --mounted "$K/backup/a/mnt" --seconds "$SECONDS_PER_RUN" --rounds "$ROUNDS" --scenarios wal-normal,wal-full,delete-full \
+  | tail -n +3 | awk -F'|' '{printf "|%s|%s|%s|%s| >= 0.90x |\n", $2, $3, $4, $5}'
+echo
+archive_txid() { "$BIN/replfsd" status --json --config "$K/backup/a/replfsd.yml" | python3 -c 'import json,sys
+d=json.load(sys.stdin); b=d.get("backup") or {}; print(" ".join("%s:%s:%s" % (x["name"], x["archived_txid"], x["txid"]) for x in b.get("databases", [])))'; }
+caught_up() {
+  for _ in $(seq 1800); do archive_txid | tr ' ' '\n' | awk -F: '$2 != $3 {bad=1} END {exit bad}' && return; sleep 0.1; done
+  echo "the archive did not catch up in 180 s: $(archive_txid)" >&2; return 1
+}
+caught_up
+rm -f "$K"/backup/a/mnt/bench-* 2>/dev/null || true
+# The archive's size for N one-row transactions on one database.
+N=${BACKUP_TRANSACTIONS:-200000}
+before=$(du -sb "$K/archive" | cut -f1)
+start=$(now)
+"$BIN/replfs-testkit" rows --db "$K/backup/a/mnt/size.db" --transactions "$N" >/dev/null
+caught_up
+elapsed=$(echo "$(now) - $start" | bc -l)
+level_bytes() { du -sb "$K/archive/size.db/ltx/$1" 2>/dev/null | cut -f1 || echo 0; }
+total=$(du -sb "$K/archive/size.db" | cut -f1)
+l0=$(level_bytes 0); l0files=$(ls "$K/archive/size.db/ltx/0" | wc -l)
+echo "Archive size for $N one-row transactions (\`replfs-testkit rows\`, archived as they commit in $(printf '%.1f' "$elapsed") s; level 0: at most one file a second, each holding what committed since the one before):"
+echo
+echo "| archive | bytes | per million transactions |"
+echo "|---|---:|---:|"
+printf '| all levels | %d | %.1f MiB |\n' "$total" "$(echo "$total * 1000000 / $N / 1048576" | bc -l)"
+printf '| level 0 (%d files; removed once level 1 covers them and 5 min old) | %d | %.1f MiB |\n' "$l0files" "$l0" "$(echo "$l0 * 1000000 / $N / 1048576" | bc -l)"
+printf '| what stays: snapshots, levels 1-3, positions | %d | %.1f MiB |\n' "$(( total - l0 ))" "$(echo "($total - $l0) * 1000000 / $N / 1048576" | bc -l)"
+echo
+# Restore: a ${SNAP_MIB} MiB database and a day of transactions (one a second).
+sqlite3 "$K/backup/a/mnt/big.db" "PRAGMA journal_mode=wal; CREATE TABLE t(id INTEGER PRIMARY KEY, v BLOB);
+  WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i+1 FROM n WHERE i < $(( SNAP_MIB * 1024 * 1024 / 1100 )))
+  INSERT INTO t(v) SELECT randomblob(1000) FROM n;" >/dev/null
+"$BIN/replfs-testkit" rows --db "$K/backup/a/mnt/big.db" --transactions 86400 >/dev/null
+caught_up
+size=$(stat -c %s "$K/backup/a/mnt/big.db")
+files=$(find "$K/archive/big.db/ltx" -name '*.ltx' | wc -l)
+rm -f "$K/restored.db" "$K/litestream.db"
+start=$(now); "$BIN/replfsd" restore --from "$K/archive" big.db "$K/restored.db" >/dev/null; ours=$(echo "$(now) - $start" | bc -l)
+start=$(now); "$TOOLS/litestream/bin/litestream" restore -o "$K/litestream.db" "file://$K/archive/big.db" >/dev/null 2>&1; theirs=$(echo "$(now) - $start" | bc -l)
+hash() { "$TOOLS/dbhash" "$1" | cut -d' ' -f1; }
+live=$(hash "$K/backup/a/mnt/big.db")
+same=$([[ $(hash "$K/restored.db") == "$live" ]] && echo yes || echo NO)
+same_ls=$([[ $(hash "$K/litestream.db") == "$live" ]] && echo yes || echo NO)
+echo "Restore of a $(( size / 1048576 )) MiB database with a day of transactions (86,400 one-row transactions after it was loaded; $files archive files):"
+echo
+echo "| restore | seconds | dbhash equal to the live database |"
+echo "|---|---:|---|"
+printf '| replfsd restore (checksums verified) | %.2f | %s |\n' "$ours" "$same"
+printf '| litestream restore (0.5.17) | %.2f | %s |\n' "$theirs" "$same_ls"
+printf '| RSS of the archiving primary | %s MiB | |\n' "$(awk '/VmRSS/ {printf "%d", $2 / 1024}' "/proc/${VPID[a]}/status")"
+echo
+variant_stop
+kill "$plain_pid" 2>/dev/null || true; while kill -0 "$plain_pid" 2>/dev/null; do sleep 0.1; done
+rm -rf "$K"
+fi
+echo "Command: \`make bench\` (BENCH_SECONDS=$SECONDS_PER_RUN BENCH_ROUNDS=$ROUNDS BENCH_DB_MIB=$DB_MIB BENCH_SNAPSHOT_MIB=$SNAP_MIB BENCH_FAILOVER_RUNS=$FAILOVER_RUNS BENCH_HANDOFF_RUNS=$HANDOFF_RUNS BENCH_AFTER_HANDOFF_RUNS=$AFTER_HANDOFF_RUNS BACKUP_TRANSACTIONS=${BACKUP_TRANSACTIONS:-200000})"
 } | tee "$REPORT"
 stop_node
 rm -rf "$ROOT"

@@ -97,6 +97,7 @@ ETCD=$!
 for _ in $(seq 100); do curl -sf "http://127.0.0.1:$etcd_port/health" >/dev/null && break; sleep 0.1; done
 echo "etcd at http://127.0.0.1:$etcd_port"
 
+mkdir -p "$ROOT/backup"
 for name in a b c; do
   mkdir -p "$ROOT/$name"
   cat >"$ROOT/$name/replfsd.yml" <<YAML
@@ -117,6 +118,8 @@ lease:
 exec:
   command: [$ROOT/app.sh]
   stop-timeout: 5s
+backup:
+  path: $ROOT/backup
 YAML
 done
 
@@ -158,6 +161,7 @@ app_log 3
 
 say "Crash: kill -9 the primary (node-$p) and time until the new primary accepts a write"
 killed=$p
+before_crash=$(date -u +%Y-%m-%dT%H:%M:%S.%3NZ)
 start_ns=$(now)
 run kill -9 "${PID[$killed]}"
 wait "${PID[$killed]}" 2>/dev/null || true
@@ -182,6 +186,16 @@ sleep 2
 converge
 run status "$killed"
 run "$TOOLS/dbhash" "$ROOT/a/mnt/db.sqlite" "$ROOT/b/mnt/db.sqlite" "$ROOT/c/mnt/db.sqlite"
+
+say "Backups: whichever node is primary archives every transaction to $ROOT/backup (Litestream's layout)"
+sleep 1.5
+run "$BIN/replfsd" backups --from "$ROOT/backup"
+run "$BIN/replfsd" restore --from "$ROOT/backup" --timestamp "$before_crash" db.sqlite "$ROOT/before-crash.db"
+echo "heartbeats as of $before_crash: $(sqlite3 "$ROOT/before-crash.db" "SELECT count(*) FROM heartbeats"), now: $(sqlite3 "$ROOT/$(primary)/mnt/db.sqlite" "SELECT count(*) FROM heartbeats")"
+if [[ -x $TOOLS/litestream/bin/litestream ]]; then
+  run "$TOOLS/litestream/bin/litestream" restore -o "$ROOT/litestream.db" "file://$ROOT/backup/db.sqlite"
+  echo "litestream's restore of the newest state: $(sqlite3 "$ROOT/litestream.db" "SELECT count(*) FROM heartbeats") heartbeats"
+fi
 
 say "SIGTERM: the application stops first, then the mounts go away"
 # Replicas first: a primary that stops cleanly frees the lease at once, and
