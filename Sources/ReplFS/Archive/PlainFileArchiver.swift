@@ -31,7 +31,9 @@ final class PlainFileArchiver {
         if digests == nil { digests = archivedDigests() }
         let files = store.plainEntries().filter { $0.kind == .file }
         for entry in files where digests![entry.path] != entry.digest {
-            guard case .success(let content) = store.readPlainFile(entry.path) else { continue }
+            // An empty file is most often a database SQLite has just
+            // created and not written yet: not a version worth keeping.
+            guard case .success(let content) = store.readPlainFile(entry.path), !content.isEmpty else { continue }
             // The version's time is the file's own (when it was written),
             // unless that is not after the newest version archived (a copy
             // that kept an old modification time): then this check's.
@@ -46,7 +48,10 @@ final class PlainFileArchiver {
         }
         let present = Set(files.map(\.path))
         for path in digests!.keys.sorted() where !present.contains(path) {
-            try write(path, PlainFileVersion(timestamp: now, sequence: 0, change: .removed), [])
+            // A path that became a database was not removed.
+            if store.position(of: path) == nil {
+                try write(path, PlainFileVersion(timestamp: now, sequence: 0, change: .removed), [])
+            }
             digests![path] = nil
         }
     }
