@@ -237,7 +237,8 @@ extension IntegrationTests {
                 return backup.error != nil && db.lagTransactions >= 10
             }
             try FileManager.default.removeItem(atPath: filler)
-            try Self.waitForArchive(node)
+            // (Its retries back off to 30 s while the target stays full.)
+            try Self.waitForArchive(node, timeout: 60)
             #expect(snapshots() == 1, "caught up from the log, without a new snapshot")
             try Self.expectRestoresLatest(archive, equal: database)
             let between = Date()
@@ -253,7 +254,8 @@ extension IntegrationTests {
                 return Self.oldestLoggedTXID(node, "app.db") > archivedTXID + 1
             }
             try FileManager.default.removeItem(atPath: filler)
-            try Self.waitForArchive(node)
+            // (Its retries back off to 30 s while the target stays full.)
+            try Self.waitForArchive(node, timeout: 60)
             #expect(snapshots() == 2, "caught up from a new snapshot")
             #expect(node.currentLog.contains("continuing from a new snapshot"))
             try Self.expectRestoresLatest(archive, equal: database)

@@ -66,27 +66,27 @@ extension Archiver {
     /// Files older than `retention` go, keeping what a restore to any
     /// moment since then needs: the newest snapshot at or before that
     /// moment (the floor) and everything after it. Level-0 files go
-    /// earlier, once level 1 covers them and they are older than
-    /// `levelZeroRetention`. The newest file of each level stays (it marks
-    /// where that level stands).
+    /// earlier, once one level-1 file holds the whole range of one and it is
+    /// older than `levelZeroRetention` (the newest level-0 file stays: it
+    /// marks where the archive stands).
     func enforceRetention(_ database: String, now: Int64) throws(ArchiveError) {
         let files = archive.files(of: database)
-        let newestOfLevel = Dictionary(files.map { ($0.level, $0.maxTXID) }, uniquingKeysWith: max)
         var doomed: [BackupArchive.File] = []
         let cutoff = now - settings.retention.milliseconds
         let floor = files.filter { $0.level == BackupArchive.snapshotLevel && $0.timestamp <= cutoff }.max { $0.maxTXID < $1.maxTXID }
         if let floor {
             doomed += files.filter { $0.level == BackupArchive.snapshotLevel ? $0.maxTXID < floor.maxTXID : $0.maxTXID <= floor.maxTXID }
         }
-        // A level-0 file goes only if one level-1 file holds its whole range.
+        let levelZero = files.filter { $0.level == 0 }
+        let newestLevelZero = levelZero.map(\.maxTXID).max()
         let levelOne = files.filter { $0.level == 1 }
-        doomed += files.filter { file in
-            file.level == 0 && file.timestamp < now - settings.levelZeroRetention.milliseconds
+        doomed += levelZero.filter { file in
+            file.maxTXID != newestLevelZero && file.timestamp < now - settings.levelZeroRetention.milliseconds
                 && levelOne.contains { $0.minTXID <= file.minTXID && $0.maxTXID >= file.maxTXID }
         }
         var removed = 0
         try checkStillPrimary()
-        for file in Set(doomed) where newestOfLevel[file.level] != file.maxTXID {
+        for file in Set(doomed) {
             if case .success = Syscall.unlink(at: AT_FDCWD, file.path) { removed += 1 }
         }
         if let floor, case .failure(let error) = positions(database).rewrite(keeping: { $0.txid >= floor.maxTXID }) {

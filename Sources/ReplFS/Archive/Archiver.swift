@@ -117,7 +117,7 @@ public final class Archiver: @unchecked Sendable {
     private func run() {
         var seen: UInt64 = 0
         var retryAt: Int64 = 0
-        /// Doubles with each failed pass in a row (1 s to a minute): a
+        /// Doubles with each failed pass in a row (1 s to 30 s): a
         /// target that keeps failing is not hammered with snapshot copies.
         var backoff: Int64 = 1000
         while isRunning {
@@ -147,7 +147,7 @@ public final class Archiver: @unchecked Sendable {
                 }
             } catch {
                 retryAt = now + backoff
-                backoff = min(backoff * 2, 60_000)
+                backoff = min(backoff * 2, 30_000)
                 let first = shared.withLock { shared -> Bool in
                     shared.errors += 1
                     defer { shared.lastError = error.message }
@@ -192,7 +192,9 @@ public final class Archiver: @unchecked Sendable {
                 try snapshotIfDue(database, now: now)
             }
         }
-        if failure == nil, now - lastRetention >= min(60_000, max(1000, settings.retention.milliseconds / 10)) {
+        // Retention runs even while something fails: on a full target it
+        // is what frees space.
+        if now - lastRetention >= min(60_000, max(1000, settings.retention.milliseconds / 10)) {
             lastRetention = now
             for database in archived!.keys.sorted() { attempt { () throws(ArchiveError) in try enforceRetention(database, now: now) } }
             attempt { () throws(ArchiveError) in try plainFiles.enforceRetention(now: now) }
