@@ -18,11 +18,9 @@ extension IntegrationTests {
             "rows written in phases, an accidental DELETE and a promote in between: restore --timestamp at each phase boundary gives the database exactly as it was, with replfsd and with litestream; the new primary continues the archive with no gap or overlap; the key file's versions too",
             .enabled(if: hasLitestream))
         func phases() throws {
-            let archive = NSTemporaryDirectory() + "replfs-backup-\(UUID().uuidString.prefix(8))"
-            try FileManager.default.createDirectory(atPath: archive, withIntermediateDirectories: true)
-            defer { try? FileManager.default.removeItem(atPath: archive) }
-            let cluster = try Cluster(size: 2, extra: "backup:\n  path: \(archive)")
+            let cluster = try Cluster(size: 2, backup: [])
             defer { cluster.destroy() }
+            let archive = cluster.archive
             try cluster.start()
             let (a, b) = (cluster.nodes[0], cluster.nodes[1])
 
@@ -133,13 +131,11 @@ extension IntegrationTests {
             "etcd, a crash of the primary under writes: the new primary continues the archive (level 0 unbroken, or moved aside and started again from a snapshot if it lacks what the old one archived); both restores equal the new primary's database",
             .enabled(if: hasLitestream && EtcdServer.isInstalled))
         func crashFailover() throws {
-            let archive = NSTemporaryDirectory() + "replfs-backup-\(UUID().uuidString.prefix(8))"
-            try FileManager.default.createDirectory(atPath: archive, withIntermediateDirectories: true)
-            defer { try? FileManager.default.removeItem(atPath: archive) }
             let etcd = try EtcdServer()
             defer { etcd.stop() }
-            let cluster = try Cluster(extra: "backup:\n  path: \(archive)", lease: .etcd(endpoint: etcd.endpoint))
+            let cluster = try Cluster(lease: .etcd(endpoint: etcd.endpoint), backup: [])
             defer { cluster.destroy() }
+            let archive = cluster.archive
             try cluster.start()
             let first = try cluster.waitForPrimary()
             let writer = try FailoverWriter(cluster: cluster, seconds: 120)
@@ -164,11 +160,9 @@ extension IntegrationTests {
             "a replica that lacks what the lost primary archived is forced to take over: those files move aside (kept), the archive starts again from its snapshot, and restores give its database"
         )
         func archiveAhead() throws {
-            let archive = NSTemporaryDirectory() + "replfs-backup-\(UUID().uuidString.prefix(8))"
-            try FileManager.default.createDirectory(atPath: archive, withIntermediateDirectories: true)
-            defer { try? FileManager.default.removeItem(atPath: archive) }
-            let cluster = try Cluster(size: 2, extra: "backup:\n  path: \(archive)")
+            let cluster = try Cluster(size: 2, backup: [])
             defer { cluster.destroy() }
+            let archive = cluster.archive
             try cluster.start()
             let (a, b) = (cluster.nodes[0], cluster.nodes[1])
             _ = try Command.sqlite(a.mount + "/app.db", "PRAGMA journal_mode=wal; CREATE TABLE t(id INTEGER PRIMARY KEY); INSERT INTO t VALUES (1);")
@@ -196,17 +190,13 @@ extension IntegrationTests {
             "the archive's target full, then freed: every commit succeeds meanwhile, status says the archive is behind, it catches up from the log, and from a new snapshot once the log no longer holds what it lacks; restores stay exact",
             .enabled(if: hasLitestream))
         func targetFull() throws {
-            let archive = NSTemporaryDirectory() + "replfs-backup-\(UUID().uuidString.prefix(8))"
-            try FileManager.default.createDirectory(atPath: archive, withIntermediateDirectories: true)
+            // A short log retention: a second outage outlasts the log.
+            let cluster = try Cluster(size: 1, retention: "2s", backup: [])
+            defer { cluster.destroy() }
+            let archive = cluster.archive
             let mounted = try Command.run("/bin/mount", ["-t", "tmpfs", "-o", "size=16m", "tmpfs", archive])
             try #require(mounted.status == 0, "\(mounted)")
-            defer {
-                umount2(archive, Int32(MNT_DETACH))
-                try? FileManager.default.removeItem(atPath: archive)
-            }
-            // A short log retention: a second outage outlasts the log.
-            let cluster = try Cluster(size: 1, retention: "2s", extra: "backup:\n  path: \(archive)")
-            defer { cluster.destroy() }
+            defer { umount2(archive, Int32(MNT_DETACH)) }
             try cluster.start()
             let node = cluster.nodes[0]
             let database = node.mount + "/app.db"
@@ -270,11 +260,9 @@ extension IntegrationTests {
             "retention: files older than the window go, keeping the snapshot a restore at the window's start needs; a restore there gives a state that existed then, before it is refused",
             .enabled(if: hasLitestream))
         func retention() throws {
-            let archive = NSTemporaryDirectory() + "replfs-backup-\(UUID().uuidString.prefix(8))"
-            try FileManager.default.createDirectory(atPath: archive, withIntermediateDirectories: true)
-            defer { try? FileManager.default.removeItem(atPath: archive) }
-            let cluster = try Cluster(size: 1, extra: "backup:\n  path: \(archive)\n  retention: 4s\n  snapshot-interval: 1s")
+            let cluster = try Cluster(size: 1, backup: ["retention: 4s", "snapshot-interval: 1s"])
             defer { cluster.destroy() }
+            let archive = cluster.archive
             try cluster.start()
             let node = cluster.nodes[0]
             let database = node.mount + "/app.db"

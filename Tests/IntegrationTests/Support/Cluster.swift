@@ -19,6 +19,8 @@ final class Cluster: @unchecked Sendable {
     /// The supervised stand-in application (`exec.command`), when configured.
     var applicationScript: String { root + "/app.sh" }
     var applicationLog: String { root + "/app.log" }
+    /// The directory every node's `backup.path` names (with `backup`).
+    var archive: String { root + "/backup" }
 
     /// How the nodes decide who is primary.
     enum LeaseKind {
@@ -31,14 +33,22 @@ final class Cluster: @unchecked Sendable {
     ///   - tls: a cluster CA in `root/pki` (made with `replfsd tls init`) and
     ///     a certificate per node (`tls issue`, for 127.0.0.1), in every
     ///     node's `replication.tls`.
+    ///   - backup: `backup` keys besides `path` (which is ``archive``, the
+    ///     same for every node); nil: no archive.
     ///   - dialed: ports the other nodes dial instead of a node's own (a
     ///     relay or a proxy in front of it), by node name.
     init(
         size: Int = 3, retention: String = "10m", extra: String = "", lease: LeaseKind = .staticLease, application: Bool = false, tls: Bool = false,
-        dialed: [String: Int] = [:], ports: [Int]? = nil, token: Bool = true, replication: [String] = []
+        dialed: [String: Int] = [:], ports: [Int]? = nil, token: Bool = true, replication: [String] = [], backup: [String]? = nil
     ) throws {
         root = NSTemporaryDirectory() + "replfs-cluster-\(UUID().uuidString.prefix(8))"
         try FileManager.default.createDirectory(atPath: root, withIntermediateDirectories: true)
+        // With `backup` (its keys besides path), one archive for all nodes.
+        var extra = extra
+        if let backup {
+            try FileManager.default.createDirectory(atPath: root + "/backup", withIntermediateDirectories: true)
+            extra += "\nbackup:\n  path: \(root)/backup\n" + backup.map { "  " + $0 + "\n" }.joined()
+        }
         try "cluster-secret-\(UUID().uuidString)\n".write(toFile: root + "/token", atomically: true, encoding: .utf8)
         chmod(root + "/token", 0o600)
         let chosen = ports ?? Cluster.freePorts(size)
