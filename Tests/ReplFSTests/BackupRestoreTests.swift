@@ -225,12 +225,20 @@ struct BackupRestoreTests {
         #expect(result.verified && result.description.hasSuffix("from 3 files, checksums verified"))
         #expect(try LTXFixture.read(output) == ArchiveFixture.state(6).flatMap { $0 })
 
-        // A later entry for TXID 6 with another checksum wins: refused, nothing written.
+        // Another entry for TXID 6 (a node that recorded it and then lost
+        // the role before its file appeared) does not hide the right one.
         try fixture.recordPositions("app.db", [6], checksum: ArchiveFixture.checksum(5))
+        #expect(try restore.restore("app.db", to: fixture.root + "/again.db").verified)
+
+        // No entry with the rebuilt checksum: refused, nothing written.
+        let wrong = ArchiveFixture()
+        try wrong.writeApp()
+        try wrong.recordPositions("app.db", [1, 2, 3, 4, 5])
+        try wrong.recordPositions("app.db", [6], checksum: ArchiveFixture.checksum(5))
         ArchiveFixture.expectError(.checksumMismatch, "the database rebuilt at TXID 0000000000000006 of app.db has checksum \(ArchiveFixture.checksum(6))") {
-            _ = try restore.restore("app.db", to: fixture.root + "/wrong.db")
+            _ = try ArchiveRestore(archive: wrong.archive).restore("app.db", to: wrong.root + "/wrong.db")
         }
-        #expect(!fixture.exists(fixture.root + "/wrong.db") && !fixture.hasTemporaryFiles)
+        #expect(!wrong.exists(wrong.root + "/wrong.db") && !wrong.hasTemporaryFiles)
 
         // A journal with no entry for the TXID reached is refused too.
         let other = ArchiveFixture()

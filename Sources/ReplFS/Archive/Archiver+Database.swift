@@ -18,26 +18,38 @@ extension Archiver {
         ArchivePositions(path: archive.positionsPath(database))
     }
 
-    /// Where the archive of each database this node holds stands: the
-    /// newest TXID its levels 0-8 reach (a snapshot's, if there are none: a
-    /// scheduled snapshot ahead of level 0 must not make level 0 skip the
-    /// transactions in between) and, from ``ArchivePositions``, the
-    /// checksum there (zero when none is recorded: the log then cannot
+    /// Where the archive of `database` stands (nil: there is none yet):
+    /// the newest TXID its levels 0-8 reach (a snapshot's, if there are
+    /// none: a scheduled snapshot ahead of level 0 must not make level 0
+    /// skip the transactions in between) and, from ``ArchivePositions``,
+    /// the checksum there (zero when none is recorded: the log then cannot
     /// confirm the archive's history, and a snapshot starts it again).
-    /// Temporary files a crash left behind (a minute old) go.
-    func readArchivedPositions() throws(ArchiveError) -> [String: Position] {
-        var result: [String: Position] = [:]
-        newestFile = [:]
-        for (database, _) in store.positions() {
-            removeStaleTemporaries(database)
-            let files = archive.files(of: database)
-            let levels = files.filter { $0.level < BackupArchive.snapshotLevel }
-            guard let newest = (levels.isEmpty ? files : levels).max(by: { $0.maxTXID < $1.maxTXID }) else { continue }
-            let checksum = positions(database).byTXID()[newest.maxTXID] ?? .zero
-            result[database] = Position(txid: newest.maxTXID, checksum: checksum)
-            newestFile[database] = newest.path
+    ///
+    /// Files that end beyond that point (a snapshot a lost primary took
+    /// ahead of its level 0, or its level-0 files) stay only if this
+    /// node's log confirms their end as its own history; the others are
+    /// moved aside, or a restore would start from them and apply this
+    /// node's transactions on top of another history's. Temporary files a
+    /// crash left behind (a minute old) go.
+    func readArchivedPosition(_ database: String, current: Position) throws(ArchiveError) -> Position? {
+        removeStaleTemporaries(database)
+        newestFile[database] = nil
+        let files = archive.files(of: database)
+        let levels = files.filter { $0.level < BackupArchive.snapshotLevel }
+        guard let newest = (levels.isEmpty ? files : levels).max(by: { $0.maxTXID < $1.maxTXID }) else { return nil }
+        let recorded = positions(database).read()
+        func checksum(at txid: TXID) -> Checksum { recorded.last { $0.txid == txid }?.checksum ?? .zero }
+        let ahead = files.filter { $0.maxTXID > newest.maxTXID }
+        let foreign = ahead.filter { file in
+            guard file.maxTXID <= current.txid else { return true }
+            switch store.catchUp(database: database, from: Position(txid: file.maxTXID, checksum: checksum(at: file.maxTXID))) {
+            case .records, .upToDate: return false
+            case .snapshot: return true
+            }
         }
-        return result
+        if !foreign.isEmpty { try moveAside(database, foreign) }
+        newestFile[database] = newest.path
+        return Position(txid: newest.maxTXID, checksum: checksum(at: newest.maxTXID))
     }
 
     /// Whether the newest file this node archived (or found) is still
@@ -64,7 +76,11 @@ extension Archiver {
     func archiveDatabase(_ database: String, current: Position) throws(ArchiveError) {
         noteCurrent(database, current: current)
         guard current.txid.rawValue > 0 else { return }
-        guard let position = archived![database] else {
+        if !read.contains(database) {
+            archived[database] = try readArchivedPosition(database, current: current)
+            read.insert(database)
+        }
+        guard let position = archived[database] else {
             logger.notice("backup: a new archive of this database starts with a snapshot", metadata: ["database": "\(database)"])
             return try writeSnapshot(database, advancing: true)
         }
@@ -86,11 +102,12 @@ extension Archiver {
                 }
                 first = false
                 let contentSize = content.byteCount
-                // A level-0 file spans at most one level-0 interval of
-                // commits: catching up after an outage keeps the moments
-                // restorable one by one.
+                // Catching up after an outage, a level-0 file spans about
+                // a level-0 interval of commits (not the whole backlog), so
+                // the moments stay restorable one by one.
                 let time = (try? content.header().timestamp) ?? 0
-                if !group.isEmpty && (size + contentSize > Self.groupLimit || group.count >= Self.groupCount || time - groupStart > settings.levelZeroInterval.milliseconds) {
+                let backlog = time - groupStart > 2 * settings.levelZeroInterval.milliseconds
+                if !group.isEmpty && (size + contentSize > Self.groupLimit || group.count >= Self.groupCount || backlog) {
                     try writeLevelZero(database, group, current: current)
                     group = []
                     size = 0
@@ -105,7 +122,7 @@ extension Archiver {
             // not have. Those at or below it stay (a state that existed,
             // this node's or a lost primary's); compaction never merges
             // across the snapshot that now restarts the archive.
-            if position.txid > current.txid { try moveAside(database, above: current.txid) }
+            if position.txid > current.txid { try moveAside(database, archive.files(of: database).filter { $0.maxTXID > current.txid }) }
             logger.notice(
                 "backup: the log no longer holds what the archive lacks, or its history is not this node's: continuing from a new snapshot",
                 metadata: ["database": "\(database)", "archived": "\(position.txid)", "position": "\(current)"])
@@ -202,7 +219,10 @@ extension Archiver {
         }
         try checkStillPrimary()
         do throws(Errno) {
-            try file.publish()
+            // Never over a file of that name: the same range written by
+            // another node stays as it landed (a snapshot of the same
+            // position, rewritten, may replace its older copy).
+            try file.publish(replacing: file.path.contains("/ltx/\(BackupArchive.snapshotLevel)/"))
         } catch {
             throw ArchiveError("cannot write", path: file.path, error)
         }
@@ -213,17 +233,25 @@ extension Archiver {
     /// they reached it) move to `.replfs/aside/<time>/`, kept, out of
     /// Litestream's sight, before this node's history continues the
     /// archive.
-    private func moveAside(_ database: String, above txid: TXID) throws(ArchiveError) {
+    private func moveAside(_ database: String, _ files: [BackupArchive.File]) throws(ArchiveError) {
+        guard !files.isEmpty else { return }
         let destination = archive.asideDirectory(database) + "/\(WallClock.milliseconds())"
         if case .failure(let error) = DurableFile.makeDirectories(destination, mode: Self.directoryMode) { throw ArchiveError("cannot create", path: destination, error) }
         try checkStillPrimary()
-        for file in archive.files(of: database) where file.maxTXID > txid {
+        for file in files {
             let target = destination + "/\(file.level)-\(file.name)"
             if case .failure(let error) = Syscall.rename(at: AT_FDCWD, file.path, to: target) { throw ArchiveError("cannot move aside", path: file.path, error) }
         }
+        do throws(Errno) {
+            try DurableFile.syncDirectory(of: files[0].path)
+            try DurableFile.syncDirectory(of: destination + "/x")
+        } catch {
+            throw ArchiveError("cannot sync", path: destination, error)
+        }
+        newestFile[database] = nil
         logger.warning(
             "backup: the archive holds transactions this node does not (a primary lost before they were replicated): moved them aside",
-            metadata: ["database": "\(database)", "above": "\(txid)", "to": "\(destination)"])
+            metadata: ["database": "\(database)", "files": "\(files.map { "L\($0.level) \($0.name)" }.joined(separator: ", "))", "to": "\(destination)"])
     }
 }
 

@@ -88,6 +88,8 @@ extension Archiver {
         try checkStillPrimary()
         for file in Set(doomed) {
             if case .success = Syscall.unlink(at: AT_FDCWD, file.path) { removed += 1 }
+            // Not a sign of the archive changing under this node.
+            if newestFile[database] == file.path { newestFile[database] = nil }
         }
         if let floor, case .failure(let error) = positions(database).rewrite(keeping: { $0.txid >= floor.maxTXID }) {
             throw ArchiveError("cannot prune", path: archive.positionsPath(database), error)

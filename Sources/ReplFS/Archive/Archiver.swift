@@ -58,8 +58,10 @@ public final class Archiver: @unchecked Sendable {
     private let targetDevice: UInt64?
 
     // Owned by the archiver's thread.
-    /// Where the archive stands, per database (nil: not read yet).
-    var archived: [String: Position]? = nil
+    /// Where the archive stands, per database read from the target
+    /// (absent from `archived` but in `read`: no archive yet).
+    var archived: [String: Position] = [:]
+    var read: Set<String> = []
     var lastCompaction: [String: [Int64]] = [:]
     var lastRetention: Int64 = 0
     /// When the next level-0 file may be written (monotonic ms).
@@ -124,9 +126,10 @@ public final class Archiver: @unchecked Sendable {
             seen = feed.waitForChange(after: seen, timeout: 1)
             guard isRunning else { return }
             guard store.isWritable else {
-                // Not the primary: whoever is reads the archive afresh.
-                archived = nil
-                plainFiles.forget()
+                // Not the primary: whoever is reads the archive afresh,
+                // and nothing is pending here.
+                forgetAll()
+                shared.withLock { $0.databases = [:] }
                 continue
             }
             var now = Int64(MonotonicClock.nanoseconds() / 1_000_000)
@@ -156,8 +159,7 @@ public final class Archiver: @unchecked Sendable {
                 }
                 if first { logger.error("backup: \(error.message)", metadata: ["backup": "\(settings.path)"]) }
                 // What was not written is read again from the target.
-                archived = nil
-                plainFiles.forget()
+                forgetAll()
             }
             reportIfBehind()
         }
@@ -170,24 +172,29 @@ public final class Archiver: @unchecked Sendable {
     /// was cut short because this node stopped being the primary.
     private func pass() throws(ArchiveError) -> Bool {
         try checkTarget()
-        if let known = archived, known.keys.contains(where: { !archiveStillHolds($0) }) {
-            logger.warning("backup: the archive changed under this node (wiped or replaced?): reading it again", metadata: ["backup": "\(settings.path)"])
-            archived = nil
+        for database in read.sorted() where !archiveStillHolds(database) {
+            logger.warning("backup: the archive changed under this node (wiped or replaced?): reading it again", metadata: ["database": "\(database)"])
+            forget(database)
         }
-        if archived == nil { archived = try readArchivedPositions() }
         var failure: ArchiveError?
-        func attempt(_ body: () throws(ArchiveError) -> Void) {
-            do throws(ArchiveError) { try body() } catch { failure = failure ?? error }
+        func attempt(_ database: String?, _ body: () throws(ArchiveError) -> Void) {
+            do throws(ArchiveError) {
+                try body()
+            } catch {
+                failure = failure ?? error
+                // What was not written is read again from the target.
+                if let database { forget(database) } else { plainFiles.forget() }
+            }
         }
-        attempt { () throws(ArchiveError) in try plainFiles.archiveChanges() }
+        attempt(nil) { () throws(ArchiveError) in try plainFiles.archiveChanges() }
         for (database, position) in store.positions() {
             guard isRunning, store.isWritable else { return false }
-            attempt { () throws(ArchiveError) in try archiveDatabase(database, current: position) }
+            attempt(database) { () throws(ArchiveError) in try archiveDatabase(database, current: position) }
         }
         let now = WallClock.milliseconds()
-        for database in archived!.keys.sorted() {
+        for database in archived.keys.sorted() {
             guard isRunning, store.isWritable else { return false }
-            attempt { () throws(ArchiveError) in
+            attempt(database) { () throws(ArchiveError) in
                 try compactIfDue(database, now: now)
                 try snapshotIfDue(database, now: now)
             }
@@ -196,11 +203,27 @@ public final class Archiver: @unchecked Sendable {
         // is what frees space.
         if now - lastRetention >= min(60_000, max(1000, settings.retention.milliseconds / 10)) {
             lastRetention = now
-            for database in archived!.keys.sorted() { attempt { () throws(ArchiveError) in try enforceRetention(database, now: now) } }
-            attempt { () throws(ArchiveError) in try plainFiles.enforceRetention(now: now) }
+            for database in archived.keys.sorted() { attempt(database) { () throws(ArchiveError) in try enforceRetention(database, now: now) } }
+            attempt(nil) { () throws(ArchiveError) in try plainFiles.enforceRetention(now: now) }
         }
+        // A round cut short by a role change is not a failure.
+        guard isRunning, store.isWritable else { return false }
         if let failure { throw failure }
-        return isRunning && store.isWritable
+        return true
+    }
+
+    /// The archive of `database` is read again from the target next time.
+    func forget(_ database: String) {
+        read.remove(database)
+        archived[database] = nil
+        newestFile[database] = nil
+    }
+
+    func forgetAll() {
+        read.removeAll()
+        archived.removeAll()
+        newestFile.removeAll()
+        plainFiles.forget()
     }
 
     /// Fails unless this node may still write the archive: checked right
@@ -211,7 +234,7 @@ public final class Archiver: @unchecked Sendable {
     }
 
     func noteArchived(_ database: String, _ position: Position, timestamp: Int64, current: Position) {
-        archived![database] = position
+        archived[database] = position
         shared.withLock { shared in
             shared.filesWritten += 1
             shared.databases[database, default: ArchiveStatus.Database(name: database)].note(archived: position, timestamp: timestamp, current: current)
@@ -219,7 +242,7 @@ public final class Archiver: @unchecked Sendable {
     }
 
     func noteCurrent(_ database: String, current: Position) {
-        guard let archivedPosition = archived?[database] else { return }
+        guard let archivedPosition = archived[database] else { return }
         shared.withLock { shared in
             shared.databases[database, default: ArchiveStatus.Database(name: database)].archivedTXID = archivedPosition.txid.rawValue
         }
@@ -230,7 +253,8 @@ public final class Archiver: @unchecked Sendable {
     /// archiver stuck on its target shows a lag that grows).
     public var status: ArchiveStatus {
         let now = WallClock.milliseconds()
-        let positions = store.positions()
+        // Only the writable primary archives: elsewhere nothing is pending.
+        let positions = store.isWritable ? store.positions() : []
         return shared.withLock { shared in
             for (database, position) in positions {
                 var entry = shared.databases[database, default: ArchiveStatus.Database(name: database)]

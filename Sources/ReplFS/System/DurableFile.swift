@@ -65,12 +65,16 @@ public final class DurableFile {
         synced = true
     }
 
-    /// Renames the synced file into place and syncs the directory.
-    public func publish() throws(Errno) {
+    /// Renames the synced file into place and syncs the directory. With
+    /// `replacing` false, a file already there is kept and `.exists`
+    /// thrown (where the file system cannot tell, it is replaced).
+    public func publish(replacing: Bool = true) throws(Errno) {
         precondition(synced, "publish before sync")
         Syscall.close(fd)
         fd = -1
-        if case .failure(let error) = Syscall.rename(at: AT_FDCWD, temporary, to: path) {
+        var renamed = Syscall.rename(at: AT_FDCWD, temporary, to: path, flags: replacing ? 0 : Syscall.renameNoReplace)
+        if !replacing, case .failure(.invalid) = renamed { renamed = Syscall.rename(at: AT_FDCWD, temporary, to: path) }
+        if case .failure(let error) = renamed {
             _ = Syscall.unlink(at: AT_FDCWD, temporary)
             throw error
         }
