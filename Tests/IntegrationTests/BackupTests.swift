@@ -12,6 +12,9 @@ extension IntegrationTests {
     @Suite("Backups")
     struct BackupTests {
         static var litestream: String { TestEnvironment.toolsDirectory + "/litestream/bin/litestream" }
+        /// The oldest Litestream 0.5 release on PyPI (0.5.5): it reads page
+        /// frames only as LZ4 frames, as the archive writes them.
+        static var oldestLitestream: String { TestEnvironment.toolsDirectory + "/litestream-oldest/bin/litestream" }
         static var hasLitestream: Bool { FileManager.default.isExecutableFile(atPath: litestream) }
 
         @Test(
@@ -340,12 +343,14 @@ extension IntegrationTests {
             let restored = try Command.run(TestEnvironment.replfsd, ["restore", "--from", archive, "app.db", ours])
             #expect(restored.status == 0, "\(restored)")
             #expect(try Command.dbhash(ours) == expected)
-            let theirs = archive + "/litestream-\(tag).db"
-            let upstream = try Command.run(litestream, ["restore", "-o", theirs, "file://" + archive + "/app.db"])
-            #expect(upstream.status == 0, "\(upstream)")
-            #expect(try Command.dbhash(theirs) == expected)
+            for (index, tool) in [litestream, oldestLitestream].enumerated() where FileManager.default.isExecutableFile(atPath: tool) {
+                let theirs = archive + "/litestream-\(tag)-\(index).db"
+                let upstream = try Command.run(tool, ["restore", "-o", theirs, "file://" + archive + "/app.db"])
+                #expect(upstream.status == 0, "\(tool): \(upstream)")
+                #expect(try Command.dbhash(theirs) == expected, "\(tool)")
+                try? FileManager.default.removeItem(atPath: theirs)
+            }
             try? FileManager.default.removeItem(atPath: ours)
-            try? FileManager.default.removeItem(atPath: theirs)
         }
 
         /// The first TXID the node's own LTX log still holds.

@@ -142,6 +142,26 @@ struct LTXDecoderTests {
         LTXFixture.expectError("file checksum mismatch: stored") { _ = try LTXFixture.decode(bytes) }
     }
 
+    @Test("pages stored as LZ4 frames (no size prefix: Litestream 0.5's oldest readers) decode, are checked, and sum to the same file checksum rules")
+    func lz4FramePages() throws {
+        let header = LTXHeader(flags: .noChecksum, pageSize: 4096, commit: 3, minTXID: TXID(1), maxTXID: TXID(2), timestamp: 12)
+        let pages = (1...3).map { LTXFixture.randomBytes(4096, seed: UInt64($0)) }
+        var encoder = try LTXEncoder(header: header, pageEncoding: .lz4Frame)
+        for (index, page) in pages.enumerated() { try encoder.append(PageNumber(UInt32(index + 1)), page: page) }
+        try encoder.finish(postApplyChecksum: .zero)
+        let bytes = encoder.takeBytes()
+        // No size-prefix flag, and the LZ4 frame magic right after the page header.
+        #expect(bytes[104...105] == [0, 0] && bytes[106...109] == [0x04, 0x22, 0x4D, 0x18])
+        let decoded = try LTXFixture.decode(bytes)
+        #expect(decoded.pages.map(\.1) == pages)
+        // A byte of a frame changed: refused (the frame's own checksum, or the file's).
+        var damaged = bytes
+        damaged[200] ^= 0xFF
+        #expect(throws: LTXError.self) { _ = try LTXFixture.decode(damaged) }
+        // Cut inside a frame: refused, no hang.
+        #expect(throws: LTXError.self) { _ = try LTXFixture.decode(Array(bytes[..<300])) }
+    }
+
     @Test("page rules are enforced with page number and offset")
     func pageRules() throws {
         let bytes = try Self.smallFile()
@@ -157,7 +177,8 @@ struct LTXDecoderTests {
         LTXFixture.expectError("page 2 at offset 100: invalid page header flags 0x3") { _ = try LTXFixture.decode(badFlags) }
         var legacy = bytes
         legacy[frames[0] + 5] = 0x00
-        LTXFixture.expectError("legacy LZ4 frame encoding") { _ = try LTXFixture.decode(legacy) }
+        // Without the flag the page must be an LZ4 frame; a block is not one.
+        LTXFixture.expectError("malformed LZ4 frame") { _ = try LTXFixture.decode(legacy) }
         var zeroPgno = bytes
         Self.patchUInt32(&zeroPgno, at: frames[0], 0)
         LTXFixture.expectError("at offset 100: page header has page number 0") { _ = try LTXFixture.decode(zeroPgno) }

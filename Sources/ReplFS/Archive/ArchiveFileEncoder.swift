@@ -53,7 +53,7 @@ enum ArchiveFileEncoder {
             }
             var header = archived(last!)
             header.minTXID = first!.minTXID
-            var encoder = try LTXEncoder(header: header)
+            var encoder = try LTXEncoder(header: header, pageEncoding: .lz4Frame)
             for pgno in pages.keys.sorted() where pgno <= header.commit {
                 try encoder.append(PageNumber(pgno), page: pages[pgno]!)
                 if encoder.bufferedByteCount >= chunk { try write(&encoder, to: file) }
@@ -70,7 +70,7 @@ enum ArchiveFileEncoder {
         var decoder = try content.decoder()
         defer { decoder.source.closeIfFile() }
         let header = archived(try decoder.decodeHeader())
-        var encoder = try LTXEncoder(header: header)
+        var encoder = try LTXEncoder(header: header, pageEncoding: .lz4Frame)
         var page = [UInt8](repeating: 0, count: Int(header.pageSize))
         while let pgno = try decoder.nextPage(into: &page) {
             try encoder.append(pgno, page: page)

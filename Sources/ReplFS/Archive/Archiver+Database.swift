@@ -172,7 +172,7 @@ extension Archiver {
         let name = LTXFileName(minTXID: TXID(1), maxTXID: snapshot.position.txid)
         let file = try makeFile(archive.path(database, level: BackupArchive.snapshotLevel, name))
         var failure: Errno?
-        let encoded = snapshot.encode(flags: .noChecksum, timestamp: timestamp, chunk: ArchiveFileEncoder.chunk, continuing: { store.isWritable }) { bytes, _ in
+        let encoded = snapshot.encode(flags: .noChecksum, pageEncoding: .lz4Frame, timestamp: timestamp, chunk: ArchiveFileEncoder.chunk, continuing: { store.isWritable }) { bytes, _ in
             do throws(Errno) {
                 try file.append(bytes)
                 return true

@@ -16,9 +16,11 @@
 /// covers the whole file), so callers that apply pages must treat the result
 /// as provisional until `finish()` succeeds.
 ///
-/// Legacy page frames without the size-prefix flag (data stored as an LZ4
-/// *frame*, written by old upstream encoders) are rejected with a clear
-/// error: ReplFS never writes them.
+/// Pages come in either encoding an LTX v3 file may hold: with the
+/// size-prefix flag, a u32 size and an LZ4 *block* (ReplFS's log and
+/// replication, upstream since ltx 0.5.2); without it, an LZ4 *frame*
+/// (older upstream encoders, and the backup archive's files, which every
+/// Litestream 0.5 release reads).
 public struct LTXDecoder<Source: LTXByteSource> {
     /// Where the decoder is in the file.
     private enum State {
@@ -52,6 +54,8 @@ public struct LTXDecoder<Source: LTXByteSource> {
     /// The database checksum of the pages read so far (snapshots only).
     private var databaseChecksum = Checksum.emptyDatabase
     private var maxCompressedSize = 0
+    /// For pages stored as LZ4 frames, made on first use.
+    private var frameDecoder: LZ4.FrameDecoder?
 
     /// The default read-ahead size: large enough to make `read(2)` calls rare.
     private static var readAheadSize: Int { 64 * 1024 }
@@ -110,6 +114,10 @@ public struct LTXDecoder<Source: LTXByteSource> {
         }
         let pgno = pageHeader.pgno
         try checkFrameHeader(pageHeader, header, at: frameOffset)
+        if !pageHeader.flags.contains(.sizePrefix) {
+            try decodeLZ4Frame(pgno, into: page, at: frameOffset)
+            return pgno
+        }
 
         let prefixEnd = LTXPageHeader.size + LTXPageHeader.sizePrefixSize
         try fill(prefixEnd, "page \(pgno) compressed size")
@@ -140,6 +148,51 @@ public struct LTXDecoder<Source: LTXByteSource> {
         frames.append(Frame(pgno: pgno.rawValue, offset: frameOffset, size: frameSize))
         lastPage = pgno.rawValue
         return pgno
+    }
+
+    /// A page stored as an LZ4 frame (no size-prefix flag: what upstream
+    /// wrote before ltx 0.5.2, and what the backup archive writes for
+    /// Litestream 0.5 releases before 0.5.16). Frames are self-delimiting:
+    /// fed to liblz4 as they are read, until it says the frame ended, which
+    /// must be after exactly one page and within the LZ4 bound.
+    private mutating func decodeLZ4Frame(_ pgno: PageNumber, into page: UnsafeMutableRawBufferPointer, at frameOffset: Int) throws(LTXError) {
+        guard let frames = frameDecoder ?? LZ4.FrameDecoder() else { throw .misuse("cannot create an LZ4 frame decoder") }
+        frameDecoder = frames
+        consume(LTXPageHeader.size, hashing: true)
+        let limit = LZ4.frameBound(page.count) + 64
+        var read = 0
+        var written = 0
+        var starved = false
+        while true {
+            // More input only when liblz4 used up what is buffered or
+            // could not go on with it (a frame may end before the buffer).
+            if starved || end == start { try fill(min(end - start + 1, limit - read), "page \(pgno) LZ4 frame") }
+            let step = withBuffered(end - start) { bytes in
+                frames.decode(bytes, into: UnsafeMutableRawBufferPointer(rebasing: page[written...]))
+            }
+            guard let step else {
+                throw .corruptPage(pgno, offset: frameOffset, reason: "malformed LZ4 frame")
+            }
+            consume(step.read, hashing: false)
+            read += step.read
+            written += step.written
+            if step.ended { break }
+            starved = step.read == 0 && step.written == 0
+            // No progress with a full page, or past the bound: not one page.
+            if (starved && (written == page.count || end - start >= limit)) || read >= limit {
+                frames.reset()
+                throw .corruptPage(pgno, offset: frameOffset, reason: "LZ4 frame longer than one \(page.count)-byte page")
+            }
+        }
+        guard written == page.count else {
+            throw .corruptPage(pgno, offset: frameOffset, reason: "LZ4 frame does not decompress to \(page.count) bytes (got \(written))")
+        }
+        hasher.update(UnsafeRawBufferPointer(page))
+        if let header, header.isSnapshot && header.tracksChecksums {
+            databaseChecksum = databaseChecksum.replacingPage(old: .zero, new: .page(pgno, UnsafeRawBufferPointer(page)))
+        }
+        self.frames.append(Frame(pgno: pgno.rawValue, offset: frameOffset, size: bytesConsumed - frameOffset))
+        lastPage = pgno.rawValue
     }
 
     /// Convenience for `nextPage(into:)` that sizes `page` to the page size.
@@ -205,9 +258,6 @@ public struct LTXDecoder<Source: LTXByteSource> {
         }
         if !LTXPageHeader.Flags.all.isSuperset(of: pageHeader.flags) {
             throw .corruptPage(pgno, offset: offset, reason: "invalid page header flags 0x\(String(pageHeader.flags.rawValue, radix: 16))")
-        }
-        if !pageHeader.flags.contains(.sizePrefix) {
-            throw .corruptPage(pgno, offset: offset, reason: "legacy LZ4 frame encoding (no size prefix flag) is not supported")
         }
         if n <= lastPage {
             throw .corruptPage(pgno, offset: offset, reason: "out of order: follows page \(lastPage)")

@@ -18,8 +18,20 @@
 /// let file = encoder.takeBytes()
 /// ```
 public struct LTXEncoder: Sendable {
+    /// How each page is compressed.
+    public enum PageEncoding: Sendable {
+        /// A u32 size prefix and an LZ4 block (flag `sizePrefix`): what
+        /// ReplFS's log and replication use, and upstream since ltx 0.5.2.
+        case lz4Block
+        /// An LZ4 frame (64 KiB blocks, content checksum), no flag: what
+        /// every Litestream 0.5 release reads (0.5.15 and older read only
+        /// this), so the backup archive's files use it.
+        case lz4Frame
+    }
+
     /// The header the file was started with.
     public private(set) var header: LTXHeader
+    public let pageEncoding: PageEncoding
 
     /// The trailer, available once `finish` has succeeded.
     public private(set) var trailer: LTXTrailer?
@@ -47,8 +59,9 @@ public struct LTXEncoder: Sendable {
     private var snapshotChecksum = Checksum.emptyDatabase
 
     /// Starts a file with `header`, which must pass `LTXHeader.validate()`.
-    public init(header: LTXHeader) throws(LTXError) {
+    public init(header: LTXHeader, pageEncoding: PageEncoding = .lz4Block) throws(LTXError) {
         self.header = header
+        self.pageEncoding = pageEncoding
         try reset(header: header)
     }
 
@@ -66,7 +79,7 @@ public struct LTXEncoder: Sendable {
         output.removeAll(keepingCapacity: true)
         output.reserveCapacity(LTXHeader.size + pageSize + 64)
         index.removeAll(keepingCapacity: true)
-        let bound = LZ4.compressBound(pageSize)
+        let bound = pageEncoding == .lz4Block ? LZ4.compressBound(pageSize) : LZ4.frameBound(pageSize)
         if compressed.count < bound {
             compressed = [UInt8](repeating: 0, count: bound)
         }
@@ -98,18 +111,25 @@ public struct LTXEncoder: Sendable {
         }
         try checkOrder(pgno)
 
-        let compressedSize = compressed.withUnsafeMutableBytes { LZ4.compress(page, into: $0) }
+        let compressedSize = compressed.withUnsafeMutableBytes { buffer in
+            pageEncoding == .lz4Block ? LZ4.compress(page, into: buffer) : LZ4.compressFrame(page, into: buffer)
+        }
         guard compressedSize > 0 else {
             throw .invalidPage(pgno, reason: "lz4 compression failed")
         }
 
-        // Frame: page header, compressed-size prefix, LZ4 block. The file
-        // checksum covers the header and prefix as stored but the page
-        // *uncompressed*, so it does not depend on the compressor.
+        // Frame: page header, compressed-size prefix, LZ4 block (or page
+        // header, LZ4 frame). The file checksum covers the header and
+        // prefix as stored but the page *uncompressed*, so it does not
+        // depend on the compressor.
         let frameOffset = bytesEncoded
         let frameStart = output.count
-        LTXPageHeader(pgno: pgno, flags: .sizePrefix).encode(into: &output)
-        BigEndian.append(UInt32(compressedSize), to: &output)
+        if pageEncoding == .lz4Block {
+            LTXPageHeader(pgno: pgno, flags: .sizePrefix).encode(into: &output)
+            BigEndian.append(UInt32(compressedSize), to: &output)
+        } else {
+            LTXPageHeader(pgno: pgno, flags: []).encode(into: &output)
+        }
         var crc = hasher
         output.withUnsafeBytes { crc.update(UnsafeRawBufferPointer(rebasing: $0[frameStart...])) }
         crc.update(page)

@@ -1,9 +1,10 @@
 /// The six bytes in front of every page frame: page number (u32) and flags
 /// (u16), big-endian.
 ///
-/// An all-zero page header terminates the page block. In format version 3 the
-/// encoder always sets `Flags.sizePrefix`, meaning a u32 compressed size and
-/// an LZ4 *block* follow.
+/// An all-zero page header terminates the page block. With
+/// `Flags.sizePrefix` (ReplFS's log and replication) a u32 compressed size
+/// and an LZ4 *block* follow; without it, an LZ4 *frame* (the backup
+/// archive's files, see ``LTXEncoder/PageEncoding``).
 public struct LTXPageHeader: Hashable, Sendable {
     /// Page header flag bits.
     public struct Flags: OptionSet, Hashable, Sendable {

@@ -120,14 +120,16 @@ extension DatabaseSnapshot {
     /// reading one page at a time: `emit` gets the encoded bytes whenever
     /// `chunk` bytes are buffered, and the rest with `last` set. Returns
     /// false if the copy could not be read, or `emit` or `continuing` said
-    /// stop. With `.noChecksum` (an archive's flavour) the file carries no
-    /// database checksums.
+    /// stop. With `.noChecksum` and `.lz4Frame` (an archive's flavour) the
+    /// file carries no database checksums and pages every Litestream 0.5
+    /// reads.
     public func encode(
-        flags: LTXHeader.Flags = [], timestamp: Int64, chunk: Int, continuing: () -> Bool = { true }, emit: ([UInt8], _ last: Bool) -> Bool
+        flags: LTXHeader.Flags = [], pageEncoding: LTXEncoder.PageEncoding = .lz4Block, timestamp: Int64, chunk: Int, continuing: () -> Bool = { true },
+        emit: ([UInt8], _ last: Bool) -> Bool
     ) -> Bool {
         let header = LTXHeader(
             flags: flags, pageSize: UInt32(pageSize), commit: pageCount, minTXID: TXID(1), maxTXID: position.txid, timestamp: timestamp)
-        guard var encoder = try? LTXEncoder(header: header), case .success(let fd) = Syscall.open(at: AT_FDCWD, path, flags: O_RDONLY) else {
+        guard var encoder = try? LTXEncoder(header: header, pageEncoding: pageEncoding), case .success(let fd) = Syscall.open(at: AT_FDCWD, path, flags: O_RDONLY) else {
             return false
         }
         defer { Syscall.close(fd) }
