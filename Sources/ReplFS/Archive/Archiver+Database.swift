@@ -34,22 +34,32 @@ extension Archiver {
     func readArchivedPosition(_ database: String, current: Position) throws(ArchiveError) -> Position? {
         removeStaleTemporaries(database)
         newestFile[database] = nil
-        let files = archive.files(of: database)
-        let levels = files.filter { $0.level < BackupArchive.snapshotLevel }
-        guard let newest = (levels.isEmpty ? files : levels).max(by: { $0.maxTXID < $1.maxTXID }) else { return nil }
         let recorded = positions(database).read()
         func checksum(at txid: TXID) -> Checksum { recorded.last { $0.txid == txid }?.checksum ?? .zero }
-        let ahead = files.filter { $0.maxTXID > newest.maxTXID }
-        let foreign = ahead.filter { file in
-            guard file.maxTXID <= current.txid else { return true }
+        func confirmed(_ file: BackupArchive.File) -> Bool {
+            guard file.maxTXID <= current.txid else { return false }
             switch store.catchUp(database: database, from: Position(txid: file.maxTXID, checksum: checksum(at: file.maxTXID))) {
-            case .records, .upToDate: return false
-            case .snapshot: return true
+            case .records, .upToDate: return true
+            case .snapshot: return false
             }
         }
-        if !foreign.isEmpty { try moveAside(database, foreign) }
-        newestFile[database] = newest.path
-        return Position(txid: newest.maxTXID, checksum: checksum(at: newest.maxTXID))
+        var files = archive.files(of: database)
+        while true {
+            let levels = files.filter { $0.level < BackupArchive.snapshotLevel }
+            guard let newest = (levels.isEmpty ? files : levels).max(by: { $0.maxTXID < $1.maxTXID }) else { return nil }
+            let foreign = files.filter { $0.maxTXID > newest.maxTXID && !confirmed($0) }
+            try moveAside(database, foreign)
+            files.removeAll { foreign.contains($0) }
+            // With only snapshots, the one continued from must be this
+            // node's too.
+            if levels.isEmpty && !confirmed(newest) {
+                try moveAside(database, [newest])
+                files.removeAll { $0 == newest }
+                continue
+            }
+            newestFile[database] = newest.path
+            return Position(txid: newest.maxTXID, checksum: checksum(at: newest.maxTXID))
+        }
     }
 
     /// Whether the newest file this node archived (or found) is still
