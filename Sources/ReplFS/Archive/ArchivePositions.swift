@@ -45,8 +45,9 @@ public struct ArchivePositions: Sendable {
         while offset + Self.recordSize <= bytes.count {
             let record = Array(bytes[offset..<offset + Self.recordSize])
             offset += Self.recordSize
-            guard CRC64.checksum(Array(record[0..<24])) == Self.uint64(record, 24) else { continue }
-            entries.append(Entry(txid: TXID(Self.uint64(record, 0)), checksum: Checksum(Self.uint64(record, 8)), timestamp: Int64(bitPattern: Self.uint64(record, 16))))
+            let field = { (at: Int) in record.withUnsafeBytes { BigEndian.load(UInt64.self, from: $0, at: at) } }
+            guard CRC64.checksum(Array(record[0..<24])) == field(24) else { continue }
+            entries.append(Entry(txid: TXID(field(0)), checksum: Checksum(field(8)), timestamp: Int64(bitPattern: field(16))))
         }
         return entries
     }
@@ -94,9 +95,5 @@ public struct ArchivePositions: Sendable {
         let kept = entries.filter(keep)
         guard kept.count != entries.count else { return .success(()) }
         return DurableFile.write(kept.flatMap(Self.encode), to: path, mode: 0o600, timestamp: nil)
-    }
-
-    private static func uint64(_ bytes: [UInt8], _ offset: Int) -> UInt64 {
-        bytes[offset..<offset + 8].reduce(0) { $0 << 8 | UInt64($1) }
     }
 }

@@ -54,7 +54,7 @@ public struct ArchiveRestore: Sendable {
 
         // A temporary name of its own, created here exclusively (never
         // through a link someone placed there).
-        let temporary = output + "." + String(UInt32.random(in: 0...UInt32.max), radix: 16) + DurableFile.temporarySuffix
+        let temporary = DurableFile.temporaryName(for: output)
         switch Syscall.open(at: AT_FDCWD, temporary, flags: O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW, mode: 0o600) {
         case .success(let fd): Syscall.close(fd)
         case .failure(let error): throw RestoreError(.io, "cannot create the restored database", path: temporary, errno: error)

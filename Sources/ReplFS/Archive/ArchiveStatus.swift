@@ -19,13 +19,6 @@ public struct ArchiveStatus: Codable, Hashable, Sendable {
             self.name = name
         }
 
-        mutating func note(archived position: Position, timestamp: Int64, current: Position) {
-            archivedTXID = position.txid.rawValue
-            archivedAt = timestamp
-            txid = max(txid, current.txid.rawValue)
-            if archivedTXID >= txid { behindSince = nil }
-        }
-
         func withLag(now: Int64) -> Database {
             var copy = self
             copy.lagTransactions = txid > archivedTXID ? txid - archivedTXID : 0

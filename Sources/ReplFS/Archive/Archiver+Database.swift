@@ -84,7 +84,6 @@ extension Archiver {
     }
 
     func archiveDatabase(_ database: String, current: Position) throws(ArchiveError) {
-        noteCurrent(database, current: current)
         guard current.txid.rawValue > 0 else { return }
         if !read.contains(database) {
             archived[database] = try readArchivedPosition(database, current: current)
@@ -118,7 +117,7 @@ extension Archiver {
                 let time = (try? content.header().timestamp) ?? 0
                 let backlog = time - groupStart > 2 * settings.levelZeroInterval.milliseconds
                 if !group.isEmpty && (size + contentSize > Self.groupLimit || group.count >= Self.groupCount || backlog) {
-                    try writeLevelZero(database, group, current: current)
+                    try writeLevelZero(database, group)
                     group = []
                     size = 0
                 }
@@ -126,7 +125,7 @@ extension Archiver {
                 group.append(content)
                 size += contentSize
             }
-            if !group.isEmpty { try writeLevelZero(database, group, current: current) }
+            if !group.isEmpty { try writeLevelZero(database, group) }
         case .snapshot:
             // Files beyond this node's position are of a history it does
             // not have. Those at or below it stay (a state that existed,
@@ -142,7 +141,7 @@ extension Archiver {
 
     /// One level-0 file for consecutive transactions; its end position is
     /// recorded before the file is renamed into place.
-    private func writeLevelZero(_ database: String, _ group: [LTXContent], current: Position) throws(ArchiveError) {
+    private func writeLevelZero(_ database: String, _ group: [LTXContent]) throws(ArchiveError) {
         let first: LTXHeader
         let last: LTXHeader
         do throws(LTXError) {
@@ -157,11 +156,11 @@ extension Archiver {
             // More pages than a merge holds in memory: in halves.
             file.abandon()
             let half = group.count / 2
-            try writeLevelZero(database, Array(group[..<half]), current: current)
-            return try writeLevelZero(database, Array(group[half...]), current: current)
+            try writeLevelZero(database, Array(group[..<half]))
+            return try writeLevelZero(database, Array(group[half...]))
         }
         try commit(file, database: database, end: Position(txid: name.maxTXID, checksum: written.postApply), timestamp: written.header.timestamp)
-        noteArchived(database, Position(txid: name.maxTXID, checksum: written.postApply), timestamp: written.header.timestamp, current: current)
+        noteArchived(database, Position(txid: name.maxTXID, checksum: written.postApply), timestamp: written.header.timestamp)
         levelZeroDue = Int64(MonotonicClock.nanoseconds() / 1_000_000) + settings.levelZeroInterval.milliseconds
     }
 
@@ -194,7 +193,7 @@ extension Archiver {
         guard encoded else { throw ArchiveError("cannot write a snapshot", path: file.path, failure ?? .io) }
         try commit(file, database: database, end: snapshot.position, timestamp: timestamp)
         logger.info("backup: snapshot written", metadata: ["database": "\(database)", "position": "\(snapshot.position)", "pages": "\(snapshot.pageCount)"])
-        if advancing { noteArchived(database, snapshot.position, timestamp: timestamp, current: snapshot.position) }
+        if advancing { noteArchived(database, snapshot.position, timestamp: timestamp) }
     }
 
     /// A file to write in the archive, its directory made if needed (under

@@ -60,7 +60,15 @@ public final class Archiver: @unchecked Sendable {
     // Owned by the archiver's thread.
     /// Where the archive stands, per database read from the target
     /// (absent from `archived` but in `read`: no archive yet).
-    var archived: [String: Position] = [:]
+    /// (Mirrored into what `status` reads.)
+    var archived: [String: Position] = [:] {
+        didSet {
+            let txids = archived.mapValues(\.txid.rawValue)
+            shared.withLock { shared in
+                for (database, txid) in txids { shared.databases[database, default: ArchiveStatus.Database(name: database)].archivedTXID = txid }
+            }
+        }
+    }
     var read: Set<String> = []
     var lastCompaction: [String: [Int64]] = [:]
     var lastRetention: Int64 = 0
@@ -233,18 +241,12 @@ public final class Archiver: @unchecked Sendable {
         guard isRunning, store.isWritable else { throw ArchiveError("stopped archiving: this node is no longer the writable primary") }
     }
 
-    func noteArchived(_ database: String, _ position: Position, timestamp: Int64, current: Position) {
+    /// The archive now reaches `position`, whose newest commit is of `timestamp`.
+    func noteArchived(_ database: String, _ position: Position, timestamp: Int64) {
         archived[database] = position
         shared.withLock { shared in
             shared.filesWritten += 1
-            shared.databases[database, default: ArchiveStatus.Database(name: database)].note(archived: position, timestamp: timestamp, current: current)
-        }
-    }
-
-    func noteCurrent(_ database: String, current: Position) {
-        guard let archivedPosition = archived[database] else { return }
-        shared.withLock { shared in
-            shared.databases[database, default: ArchiveStatus.Database(name: database)].archivedTXID = archivedPosition.txid.rawValue
+            shared.databases[database, default: ArchiveStatus.Database(name: database)].archivedAt = timestamp
         }
     }
 

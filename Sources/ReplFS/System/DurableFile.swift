@@ -21,7 +21,7 @@ public final class DurableFile {
     /// Starts `path` (its directory must exist) with `mode`.
     public init(path: String, mode: mode_t = 0o644) throws(Errno) {
         self.path = path
-        temporary = path + "." + String(UInt32.random(in: 0...UInt32.max), radix: 16) + Self.temporarySuffix
+        temporary = Self.temporaryName(for: path)
         switch Syscall.open(at: AT_FDCWD, temporary, flags: O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW, mode: mode) {
         case .success(let value): fd = value
         case .failure(let error): throw error
@@ -105,6 +105,11 @@ public final class DurableFile {
         } catch {
             return .failure(error)
         }
+    }
+
+    /// A fresh temporary name beside `path`: `NAME.<random>.tmp`.
+    public static func temporaryName(for path: String) -> String {
+        path + "." + String(UInt32.random(in: 0...UInt32.max), radix: 16) + temporarySuffix
     }
 
     /// Whether `name` is one of these temporary files.
